@@ -1,0 +1,134 @@
+// Causal grouped-query attention with a key padding mask.
+//
+// Layouts (rows are tokens, as the projections produce them):
+//   q   [batch, q_len, heads * head_dim]              rows q_stride apart, batches q_len rows apart
+//   k,v [batch, k_len, kv_heads * head_dim]           rows kv_stride apart, batches kv_batch_stride apart
+//   out [batch, q_len, heads * head_dim]              like q
+//   probs [batch, heads, q_len, k_len]                saved softmax, used by backward
+// Query row i sits at key index q_offset + i and sees key j when j <= q_offset + i and key_valid[b, j] != 0
+// (key_valid may be null: all keys valid). A query with no visible key outputs zeros.
+// The same function serves the full forward (q_offset = 0, k_len = q_len) and a KV-cache step (q_len = 1).
+#pragma once
+#include <cmath>
+#include <limits>
+
+#include "c3/core/parallel.hpp"
+#include "c3/core/tensor.hpp"
+
+namespace c3::ops {
+
+struct AttentionShape {
+    size_t batch, q_len, k_len, heads, kv_heads, head_dim;
+    size_t q_offset;         // key index of query row 0
+    size_t kv_batch_stride;  // elements between batches in k and v
+    size_t k_valid_stride;   // elements between batches in key_valid
+    size_t q_stride() const { return heads * head_dim; }
+    size_t kv_stride() const { return kv_heads * head_dim; }
+    size_t group() const { return heads / kv_heads; }
+};
+
+template <typename T>
+void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const uint8_t* key_valid,
+                       const AttentionShape& s) {
+    const T scale = T(1) / std::sqrt(T(s.head_dim));
+    const size_t qs = s.q_stride(), ks = s.kv_stride();
+    parallel_for(s.batch * s.heads, [&](size_t bh) {
+        const size_t b = bh / s.heads, h = bh % s.heads, g = h / s.group();
+        ConstStridedMap<T> Q(q + b * s.q_len * qs + h * s.head_dim, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
+        ConstStridedMap<T> K(k + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
+        ConstStridedMap<T> V(v + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
+        MatrixMap<T> P(probs + bh * s.q_len * s.k_len, s.q_len, s.k_len);
+        P.noalias() = (Q * K.transpose()) * scale;
+        const uint8_t* valid = key_valid ? key_valid + b * s.k_valid_stride : nullptr;
+        for (size_t i = 0; i < s.q_len; ++i) {
+            const size_t last = std::min(s.k_len, s.q_offset + i + 1);  // keys [0, last) are causal-visible
+            T* row = P.data() + i * s.k_len;
+            T max_score = -std::numeric_limits<T>::infinity();
+            for (size_t j = 0; j < last; ++j)
+                if (!valid || valid[j]) max_score = std::max(max_score, row[j]);
+            T total = 0;
+            for (size_t j = 0; j < s.k_len; ++j) {
+                const bool visible = j < last && (!valid || valid[j]);
+                row[j] = visible ? std::exp(row[j] - max_score) : T(0);
+                total += row[j];
+            }
+            const T inverse = total > 0 ? T(1) / total : T(0);
+            for (size_t j = 0; j < last; ++j) row[j] *= inverse;
+        }
+        StridedMap<T> O(out + b * s.q_len * qs + h * s.head_dim, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
+        O.noalias() = P * V;
+    });
+}
+
+// Accumulates dq (laid out like q) and dk, dv (like k, v, with batch stride kv_batch_stride).
+// Parallel over (batch, kv head): the query heads of one group write the same dk, dv rows.
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs, const T* q, const T* k, const T* v,
+                        const AttentionShape& s) {
+    const T scale = T(1) / std::sqrt(T(s.head_dim));
+    const size_t qs = s.q_stride(), ks = s.kv_stride();
+    parallel_for(s.batch * s.kv_heads, [&](size_t bg) {
+        const size_t b = bg / s.kv_heads, g = bg % s.kv_heads;
+        ConstStridedMap<T> K(k + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
+        ConstStridedMap<T> V(v + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
+        StridedMap<T> dK(dk + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
+        StridedMap<T> dV(dv + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
+        RowMatrix<T> dP(s.q_len, s.k_len);
+        for (size_t h = g * s.group(); h < (g + 1) * s.group(); ++h) {
+            const size_t q_at = b * s.q_len * qs + h * s.head_dim;
+            ConstStridedMap<T> Q(q + q_at, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
+            ConstStridedMap<T> dO(dout + q_at, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
+            StridedMap<T> dQ(dq + q_at, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
+            ConstMatrixMap<T> P(probs + (b * s.heads + h) * s.q_len * s.k_len, s.q_len, s.k_len);
+            dV.noalias() += P.transpose() * dO;
+            dP.noalias() = dO * V.transpose();
+            // softmax backward: dS = P * (dP - rowsum(P * dP)), then the score scale.
+            for (size_t i = 0; i < s.q_len; ++i) {
+                T dot = 0;
+                for (size_t j = 0; j < s.k_len; ++j) dot += P(i, j) * dP(i, j);
+                for (size_t j = 0; j < s.k_len; ++j) dP(i, j) = P(i, j) * (dP(i, j) - dot) * scale;
+            }
+            dQ.noalias() += dP * K;
+            dK.noalias() += dP.transpose() * Q;
+        }
+    });
+}
+
+namespace reference {
+// Plain loops in double, one query at a time.
+template <typename T>
+void attention_forward(T* out, const T* q, const T* k, const T* v, const uint8_t* key_valid, const AttentionShape& s) {
+    const double scale = 1.0 / std::sqrt(double(s.head_dim));
+    const size_t qs = s.q_stride(), ks = s.kv_stride();
+    std::vector<double> scores(s.k_len);
+    for (size_t b = 0; b < s.batch; ++b)
+        for (size_t h = 0; h < s.heads; ++h) {
+            const size_t g = h / s.group();
+            for (size_t i = 0; i < s.q_len; ++i) {
+                double max_score = -1e300, total = 0;
+                bool any = false;
+                for (size_t j = 0; j < s.k_len; ++j) {
+                    const bool visible = j <= s.q_offset + i && (!key_valid || key_valid[b * s.k_valid_stride + j]);
+                    double dot = 0;
+                    for (size_t d = 0; d < s.head_dim; ++d)
+                        dot += double(q[(b * s.q_len + i) * qs + h * s.head_dim + d]) *
+                               k[b * s.kv_batch_stride + j * ks + g * s.head_dim + d];
+                    scores[j] = visible ? dot * scale : -1e300;
+                    if (visible) max_score = std::max(max_score, scores[j]), any = true;
+                }
+                for (size_t j = 0; j < s.k_len; ++j) {
+                    scores[j] = scores[j] > -1e299 ? std::exp(scores[j] - max_score) : 0.0;
+                    total += scores[j];
+                }
+                for (size_t d = 0; d < s.head_dim; ++d) {
+                    double sum = 0;
+                    for (size_t j = 0; j < s.k_len; ++j)
+                        sum += scores[j] * v[b * s.kv_batch_stride + j * ks + g * s.head_dim + d];
+                    out[(b * s.q_len + i) * qs + h * s.head_dim + d] = any ? T(sum / total) : T(0);
+                }
+            }
+        }
+}
+}  // namespace reference
+
+}  // namespace c3::ops

@@ -1,0 +1,57 @@
+// Softmax cross-entropy over the vocabulary, with an ignore index (the loss counts answer tokens only).
+#pragma once
+#include <cmath>
+#include <limits>
+
+#include "c3/core/parallel.hpp"
+
+namespace c3::ops {
+
+constexpr int32_t kIgnoreIndex = -100;
+
+// losses [rows] = logsumexp(logits[r]) - logits[r, target[r]]; 0 where target is kIgnoreIndex.
+// Returns the number of counted rows. Targets outside [0, vocab) other than the ignore index are errors.
+template <typename T>
+size_t cross_entropy_forward(T* losses, const T* logits, const int32_t* targets, size_t rows, size_t vocab) {
+    size_t counted = 0;
+    for (size_t r = 0; r < rows; ++r) {
+        if (targets[r] == kIgnoreIndex) continue;
+        C3_CHECK(targets[r] >= 0 && size_t(targets[r]) < vocab, ValueError, "target id ", targets[r], " at row ", r,
+                 " is outside the vocabulary of ", vocab);
+        ++counted;
+    }
+    parallel_for(rows, [&](size_t r) {
+        if (targets[r] == kIgnoreIndex) {
+            losses[r] = 0;
+            return;
+        }
+        const T* x = logits + r * vocab;
+        T max_logit = -std::numeric_limits<T>::infinity();
+        for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
+        T total = 0;
+        for (size_t i = 0; i < vocab; ++i) total += std::exp(x[i] - max_logit);
+        losses[r] = std::log(total) + max_logit - x[targets[r]];
+    });
+    return counted;
+}
+
+// dlogits [rows, vocab] += weight[r] * (softmax(logits[r]) - onehot(target[r])); ignored rows get nothing.
+// For a mean loss over n counted rows, weight is dloss / n for every row.
+template <typename T>
+void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets, const T* row_weights, size_t rows,
+                            size_t vocab) {
+    parallel_for(rows, [&](size_t r) {
+        if (targets[r] == kIgnoreIndex) return;
+        const T* x = logits + r * vocab;
+        T* dx = dlogits + r * vocab;
+        T max_logit = -std::numeric_limits<T>::infinity();
+        for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
+        T total = 0;
+        for (size_t i = 0; i < vocab; ++i) total += std::exp(x[i] - max_logit);
+        const T w = row_weights[r], inverse = T(1) / total;
+        for (size_t i = 0; i < vocab; ++i) dx[i] += w * std::exp(x[i] - max_logit) * inverse;
+        dx[targets[r]] -= w;
+    });
+}
+
+}  // namespace c3::ops

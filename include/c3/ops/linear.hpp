@@ -1,0 +1,53 @@
+// Linear layer, y = x W^T + b, with W stored [out, in] as in PyTorch and Hugging Face checkpoints.
+#pragma once
+#include "c3/core/tensor.hpp"
+
+namespace c3::ops {
+
+// output [rows, out] = input [rows, in] * weight[out, in]^T + bias[out] (bias may be null)
+template <typename T>
+void linear_forward(T* output, const T* input, const T* weight, const T* bias, size_t rows, size_t in, size_t out) {
+    MatrixMap<T> y(output, rows, out);
+    ConstMatrixMap<T> x(input, rows, in);
+    ConstMatrixMap<T> w(weight, out, in);
+    y.noalias() = x * w.transpose();
+    if (bias) y.rowwise() += ConstVectorMap<T>(bias, out).transpose();
+}
+
+// Accumulates: dinput [rows, in] += dout * W; dweight [out, in] += dout^T * input; dbias [out] += column sums.
+// Any of dinput, dweight, dbias may be null to skip that work (frozen weights, or no gradient wanted upstream).
+template <typename T>
+void linear_backward(T* dinput, T* dweight, T* dbias, const T* doutput, const T* input, const T* weight, size_t rows,
+                     size_t in, size_t out) {
+    ConstMatrixMap<T> dy(doutput, rows, out);
+    if (dinput) MatrixMap<T>(dinput, rows, in).noalias() += dy * ConstMatrixMap<T>(weight, out, in);
+    if (dweight) MatrixMap<T>(dweight, out, in).noalias() += dy.transpose() * ConstMatrixMap<T>(input, rows, in);
+    if (dbias) VectorMap<T>(dbias, out) += dy.colwise().sum().transpose();
+}
+
+namespace reference {
+template <typename T>
+void linear_forward(T* output, const T* input, const T* weight, const T* bias, size_t rows, size_t in, size_t out) {
+    for (size_t r = 0; r < rows; ++r)
+        for (size_t o = 0; o < out; ++o) {
+            double sum = bias ? bias[o] : 0.0;
+            for (size_t i = 0; i < in; ++i) sum += double(input[r * in + i]) * double(weight[o * in + i]);
+            output[r * out + o] = T(sum);
+        }
+}
+template <typename T>
+void linear_backward(T* dinput, T* dweight, T* dbias, const T* doutput, const T* input, const T* weight, size_t rows,
+                     size_t in, size_t out) {
+    for (size_t r = 0; r < rows; ++r)
+        for (size_t o = 0; o < out; ++o) {
+            const T g = doutput[r * out + o];
+            if (dbias) dbias[o] += g;
+            for (size_t i = 0; i < in; ++i) {
+                if (dinput) dinput[r * in + i] += g * weight[o * in + i];
+                if (dweight) dweight[o * in + i] += g * input[r * in + i];
+            }
+        }
+}
+}  // namespace reference
+
+}  // namespace c3::ops

@@ -1,0 +1,25 @@
+"""c3: Context Cascade Compression.
+
+A C++ engine (``c3._core``) with a Python API to build, train and analyse cascades that compress text into
+latent tokens and reconstruct it.
+"""
+import os as _os
+
+# Development builds: C3_CORE_DIR names a CMake build folder holding _core*.so, used without installing.
+if _os.environ.get("C3_CORE_DIR"):
+    __path__.append(_os.environ["C3_CORE_DIR"])  # noqa: F821
+
+from . import _core  # noqa: E402
+from ._core import (  # noqa: E402,F401
+    C3Error,
+    C3IOError,
+    C3ValueError,
+    ConfigError,
+    FormatError,
+    ShapeError,
+    TokenizerError,
+    num_threads,
+    set_num_threads,
+)
+
+__version__ = "0.1.0"

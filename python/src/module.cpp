@@ -1,0 +1,65 @@
+// c3._core: the module definition and the mapping of C++ errors to Python exceptions.
+#include <Python.h>
+
+#include "bindings.hpp"
+#include "c3/core/parallel.hpp"
+
+namespace c3::python {
+namespace {
+
+// Creates c3._core.<name> deriving from the given Python bases and registers it on the module.
+py::object make_exception(py::module_& m, const char* name, py::tuple bases) {
+    const std::string qualified = std::string("c3._core.") + name;
+    PyObject* type = PyErr_NewException(qualified.c_str(), bases.ptr(), nullptr);
+    if (!type) throw py::error_already_set();
+    py::object result = py::reinterpret_steal<py::object>(type);
+    m.attr(name) = result;
+    return result;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "c3 core: the C++ engine behind the c3 package";
+
+    // Error types: each is also a subclass of the matching built-in, so `except ValueError` works as well.
+    static py::object base = make_exception(m, "C3Error", py::make_tuple(py::handle(PyExc_RuntimeError)));
+    static py::object format_error = make_exception(m, "FormatError", py::make_tuple(base, py::handle(PyExc_ValueError)));
+    static py::object io_error = make_exception(m, "C3IOError", py::make_tuple(base, py::handle(PyExc_OSError)));
+    static py::object shape_error = make_exception(m, "ShapeError", py::make_tuple(base, py::handle(PyExc_ValueError)));
+    static py::object value_error = make_exception(m, "C3ValueError", py::make_tuple(base, py::handle(PyExc_ValueError)));
+    static py::object config_error = make_exception(m, "ConfigError", py::make_tuple(base, py::handle(PyExc_ValueError)));
+    static py::object tokenizer_error =
+        make_exception(m, "TokenizerError", py::make_tuple(base, py::handle(PyExc_ValueError)));
+    py::register_exception_translator([](std::exception_ptr pointer) {
+        try {
+            if (pointer) std::rethrow_exception(pointer);
+        } catch (const FormatError& e) {
+            PyErr_SetString(format_error.ptr(), e.what());
+        } catch (const IOError& e) {
+            PyErr_SetString(io_error.ptr(), e.what());
+        } catch (const ShapeError& e) {
+            PyErr_SetString(shape_error.ptr(), e.what());
+        } catch (const ValueError& e) {
+            PyErr_SetString(value_error.ptr(), e.what());
+        } catch (const ConfigError& e) {
+            PyErr_SetString(config_error.ptr(), e.what());
+        } catch (const TokenizerError& e) {
+            PyErr_SetString(tokenizer_error.ptr(), e.what());
+        } catch (const Error& e) {
+            PyErr_SetString(base.ptr(), e.what());
+        }
+    });
+
+    m.def("num_threads", &num_threads, "Number of threads the C++ kernels use.");
+    m.def("set_num_threads", &set_num_threads, py::arg("threads"), "Set the number of threads the C++ kernels use.");
+
+    bind_io(m);
+    bind_model(m);
+    bind_text(m);
+    bind_analysis(m);
+    bind_train(m);
+    bind_cascade(m);
+}
+
+}  // namespace c3::python
