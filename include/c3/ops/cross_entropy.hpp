@@ -55,3 +55,27 @@ void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets,
 }
 
 }  // namespace c3::ops
+
+namespace c3::ops {
+
+// In place: logits [rows, vocab] become weight[r] * (softmax - onehot(target)), the gradient of the weighted
+// loss; ignored rows become zero. Saves a second [rows, vocab] buffer, which matters for 150k vocabularies.
+template <typename T>
+void cross_entropy_gradient_in_place(T* logits, const int32_t* targets, const T* row_weights, size_t rows, size_t vocab) {
+    parallel_for(rows, [&](size_t r) {
+        T* x = logits + r * vocab;
+        if (targets[r] == kIgnoreIndex) {
+            std::fill(x, x + vocab, T(0));
+            return;
+        }
+        T max_logit = -std::numeric_limits<T>::infinity();
+        for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
+        T total = 0;
+        for (size_t i = 0; i < vocab; ++i) total += (x[i] = std::exp(x[i] - max_logit));
+        const T scale = row_weights[r] / total;
+        for (size_t i = 0; i < vocab; ++i) x[i] *= scale;
+        x[targets[r]] -= row_weights[r];
+    });
+}
+
+}  // namespace c3::ops

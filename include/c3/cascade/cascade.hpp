@@ -1,0 +1,415 @@
+// C3: an encoder LLM compresses a context into N latent tokens; a decoder LLM reads them and reconstructs it.
+//
+//   encoder input:  context tokens (left-padded) , <img> , N query slots , </img>
+//                   the slots' embeddings are the learnable queries Q [N, d_enc]
+//   latents:        encoder hidden states after the final norm at the slots -> projector -> [N, d_dec]
+//   decoder input:  prompt prefix , <img> , N latent slots , </img> , prompt suffix , answer (right-padded)
+//                   the slots' embeddings are the projected latents
+//   loss:           next-token cross-entropy on the answer tokens only
+// Backward runs the same path in reverse: decoder -> latents -> projector -> encoder slots -> Q and encoder.
+#pragma once
+#include <chrono>
+
+#include "c3/model/generate.hpp"
+#include "c3/ops/gelu.hpp"
+#include "c3/train/trainer.hpp"
+
+namespace c3 {
+
+enum class ProjectorKind { Linear, Mlp };
+
+struct CascadeConfig {
+    TransformerConfig encoder, decoder;
+    size_t num_latents = 16;
+    ProjectorKind projector = ProjectorKind::Linear;
+    // Token ids in the shared vocabulary (the official tokenizer: 151857, 151858, 151859).
+    int32_t latent_start_token = 0, latent_end_token = 0, latent_pad_token = 0;
+    std::vector<int32_t> prompt_prefix, prompt_suffix;  // decoder prompt around the latent block
+    std::vector<int32_t> stop_tokens;                   // end of an answer (<|im_end|> in the official model)
+
+    size_t encoder_length(size_t context_length) const { return context_length + num_latents + 2; }
+    size_t prompt_length() const { return prompt_prefix.size() + num_latents + 2 + prompt_suffix.size(); }
+    size_t decoder_slot_start() const { return prompt_prefix.size() + 1; }
+
+    void validate() const {
+        encoder.validate();
+        decoder.validate();
+        C3_CHECK(num_latents > 0, ConfigError, "num_latents must be positive");
+        for (int32_t token : {latent_start_token, latent_end_token, latent_pad_token}) {
+            C3_CHECK(token >= 0 && size_t(token) < encoder.vocab_size && size_t(token) < decoder.vocab_size,
+                     ConfigError, "special token id ", token, " is outside the encoder (", encoder.vocab_size,
+                     ") or decoder (", decoder.vocab_size, ") vocabulary");
+        }
+        for (int32_t token : prompt_prefix)
+            C3_CHECK(token >= 0 && size_t(token) < decoder.vocab_size, ConfigError, "prompt token ", token,
+                     " is outside the decoder vocabulary");
+        for (int32_t token : prompt_suffix)
+            C3_CHECK(token >= 0 && size_t(token) < decoder.vocab_size, ConfigError, "prompt token ", token,
+                     " is outside the decoder vocabulary");
+    }
+};
+
+// Q and the projector, named as in the official checkpoint.
+inline std::vector<ParameterInfo> bridge_layout(const CascadeConfig& c) {
+    LayoutBuilder b;
+    const size_t de = c.encoder.hidden_size, dd = c.decoder.hidden_size;
+    b.add("model.Q.weight", {c.num_latents, de}, ParameterKind::Embedding);
+    if (c.projector == ProjectorKind::Linear) {
+        b.add("model.mm_projector.weight", {dd, de}, ParameterKind::Matrix);
+        b.add("model.mm_projector.bias", {dd}, ParameterKind::Bias);
+    } else {
+        b.add("model.mm_projector.0.weight", {dd, de}, ParameterKind::Matrix);
+        b.add("model.mm_projector.0.bias", {dd}, ParameterKind::Bias);
+        b.add("model.mm_projector.2.weight", {dd, dd}, ParameterKind::Matrix);
+        b.add("model.mm_projector.2.bias", {dd}, ParameterKind::Bias);
+    }
+    return b.entries;
+}
+
+template <typename T>
+struct CascadeActivations {
+    size_t batch = 0, context_length = 0, answer_length = 0;
+    Activations<T> encoder, decoder;
+    std::vector<T> encoder_input;  // [B, Le, d_enc]
+    std::vector<T> decoder_input;  // [B, Ld, d_dec]
+    std::vector<uint8_t> encoder_mask, decoder_mask;
+    std::vector<int32_t> encoder_ids, decoder_ids;
+    std::vector<T> slot_states;   // [B, N, d_enc]: encoder hidden at the slots
+    std::vector<T> projector_hidden, projector_activation;  // [B, N, d_dec] (MLP projector only)
+    std::vector<T> latents;       // [B, N, d_dec]
+};
+
+// Per-position teacher-forced scores of reference answers.
+struct AnswerScores {
+    size_t batch = 0, length = 0;
+    std::vector<float> log_probability;  // [B, La]: log p(reference token | latents, previous reference tokens)
+    std::vector<int32_t> rank;           // [B, La]: 0 = the reference token was the top prediction
+    std::vector<int32_t> predicted;      // [B, La]: the argmax token
+    std::vector<uint8_t> valid;          // [B, La]
+};
+
+template <typename T>
+class Cascade {
+public:
+    CascadeConfig config;
+    Transformer<T> encoder, decoder;
+    std::vector<ParameterInfo> bridge;
+    std::vector<T> bridge_parameters, bridge_gradients;
+    std::vector<uint8_t> bridge_trainable;
+
+    explicit Cascade(const CascadeConfig& cascade_config)
+        : config(cascade_config), encoder(cascade_config.encoder), decoder(cascade_config.decoder) {
+        config.validate();
+        bridge = bridge_layout(config);
+        bridge_parameters.assign(layout_size(bridge), T(0));
+        bridge_gradients.assign(bridge_parameters.size(), T(0));
+        bridge_trainable.assign(bridge.size(), 1);
+        init_parameters(bridge_parameters.data(), bridge, config.encoder.initializer_range, 0);
+    }
+
+    void init_random(uint64_t seed) {
+        encoder.init_random(seed * 3 + 1);
+        decoder.init_random(seed * 3 + 2);
+        init_parameters(bridge_parameters.data(), bridge, config.encoder.initializer_range, seed * 3 + 3);
+    }
+    T* bridge_data(const std::string& name) { return bridge_parameters.data() + find_parameter(bridge, name).offset; }
+    const T* bridge_data(const std::string& name) const {
+        return bridge_parameters.data() + find_parameter(bridge, name).offset;
+    }
+    T* bridge_gradient(const std::string& name) {
+        const size_t e = entry_index(name);
+        return bridge_trainable[e] ? bridge_gradients.data() + bridge[e].offset : nullptr;
+    }
+    size_t entry_index(const std::string& name) const {
+        for (size_t e = 0; e < bridge.size(); ++e)
+            if (bridge[e].name == name) return e;
+        throw ValueError("no cascade parameter named '" + name + "'");
+    }
+    // Freezing by part: "encoder", "decoder", "queries" (Q) or "projector".
+    void set_trainable(const std::string& part, bool value) {
+        if (part == "encoder") encoder.set_trainable("", value);
+        else if (part == "decoder") decoder.set_trainable("", value);
+        else if (part == "queries") bridge_trainable[0] = value;
+        else if (part == "projector")
+            for (size_t e = 1; e < bridge.size(); ++e) bridge_trainable[e] = value;
+        else throw ValueError("unknown cascade part '" + part + "' (encoder, decoder, queries, projector)");
+    }
+    std::vector<ParameterGroup<T>> parameter_groups() {
+        return {encoder.parameter_group("encoder"), decoder.parameter_group("decoder"),
+                {"bridge", bridge_parameters.data(), bridge_gradients.data(), &bridge, &bridge_trainable}};
+    }
+    size_t num_parameters() const {
+        return encoder.num_parameters() + decoder.num_parameters() + bridge_parameters.size();
+    }
+
+    // Contexts [B, Lc] (left-padded, mask 1 = token) -> latents [B, N, d_dec] in a.latents.
+    void compress(const int32_t* contexts, const uint8_t* context_mask, size_t batch, size_t context_length,
+                  CascadeActivations<T>& a, bool save_for_backward) const {
+        const size_t N = config.num_latents, de = config.encoder.hidden_size, dd = config.decoder.hidden_size;
+        const size_t Le = config.encoder_length(context_length);
+        a.batch = batch;
+        a.context_length = context_length;
+        a.encoder_ids.assign(batch * Le, config.latent_pad_token);
+        a.encoder_mask.assign(batch * Le, 1);
+        for (size_t b = 0; b < batch; ++b) {
+            int32_t* row = a.encoder_ids.data() + b * Le;
+            for (size_t t = 0; t < context_length; ++t) {
+                row[t] = contexts[b * context_length + t];
+                a.encoder_mask[b * Le + t] = context_mask ? context_mask[b * context_length + t] : 1;
+            }
+            row[context_length] = config.latent_start_token;
+            row[Le - 1] = config.latent_end_token;
+        }
+        a.encoder_input.resize(batch * Le * de);
+        encoder.embed(a.encoder_input.data(), a.encoder_ids.data(), batch * Le);
+        const T* queries = bridge_data("model.Q.weight");
+        for (size_t b = 0; b < batch; ++b)
+            std::memcpy(a.encoder_input.data() + (b * Le + context_length + 1) * de, queries, N * de * sizeof(T));
+        ForwardInput<T> in{batch, Le, nullptr, a.encoder_input.data(), a.encoder_mask.data(), nullptr};
+        encoder.forward(in, a.encoder, LogitsMode::None, save_for_backward);
+        a.slot_states.resize(batch * N * de);
+        for (size_t b = 0; b < batch; ++b)
+            std::memcpy(a.slot_states.data() + b * N * de, a.encoder.hidden.data() + (b * Le + context_length + 1) * de,
+                        N * de * sizeof(T));
+        project(a);
+    }
+
+    // Decoder input for given latents [B, N, d_dec] and answers [B, La] (right-padded, may be empty: La = 0).
+    void build_decoder_input(const T* latents, const int32_t* answers, const uint8_t* answer_mask, size_t batch,
+                             size_t answer_length, CascadeActivations<T>& a) const {
+        const size_t N = config.num_latents, dd = config.decoder.hidden_size, P = config.prompt_length();
+        const size_t Ld = P + answer_length;
+        a.batch = batch;
+        a.answer_length = answer_length;
+        a.decoder_ids.assign(batch * Ld, config.latent_pad_token);
+        a.decoder_mask.assign(batch * Ld, 1);
+        for (size_t b = 0; b < batch; ++b) {
+            int32_t* row = a.decoder_ids.data() + b * Ld;
+            std::copy(config.prompt_prefix.begin(), config.prompt_prefix.end(), row);
+            row[config.prompt_prefix.size()] = config.latent_start_token;
+            row[config.decoder_slot_start() + N] = config.latent_end_token;
+            std::copy(config.prompt_suffix.begin(), config.prompt_suffix.end(), row + config.decoder_slot_start() + N + 1);
+            for (size_t t = 0; t < answer_length; ++t) {
+                const bool real = !answer_mask || answer_mask[b * answer_length + t];
+                row[P + t] = real ? answers[b * answer_length + t] : 0;
+                a.decoder_mask[b * Ld + P + t] = real;
+            }
+        }
+        a.decoder_input.resize(batch * Ld * dd);
+        decoder.embed(a.decoder_input.data(), a.decoder_ids.data(), batch * Ld);
+        for (size_t b = 0; b < batch; ++b)
+            std::memcpy(a.decoder_input.data() + (b * Ld + config.decoder_slot_start()) * dd, latents + b * N * dd,
+                        N * dd * sizeof(T));
+    }
+
+    // Targets for the decoder rows: the row before each real answer token predicts it.
+    std::vector<int32_t> answer_targets(const CascadeActivations<T>& a) const {
+        const size_t P = config.prompt_length(), Ld = P + a.answer_length;
+        std::vector<int32_t> targets(a.batch * Ld, ops::kIgnoreIndex);
+        for (size_t b = 0; b < a.batch; ++b)
+            for (size_t t = 0; t < a.answer_length; ++t)
+                if (a.decoder_mask[b * Ld + P + t]) targets[b * Ld + P + t - 1] = a.decoder_ids[b * Ld + P + t];
+        return targets;
+    }
+
+    // Sum of answer-token losses; with backward, accumulates token_weight * d(sum) into every trainable part.
+    double loss(const int32_t* contexts, const uint8_t* context_mask, size_t context_length, const int32_t* answers,
+                const uint8_t* answer_mask, size_t answer_length, size_t batch, bool backward, T token_weight,
+                CascadeActivations<T>& a, size_t* token_count = nullptr, std::vector<T>* row_losses = nullptr) {
+        const bool encoder_side = backward && (encoder.any_trainable() || any_bridge_trainable());
+        compress(contexts, context_mask, batch, context_length, a, encoder_side);
+        build_decoder_input(a.latents.data(), answers, answer_mask, batch, answer_length, a);
+        const std::vector<int32_t> targets = answer_targets(a);
+        if (token_count) *token_count = count_targets(targets.data(), targets.size());
+        const size_t Ld = config.prompt_length() + answer_length, dd = config.decoder.hidden_size;
+        ForwardInput<T> in{batch, Ld, nullptr, a.decoder_input.data(), a.decoder_mask.data(), nullptr};
+        std::vector<T> dinput;
+        if (encoder_side) dinput.assign(batch * Ld * dd, T(0));
+        // The decoder's own embedding rows get their gradient below, from dinput, so that latent rows stay apart.
+        double total = language_model_loss(decoder, in, targets.data(), backward, token_weight, a.decoder,
+                                           encoder_side || decoder.any_trainable() ? ensure_dinput(dinput, batch * Ld * dd)
+                                                                                   : nullptr,
+                                           row_losses);
+        if (backward) backward_from_decoder_input(a, dinput);
+        return total;
+    }
+
+    // Latents [B, N, d_dec] -> per-position scores of the reference answers (teacher forcing).
+    AnswerScores score(const T* latents, const int32_t* answers, const uint8_t* answer_mask, size_t batch,
+                       size_t answer_length, CascadeActivations<T>& a) const {
+        build_decoder_input(latents, answers, answer_mask, batch, answer_length, a);
+        const size_t P = config.prompt_length(), Ld = P + answer_length, V = config.decoder.vocab_size;
+        ForwardInput<T> in{batch, Ld, nullptr, a.decoder_input.data(), a.decoder_mask.data(), nullptr};
+        decoder.forward(in, a.decoder, LogitsMode::All, false);
+        AnswerScores s;
+        s.batch = batch;
+        s.length = answer_length;
+        s.log_probability.assign(batch * answer_length, 0.f);
+        s.rank.assign(batch * answer_length, -1);
+        s.predicted.assign(batch * answer_length, -1);
+        s.valid.assign(batch * answer_length, 0);
+        parallel_for(batch * answer_length, [&](size_t i) {
+            const size_t b = i / answer_length, t = i % answer_length;
+            if (!a.decoder_mask[b * Ld + P + t]) return;
+            const T* logits = a.decoder.logits.data() + (b * Ld + P + t - 1) * V;
+            const int32_t reference = a.decoder_ids[b * Ld + P + t];
+            T max_logit = *std::max_element(logits, logits + V);
+            double total = 0;
+            int32_t rank = 0;
+            for (size_t v = 0; v < V; ++v) {
+                total += std::exp(double(logits[v] - max_logit));
+                rank += logits[v] > logits[reference];
+            }
+            s.log_probability[i] = float(double(logits[reference] - max_logit) - std::log(total));
+            s.rank[i] = rank;
+            s.predicted[i] = int32_t(std::max_element(logits, logits + V) - logits);
+            s.valid[i] = 1;
+        });
+        return s;
+    }
+
+    // Greedy or sampled reconstruction from latents [B, N, d_dec]. The n-gram rule sees the prompt ids.
+    GenerationResult reconstruct(const T* latents, size_t batch, GenerationOptions options) const {
+        CascadeActivations<T> a;
+        build_decoder_input(latents, nullptr, nullptr, batch, 0, a);
+        if (options.stop_tokens.empty()) options.stop_tokens = config.stop_tokens;
+        const size_t P = config.prompt_length();
+        std::vector<std::vector<int32_t>> history(batch);
+        for (size_t b = 0; b < batch; ++b) history[b].assign(a.decoder_ids.begin() + b * P, a.decoder_ids.begin() + (b + 1) * P);
+        ForwardInput<T> in{batch, P, nullptr, a.decoder_input.data(), nullptr, nullptr};
+        return generate(decoder, in, options, &history);
+    }
+
+    bool any_bridge_trainable() const {
+        return std::find(bridge_trainable.begin(), bridge_trainable.end(), 1) != bridge_trainable.end();
+    }
+
+private:
+    static T* ensure_dinput(std::vector<T>& dinput, size_t count) {
+        if (dinput.size() != count) dinput.assign(count, T(0));
+        return dinput.data();
+    }
+
+    void project(CascadeActivations<T>& a) const {
+        const size_t rows = a.batch * config.num_latents, de = config.encoder.hidden_size, dd = config.decoder.hidden_size;
+        a.latents.resize(rows * dd);
+        if (config.projector == ProjectorKind::Linear) {
+            ops::linear_forward(a.latents.data(), a.slot_states.data(), bridge_data("model.mm_projector.weight"),
+                                bridge_data("model.mm_projector.bias"), rows, de, dd);
+        } else {
+            a.projector_hidden.resize(rows * dd);
+            a.projector_activation.resize(rows * dd);
+            ops::linear_forward(a.projector_hidden.data(), a.slot_states.data(), bridge_data("model.mm_projector.0.weight"),
+                                bridge_data("model.mm_projector.0.bias"), rows, de, dd);
+            ops::gelu_forward(a.projector_activation.data(), a.projector_hidden.data(), rows * dd);
+            ops::linear_forward(a.latents.data(), a.projector_activation.data(), bridge_data("model.mm_projector.2.weight"),
+                                bridge_data("model.mm_projector.2.bias"), rows, dd, dd);
+        }
+    }
+
+    // dinput: gradient on the decoder's input embeddings [B, Ld, d_dec]. Splits it into the decoder's embedding
+    // table (token rows) and the latents (slot rows), then runs projector and encoder backward.
+    void backward_from_decoder_input(CascadeActivations<T>& a, const std::vector<T>& dinput) {
+        const size_t B = a.batch, N = config.num_latents, de = config.encoder.hidden_size, dd = config.decoder.hidden_size;
+        const size_t Ld = config.prompt_length() + a.answer_length, slot = config.decoder_slot_start();
+        if (dinput.empty()) return;
+        if (decoder.any_trainable() && decoder.weight_gradients.embed) {
+            for (size_t b = 0; b < B; ++b)
+                for (size_t t = 0; t < Ld; ++t) {
+                    if (t >= slot && t < slot + N) continue;
+                    T* row = decoder.weight_gradients.embed + size_t(a.decoder_ids[b * Ld + t]) * dd;
+                    const T* g = dinput.data() + (b * Ld + t) * dd;
+                    for (size_t i = 0; i < dd; ++i) row[i] += g[i];
+                }
+        }
+        if (!(encoder.any_trainable() || any_bridge_trainable())) return;
+        std::vector<T> dlatents(B * N * dd);
+        for (size_t b = 0; b < B; ++b)
+            std::memcpy(dlatents.data() + b * N * dd, dinput.data() + (b * Ld + slot) * dd, N * dd * sizeof(T));
+        // Projector.
+        const size_t rows = B * N;
+        std::vector<T> dslots(rows * de, T(0));
+        if (config.projector == ProjectorKind::Linear) {
+            ops::linear_backward(dslots.data(), bridge_gradient("model.mm_projector.weight"),
+                                 bridge_gradient("model.mm_projector.bias"), dlatents.data(), a.slot_states.data(),
+                                 bridge_data("model.mm_projector.weight"), rows, de, dd);
+        } else {
+            std::vector<T> dactivation(rows * dd, T(0)), dhidden(rows * dd, T(0));
+            ops::linear_backward(dactivation.data(), bridge_gradient("model.mm_projector.2.weight"),
+                                 bridge_gradient("model.mm_projector.2.bias"), dlatents.data(),
+                                 a.projector_activation.data(), bridge_data("model.mm_projector.2.weight"), rows, dd, dd);
+            ops::gelu_backward(dhidden.data(), dactivation.data(), a.projector_hidden.data(), rows * dd);
+            ops::linear_backward(dslots.data(), bridge_gradient("model.mm_projector.0.weight"),
+                                 bridge_gradient("model.mm_projector.0.bias"), dhidden.data(), a.slot_states.data(),
+                                 bridge_data("model.mm_projector.0.weight"), rows, de, dd);
+        }
+        const bool queries_trainable = bridge_trainable[0];
+        if (!encoder.any_trainable() && !queries_trainable) return;
+        // Encoder: the gradient enters at the slot rows of its final hidden states.
+        const size_t Lc = a.context_length, Le = config.encoder_length(Lc);
+        std::vector<T> dhidden(B * Le * de, T(0)), dencoder_input(B * Le * de, T(0));
+        for (size_t b = 0; b < B; ++b)
+            std::memcpy(dhidden.data() + (b * Le + Lc + 1) * de, dslots.data() + b * N * de, N * de * sizeof(T));
+        encoder.backward(a.encoder, nullptr, dhidden.data(), dencoder_input.data(), encoder.any_trainable());
+        // Slot rows feed Q; token rows feed the encoder's embedding table.
+        T* dqueries = bridge_gradient("model.Q.weight");
+        for (size_t b = 0; b < B; ++b)
+            for (size_t t = 0; t < Le; ++t) {
+                const T* g = dencoder_input.data() + (b * Le + t) * de;
+                T* target = nullptr;
+                if (t > Lc && t <= Lc + N) target = dqueries ? dqueries + (t - Lc - 1) * de : nullptr;
+                else if (encoder.weight_gradients.embed)
+                    target = encoder.weight_gradients.embed + size_t(a.encoder_ids[b * Le + t]) * de;
+                if (target)
+                    for (size_t i = 0; i < de; ++i) target[i] += g[i];
+            }
+    }
+};
+
+// Trains a cascade on (context, answer) batches with any part frozen.
+template <typename T>
+class CascadeTrainer {
+public:
+    Cascade<T>& cascade;
+    Trainer<T> trainer;
+    CascadeActivations<T> activations;
+
+    CascadeTrainer(Cascade<T>& model, const TrainingOptions& options)
+        : cascade(model), trainer(model.parameter_groups(), options) {}
+
+    struct Batch {
+        const int32_t* contexts;
+        const uint8_t* context_mask;
+        size_t context_length;
+        const int32_t* answers;
+        const uint8_t* answer_mask;
+        size_t answer_length;
+        size_t batch;
+    };
+
+    StepReport step(const std::vector<Batch>& micro_batches) {
+        const auto start = std::chrono::steady_clock::now();
+        size_t tokens = 0;
+        for (const Batch& m : micro_batches)
+            for (size_t i = 0; i < m.batch * m.answer_length; ++i) tokens += !m.answer_mask || m.answer_mask[i];
+        C3_CHECK(tokens > 0, ValueError, "the batch has no answer tokens");
+        trainer.zero_gradients();
+        double total = 0;
+        for (const Batch& m : micro_batches)
+            total += cascade.loss(m.contexts, m.context_mask, m.context_length, m.answers, m.answer_mask,
+                                  m.answer_length, m.batch, true, T(1.0 / double(tokens)), activations);
+        StepReport report = trainer.apply(total, tokens);
+        report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        return report;
+    }
+
+    double evaluate(const Batch& m) {
+        size_t tokens = 0;
+        const double total = cascade.loss(m.contexts, m.context_mask, m.context_length, m.answers, m.answer_mask,
+                                          m.answer_length, m.batch, false, T(0), activations, &tokens);
+        C3_CHECK(tokens > 0, ValueError, "the batch has no answer tokens");
+        return total / double(tokens);
+    }
+};
+
+}  // namespace c3

@@ -1,0 +1,352 @@
+// A Qwen2/Llama-style decoder-only transformer with forward and backward, in one readable path:
+//   x = embed(ids) or given embeddings
+//   per layer:  h = x + o_proj(attention(rope(q(norm(x))), rope(k(norm(x))), v(norm(x))))
+//               x = h + down(silu(gate(norm(h))) * up(norm(h)))
+//   hidden = norm(x);  logits = hidden * lm_head^T
+// Batches are [batch, length] with a padding mask; N = batch * length rows run through every matrix product.
+#pragma once
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "c3/model/config.hpp"
+#include "c3/model/weights.hpp"
+#include "c3/ops/attention.hpp"
+#include "c3/ops/embedding.hpp"
+#include "c3/ops/linear.hpp"
+#include "c3/ops/rmsnorm.hpp"
+#include "c3/ops/rope.hpp"
+#include "c3/ops/swiglu.hpp"
+
+namespace c3 {
+
+// What a forward pass reads. Exactly one of ids or embeddings is set.
+template <typename T>
+struct ForwardInput {
+    size_t batch = 0, length = 0;
+    const int32_t* ids = nullptr;         // [batch, length]
+    const T* embeddings = nullptr;        // [batch, length, hidden]
+    const uint8_t* mask = nullptr;        // [batch, length], 1 = token, 0 = padding; null = all tokens
+    const int64_t* positions = nullptr;   // [batch, length]; null = count of tokens before (mask cumsum - 1)
+};
+
+enum class LogitsMode { None, Last, All };
+
+// Keys and values of earlier positions, for incremental decoding. Rows are laid out like the k/v projections.
+template <typename T>
+struct KVCache {
+    size_t batch = 0, capacity = 0, length = 0, kv_width = 0;
+    std::vector<std::vector<T>> keys, values;  // per layer [batch, capacity, kv_width]
+    std::vector<uint8_t> valid;                // [batch, capacity]
+    std::vector<int64_t> next_position;        // [batch]: the position id of the next token
+
+    void reset(const TransformerConfig& c, size_t batch_size, size_t max_length) {
+        batch = batch_size;
+        capacity = max_length;
+        length = 0;
+        kv_width = c.kv_width();
+        keys.assign(c.num_layers, std::vector<T>(batch * capacity * kv_width));
+        values.assign(c.num_layers, std::vector<T>(batch * capacity * kv_width));
+        valid.assign(batch * capacity, 0);
+        next_position.assign(batch, 0);
+    }
+};
+
+// Everything a forward pass computes, kept for backward when asked. Sized on demand and reused.
+template <typename T>
+struct LayerActivations {
+    std::vector<T> norm1, rstd1, q, k, v, probs, attention, middle, norm2, rstd2, gate, up, act, output;
+};
+
+template <typename T>
+struct Activations {
+    size_t batch = 0, length = 0, key_length = 0;
+    bool saved = false;                 // per-layer activations kept for backward
+    LogitsMode logits_mode = LogitsMode::None;
+    std::vector<int32_t> ids;           // [N] (empty when the input was embeddings)
+    std::vector<uint8_t> mask;          // [N]
+    std::vector<int64_t> positions;     // [N]
+    std::vector<T> input;               // [N, hidden]: the embeddings that entered layer 0
+    std::vector<T> rope_cos, rope_sin;  // [N, head_dim / 2]
+    std::vector<LayerActivations<T>> layers;
+    std::vector<T> hidden, rstd_final;  // [N, hidden] after the final norm, [N]
+    std::vector<T> logits;              // [N, vocab] (All) or [batch, vocab] (Last)
+    size_t rows() const { return batch * length; }
+};
+
+template <typename T>
+class Transformer {
+public:
+    TransformerConfig config;
+    std::vector<ParameterInfo> layout;
+    std::vector<T> parameters;
+    std::vector<T> gradients;         // empty until enable_gradients()
+    std::vector<uint8_t> trainable;   // per layout entry; a frozen tensor gets no gradient work
+    TransformerWeights<T> weights, weight_gradients;  // weight_gradients: null where frozen
+
+    explicit Transformer(const TransformerConfig& model_config) : config(model_config) {
+        config.validate();
+        layout = transformer_layout(config);
+        parameters.assign(layout_size(layout), T(0));
+        trainable.assign(layout.size(), 1);
+        weights = bind_transformer_weights(config, layout, parameters.data());
+        init_parameters(parameters.data(), layout, config.initializer_range, 0);
+    }
+    // The views point into our own buffers, so copies must rebind them.
+    Transformer(const Transformer& other) { *this = other; }
+    Transformer& operator=(const Transformer& other) {
+        config = other.config;
+        layout = other.layout;
+        parameters = other.parameters;
+        gradients = other.gradients;
+        trainable = other.trainable;
+        weights = bind_transformer_weights(config, layout, parameters.data());
+        weight_gradients =
+            bind_transformer_weights(config, layout, gradients.empty() ? nullptr : gradients.data(), &trainable);
+        return *this;
+    }
+
+    size_t num_parameters() const { return parameters.size(); }
+    void init_random(uint64_t seed) { init_parameters(parameters.data(), layout, config.initializer_range, seed); }
+    const ParameterInfo& parameter(const std::string& name) const { return find_parameter(layout, name); }
+    T* parameter_data(const std::string& name) { return parameters.data() + parameter(name).offset; }
+
+    void enable_gradients() {
+        if (gradients.size() != parameters.size()) gradients.assign(parameters.size(), T(0));
+        weight_gradients = bind_transformer_weights(config, layout, gradients.data(), &trainable);
+    }
+    // Freezes or unfreezes every tensor whose name starts with prefix ("" = all). Returns how many matched.
+    size_t set_trainable(const std::string& prefix, bool value) {
+        size_t matched = 0;
+        for (size_t e = 0; e < layout.size(); ++e)
+            if (layout[e].name.compare(0, prefix.size(), prefix) == 0) trainable[e] = value, ++matched;
+        C3_CHECK(matched > 0, ValueError, "no parameter name starts with '", prefix, "'");
+        if (!gradients.empty()) enable_gradients();
+        return matched;
+    }
+    bool any_trainable() const { return std::find(trainable.begin(), trainable.end(), 1) != trainable.end(); }
+    ParameterGroup<T> parameter_group(const std::string& name) {
+        enable_gradients();
+        return {name, parameters.data(), gradients.data(), &layout, &trainable};
+    }
+    void zero_gradients() { std::fill(gradients.begin(), gradients.end(), T(0)); }
+
+    // Embedding lookup: output [count, hidden].
+    void embed(T* output, const int32_t* ids, size_t count) const {
+        ops::embedding_forward(output, ids, weights.embed, count, config.vocab_size, config.hidden_size);
+    }
+
+    // The forward pass. With a cache, keys and values are appended to it and attention also sees the cached
+    // positions; without one, the input is a whole sequence. save_for_backward keeps every layer's activations.
+    void forward(const ForwardInput<T>& in, Activations<T>& a, LogitsMode logits_mode, bool save_for_backward,
+                 KVCache<T>* cache = nullptr) const {
+        const TransformerConfig& c = config;
+        const size_t B = in.batch, L = in.length, N = B * L, d = c.hidden_size;
+        const size_t qw = c.q_width(), kvw = c.kv_width(), ff = c.intermediate_size, half = c.head_dim / 2;
+        C3_CHECK(B > 0 && L > 0, ShapeError, "forward needs a non-empty batch, got [", B, ", ", L, "]");
+        C3_CHECK((in.ids != nullptr) != (in.embeddings != nullptr), ValueError,
+                 "forward takes token ids or input embeddings, exactly one of them");
+        C3_CHECK(!(cache && save_for_backward), ValueError, "backward through a KV cache is not supported");
+        const size_t past = cache ? cache->length : 0;
+        if (cache) {
+            C3_CHECK(cache->batch == B, ShapeError, "KV cache holds a batch of ", cache->batch, ", input has ", B);
+            C3_CHECK(past + L <= cache->capacity, ValueError, "KV cache is full: ", past, " + ", L, " tokens exceed its ",
+                     cache->capacity);
+        }
+        a.batch = B;
+        a.length = L;
+        a.key_length = past + L;
+        a.saved = save_for_backward;
+        a.logits_mode = logits_mode;
+
+        // Mask and positions: position ids count the real tokens before each one, continuing the cache.
+        a.mask.assign(N, 1);
+        if (in.mask) std::copy(in.mask, in.mask + N, a.mask.begin());
+        a.positions.resize(N);
+        for (size_t b = 0; b < B; ++b) {
+            int64_t next = cache ? cache->next_position[b] : 0;
+            for (size_t t = 0; t < L; ++t) {
+                const size_t i = b * L + t;
+                if (in.positions) next = (a.positions[i] = in.positions[i]) + 1;
+                else a.positions[i] = a.mask[i] ? next++ : 0;  // a padding row's position is never seen
+            }
+            if (cache) cache->next_position[b] = next;
+        }
+        for (size_t i = 0; i < N; ++i)
+            C3_CHECK(a.positions[i] >= 0 && size_t(a.positions[i]) < c.max_position_embeddings, ValueError,
+                     "position ", a.positions[i], " is outside the model's ", c.max_position_embeddings,
+                     " positions (max_position_embeddings)");
+
+        // Input embeddings.
+        T* x = ensure_size(a.input, N * d);
+        if (in.ids) {
+            a.ids.assign(in.ids, in.ids + N);
+            embed(x, in.ids, N);
+        } else {
+            a.ids.clear();
+            std::memcpy(x, in.embeddings, N * d * sizeof(T));
+        }
+        ensure_size(a.rope_cos, N * half);
+        ensure_size(a.rope_sin, N * half);
+        ops::rope_tables(a.rope_cos.data(), a.rope_sin.data(), a.positions.data(), N, c.head_dim, c.rope_theta);
+
+        // Key validity: with a cache, the cached mask followed by this input's mask.
+        const uint8_t* key_valid = a.mask.data();
+        size_t key_stride = L;
+        if (cache) {
+            for (size_t b = 0; b < B; ++b)
+                std::copy(a.mask.begin() + b * L, a.mask.begin() + (b + 1) * L,
+                          cache->valid.begin() + b * cache->capacity + past);
+            key_valid = cache->valid.data();
+            key_stride = cache->capacity;
+        }
+        ops::AttentionShape shape{B, L, past + L, c.num_heads, c.num_kv_heads, c.head_dim, past,
+                                  cache ? cache->capacity * kvw : L * kvw, key_stride};
+
+        a.layers.resize(save_for_backward ? c.num_layers : 1);
+        const T* layer_input = x;
+        for (size_t l = 0; l < c.num_layers; ++l) {
+            const LayerWeights<T>& w = weights.layers[l];
+            LayerActivations<T>& s = a.layers[save_for_backward ? l : 0];
+            T* norm1 = ensure_size(s.norm1, N * d);
+            T* rstd1 = ensure_size(s.rstd1, N);
+            T* q = ensure_size(s.q, N * qw);
+            T* k = ensure_size(s.k, N * kvw);
+            T* v = ensure_size(s.v, N * kvw);
+            T* probs = ensure_size(s.probs, B * c.num_heads * L * (past + L));
+            T* attention = ensure_size(s.attention, N * qw);
+            T* middle = ensure_size(s.middle, N * d);
+            T* norm2 = ensure_size(s.norm2, N * d);
+            T* rstd2 = ensure_size(s.rstd2, N);
+            T* gate = ensure_size(s.gate, N * ff);
+            T* up = ensure_size(s.up, N * ff);
+            T* act = ensure_size(s.act, N * ff);
+            T* output = ensure_size(s.output, N * d);
+
+            ops::rmsnorm_forward(norm1, rstd1, layer_input, w.input_norm, N, d, c.rms_norm_eps);
+            ops::linear_forward(q, norm1, w.q_weight, w.q_bias, N, d, qw);
+            ops::linear_forward(k, norm1, w.k_weight, w.k_bias, N, d, kvw);
+            ops::linear_forward(v, norm1, w.v_weight, w.v_bias, N, d, kvw);
+            ops::rope_forward(q, a.rope_cos.data(), a.rope_sin.data(), N, c.num_heads, c.head_dim, qw);
+            ops::rope_forward(k, a.rope_cos.data(), a.rope_sin.data(), N, c.num_kv_heads, c.head_dim, kvw);
+            const T* keys = k;
+            const T* values = v;
+            if (cache) {
+                for (size_t b = 0; b < B; ++b) {
+                    const size_t at = (b * cache->capacity + past) * kvw;
+                    std::memcpy(cache->keys[l].data() + at, k + b * L * kvw, L * kvw * sizeof(T));
+                    std::memcpy(cache->values[l].data() + at, v + b * L * kvw, L * kvw * sizeof(T));
+                }
+                keys = cache->keys[l].data();
+                values = cache->values[l].data();
+            }
+            ops::attention_forward(attention, probs, q, keys, values, key_valid, shape);
+            ops::linear_forward(middle, attention, w.o_weight, static_cast<const T*>(nullptr), N, qw, d);
+            add_in_place(middle, layer_input, N * d);  // residual
+            ops::rmsnorm_forward(norm2, rstd2, middle, w.post_norm, N, d, c.rms_norm_eps);
+            ops::linear_forward(gate, norm2, w.gate_weight, static_cast<const T*>(nullptr), N, d, ff);
+            ops::linear_forward(up, norm2, w.up_weight, static_cast<const T*>(nullptr), N, d, ff);
+            ops::swiglu_forward(act, gate, up, N, ff);
+            ops::linear_forward(output, act, w.down_weight, static_cast<const T*>(nullptr), N, ff, d);
+            add_in_place(output, middle, N * d);  // residual
+            layer_input = output;
+        }
+        if (cache) cache->length = past + L;
+
+        T* hidden = ensure_size(a.hidden, N * d);
+        ops::rmsnorm_forward(hidden, ensure_size(a.rstd_final, N), layer_input, weights.final_norm, N, d,
+                             c.rms_norm_eps);
+        if (logits_mode == LogitsMode::All) {
+            ops::linear_forward(ensure_size(a.logits, N * c.vocab_size), hidden, weights.lm_head,
+                                static_cast<const T*>(nullptr), N, d, c.vocab_size);
+        } else if (logits_mode == LogitsMode::Last) {
+            // The last row of each sequence: with left padding, the last real token.
+            std::vector<T> last(B * d);
+            for (size_t b = 0; b < B; ++b)
+                std::memcpy(last.data() + b * d, hidden + (b * L + L - 1) * d, d * sizeof(T));
+            ops::linear_forward(ensure_size(a.logits, B * c.vocab_size), last.data(), weights.lm_head,
+                                static_cast<const T*>(nullptr), B, d, c.vocab_size);
+        }
+    }
+
+    // Backward from the forward saved in `a` (save_for_backward, LogitsMode::All or None).
+    // dlogits [N, vocab] (may be null) and/or dhidden [N, hidden] (gradient on the final-norm output, may be null).
+    // Accumulates parameter gradients (unless frozen) and, when dinput is given, writes the gradient of the input
+    // embeddings [N, hidden] there (also accumulating). Token-id inputs also accumulate into the embedding table.
+    void backward(const Activations<T>& a, const T* dlogits, const T* dhidden, T* dinput, bool parameter_gradients) {
+        const TransformerConfig& c = config;
+        C3_CHECK(a.saved, ValueError, "backward needs a forward run with save_for_backward");
+        const size_t B = a.batch, L = a.length, N = B * L, d = c.hidden_size;
+        const size_t qw = c.q_width(), kvw = c.kv_width(), ff = c.intermediate_size;
+        if (parameter_gradients) enable_gradients();
+        const TransformerWeights<T>* g = parameter_gradients ? &weight_gradients : nullptr;
+        auto grad = [&](T* TransformerWeights<T>::*field) -> T* { return g ? g->*field : nullptr; };
+
+        // Gradient on the final hidden states.
+        std::vector<T> dnormed(N * d, T(0));
+        if (dhidden) std::copy(dhidden, dhidden + N * d, dnormed.begin());
+        if (dlogits) {
+            C3_CHECK(a.logits_mode == LogitsMode::All, ValueError, "backward from logits needs LogitsMode::All");
+            ops::linear_backward(dnormed.data(), grad(&TransformerWeights<T>::lm_head), static_cast<T*>(nullptr),
+                                 dlogits, a.hidden.data(), weights.lm_head, N, d, c.vocab_size);
+        }
+        // dresidual: the gradient flowing along the residual stream.
+        std::vector<T> dresidual(N * d, T(0));
+        const T* last_output = c.num_layers ? a.layers[c.num_layers - 1].output.data() : a.input.data();
+        ops::rmsnorm_backward(dresidual.data(), grad(&TransformerWeights<T>::final_norm), dnormed.data(), last_output,
+                              weights.final_norm, a.rstd_final.data(), N, d);
+
+        std::vector<T> dact(N * ff), dgate(N * ff), dup(N * ff), dnorm(N * d), dattention(N * qw), dq(N * qw),
+            dk(N * kvw), dv(N * kvw);
+        ops::AttentionShape shape{B, L, L, c.num_heads, c.num_kv_heads, c.head_dim, 0, L * kvw, L};
+        for (size_t l = c.num_layers; l-- > 0;) {
+            const LayerWeights<T>& w = weights.layers[l];
+            const LayerWeights<T>* gw = g ? &g->layers[l] : nullptr;
+            const LayerActivations<T>& s = a.layers[l];
+            const T* layer_input = l == 0 ? a.input.data() : a.layers[l - 1].output.data();
+            // MLP: output = middle + down(act)
+            std::fill(dact.begin(), dact.end(), T(0));
+            ops::linear_backward(dact.data(), gw ? gw->down_weight : nullptr, static_cast<T*>(nullptr),
+                                 dresidual.data(), s.act.data(), w.down_weight, N, ff, d);
+            std::fill(dgate.begin(), dgate.end(), T(0));
+            std::fill(dup.begin(), dup.end(), T(0));
+            ops::swiglu_backward(dgate.data(), dup.data(), dact.data(), s.gate.data(), s.up.data(), N, ff);
+            std::fill(dnorm.begin(), dnorm.end(), T(0));
+            ops::linear_backward(dnorm.data(), gw ? gw->gate_weight : nullptr, static_cast<T*>(nullptr), dgate.data(),
+                                 s.norm2.data(), w.gate_weight, N, d, ff);
+            ops::linear_backward(dnorm.data(), gw ? gw->up_weight : nullptr, static_cast<T*>(nullptr), dup.data(),
+                                 s.norm2.data(), w.up_weight, N, d, ff);
+            ops::rmsnorm_backward(dresidual.data(), gw ? gw->post_norm : nullptr, dnorm.data(), s.middle.data(),
+                                  w.post_norm, s.rstd2.data(), N, d);
+            // Attention: middle = layer_input + o_proj(attention)
+            std::fill(dattention.begin(), dattention.end(), T(0));
+            ops::linear_backward(dattention.data(), gw ? gw->o_weight : nullptr, static_cast<T*>(nullptr),
+                                 dresidual.data(), s.attention.data(), w.o_weight, N, qw, d);
+            std::fill(dq.begin(), dq.end(), T(0));
+            std::fill(dk.begin(), dk.end(), T(0));
+            std::fill(dv.begin(), dv.end(), T(0));
+            ops::attention_backward(dq.data(), dk.data(), dv.data(), dattention.data(), s.probs.data(), s.q.data(),
+                                    s.k.data(), s.v.data(), shape);
+            ops::rope_backward(dq.data(), a.rope_cos.data(), a.rope_sin.data(), N, c.num_heads, c.head_dim, qw);
+            ops::rope_backward(dk.data(), a.rope_cos.data(), a.rope_sin.data(), N, c.num_kv_heads, c.head_dim, kvw);
+            std::fill(dnorm.begin(), dnorm.end(), T(0));
+            ops::linear_backward(dnorm.data(), gw ? gw->q_weight : nullptr, gw ? gw->q_bias : nullptr, dq.data(),
+                                 s.norm1.data(), w.q_weight, N, d, qw);
+            ops::linear_backward(dnorm.data(), gw ? gw->k_weight : nullptr, gw ? gw->k_bias : nullptr, dk.data(),
+                                 s.norm1.data(), w.k_weight, N, d, kvw);
+            ops::linear_backward(dnorm.data(), gw ? gw->v_weight : nullptr, gw ? gw->v_bias : nullptr, dv.data(),
+                                 s.norm1.data(), w.v_weight, N, d, kvw);
+            ops::rmsnorm_backward(dresidual.data(), gw ? gw->input_norm : nullptr, dnorm.data(), layer_input,
+                                  w.input_norm, s.rstd1.data(), N, d);
+        }
+        if (dinput) add_in_place(dinput, dresidual.data(), N * d);
+        if (g && g->embed && !a.ids.empty()) ops::embedding_backward(g->embed, dresidual.data(), a.ids.data(), N, d);
+    }
+
+private:
+    static void add_in_place(T* target, const T* source, size_t count) {
+        VectorMap<T>(target, count) += ConstVectorMap<T>(source, count);
+    }
+};
+
+}  // namespace c3

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything c3 needs on a fresh Debian machine: the C++ libraries from apt, then the Python package
+# (built from this checkout by scikit-build-core). With --test, also the test extras (PyTorch 2.13 CPU,
+# transformers 5.24, ...) and the C++ test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
+
+packages=(build-essential cmake ninja-build libeigen3-dev libxtensor-dev nlohmann-json3-dev)
+if [ "$with_tests" = 1 ]; then packages+=(libgtest-dev libbenchmark-dev clang); fi
+missing=()
+for package in "${packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if [ "$with_tests" = 1 ]; then
+  # torch first and pinned: that CPU build is what the tests use as their oracle.
+  python3 -m pip install -q "torch==2.13.0"
+  python3 -m pip install -q ".[test]"
+else
+  python3 -m pip install -q .
+fi
+echo "setup: c3 $(python3 -c 'import c3; print(c3.__version__)') installed"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is needed, builds and runs the C++ tests (GoogleTest via ctest), checks that a
+# separate CMake project can find_package(c3), then runs the Python tests (which include the notebooks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+
+jobs=$(nproc)
+echo "== C++ tests"
+cmake -S . -B build/tests -G Ninja -DC3_BUILD_TESTS=ON -DC3_BUILD_BENCHMARKS=ON >/dev/null
+cmake --build build/tests -j "$jobs"
+ctest --test-dir build/tests --output-on-failure -j "$jobs"
+
+echo "== find_package(c3) from a separate project"
+cmake --install build/tests --prefix build/install >/dev/null
+cmake -S tests/consumer -B build/consumer -G Ninja -DCMAKE_PREFIX_PATH="$PWD/build/install" >/dev/null
+cmake --build build/consumer >/dev/null
+./build/consumer/consumer
+
+echo "== Python tests"
+python3 -m pytest -q -ra tests/python

@@ -1,0 +1,213 @@
+// Each fast kernel against its scalar reference, and each backward against central differences in double.
+#include <gtest/gtest.h>
+
+#include "c3/ops/attention.hpp"
+#include "c3/ops/cross_entropy.hpp"
+#include "c3/ops/embedding.hpp"
+#include "c3/ops/linear.hpp"
+#include "c3/ops/rmsnorm.hpp"
+#include "c3/ops/rope.hpp"
+#include "c3/ops/swiglu.hpp"
+#include "gradcheck.hpp"
+
+using namespace c3;
+using c3::testing::expect_gradient;
+using c3::testing::random_vector;
+using c3::testing::weighted_sum;
+
+namespace {
+std::vector<float> to_float(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, float tolerance, const char* what) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tolerance) << what << " at " << i;
+}
+}  // namespace
+
+TEST(Linear, MatchesReference) {
+    const size_t rows = 37, in = 53, out = 29;
+    auto x = to_float(random_vector(rows * in, 1)), w = to_float(random_vector(out * in, 2)),
+         b = to_float(random_vector(out, 3));
+    std::vector<float> fast(rows * out), slow(rows * out);
+    ops::linear_forward(fast.data(), x.data(), w.data(), b.data(), rows, in, out);
+    ops::reference::linear_forward(slow.data(), x.data(), w.data(), b.data(), rows, in, out);
+    expect_close(fast, slow, 1e-4f, "linear forward");
+    auto dy = to_float(random_vector(rows * out, 4));
+    std::vector<float> dx1(rows * in, 0.5f), dw1(out * in, 0.25f), db1(out, 1.f), dx2 = dx1, dw2 = dw1, db2 = db1;
+    ops::linear_backward(dx1.data(), dw1.data(), db1.data(), dy.data(), x.data(), w.data(), rows, in, out);
+    ops::reference::linear_backward(dx2.data(), dw2.data(), db2.data(), dy.data(), x.data(), w.data(), rows, in, out);
+    expect_close(dx1, dx2, 1e-4f, "dinput");
+    expect_close(dw1, dw2, 1e-4f, "dweight");
+    expect_close(db1, db2, 1e-4f, "dbias");
+}
+
+TEST(Linear, GradientCheck) {
+    const size_t rows = 4, in = 5, out = 3;
+    auto x = random_vector(rows * in, 1), w = random_vector(out * in, 2), b = random_vector(out, 3),
+         weights = random_vector(rows * out, 4);
+    auto loss = [&]() {
+        std::vector<double> y(rows * out);
+        ops::linear_forward(y.data(), x.data(), w.data(), b.data(), rows, in, out);
+        return weighted_sum(y, weights);
+    };
+    std::vector<double> dx(rows * in, 0), dw(out * in, 0), db(out, 0);
+    ops::linear_backward(dx.data(), dw.data(), db.data(), weights.data(), x.data(), w.data(), rows, in, out);
+    expect_gradient(loss, x, dx, "dinput");
+    expect_gradient(loss, w, dw, "dweight");
+    expect_gradient(loss, b, db, "dbias");
+}
+
+TEST(RmsNorm, MatchesReferenceAndGradient) {
+    const size_t rows = 6, dim = 70;
+    auto x = random_vector(rows * dim, 5), w = random_vector(dim, 6), weights = random_vector(rows * dim, 7);
+    std::vector<double> fast(rows * dim), slow(rows * dim), rstd(rows), rstd_ref(rows);
+    ops::rmsnorm_forward(fast.data(), rstd.data(), x.data(), w.data(), rows, dim, 1e-6);
+    ops::reference::rmsnorm_forward(slow.data(), rstd_ref.data(), x.data(), w.data(), rows, dim, 1e-6);
+    for (size_t i = 0; i < fast.size(); ++i) ASSERT_NEAR(fast[i], slow[i], 1e-12);
+    auto loss = [&]() {
+        std::vector<double> y(rows * dim), r(rows);
+        ops::rmsnorm_forward(y.data(), r.data(), x.data(), w.data(), rows, dim, 1e-6);
+        return weighted_sum(y, weights);
+    };
+    std::vector<double> dx(rows * dim, 0), dw(dim, 0);
+    ops::rmsnorm_backward(dx.data(), dw.data(), weights.data(), x.data(), w.data(), rstd.data(), rows, dim);
+    expect_gradient(loss, x, dx, "dinput");
+    expect_gradient(loss, w, dw, "dweight");
+}
+
+TEST(Rope, MatchesReferenceAndGradient) {
+    const size_t rows = 5, heads = 3, head_dim = 8, width = heads * head_dim;
+    std::vector<int64_t> positions = {0, 1, 7, 100, 4095};
+    auto x = random_vector(rows * width, 8), weights = random_vector(rows * width, 9);
+    std::vector<double> cos_table(rows * head_dim / 2), sin_table(rows * head_dim / 2);
+    ops::rope_tables(cos_table.data(), sin_table.data(), positions.data(), rows, head_dim, 10000.0);
+    auto fast = x, slow = x;
+    ops::rope_forward(fast.data(), cos_table.data(), sin_table.data(), rows, heads, head_dim, width);
+    ops::reference::rope_forward(slow.data(), positions.data(), rows, heads, head_dim, 10000.0);
+    for (size_t i = 0; i < fast.size(); ++i) ASSERT_NEAR(fast[i], slow[i], 1e-9);
+    auto loss = [&]() {
+        auto y = x;
+        ops::rope_forward(y.data(), cos_table.data(), sin_table.data(), rows, heads, head_dim, width);
+        return weighted_sum(y, weights);
+    };
+    auto dx = weights;
+    ops::rope_backward(dx.data(), cos_table.data(), sin_table.data(), rows, heads, head_dim, width);
+    expect_gradient(loss, x, dx, "rope dinput");
+}
+
+TEST(Rope, FloatTablesFollowFloatAngles) {
+    // Large positions: the float table must stay within float rounding of the double definition.
+    std::vector<int64_t> positions = {1, 1000, 30000};
+    std::vector<float> c(3 * 32), s(3 * 32);
+    ops::rope_tables(c.data(), s.data(), positions.data(), 3, 64, 1e6);
+    for (size_t r = 0; r < 3; ++r)
+        for (size_t i = 0; i < 32; ++i) {
+            const double angle = double(positions[r]) / std::pow(1e6, 2.0 * i / 64);
+            EXPECT_NEAR(c[r * 32 + i], std::cos(angle), 2e-3) << r << "," << i;
+        }
+}
+
+namespace {
+ops::AttentionShape attention_shape(size_t batch, size_t q_len, size_t k_len, size_t heads, size_t kv_heads,
+                                    size_t head_dim, size_t q_offset) {
+    return {batch, q_len, k_len, heads, kv_heads, head_dim, q_offset, k_len * kv_heads * head_dim, k_len};
+}
+}  // namespace
+
+TEST(Attention, MatchesReferenceWithMaskAndGqa) {
+    for (size_t q_offset : {size_t(0), size_t(3)}) {
+        const size_t batch = 2, k_len = 7, q_len = k_len - q_offset, heads = 4, kv_heads = 2, head_dim = 8;
+        auto s = attention_shape(batch, q_len, k_len, heads, kv_heads, head_dim, q_offset);
+        auto q = to_float(random_vector(batch * q_len * heads * head_dim, 10));
+        auto k = to_float(random_vector(batch * k_len * kv_heads * head_dim, 11));
+        auto v = to_float(random_vector(batch * k_len * kv_heads * head_dim, 12));
+        std::vector<uint8_t> valid = {0, 0, 1, 1, 1, 1, 1, /* batch 1: */ 1, 1, 1, 1, 1, 0, 0};
+        std::vector<float> fast(q.size()), slow(q.size()), probs(batch * heads * q_len * k_len);
+        ops::attention_forward(fast.data(), probs.data(), q.data(), k.data(), v.data(), valid.data(), s);
+        ops::reference::attention_forward(slow.data(), q.data(), k.data(), v.data(), valid.data(), s);
+        expect_close(fast, slow, 1e-5f, "attention");
+    }
+}
+
+TEST(Attention, QueryWithNoVisibleKeyGivesZeros) {
+    auto s = attention_shape(1, 2, 2, 1, 1, 4, 0);
+    std::vector<float> q(8, 1.f), k(8, 1.f), v(8, 3.f), out(8, -1.f), probs(4);
+    std::vector<uint8_t> valid = {0, 1};
+    ops::attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), valid.data(), s);
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(out[i], 0.f);
+    for (size_t i = 4; i < 8; ++i) EXPECT_FLOAT_EQ(out[i], 3.f);
+}
+
+TEST(Attention, GradientCheck) {
+    const size_t batch = 2, len = 5, heads = 4, kv_heads = 2, head_dim = 4;
+    auto s = attention_shape(batch, len, len, heads, kv_heads, head_dim, 0);
+    auto q = random_vector(batch * len * heads * head_dim, 13), k = random_vector(batch * len * kv_heads * head_dim, 14),
+         v = random_vector(batch * len * kv_heads * head_dim, 15), weights = random_vector(q.size(), 16);
+    std::vector<uint8_t> valid = {1, 1, 1, 1, 0, 0, 1, 1, 1, 1};
+    std::vector<double> probs(batch * heads * len * len);
+    auto loss = [&]() {
+        std::vector<double> out(q.size()), p(probs.size());
+        ops::attention_forward(out.data(), p.data(), q.data(), k.data(), v.data(), valid.data(), s);
+        return weighted_sum(out, weights);
+    };
+    std::vector<double> out(q.size());
+    ops::attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), valid.data(), s);
+    std::vector<double> dq(q.size(), 0), dk(k.size(), 0), dv(v.size(), 0);
+    ops::attention_backward(dq.data(), dk.data(), dv.data(), weights.data(), probs.data(), q.data(), k.data(), v.data(), s);
+    expect_gradient(loss, q, dq, "dq");
+    expect_gradient(loss, k, dk, "dk");
+    expect_gradient(loss, v, dv, "dv");
+}
+
+TEST(SwiGlu, MatchesReferenceAndGradient) {
+    const size_t rows = 3, width = 11;
+    auto gate = random_vector(rows * width, 17, 3.0), up = random_vector(rows * width, 18),
+         weights = random_vector(rows * width, 19);
+    std::vector<double> fast(rows * width), slow(rows * width);
+    ops::swiglu_forward(fast.data(), gate.data(), up.data(), rows, width);
+    ops::reference::swiglu_forward(slow.data(), gate.data(), up.data(), rows * width);
+    for (size_t i = 0; i < fast.size(); ++i) ASSERT_NEAR(fast[i], slow[i], 1e-12);
+    auto loss = [&]() {
+        std::vector<double> y(rows * width);
+        ops::swiglu_forward(y.data(), gate.data(), up.data(), rows, width);
+        return weighted_sum(y, weights);
+    };
+    std::vector<double> dgate(rows * width, 0), dup(rows * width, 0);
+    ops::swiglu_backward(dgate.data(), dup.data(), weights.data(), gate.data(), up.data(), rows, width);
+    expect_gradient(loss, gate, dgate, "dgate");
+    expect_gradient(loss, up, dup, "dup");
+}
+
+TEST(Embedding, ForwardBackwardAndBounds) {
+    const size_t vocab = 6, dim = 3;
+    auto table = random_vector(vocab * dim, 20);
+    std::vector<int32_t> ids = {2, 5, 2};
+    std::vector<double> out(ids.size() * dim), dtable(vocab * dim, 0), dout(ids.size() * dim, 1.0);
+    ops::embedding_forward(out.data(), ids.data(), table.data(), ids.size(), vocab, dim);
+    for (size_t d = 0; d < dim; ++d) EXPECT_EQ(out[dim + d], table[5 * dim + d]);
+    ops::embedding_backward(dtable.data(), dout.data(), ids.data(), ids.size(), dim);
+    EXPECT_EQ(dtable[2 * dim], 2.0);
+    EXPECT_EQ(dtable[5 * dim], 1.0);
+    EXPECT_EQ(dtable[0], 0.0);
+    std::vector<int32_t> bad = {6};
+    EXPECT_THROW(ops::embedding_forward(out.data(), bad.data(), table.data(), 1, vocab, dim), ValueError);
+}
+
+TEST(CrossEntropy, GradientCheckWithIgnoreIndex) {
+    const size_t rows = 4, vocab = 7;
+    auto logits = random_vector(rows * vocab, 21, 2.0);
+    std::vector<int32_t> targets = {3, ops::kIgnoreIndex, 0, 6};
+    auto loss = [&]() {
+        std::vector<double> losses(rows);
+        const size_t counted = ops::cross_entropy_forward(losses.data(), logits.data(), targets.data(), rows, vocab);
+        double total = 0;
+        for (double l : losses) total += l;
+        return total / counted;
+    };
+    std::vector<double> dlogits(rows * vocab, 0), row_weights(rows, 1.0 / 3);
+    ops::cross_entropy_backward(dlogits.data(), logits.data(), targets.data(), row_weights.data(), rows, vocab);
+    for (size_t i = vocab; i < 2 * vocab; ++i) EXPECT_EQ(dlogits[i], 0.0);
+    expect_gradient(loss, logits, dlogits, "dlogits");
+    std::vector<int32_t> bad = {7, 0, 0, 0};
+    std::vector<double> losses(rows);
+    EXPECT_THROW(ops::cross_entropy_forward(losses.data(), logits.data(), bad.data(), rows, vocab), ValueError);
+}

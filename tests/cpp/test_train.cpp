@@ -1,0 +1,129 @@
+// Training pieces: AdamW against a scalar transcription of torch.optim.AdamW, clipping, the schedule,
+// gradient accumulation equal to one large batch, frozen tensors untouched, and the NaN guard.
+#include <gtest/gtest.h>
+
+#include "c3/train/trainer.hpp"
+
+using namespace c3;
+
+namespace {
+TransformerConfig small_config() {
+    TransformerConfig c;
+    c.vocab_size = 23;
+    c.hidden_size = 16;
+    c.intermediate_size = 32;
+    c.num_layers = 2;
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    c.head_dim = 4;
+    return c;
+}
+std::vector<int32_t> shifted_targets(const std::vector<int32_t>& ids, size_t batch, size_t length) {
+    std::vector<int32_t> targets(ids.size(), ops::kIgnoreIndex);
+    for (size_t b = 0; b < batch; ++b)
+        for (size_t t = 0; t + 1 < length; ++t) targets[b * length + t] = ids[b * length + t + 1];
+    return targets;
+}
+}  // namespace
+
+TEST(AdamW, MatchesScalarTranscription) {
+    std::vector<ParameterInfo> layout = {{"w", {3}, 0, 3, ParameterKind::Matrix}, {"b", {2}, 3, 2, ParameterKind::Bias}};
+    std::vector<double> p = {0.5, -1.0, 2.0, 0.1, 0.2}, g(5);
+    std::vector<double> expected = p, m(5, 0), v(5, 0);
+    AdamW<double> adamw;
+    adamw.config = {0.01, 0.9, 0.99, 1e-8, 0.1};
+    std::vector<ParameterGroup<double>> groups = {{"g", p.data(), g.data(), &layout, nullptr}};
+    for (int step = 1; step <= 5; ++step) {
+        for (size_t i = 0; i < 5; ++i) g[i] = std::sin(double(step * 7 + i));
+        adamw.update(groups, 0.01);
+        for (size_t i = 0; i < 5; ++i) {
+            if (i < 3) expected[i] *= 1 - 0.01 * 0.1;  // no decay on the bias
+            m[i] = 0.9 * m[i] + 0.1 * g[i];
+            v[i] = 0.99 * v[i] + 0.01 * g[i] * g[i];
+            const double mhat = m[i] / (1 - std::pow(0.9, step)), vhat = v[i] / (1 - std::pow(0.99, step));
+            expected[i] -= 0.01 * mhat / (std::sqrt(vhat) + 1e-8);
+        }
+    }
+    for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(p[i], expected[i], 1e-12) << i;
+}
+
+TEST(AdamW, ClippingScalesToTheMaximumNorm) {
+    std::vector<ParameterInfo> layout = {{"w", {2}, 0, 2, ParameterKind::Matrix}};
+    std::vector<double> p(2), g = {3.0, 4.0};
+    std::vector<ParameterGroup<double>> groups = {{"g", p.data(), g.data(), &layout, nullptr}};
+    EXPECT_DOUBLE_EQ(clip_gradient_norm(groups, 1.0), 5.0);
+    EXPECT_NEAR(std::hypot(g[0], g[1]), 1.0, 1e-6);
+    EXPECT_NEAR(clip_gradient_norm(groups, 10.0), 1.0, 1e-6);  // below the limit: unchanged
+}
+
+TEST(Schedule, WarmupThenCosine) {
+    CosineSchedule s{1.0, 10, 110, 0.1};
+    EXPECT_DOUBLE_EQ(s.at(0), 0.0);
+    EXPECT_DOUBLE_EQ(s.at(5), 0.5);
+    EXPECT_DOUBLE_EQ(s.at(10), 1.0);
+    EXPECT_NEAR(s.at(60), 0.1 + 0.9 * 0.5, 1e-12);
+    EXPECT_NEAR(s.at(110), 0.1, 1e-12);
+    EXPECT_NEAR(s.at(500), 0.1, 1e-12);
+}
+
+TEST(Training, AccumulationEqualsOneLargeBatch) {
+    const size_t B = 4, L = 6;
+    std::vector<int32_t> ids(B * L);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7 + 3) % 23);
+    std::vector<uint8_t> mask(B * L, 1);
+    mask[L - 1] = 0;  // one padded row end
+    auto targets = shifted_targets(ids, B, L);
+    targets[L - 2] = ops::kIgnoreIndex;
+    TrainingOptions options;
+    options.adamw.learning_rate = 1e-2;
+    options.adamw.weight_decay = 0.1;
+
+    Transformer<double> whole(small_config()), split(small_config());
+    whole.init_random(1);
+    split.init_random(1);
+    LanguageModelTrainer<double> one(whole, options), two(split, options);
+    for (int step = 0; step < 3; ++step) {
+        StepReport a = one.step({{B, L, ids.data(), nullptr, mask.data(), nullptr}}, {targets.data()});
+        const size_t half = B / 2 * L;
+        StepReport b = two.step({{B / 2, L, ids.data(), nullptr, mask.data(), nullptr},
+                                 {B / 2, L, ids.data() + half, nullptr, mask.data() + half, nullptr}},
+                                {targets.data(), targets.data() + half});
+        EXPECT_NEAR(a.loss, b.loss, 1e-12);
+        EXPECT_EQ(a.tokens, b.tokens);
+    }
+    for (size_t i = 0; i < whole.parameters.size(); ++i) ASSERT_NEAR(whole.parameters[i], split.parameters[i], 1e-12);
+}
+
+TEST(Training, FrozenTensorsStayPutAndLossFalls) {
+    Transformer<float> model(small_config());
+    model.init_random(2);
+    model.set_trainable("model.embed_tokens", false);
+    const auto embed_before = std::vector<float>(model.weights.embed, model.weights.embed + 23 * 16);
+    const size_t B = 2, L = 8;
+    std::vector<int32_t> ids(B * L);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i % 5);
+    auto targets = shifted_targets(ids, B, L);
+    TrainingOptions options;
+    options.adamw.learning_rate = 3e-2;
+    options.adamw.weight_decay = 0.1;
+    LanguageModelTrainer<float> trainer(model, options);
+    const double first = trainer.step({{B, L, ids.data(), nullptr, nullptr, nullptr}}, {targets.data()}).loss;
+    double last = first;
+    for (int step = 0; step < 30; ++step)
+        last = trainer.step({{B, L, ids.data(), nullptr, nullptr, nullptr}}, {targets.data()}).loss;
+    EXPECT_LT(last, first * 0.5);
+    for (size_t i = 0; i < embed_before.size(); ++i) ASSERT_EQ(model.weights.embed[i], embed_before[i]);
+    const auto& embed = model.parameter("model.embed_tokens.weight");
+    for (size_t i = 0; i < embed.size; ++i) ASSERT_EQ(model.gradients[embed.offset + i], 0.f);  // no gradient work
+}
+
+TEST(Training, NonFiniteLossStopsBeforeTheUpdate) {
+    Transformer<float> model(small_config());
+    model.parameter_data("model.norm.weight")[0] = std::numeric_limits<float>::quiet_NaN();
+    const auto before = model.parameters;
+    std::vector<int32_t> ids = {1, 2, 3, 4}, targets = {2, 3, 4, ops::kIgnoreIndex};
+    LanguageModelTrainer<float> trainer(model, TrainingOptions{});
+    EXPECT_THROW(trainer.step({{1, 4, ids.data(), nullptr, nullptr, nullptr}}, {targets.data()}), ValueError);
+    for (size_t i = 0; i < before.size(); ++i)
+        if (!std::isnan(before[i])) ASSERT_EQ(model.parameters[i], before[i]);
+}
