@@ -23,3 +23,12 @@ from ._core import (  # noqa: E402,F401
 )
 
 __version__ = "0.1.0"
+
+from ._core import LanguageModelTrainer, Transformer, set_trainable  # noqa: E402,F401
+from .data import TokenBatches  # noqa: E402,F401
+from .training import fit, load_checkpoint, save_checkpoint  # noqa: E402,F401
+
+
+def load_model(directory: str) -> Transformer:
+    """Load a Hugging Face Qwen2/Llama model directory into c3 (float32)."""
+    return Transformer.load(str(directory))

@@ -1,5 +1,351 @@
+// Checkpoint IO for Python: safetensors files and directories, HF config.json, and the TransformerConfig <-> dict
+// conversion the model bindings share. File reads, conversion and writes run with the GIL released.
+#include <climits>
+#include <cstring>
+#include <optional>
+
 #include "bindings.hpp"
+#include "config_convert.hpp"
+#include "c3/io/hf_config.hpp"
+#include "c3/io/safetensors.hpp"
 
 namespace c3::python {
-void bind_io(py::module_& m) {}
+
+namespace {
+
+// Python's bool or NumPy's (which is not a subclass of it).
+bool is_python_bool(const py::handle& value) {
+    if (py::isinstance<py::bool_>(value)) return true;
+    return py::isinstance<py::array>(value) ? false
+                                            : py::hasattr(value, "dtype") && py::hasattr(value, "item") &&
+                                                  py::str(value.attr("dtype").attr("kind")).cast<std::string>() == "b";
+}
+
+size_t size_from_python(const std::string& key, const py::handle& value) {
+    C3_CHECK(!is_python_bool(value) && PyIndex_Check(value.ptr()), ConfigError, "config key '", key,
+             "' must be a non-negative integer, got ", std::string(py::repr(value)));
+    const long long number = py::int_(py::reinterpret_borrow<py::object>(value)).cast<long long>();
+    C3_CHECK(number >= 0, ConfigError, "config key '", key, "' must be a non-negative integer, got ", number);
+    return size_t(number);
+}
+
+int token_from_python(const std::string& key, const py::handle& value) {
+    if (value.is_none()) return -1;
+    C3_CHECK(!is_python_bool(value) && PyIndex_Check(value.ptr()), ConfigError, "config key '", key,
+             "' must be an integer or None, got ", std::string(py::repr(value)));
+    const long long number = py::int_(py::reinterpret_borrow<py::object>(value)).cast<long long>();
+    C3_CHECK(number >= -1 && number <= INT_MAX, ConfigError, "config key '", key, "' is out of range: ", number);
+    return int(number);
+}
+
+double number_from_python(const std::string& key, const py::handle& value) {
+    const bool numeric = !is_python_bool(value) && !py::isinstance<py::str>(value) && !value.is_none() &&
+                         (PyFloat_Check(value.ptr()) || PyIndex_Check(value.ptr()) ||
+                          py::hasattr(value, "__float__"));
+    C3_CHECK(numeric, ConfigError, "config key '", key, "' must be a number, got ", std::string(py::repr(value)));
+    return py::float_(py::reinterpret_borrow<py::object>(value)).cast<double>();
+}
+
+bool bool_from_python(const std::string& key, const py::handle& value) {
+    C3_CHECK(is_python_bool(value), ConfigError, "config key '", key, "' must be True or False, got ",
+             std::string(py::repr(value)));
+    return py::cast<bool>(value);
+}
+
+io::DType float_dtype_from_python(const std::string& name) {
+    io::DType dtype;
+    C3_CHECK(io::try_dtype_from_name(name, dtype) && io::is_float_dtype(dtype), ValueError,
+             "dtype must be 'F64', 'F32', 'F16' or 'BF16', got '", name, "'");
+    return dtype;
+}
+
+io::Metadata metadata_from_python(const py::object& metadata) {
+    io::Metadata result;
+    if (metadata.is_none()) return result;
+    C3_CHECK(py::isinstance<py::dict>(metadata), ValueError, "metadata must be a dict of str to str");
+    for (auto item : metadata.cast<py::dict>()) {
+        C3_CHECK(py::isinstance<py::str>(item.first) && py::isinstance<py::str>(item.second), ValueError,
+                 "metadata must be a dict of str to str, got the entry ", std::string(py::repr(item.first)), ": ",
+                 std::string(py::repr(item.second)));
+        result[item.first.cast<std::string>()] = item.second.cast<std::string>();
+    }
+    return result;
+}
+
+// NumPy's dtype for the non-float safetensors dtypes, which are returned as stored.
+py::dtype numpy_dtype(io::DType dtype) {
+    switch (dtype) {
+        case io::DType::I64: return py::dtype::of<int64_t>();
+        case io::DType::I32: return py::dtype::of<int32_t>();
+        case io::DType::I16: return py::dtype::of<int16_t>();
+        case io::DType::I8: return py::dtype::of<int8_t>();
+        case io::DType::U8: return py::dtype::of<uint8_t>();
+        case io::DType::BOOL: return py::dtype::of<bool>();
+        default: return py::dtype::of<float>();
+    }
+}
+
+// Every tensor of a file or checkpoint: floats converted to float32, the rest as stored.
+template <typename Source>
+py::dict read_all(const Source& source, const std::vector<io::TensorInfo>& infos) {
+    struct Loaded {
+        std::vector<float> values;
+        std::vector<unsigned char> raw;
+    };
+    std::vector<Loaded> loaded(infos.size());
+    {
+        py::gil_scoped_release release;
+        for (size_t i = 0; i < infos.size(); ++i) {
+            if (io::is_float_dtype(infos[i].dtype)) loaded[i].values = source.template read<float>(infos[i].name);
+            else loaded[i].raw = source.file_for(infos[i].name).read_raw(infos[i].name);
+        }
+    }
+    py::dict result;
+    for (size_t i = 0; i < infos.size(); ++i) {
+        const io::TensorInfo& info = infos[i];
+        if (io::is_float_dtype(info.dtype)) {
+            result[py::str(info.name)] = move_to_array(std::move(loaded[i].values), info.shape);
+        } else {
+            std::vector<py::ssize_t> dims(info.shape.begin(), info.shape.end());
+            py::array array(numpy_dtype(info.dtype), dims);
+            if (!loaded[i].raw.empty()) std::memcpy(array.mutable_data(), loaded[i].raw.data(), loaded[i].raw.size());
+            result[py::str(info.name)] = array;
+        }
+    }
+    return result;
+}
+
+// A SafetensorsFile with the Checkpoint's file_for, so that read_all serves both.
+struct SingleFile {
+    const io::SafetensorsFile& file;
+    const io::SafetensorsFile& file_for(const std::string&) const { return file; }
+    template <typename T>
+    std::vector<T> read(const std::string& name) const {
+        return file.read<T>(name);
+    }
+};
+
+py::list info_list(const std::vector<io::TensorInfo>& infos) {
+    py::list result;
+    for (const io::TensorInfo& info : infos) {
+        py::tuple shape(info.shape.size());
+        for (size_t i = 0; i < info.shape.size(); ++i) shape[i] = py::int_(info.shape[i]);
+        result.append(py::make_tuple(info.name, io::dtype_name(info.dtype), shape));
+    }
+    return result;
+}
+
+// Float arrays from a dict, converted once to T (held in `arrays` so the pointers stay valid).
+template <typename T>
+std::vector<io::NamedTensor<T>> named_tensors(const py::dict& tensors, std::vector<py::object>& arrays) {
+    std::vector<io::NamedTensor<T>> named;
+    for (auto item : tensors) {
+        C3_CHECK(py::isinstance<py::str>(item.first), ValueError, "tensor names must be str, got ",
+                 std::string(py::repr(item.first)));
+        const std::string name = item.first.cast<std::string>();
+        auto array = Array<T>::ensure(item.second);
+        C3_CHECK(array, ValueError, "tensor '", name, "' must be a numeric array");
+        arrays.push_back(array);
+        named.push_back({name, array_shape(array), array.data()});
+    }
+    return named;
+}
+
+template <typename T>
+py::list write_tensors(const std::string& path, const py::dict& tensors, io::DType dtype, const io::Metadata& metadata,
+                       bool sharded, size_t max_shard_bytes) {
+    std::vector<py::object> arrays;
+    const std::vector<io::NamedTensor<T>> named = named_tensors<T>(tensors, arrays);
+    std::vector<std::string> written;
+    {
+        py::gil_scoped_release release;
+        if (sharded) written = io::write_sharded(path, named, dtype, max_shard_bytes, metadata);
+        else io::write_safetensors(path, named, dtype, metadata);
+    }
+    return py::cast(written);
+}
+
+py::list write_any(const std::string& path, const py::dict& tensors, const std::string& dtype_name,
+                   const py::object& metadata_object, bool sharded, size_t max_shard_bytes) {
+    const io::DType dtype = float_dtype_from_python(dtype_name);
+    const io::Metadata metadata = metadata_from_python(metadata_object);
+    // Double inputs stored as F64 (or narrowed from double directly, without double rounding through float).
+    bool any_double = false;
+    for (auto item : tensors)
+        if (py::isinstance<py::array>(item.second) && item.second.cast<py::array>().dtype().is(py::dtype::of<double>()))
+            any_double = true;
+    if (dtype == io::DType::F64 || any_double)
+        return write_tensors<double>(path, tensors, dtype, metadata, sharded, max_shard_bytes);
+    return write_tensors<float>(path, tensors, dtype, metadata, sharded, max_shard_bytes);
+}
+
+}  // namespace
+
+TransformerConfig config_from_dict(const py::dict& values) {
+    TransformerConfig config;
+    bool head_dim_given = false;
+    for (auto item : values) {
+        C3_CHECK(py::isinstance<py::str>(item.first), ConfigError, "config keys must be str, got ",
+                 std::string(py::repr(item.first)));
+        const std::string key = item.first.cast<std::string>();
+        const py::handle value = item.second;
+        if (key == "model_type") {
+            C3_CHECK(py::isinstance<py::str>(value), ConfigError, "config key 'model_type' must be a str");
+            config.model_type = value.cast<std::string>();
+            C3_CHECK(config.model_type == "qwen2" || config.model_type == "llama", ConfigError,
+                     "model_type must be 'qwen2' or 'llama', got '", config.model_type, "'");
+        } else if (key == "vocab_size") config.vocab_size = size_from_python(key, value);
+        else if (key == "hidden_size") config.hidden_size = size_from_python(key, value);
+        else if (key == "intermediate_size") config.intermediate_size = size_from_python(key, value);
+        else if (key == "num_layers") config.num_layers = size_from_python(key, value);
+        else if (key == "num_heads") config.num_heads = size_from_python(key, value);
+        else if (key == "num_kv_heads") config.num_kv_heads = size_from_python(key, value);
+        else if (key == "head_dim") {
+            head_dim_given = !value.is_none();
+            if (head_dim_given) config.head_dim = size_from_python(key, value);
+        } else if (key == "max_position_embeddings") config.max_position_embeddings = size_from_python(key, value);
+        else if (key == "rope_theta") config.rope_theta = number_from_python(key, value);
+        else if (key == "rms_norm_eps") config.rms_norm_eps = number_from_python(key, value);
+        else if (key == "attention_bias") config.attention_bias = bool_from_python(key, value);
+        else if (key == "tie_word_embeddings") config.tie_word_embeddings = bool_from_python(key, value);
+        else if (key == "initializer_range") config.initializer_range = number_from_python(key, value);
+        else if (key == "bos_token_id") config.bos_token_id = token_from_python(key, value);
+        else if (key == "eos_token_id") config.eos_token_id = token_from_python(key, value);
+        else
+            throw ConfigError("unknown config key '" + key +
+                              "' (known: model_type, vocab_size, hidden_size, intermediate_size, num_layers, num_heads, "
+                              "num_kv_heads, head_dim, max_position_embeddings, rope_theta, rms_norm_eps, "
+                              "attention_bias, tie_word_embeddings, initializer_range, bos_token_id, eos_token_id)");
+    }
+    if (!head_dim_given) {
+        C3_CHECK(config.num_heads > 0 && config.hidden_size % config.num_heads == 0, ConfigError, "hidden_size (",
+                 config.hidden_size, ") must be a multiple of num_heads (", config.num_heads,
+                 ") when head_dim is not given");
+        config.head_dim = config.hidden_size / config.num_heads;
+    }
+    config.validate();
+    return config;
+}
+
+py::dict config_to_dict(const TransformerConfig& config) {
+    py::dict values;
+    values["model_type"] = config.model_type;
+    values["vocab_size"] = config.vocab_size;
+    values["hidden_size"] = config.hidden_size;
+    values["intermediate_size"] = config.intermediate_size;
+    values["num_layers"] = config.num_layers;
+    values["num_heads"] = config.num_heads;
+    values["num_kv_heads"] = config.num_kv_heads;
+    values["head_dim"] = config.head_dim;
+    values["max_position_embeddings"] = config.max_position_embeddings;
+    values["rope_theta"] = config.rope_theta;
+    values["rms_norm_eps"] = config.rms_norm_eps;
+    values["attention_bias"] = config.attention_bias;
+    values["tie_word_embeddings"] = config.tie_word_embeddings;
+    values["initializer_range"] = config.initializer_range;
+    values["bos_token_id"] = config.bos_token_id;
+    values["eos_token_id"] = config.eos_token_id;
+    return values;
+}
+
+void bind_io(py::module_& m) {
+    m.def("read_safetensors",
+          [](const std::string& path) {
+              std::optional<io::SafetensorsFile> file;
+              {
+                  py::gil_scoped_release release;
+                  file.emplace(io::SafetensorsFile::open(path));
+              }
+              return read_all(SingleFile{*file}, file->tensors());
+          },
+          py::arg("path"),
+          "Every tensor of a .safetensors file as a dict name -> NumPy array: float dtypes converted to float32, "
+          "integer and bool tensors as stored.");
+    m.def("safetensors_info",
+          [](const std::string& path) {
+              std::optional<io::SafetensorsFile> file;
+              {
+                  py::gil_scoped_release release;
+                  file.emplace(io::SafetensorsFile::open(path));
+              }
+              return info_list(file->tensors());
+          },
+          py::arg("path"), "The validated header of a .safetensors file: a list of (name, dtype, shape), by name.");
+    m.def("safetensors_metadata",
+          [](const std::string& path) {
+              std::optional<io::SafetensorsFile> file;
+              {
+                  py::gil_scoped_release release;
+                  file.emplace(io::SafetensorsFile::open(path));
+              }
+              return file->metadata();
+          },
+          py::arg("path"), "The __metadata__ map of a .safetensors file.");
+    m.def("write_safetensors",
+          [](const std::string& path, const py::dict& tensors, const std::string& dtype, const py::object& metadata) {
+              write_any(path, tensors, dtype, metadata, false, 0);
+          },
+          py::arg("path"), py::arg("tensors"), py::arg("dtype") = "F32", py::arg("metadata") = py::none(),
+          "Write a dict name -> array as one .safetensors file in dtype F64, F32, F16 or BF16 (rounded to nearest "
+          "even), through a temporary file and a rename.");
+    m.def("read_checkpoint",
+          [](const std::string& path) {
+              std::optional<io::Checkpoint> checkpoint;
+              std::vector<io::TensorInfo> infos;
+              {
+                  py::gil_scoped_release release;
+                  checkpoint.emplace(io::Checkpoint::open(path));
+                  for (const std::string& name : checkpoint->names()) infos.push_back(checkpoint->info(name));
+              }
+              return read_all(*checkpoint, infos);
+          },
+          py::arg("path"),
+          "Every tensor of a .safetensors file or a Hugging Face model directory (single or sharded), as "
+          "read_safetensors returns them.");
+    m.def("checkpoint_info",
+          [](const std::string& path) {
+              std::optional<io::Checkpoint> checkpoint;
+              std::vector<io::TensorInfo> infos;
+              {
+                  py::gil_scoped_release release;
+                  checkpoint.emplace(io::Checkpoint::open(path));
+                  for (const std::string& name : checkpoint->names()) infos.push_back(checkpoint->info(name));
+              }
+              return info_list(infos);
+          },
+          py::arg("path"), "(name, dtype, shape) for every tensor of a file or model directory, by name.");
+    m.def("write_checkpoint",
+          [](const std::string& directory, const py::dict& tensors, const std::string& dtype, size_t max_shard_bytes,
+             const py::object& metadata) {
+              return write_any(directory, tensors, dtype, metadata, true, max_shard_bytes);
+          },
+          py::arg("directory"), py::arg("tensors"), py::arg("dtype") = "F32",
+          py::arg("max_shard_bytes") = size_t(5) << 30, py::arg("metadata") = py::none(),
+          "Write directory/model.safetensors, or shards model-0000k-of-0000N.safetensors and their index when the "
+          "tensors exceed max_shard_bytes. Returns the paths written.");
+    m.def("read_hf_config",
+          [](const std::string& path) {
+              TransformerConfig config;
+              {
+                  py::gil_scoped_release release;
+                  config = io::read_hf_config(path);
+              }
+              return config_to_dict(config);
+          },
+          py::arg("path"), "A Qwen2/Llama/C3 config.json (or a directory holding one) as a c3 config dict.");
+    m.def("write_hf_config",
+          [](const py::dict& config, const std::string& directory) {
+              const TransformerConfig parsed = config_from_dict(config);
+              py::gil_scoped_release release;
+              io::write_hf_config(parsed, directory);
+          },
+          py::arg("config"), py::arg("directory"),
+          "Write directory/config.json for a c3 config dict, loadable by transformers.");
+    m.def("hf_config_json",
+          [](const py::dict& config) { return io::to_hf_config(config_from_dict(config)).dump(2); },
+          py::arg("config"), "The config.json text write_hf_config would write.");
+    m.def("config_from_dict", [](const py::dict& config) { return config_to_dict(config_from_dict(config)); },
+          py::arg("config"), "Validate a c3 config dict and fill in its defaults.");
+}
+
 }  // namespace c3::python

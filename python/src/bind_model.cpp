@@ -1,5 +1,128 @@
+// c3._core.Transformer: a float32 Qwen2/Llama model, its parameters as zero-copy NumPy views, forward and
+// greedy or sampled generation with the KV cache.
 #include "bindings.hpp"
+#include "config_convert.hpp"
+#include "model_arrays.hpp"
+#include "c3/io/hf_model.hpp"
+#include "c3/model/generate.hpp"
 
 namespace c3::python {
-void bind_model(py::module_& m) {}
+
+using Model = Transformer<float>;
+
+LogitsMode logits_mode_from_string(const std::string& name) {
+    if (name == "all") return LogitsMode::All;
+    if (name == "last") return LogitsMode::Last;
+    if (name == "none") return LogitsMode::None;
+    throw ValueError("logits must be 'all', 'last' or 'none', got '" + name + "'");
+}
+
+py::dict parameter_views(Model& model, std::vector<float>& buffer, py::handle owner) {
+    py::dict views;
+    for (const auto& info : model.layout) views[py::str(info.name)] = view_array(buffer.data() + info.offset, info.shape, owner);
+    return views;
+}
+
+void bind_model(py::module_& m) {
+    py::class_<Model, std::shared_ptr<Model>>(m, "Transformer", "A Qwen2/Llama-style decoder-only transformer (float32).")
+        .def(py::init([](const py::dict& config, uint64_t seed) {
+                 auto model = std::make_shared<Model>(config_from_dict(config));
+                 model->init_random(seed);
+                 return model;
+             }),
+             py::arg("config"), py::arg("seed") = 0)
+        .def_static("load", [](const std::string& directory) {
+                 py::gil_scoped_release release;
+                 return std::make_shared<Model>(io::load_transformer<float>(directory));
+             }, py::arg("directory"),
+             "Load a Hugging Face Qwen2/Llama directory (config.json + safetensors, single or sharded).")
+        .def("save", [](const Model& self, const std::string& directory, const std::string& dtype) {
+                 const io::DType stored = io::dtype_from_name(dtype);
+                 py::gil_scoped_release release;
+                 io::save_transformer(self, directory, stored);
+             }, py::arg("directory"), py::arg("dtype") = "F32",
+             "Save as a Hugging Face directory (config.json + model.safetensors) that transformers can load.")
+        .def_property_readonly("config", [](const Model& self) { return config_to_dict(self.config); })
+        .def_property_readonly("num_parameters", &Model::num_parameters)
+        .def("parameters", [](py::object self) { Model& model = self.cast<Model&>();
+                 return parameter_views(model, model.parameters, self); },
+             "Every parameter as a NumPy view into the model's flat buffer (writes go into the model).")
+        .def("gradients", [](py::object self) { Model& model = self.cast<Model&>();
+                 model.enable_gradients();
+                 return parameter_views(model, model.gradients, self); },
+             "Every gradient as a NumPy view into the flat gradient buffer.")
+        .def_property_readonly("flat_parameters", [](py::object self) { Model& model = self.cast<Model&>();
+                 return view_array(model.parameters.data(), {model.parameters.size()}, self); })
+        .def("set_parameters", [](Model& self, const py::dict& values, bool strict) {
+                 size_t assigned = 0;
+                 for (auto item : values) {
+                     const std::string name = py::str(item.first);
+                     const ParameterInfo& info = self.parameter(name);
+                     auto array = Array<float>::ensure(item.second);
+                     C3_CHECK(array, ValueError, "parameter ", name, " must be a float array");
+                     C3_CHECK(array_shape(array) == info.shape, ShapeError, "parameter ", name, ": expected shape ",
+                              shape_string(info.shape), ", got ", shape_string(array_shape(array)));
+                     std::copy(array.data(), array.data() + array.size(), self.parameters.begin() + info.offset);
+                     ++assigned;
+                 }
+                 C3_CHECK(!strict || assigned == self.layout.size(), ValueError, "set_parameters(strict=True) got ",
+                          assigned, " of ", self.layout.size(), " parameters");
+             }, py::arg("values"), py::arg("strict") = false)
+        .def("forward",
+             [](const Model& self, py::object ids, py::object embeddings, py::object attention_mask,
+                py::object position_ids, const std::string& logits) {
+                 BatchInput batch(ids, embeddings, attention_mask, position_ids, self.config.hidden_size);
+                 const LogitsMode mode = logits_mode_from_string(logits);
+                 Activations<float> activations;
+                 {
+                     py::gil_scoped_release release;
+                     self.forward(batch.input, activations, mode, false);
+                 }
+                 const size_t B = batch.input.batch, L = batch.input.length;
+                 activations.hidden.resize(B * L * self.config.hidden_size);
+                 py::object hidden = move_to_array(std::move(activations.hidden), {B, L, self.config.hidden_size});
+                 py::object out_logits = py::none();
+                 if (mode == LogitsMode::All) {
+                     activations.logits.resize(B * L * self.config.vocab_size);
+                     out_logits = move_to_array(std::move(activations.logits), {B, L, self.config.vocab_size});
+                 } else if (mode == LogitsMode::Last) {
+                     activations.logits.resize(B * self.config.vocab_size);
+                     out_logits = move_to_array(std::move(activations.logits), {B, self.config.vocab_size});
+                 }
+                 return py::make_tuple(hidden, out_logits);
+             },
+             py::arg("ids") = py::none(), py::arg("embeddings") = py::none(), py::arg("attention_mask") = py::none(),
+             py::arg("position_ids") = py::none(), py::arg("logits") = "all",
+             "Forward pass. Returns (hidden [B,T,d] after the final norm, logits [B,T,V] | [B,V] | None).")
+        .def("generate",
+             [](const Model& self, py::object ids, py::object embeddings, py::object attention_mask,
+                size_t max_new_tokens, std::vector<int32_t> stop_tokens, bool sample, double temperature,
+                size_t top_k, double top_p, size_t no_repeat_ngram_size, uint64_t seed, int32_t pad_token) {
+                 BatchInput batch(ids, embeddings, attention_mask, py::none(), self.config.hidden_size);
+                 GenerationOptions options;
+                 options.max_new_tokens = max_new_tokens;
+                 options.stop_tokens = std::move(stop_tokens);
+                 options.sample = sample;
+                 options.temperature = temperature;
+                 options.top_k = top_k;
+                 options.top_p = top_p;
+                 options.no_repeat_ngram_size = no_repeat_ngram_size;
+                 options.seed = seed;
+                 options.pad_token = pad_token;
+                 GenerationResult result;
+                 {
+                     py::gil_scoped_release release;
+                     result = generate(self, batch.input, options);
+                 }
+                 std::vector<int64_t> lengths(result.lengths.begin(), result.lengths.end());
+                 return py::make_tuple(move_to_array(std::move(result.tokens), {result.batch, result.steps}),
+                                       move_to_array(std::move(lengths), {result.batch}));
+             },
+             py::arg("ids") = py::none(), py::arg("embeddings") = py::none(), py::arg("attention_mask") = py::none(),
+             py::arg("max_new_tokens") = 64, py::arg("stop_tokens") = std::vector<int32_t>{},
+             py::arg("sample") = false, py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
+             py::arg("no_repeat_ngram_size") = 0, py::arg("seed") = 0, py::arg("pad_token") = 0,
+             "Generate from a left-padded prompt with the KV cache. Returns (tokens [B, steps], lengths [B]).");
+}
+
 }  // namespace c3::python

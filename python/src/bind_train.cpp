@@ -1,5 +1,148 @@
+// c3._core.LanguageModelTrainer: AdamW training of a Transformer on batches of token ids.
 #include "bindings.hpp"
+#include "model_arrays.hpp"
+#include "c3/train/trainer.hpp"
 
 namespace c3::python {
-void bind_train(py::module_& m) {}
+
+using Model = Transformer<float>;
+
+TrainingOptions training_options_from_kwargs(double learning_rate, double weight_decay, double beta1, double beta2,
+                                             double epsilon, size_t warmup_steps, size_t total_steps,
+                                             double min_lr_ratio, double max_grad_norm) {
+    TrainingOptions options;
+    options.adamw = {learning_rate, beta1, beta2, epsilon, weight_decay};
+    options.warmup_steps = warmup_steps;
+    options.total_steps = total_steps;
+    options.min_lr_ratio = min_lr_ratio;
+    options.max_grad_norm = max_grad_norm;
+    C3_CHECK(learning_rate >= 0 && std::isfinite(learning_rate), ValueError, "learning_rate must be finite and >= 0");
+    C3_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, ValueError, "betas must lie in [0, 1)");
+    return options;
+}
+
+py::dict step_report_to_dict(const StepReport& r) {
+    py::dict d;
+    d["step"] = r.step;
+    d["loss"] = r.loss;
+    d["gradient_norm"] = r.gradient_norm;
+    d["learning_rate"] = r.learning_rate;
+    d["tokens"] = r.tokens;
+    d["seconds"] = r.seconds;
+    return d;
+}
+
+// Targets for next-token prediction: targets[t] = ids[t + 1] where both are real tokens, else ignored.
+std::vector<int32_t> shifted_targets(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask, size_t batch,
+                                     size_t length) {
+    std::vector<int32_t> targets(ids.size(), ops::kIgnoreIndex);
+    for (size_t b = 0; b < batch; ++b)
+        for (size_t t = 0; t + 1 < length; ++t) {
+            const size_t i = b * length + t;
+            if (mask.empty() || (mask[i] && mask[i + 1])) targets[i] = ids[i + 1];
+        }
+    return targets;
+}
+
+struct TrainBatch {
+    BatchInput batch;
+    std::vector<int32_t> targets;
+    TrainBatch(const py::object& ids, const py::object& mask, const py::object& targets_object, size_t hidden)
+        : batch(ids, py::none(), mask, py::none(), hidden) {
+        if (targets_object.is_none()) {
+            targets = shifted_targets(batch.ids, batch.mask, batch.input.batch, batch.input.length);
+        } else {
+            py::array array = py::array::ensure(targets_object);
+            C3_CHECK(array, ValueError, "targets must be an integer array");
+            expect_shape(array, {batch.input.batch, batch.input.length}, "targets");
+            auto wide = Array<int64_t>::ensure(array);
+            targets.assign(wide.data(), wide.data() + wide.size());
+        }
+    }
+};
+
+void bind_train(py::module_& m) {
+    py::class_<LanguageModelTrainer<float>>(m, "LanguageModelTrainer",
+                                            "AdamW with clipping, warmup + cosine schedule and accumulation.")
+        .def(py::init([](Model& model, double learning_rate, double weight_decay, double beta1, double beta2,
+                         double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
+                         double max_grad_norm) {
+                 return std::make_unique<LanguageModelTrainer<float>>(
+                     model, training_options_from_kwargs(learning_rate, weight_decay, beta1, beta2, epsilon,
+                                                         warmup_steps, total_steps, min_lr_ratio, max_grad_norm));
+             }),
+             py::arg("model"), py::arg("learning_rate") = 1e-3, py::arg("weight_decay") = 0.0,
+             py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("epsilon") = 1e-8,
+             py::arg("warmup_steps") = 0, py::arg("total_steps") = 1000, py::arg("min_lr_ratio") = 0.0,
+             py::arg("max_grad_norm") = 1.0, py::keep_alive<1, 2>())
+        .def("step",
+             [](LanguageModelTrainer<float>& self, py::object ids, py::object attention_mask, py::object targets,
+                size_t micro_batches) {
+                 TrainBatch data(ids, attention_mask, targets, self.model.config.hidden_size);
+                 const size_t B = data.batch.input.batch, L = data.batch.input.length;
+                 C3_CHECK(micro_batches >= 1 && B % micro_batches == 0, ValueError, "micro_batches (", micro_batches,
+                          ") must divide the batch size (", B, ")");
+                 const size_t rows = B / micro_batches * L;
+                 std::vector<ForwardInput<float>> inputs;
+                 std::vector<const int32_t*> target_pointers;
+                 for (size_t k = 0; k < micro_batches; ++k) {
+                     ForwardInput<float> in = data.batch.input;
+                     in.batch = B / micro_batches;
+                     in.ids += k * rows;
+                     if (in.mask) in.mask += k * rows;
+                     inputs.push_back(in);
+                     target_pointers.push_back(data.targets.data() + k * rows);
+                 }
+                 StepReport report;
+                 {
+                     py::gil_scoped_release release;
+                     report = self.step(inputs, target_pointers);
+                 }
+                 return step_report_to_dict(report);
+             },
+             py::arg("ids"), py::arg("attention_mask") = py::none(), py::arg("targets") = py::none(),
+             py::arg("micro_batches") = 1,
+             "One optimiser step. targets default to the next token (ignored across padding). Returns a report dict.")
+        .def("evaluate",
+             [](LanguageModelTrainer<float>& self, py::object ids, py::object attention_mask, py::object targets) {
+                 TrainBatch data(ids, attention_mask, targets, self.model.config.hidden_size);
+                 py::gil_scoped_release release;
+                 return self.evaluate(data.batch.input, data.targets.data());
+             },
+             py::arg("ids"), py::arg("attention_mask") = py::none(), py::arg("targets") = py::none(),
+             "Mean token loss without gradients.")
+        .def_property_readonly("step_count", [](const LanguageModelTrainer<float>& self) { return self.trainer.optimizer.step; })
+        .def("learning_rate_at", [](const LanguageModelTrainer<float>& self, size_t step) { return self.trainer.schedule.at(step); })
+        .def("optimizer_state",
+             [](py::object self_object) {
+                 auto& self = self_object.cast<LanguageModelTrainer<float>&>();
+                 auto& optimizer = self.trainer.optimizer;
+                 if (optimizer.first_moment.empty()) {
+                     optimizer.first_moment.assign(1, std::vector<float>(self.model.parameters.size(), 0.f));
+                     optimizer.second_moment.assign(1, std::vector<float>(self.model.parameters.size(), 0.f));
+                 }
+                 py::dict state;
+                 state["step"] = optimizer.step;
+                 state["first_moment"] = view_array(optimizer.first_moment[0].data(), {self.model.parameters.size()}, self_object);
+                 state["second_moment"] = view_array(optimizer.second_moment[0].data(), {self.model.parameters.size()}, self_object);
+                 return state;
+             },
+             "The AdamW step and moments (NumPy views into the optimiser's flat buffers, same layout as the model).")
+        .def("load_optimizer_state",
+             [](LanguageModelTrainer<float>& self, size_t step, Array<float> first, Array<float> second) {
+                 const size_t n = self.model.parameters.size();
+                 expect_shape(first, {n}, "first_moment");
+                 expect_shape(second, {n}, "second_moment");
+                 auto& optimizer = self.trainer.optimizer;
+                 optimizer.step = step;
+                 optimizer.first_moment.assign(1, std::vector<float>(first.data(), first.data() + n));
+                 optimizer.second_moment.assign(1, std::vector<float>(second.data(), second.data() + n));
+             },
+             py::arg("step"), py::arg("first_moment"), py::arg("second_moment"));
+
+    m.def("set_trainable", [](Model& model, const std::string& prefix, bool value) { return model.set_trainable(prefix, value); },
+          py::arg("model"), py::arg("prefix"), py::arg("trainable"),
+          "Freeze (False) or unfreeze every parameter whose name starts with prefix; returns how many matched.");
+}
+
 }  // namespace c3::python

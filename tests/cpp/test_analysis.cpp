@@ -147,6 +147,33 @@ TEST(EditDistance, MatchesFullTableOnRandomInputs) {
     }
 }
 
+TEST(EditDistance, BitParallelMatchesReferenceAcrossWordBoundaries) {
+    // Lengths around multiples of 64 (one, two, five blocks), small and large alphabets, near-copies and
+    // unrelated pairs.
+    c3::Rng rng(19);
+    const size_t lengths[] = {1, 2, 63, 64, 65, 127, 128, 129, 200, 320};
+    for (size_t m : lengths)
+        for (size_t trial = 0; trial < 12; ++trial) {
+            const int32_t alphabet = trial % 3 == 0 ? 2 : trial % 3 == 1 ? 4 : 1000;
+            const size_t n = trial % 2 ? m + rng.below(40) : rng.below(2 * m + 5);
+            std::vector<int32_t> a(m), b(n);
+            for (auto& x : a) x = int32_t(rng.below(uint64_t(alphabet)));
+            for (auto& x : b) x = int32_t(rng.below(uint64_t(alphabet)));
+            if (trial % 4 == 3) {  // a near-copy with a few edits inside
+                b = a;
+                for (size_t e = 0; e < 5 && !b.empty(); ++e) b[rng.below(b.size())] = int32_t(rng.below(uint64_t(alphabet)));
+                if (b.size() > 2) b.erase(b.begin() + rng.below(b.size()));
+            }
+            const size_t expected = ca::edit_distance_reference(a.data(), a.size(), b.data(), b.size());
+            ASSERT_EQ(ca::edit_distance(a, b), expected) << "m=" << m << " n=" << n << " trial=" << trial;
+            ASSERT_EQ(ca::edit_distance(b, a), expected);
+        }
+    const std::u32string long_text = ca::decode_utf8(std::string(500, 'a') + "中文" + std::string(300, 'b'));
+    const std::u32string other = ca::decode_utf8(std::string(450, 'a') + "中" + std::string(320, 'b'));
+    EXPECT_EQ(ca::edit_distance(long_text, other),
+              ca::edit_distance_reference(long_text.data(), long_text.size(), other.data(), other.size()));
+}
+
 TEST(EditDistance, BatchMatchesSingle) {
     const std::vector<std::string> a = {"kitten", "", "abc", "héllo"}, b = {"sitting", "", "", "hello"};
     const std::vector<double> batch = ca::normalized_char_edit_distances(a, b);

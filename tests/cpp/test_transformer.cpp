@@ -20,6 +20,7 @@ TransformerConfig tiny_config(bool bias, bool tied) {
     c.head_dim = 4;
     c.attention_bias = bias;
     c.tie_word_embeddings = tied;
+    c.model_type = tied ? "llama" : "qwen2";  // llama with bias also has an o_proj bias
     c.initializer_range = 0.3;
     return c;
 }

@@ -39,6 +39,8 @@ struct TransformerConfig {
                      intermediate_size < (size_t(1) << 22) && num_layers < 4096,
                  ConfigError, "model dimensions are implausibly large");
     }
+    // Llama's attention_bias also puts a bias on o_proj; Qwen2's q/k/v biases stop there.
+    bool output_bias() const { return attention_bias && model_type == "llama"; }
     size_t q_width() const { return num_heads * head_dim; }
     size_t kv_width() const { return num_kv_heads * head_dim; }
 };

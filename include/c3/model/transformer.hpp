@@ -241,7 +241,7 @@ public:
                 values = cache->values[l].data();
             }
             ops::attention_forward(attention, probs, q, keys, values, key_valid, shape);
-            ops::linear_forward(middle, attention, w.o_weight, static_cast<const T*>(nullptr), N, qw, d);
+            ops::linear_forward(middle, attention, w.o_weight, w.o_bias, N, qw, d);
             add_in_place(middle, layer_input, N * d);  // residual
             ops::rmsnorm_forward(norm2, rstd2, middle, w.post_norm, N, d, c.rms_norm_eps);
             ops::linear_forward(gate, norm2, w.gate_weight, static_cast<const T*>(nullptr), N, d, ff);
@@ -320,7 +320,7 @@ public:
                                   w.post_norm, s.rstd2.data(), N, d);
             // Attention: middle = layer_input + o_proj(attention)
             std::fill(dattention.begin(), dattention.end(), T(0));
-            ops::linear_backward(dattention.data(), gw ? gw->o_weight : nullptr, static_cast<T*>(nullptr),
+            ops::linear_backward(dattention.data(), gw ? gw->o_weight : nullptr, gw ? gw->o_bias : nullptr,
                                  dresidual.data(), s.attention.data(), w.o_weight, N, qw, d);
             std::fill(dq.begin(), dq.end(), T(0));
             std::fill(dk.begin(), dk.end(), T(0));

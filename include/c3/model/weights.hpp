@@ -47,6 +47,7 @@ inline std::vector<ParameterInfo> transformer_layout(const TransformerConfig& c)
         b.add(p + "self_attn.v_proj.weight", {kvw, d}, ParameterKind::Matrix);
         if (c.attention_bias) b.add(p + "self_attn.v_proj.bias", {kvw}, ParameterKind::Bias);
         b.add(p + "self_attn.o_proj.weight", {d, qw}, ParameterKind::Matrix);
+        if (c.output_bias()) b.add(p + "self_attn.o_proj.bias", {d}, ParameterKind::Bias);
         b.add(p + "post_attention_layernorm.weight", {d}, ParameterKind::Norm);
         b.add(p + "mlp.gate_proj.weight", {ff, d}, ParameterKind::Matrix);
         b.add(p + "mlp.up_proj.weight", {ff, d}, ParameterKind::Matrix);
@@ -82,7 +83,7 @@ struct ParameterGroup {
 // Pointers for one layer, into parameters or into gradients (the same layout serves both).
 template <typename T>
 struct LayerWeights {
-    T *input_norm, *q_weight, *q_bias, *k_weight, *k_bias, *v_weight, *v_bias, *o_weight;
+    T *input_norm, *q_weight, *q_bias, *k_weight, *k_bias, *v_weight, *v_bias, *o_weight, *o_bias;
     T *post_norm, *gate_weight, *up_weight, *down_weight;
 };
 
@@ -117,6 +118,7 @@ TransformerWeights<T> bind_transformer_weights(const TransformerConfig& c, const
         lw.v_weight = next();
         lw.v_bias = c.attention_bias ? next() : nullptr;
         lw.o_weight = next();
+        lw.o_bias = c.output_bias() ? next() : nullptr;
         lw.post_norm = next();
         lw.gate_weight = next();
         lw.up_weight = next();

@@ -1,0 +1,243 @@
+// Hugging Face config.json <-> TransformerConfig for Qwen2 and Llama (and the C3 decoder, a Qwen2 whose
+// model_type is "C3"). Reads what transformers 4.x writes (top-level rope_theta, rope_scaling) and what
+// transformers 5 writes (rope_parameters); writes a config.json that transformers 5.24 loads back.
+#pragma once
+#include <climits>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "c3/core/errors.hpp"
+#include "c3/io/safetensors.hpp"
+#include "c3/model/config.hpp"
+
+namespace c3::io {
+
+namespace detail {
+
+// Typed access to config keys; every failure names the key and the source file. A key holding null counts as
+// absent, as transformers treats it.
+struct ConfigReader {
+    const nlohmann::json& json;
+    const std::string& source;
+
+    bool has(const char* key) const {
+        const auto found = json.find(key);
+        return found != json.end() && !found->is_null();
+    }
+    const nlohmann::json& required(const char* key) const {
+        C3_CHECK(has(key), ConfigError, "config '", source, "': missing required key '", key, "'");
+        return json.at(key);
+    }
+    [[noreturn]] void wrong_type(const char* key, const nlohmann::json& value, const char* expected) const {
+        throw ConfigError("config '" + source + "': '" + key + "' must be " + expected + ", got " + value.dump());
+    }
+    size_t size_value(const char* key, const nlohmann::json& value) const {
+        size_t result = 0;
+        if (!json_to_size(value, result)) wrong_type(key, value, "a non-negative integer");
+        return result;
+    }
+    size_t required_size(const char* key) const { return size_value(key, required(key)); }
+    size_t optional_size(const char* key, size_t fallback) const {
+        return has(key) ? size_value(key, json.at(key)) : fallback;
+    }
+    double number_value(const char* key, const nlohmann::json& value) const {
+        if (!value.is_number()) wrong_type(key, value, "a number");
+        return value.get<double>();
+    }
+    double optional_number(const char* key, double fallback) const {
+        return has(key) ? number_value(key, json.at(key)) : fallback;
+    }
+    bool optional_bool(const char* key, bool fallback) const {
+        if (!has(key)) return fallback;
+        const nlohmann::json& value = json.at(key);
+        if (!value.is_boolean()) wrong_type(key, value, "true or false");
+        return value.get<bool>();
+    }
+    std::string optional_string(const char* key, const std::string& fallback) const {
+        if (!has(key)) return fallback;
+        const nlohmann::json& value = json.at(key);
+        if (!value.is_string()) wrong_type(key, value, "a string");
+        return value.get<std::string>();
+    }
+    // A token id: an integer, null (-1), or a list whose first entry is used (generation stops at any of them;
+    // the model itself needs one).
+    int token_id(const char* key) const {
+        if (!has(key)) return -1;
+        const nlohmann::json* value = &json.at(key);
+        if (value->is_array()) {
+            if (value->empty()) return -1;
+            value = &value->front();
+            if (value->is_null()) return -1;
+        }
+        if (!value->is_number_integer() || value->get<int64_t>() < -1 || value->get<int64_t>() > INT_MAX)
+            wrong_type(key, *value, "a token id (an integer, a list of integers or null)");
+        return int(value->get<int64_t>());
+    }
+};
+
+inline void check_rope_type(const nlohmann::json& parameters, const std::string& source) {
+    for (const char* key : {"rope_type", "type"}) {
+        const auto found = parameters.find(key);
+        if (found == parameters.end() || found->is_null()) continue;
+        const std::string type = found->is_string() ? found->get<std::string>() : found->dump();
+        C3_CHECK(type == "default", ConfigError, "config '", source, "': rope scaling type ", type,
+                 " is not supported (only \"default\")");
+    }
+}
+
+// rope_parameters (transformers 5) wins over rope_scaling and the top-level rope_theta, as in transformers.
+inline double read_rope_theta(const ConfigReader& reader) {
+    double theta = reader.optional_number("rope_theta", 10000.0);
+    for (const char* key : {"rope_scaling", "rope_parameters"}) {
+        if (!reader.has(key)) continue;
+        const nlohmann::json& parameters = reader.json.at(key);
+        if (!parameters.is_object()) reader.wrong_type(key, parameters, "an object or null");
+        for (const auto& [name, value] : parameters.items())
+            C3_CHECK(!value.is_object(), ConfigError, "config '", reader.source, "': per-layer-type ", key,
+                     " ('", name, "') are not supported");
+        check_rope_type(parameters, reader.source);
+        const auto found = parameters.find("rope_theta");
+        if (found != parameters.end() && !found->is_null()) {
+            C3_CHECK(found->is_number(), ConfigError, "config '", reader.source, "': '", key,
+                     ".rope_theta' must be a number, got ", found->dump());
+            theta = found->get<double>();
+        }
+    }
+    return theta;
+}
+
+}  // namespace detail
+
+inline TransformerConfig parse_hf_config(const nlohmann::json& json, const std::string& source_name) {
+    C3_CHECK(json.is_object(), FormatError, "config '", source_name, "' must be a JSON object, got ", json.type_name());
+    const detail::ConfigReader reader{json, source_name};
+    TransformerConfig config;
+    const std::string model_type = reader.optional_string("model_type", "");
+    C3_CHECK(!model_type.empty(), ConfigError, "config '", source_name, "': missing required key 'model_type'");
+    const bool is_qwen2 = model_type == "qwen2" || model_type == "C3" || model_type == "c3";
+    C3_CHECK(is_qwen2 || model_type == "llama", ConfigError, "config '", source_name, "': model_type '", model_type,
+             "' is not supported (qwen2, llama or C3)");
+    config.model_type = is_qwen2 ? "qwen2" : "llama";  // C3's decoder is a Qwen2 with extra tensors
+
+    config.vocab_size = reader.required_size("vocab_size");
+    config.hidden_size = reader.required_size("hidden_size");
+    config.intermediate_size = reader.required_size("intermediate_size");
+    config.num_layers = reader.required_size("num_hidden_layers");
+    config.num_heads = reader.required_size("num_attention_heads");
+    C3_CHECK(config.num_heads > 0, ConfigError, "config '", source_name, "': num_attention_heads must be positive");
+    config.num_kv_heads = reader.optional_size("num_key_value_heads", config.num_heads);
+    if (reader.has("head_dim")) {
+        config.head_dim = reader.required_size("head_dim");
+    } else {
+        C3_CHECK(config.hidden_size % config.num_heads == 0, ConfigError, "config '", source_name, "': hidden_size (",
+                 config.hidden_size, ") is not a multiple of num_attention_heads (", config.num_heads,
+                 ") and there is no head_dim");
+        config.head_dim = config.hidden_size / config.num_heads;
+    }
+    config.max_position_embeddings = reader.optional_size("max_position_embeddings", config.max_position_embeddings);
+    config.rms_norm_eps = reader.optional_number("rms_norm_eps", 1e-6);
+    config.rope_theta = detail::read_rope_theta(reader);
+    config.tie_word_embeddings = reader.optional_bool("tie_word_embeddings", false);
+    // transformers' Qwen2 attention always has q/k/v biases whatever the config says; Llama follows the key.
+    config.attention_bias = is_qwen2 ? true : reader.optional_bool("attention_bias", false);
+    config.initializer_range = reader.optional_number("initializer_range", config.initializer_range);
+    config.bos_token_id = reader.token_id("bos_token_id");
+    config.eos_token_id = reader.token_id("eos_token_id");
+
+    // Features this engine does not implement are refused rather than silently computed wrong.
+    const std::string activation = reader.optional_string("hidden_act", "silu");
+    C3_CHECK(activation == "silu", ConfigError, "config '", source_name, "': hidden_act '", activation,
+             "' is not supported (only silu)");
+    C3_CHECK(!reader.optional_bool("mlp_bias", false), ConfigError, "config '", source_name,
+             "': mlp_bias true is not supported");
+    if (reader.has("layer_types")) {
+        const nlohmann::json& layer_types = json.at("layer_types");
+        if (!layer_types.is_array()) reader.wrong_type("layer_types", layer_types, "a list of strings");
+        for (const auto& type : layer_types)
+            C3_CHECK(type == "full_attention", ConfigError, "config '", source_name, "': layer type ", type.dump(),
+                     " is not supported (only full_attention)");
+    } else if (is_qwen2 && reader.optional_bool("use_sliding_window", false) && reader.has("sliding_window")) {
+        C3_CHECK(config.num_layers <= reader.optional_size("max_window_layers", 28), ConfigError, "config '",
+                 source_name, "': sliding-window attention is not supported");
+    }
+    try {
+        config.validate();
+    } catch (const ConfigError& error) {
+        throw ConfigError("config '" + source_name + "': " + error.what());
+    }
+    return config;
+}
+
+// path_or_dir is a config.json or a directory holding one.
+inline TransformerConfig read_hf_config(const std::string& path_or_dir) {
+    std::error_code error;
+    const std::string path = std::filesystem::is_directory(path_or_dir, error)
+                                 ? (std::filesystem::path(path_or_dir) / "config.json").string()
+                                 : path_or_dir;
+    std::ifstream stream = detail::open_for_reading(path);
+    nlohmann::json json;
+    try {
+        json = nlohmann::json::parse(stream);
+    } catch (const nlohmann::json::exception& parse_error) {
+        throw FormatError("config '" + path + "' is not valid JSON: " + parse_error.what());
+    }
+    return parse_hf_config(json, path);
+}
+
+inline nlohmann::json to_hf_config(const TransformerConfig& config) {
+    config.validate();
+    const bool is_qwen2 = config.model_type == "qwen2";
+    C3_CHECK(is_qwen2 || config.model_type == "llama", ConfigError, "model_type '", config.model_type,
+             "' has no Hugging Face config (qwen2 or llama)");
+    C3_CHECK(!is_qwen2 || config.attention_bias, ConfigError,
+             "a qwen2 model always has q/k/v biases in transformers; use model_type llama for attention_bias false");
+    auto token = [](int id) { return id < 0 ? nlohmann::json(nullptr) : nlohmann::json(id); };
+    nlohmann::json json = {
+        {"architectures", {is_qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+        {"model_type", config.model_type},
+        {"vocab_size", config.vocab_size},
+        {"hidden_size", config.hidden_size},
+        {"intermediate_size", config.intermediate_size},
+        {"num_hidden_layers", config.num_layers},
+        {"num_attention_heads", config.num_heads},
+        {"num_key_value_heads", config.num_kv_heads},
+        {"head_dim", config.head_dim},
+        {"max_position_embeddings", config.max_position_embeddings},
+        {"rms_norm_eps", config.rms_norm_eps},
+        {"rope_theta", config.rope_theta},
+        {"rope_parameters", {{"rope_theta", config.rope_theta}, {"rope_type", "default"}}},
+        {"tie_word_embeddings", config.tie_word_embeddings},
+        {"initializer_range", config.initializer_range},
+        {"bos_token_id", token(config.bos_token_id)},
+        {"eos_token_id", token(config.eos_token_id)},
+        {"hidden_act", "silu"},
+        {"attention_dropout", 0.0},
+        {"use_cache", true},
+        {"torch_dtype", "float32"},
+    };
+    if (is_qwen2) {
+        json["use_sliding_window"] = false;
+        json["sliding_window"] = nullptr;
+        json["max_window_layers"] = config.num_layers;
+    } else {
+        json["attention_bias"] = config.attention_bias;
+        json["mlp_bias"] = false;
+        json["pretraining_tp"] = 1;
+    }
+    return json;
+}
+
+// Writes directory/config.json (creating the directory).
+inline void write_hf_config(const TransformerConfig& config, const std::string& directory) {
+    const std::string text = to_hf_config(config).dump(2) + "\n";
+    std::error_code error;
+    std::filesystem::create_directories(directory, error);
+    C3_CHECK(!error && std::filesystem::is_directory(directory), IOError, "cannot create directory '", directory,
+             "': ", error.message());
+    detail::write_atomically((std::filesystem::path(directory) / "config.json").string(),
+                             [&](std::ostream& out) { out.write(text.data(), std::streamsize(text.size())); });
+}
+
+}  // namespace c3::io

@@ -1,0 +1,86 @@
+// Conversions between NumPy batches and the C++ forward inputs, shared by the model and cascade bindings.
+#pragma once
+#include <optional>
+
+#include "bindings.hpp"
+#include "c3/model/transformer.hpp"
+
+namespace c3::python {
+
+// Token ids [batch, length] as int32, whatever integer dtype came in; ids that do not fit are errors.
+inline std::vector<int32_t> ids_from_array(const py::array& array, const char* what) {
+    C3_CHECK(array.ndim() == 2, ShapeError, what, ": expected a 2-d array [batch, length], got ", array.ndim(),
+             " dimensions");
+    C3_CHECK(py::isinstance<py::array_t<int64_t>>(array) || py::isinstance<py::array_t<int32_t>>(array) ||
+                 array.dtype().kind() == 'i' || array.dtype().kind() == 'u',
+             ValueError, what, ": token ids must be integers, got dtype ", std::string(py::str(array.dtype())));
+    auto wide = Array<int64_t>::ensure(array);
+    std::vector<int32_t> ids(size_t(wide.size()));
+    const int64_t* data = wide.data();
+    for (size_t i = 0; i < ids.size(); ++i) {
+        C3_CHECK(data[i] >= 0 && data[i] < (int64_t(1) << 31), ValueError, what, ": token id ", data[i],
+                 " at flat index ", i, " is negative or too large");
+        ids[i] = int32_t(data[i]);
+    }
+    return ids;
+}
+
+// A padding mask [batch, length] of 0/1 bytes, or an empty vector when none is given.
+inline std::vector<uint8_t> mask_from_array(const py::object& object, size_t batch, size_t length) {
+    if (object.is_none()) return {};
+    auto array = Array<uint8_t>::ensure(object);
+    C3_CHECK(array, ValueError, "attention_mask must be an array");
+    expect_shape(array, {batch, length}, "attention_mask");
+    return std::vector<uint8_t>(array.data(), array.data() + array.size());
+}
+
+inline std::vector<int64_t> positions_from_array(const py::object& object, size_t batch, size_t length) {
+    if (object.is_none()) return {};
+    auto array = Array<int64_t>::ensure(object);
+    C3_CHECK(array, ValueError, "position_ids must be an integer array");
+    expect_shape(array, {batch, length}, "position_ids");
+    return std::vector<int64_t>(array.data(), array.data() + array.size());
+}
+
+// Rejects NaN and Inf before they spread through a forward pass.
+inline void check_finite(const float* data, size_t count, const char* what) {
+    for (size_t i = 0; i < count; ++i)
+        C3_CHECK(std::isfinite(data[i]), ValueError, what, ": non-finite value ", data[i], " at flat index ", i);
+}
+
+// Owns the converted arrays behind a ForwardInput.
+struct BatchInput {
+    std::vector<int32_t> ids;
+    Array<float> embeddings;
+    std::vector<uint8_t> mask;
+    std::vector<int64_t> positions;
+    ForwardInput<float> input;
+
+    BatchInput(const py::object& ids_object, const py::object& embeddings_object, const py::object& mask_object,
+               const py::object& positions_object, size_t hidden_size) {
+        C3_CHECK(ids_object.is_none() != embeddings_object.is_none(), ValueError,
+                 "pass token ids or input embeddings, exactly one of them");
+        if (!ids_object.is_none()) {
+            py::array array = py::array::ensure(ids_object);
+            C3_CHECK(array, ValueError, "ids must be an array");
+            ids = ids_from_array(array, "ids");
+            input.batch = size_t(array.shape(0));
+            input.length = size_t(array.shape(1));
+            input.ids = ids.data();
+        } else {
+            embeddings = Array<float>::ensure(embeddings_object);
+            C3_CHECK(embeddings, ValueError, "embeddings must be a float array");
+            expect_shape(embeddings, {0, 0, hidden_size}, "embeddings");
+            check_finite(embeddings.data(), size_t(embeddings.size()), "embeddings");
+            input.batch = size_t(embeddings.shape(0));
+            input.length = size_t(embeddings.shape(1));
+            input.embeddings = embeddings.data();
+        }
+        mask = mask_from_array(mask_object, input.batch, input.length);
+        positions = positions_from_array(positions_object, input.batch, input.length);
+        input.mask = mask.empty() ? nullptr : mask.data();
+        input.positions = positions.empty() ? nullptr : positions.data();
+    }
+};
+
+}  // namespace c3::python
