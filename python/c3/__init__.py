@@ -32,3 +32,6 @@ from .training import fit, load_checkpoint, save_checkpoint  # noqa: E402,F401
 def load_model(directory: str) -> Transformer:
     """Load a Hugging Face Qwen2/Llama model directory into c3 (float32)."""
     return Transformer.load(str(directory))
+
+from ._core import CascadeModel, CascadeTrainer  # noqa: E402,F401
+from .cascade import OFFICIAL_PROMPT, Cascade, byte_tokenizer, load_latents, save_latents  # noqa: E402,F401

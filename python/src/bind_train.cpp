@@ -140,6 +140,20 @@ void bind_train(py::module_& m) {
              },
              py::arg("step"), py::arg("first_moment"), py::arg("second_moment"));
 
+    m.def("language_model_gradients",
+          [](Model& model, py::object ids, py::object attention_mask, py::object targets) {
+              TrainBatch data(ids, attention_mask, targets, model.config.hidden_size);
+              const size_t tokens = count_targets(data.targets.data(), data.targets.size());
+              C3_CHECK(tokens > 0, ValueError, "the batch has no target tokens");
+              py::gil_scoped_release release;
+              model.enable_gradients();
+              model.zero_gradients();
+              Activations<float> activations;
+              return language_model_loss(model, data.batch.input, data.targets.data(), true,
+                                         float(1.0 / double(tokens)), activations) / double(tokens);
+          },
+          py::arg("model"), py::arg("ids"), py::arg("attention_mask") = py::none(), py::arg("targets") = py::none(),
+          "Mean next-token loss; its gradients replace the model's gradient buffer (see Transformer.gradients()).");
     m.def("set_trainable", [](Model& model, const std::string& prefix, bool value) { return model.set_trainable(prefix, value); },
           py::arg("model"), py::arg("prefix"), py::arg("trainable"),
           "Freeze (False) or unfreeze every parameter whose name starts with prefix; returns how many matched.");

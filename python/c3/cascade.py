@@ -1,0 +1,246 @@
+"""c3.Cascade: text in, latents out, text back. The C++ CascadeModel does the work; this layer tokenizes.
+
+Contexts are left-padded (every row's query block sits at the end, so the queries see the whole text) and
+answers are right-padded and end with the stop token.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import _core
+
+LATENT_START, LATENT_END, LATENT_PAD = "<img>", "</img>", "<imgpad>"
+# The official decoder prompt ("mpt" chat layout); {latents} stands for <img> + N x <imgpad> + </img>.
+OFFICIAL_SYSTEM = "You should follow the instructions carefully and explain your answers in detail."
+OFFICIAL_PROMPT = ("<|im_start|>system\n" + OFFICIAL_SYSTEM + "<|im_end|><|im_start|>user\n{latents}\n"
+                   "Repeat the text: <|im_end|><|im_start|>assistant\n")
+
+
+def byte_tokenizer():
+    """The byte-level tokenizer for from-scratch experiments (bytes 0-255, then the special tokens)."""
+    return _core.ByteTokenizer()
+
+
+def _split_prompt(tokenizer, prompt: str):
+    if "{latents}" not in prompt:
+        raise ValueError("the prompt template must contain '{latents}' where the latent block goes")
+    before, after = prompt.split("{latents}", 1)
+    encode = lambda text: [int(i) for i in tokenizer.encode(text)] if text else []  # noqa: E731
+    return encode(before), encode(after)
+
+
+def _stop_token(tokenizer) -> int:
+    for name in ("<|im_end|>", "<eos>", "<|endoftext|>", "</s>"):
+        try:
+            return int(tokenizer.token_to_id(name))
+        except Exception:  # noqa: BLE001 - this tokenizer has no such token; try the next name
+            continue
+    raise _core.TokenizerError("the tokenizer has no stop token (<|im_end|>, <eos>, <|endoftext|> or </s>)")
+
+
+class Cascade:
+    """A C3 cascade with its tokenizer."""
+
+    def __init__(self, model: "_core.CascadeModel", tokenizer, max_context_tokens: Optional[int] = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        config = model.config
+        self.num_latents = int(config["num_latents"])
+        self.stop_token = int(config["stop_tokens"][0]) if config["stop_tokens"] else _stop_token(tokenizer)
+        limit = config["encoder"]["max_position_embeddings"] - self.num_latents - 2
+        self.max_context_tokens = min(max_context_tokens or limit, limit)
+
+    # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def new(cls, encoder_config: dict, decoder_config: dict, n_latents: int, tokenizer=None,
+            projector: str = "linear", prompt: str = "{latents}", seed: int = 0) -> "Cascade":
+        """A cascade of two freshly initialised transformers (seeded). Vocabulary sizes default to the tokenizer's."""
+        tokenizer = tokenizer or byte_tokenizer()
+        encoder_config = dict(encoder_config, vocab_size=encoder_config.get("vocab_size", tokenizer.vocab_size))
+        decoder_config = dict(decoder_config, vocab_size=decoder_config.get("vocab_size", tokenizer.vocab_size))
+        return cls(_core.CascadeModel(cls._config(tokenizer, encoder_config, decoder_config, n_latents, projector,
+                                                  prompt), seed=seed), tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, encoder_dir: str, decoder_dir: str, n_latents: int, tokenizer=None,
+                        projector: str = "linear", prompt: str = "{latents}", seed: int = 0) -> "Cascade":
+        """C3 from two pretrained Hugging Face models; Q and the projector start random (seeded).
+
+        The tokenizer defaults to the decoder directory's tokenizer.json; it must hold <img>, </img>, <imgpad>.
+        """
+        if tokenizer is None:
+            tokenizer = _core.BpeTokenizer.from_file(os.path.join(decoder_dir, "tokenizer.json"))
+        encoder = _core.Transformer.load(encoder_dir)
+        decoder = _core.Transformer.load(decoder_dir)
+        config = cls._config(tokenizer, encoder.config, decoder.config, n_latents, projector, prompt)
+        for key in ("encoder", "decoder"):
+            config.pop(key)
+        return cls(_core.CascadeModel.from_models(encoder, decoder, config, seed=seed), tokenizer)
+
+    @classmethod
+    def load(cls, path: str, tokenizer=None, prompt: str = OFFICIAL_PROMPT) -> "Cascade":
+        """Load a C3 directory in the official layout (decoder + llm1/ encoder).
+
+        Directories written by c3 carry their special tokens and prompt; for official checkpoints they come from
+        the tokenizer (tokenizer.json in the directory, or the one given) and the official prompt.
+        """
+        config = json.load(open(os.path.join(path, "config.json")))
+        if tokenizer is None:
+            tokenizer_path = os.path.join(path, "tokenizer.json")
+            tokenizer = (_core.BpeTokenizer.from_file(tokenizer_path) if os.path.exists(tokenizer_path)
+                         else byte_tokenizer())
+        defaults = {}
+        if "c3" not in config:
+            prefix, suffix = _split_prompt(tokenizer, prompt)
+            defaults = dict(prompt_prefix=prefix, prompt_suffix=suffix, stop_tokens=[_stop_token(tokenizer)],
+                            latent_start_token=int(tokenizer.token_to_id(LATENT_START)),
+                            latent_end_token=int(tokenizer.token_to_id(LATENT_END)),
+                            latent_pad_token=int(tokenizer.token_to_id(LATENT_PAD)))
+        return cls(_core.CascadeModel.load(path, defaults), tokenizer)
+
+    @staticmethod
+    def _config(tokenizer, encoder_config, decoder_config, n_latents, projector, prompt) -> dict:
+        prefix, suffix = _split_prompt(tokenizer, prompt)
+        return dict(encoder=dict(encoder_config), decoder=dict(decoder_config), num_latents=int(n_latents),
+                    projector=projector, latent_start_token=int(tokenizer.token_to_id(LATENT_START)),
+                    latent_end_token=int(tokenizer.token_to_id(LATENT_END)),
+                    latent_pad_token=int(tokenizer.token_to_id(LATENT_PAD)), prompt_prefix=prefix,
+                    prompt_suffix=suffix, stop_tokens=[_stop_token(tokenizer)])
+
+    def save(self, path: str, dtype: str = "F32") -> None:
+        """Save in the official C3 layout (plus c3's own keys), loadable by Cascade.load."""
+        self.model.save(str(path), dtype)
+
+    # ---- text <-> ids -------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> list:
+        if isinstance(texts, str):
+            raise TypeError("pass a list of texts, not one string")
+        return [np.asarray(self.tokenizer.encode(text), dtype=np.int32) for text in texts]
+
+    def context_batch(self, texts_or_ids, truncate: bool = False):
+        """(ids [B, L] left-padded, mask [B, L]) for the encoder. Too-long contexts raise, or are cut if asked."""
+        rows = self.tokenize(texts_or_ids) if isinstance(texts_or_ids[0], str) else [np.asarray(r) for r in texts_or_ids]
+        for index, row in enumerate(rows):
+            if len(row) == 0:
+                raise _core.C3ValueError(f"context {index} is empty")
+            if len(row) > self.max_context_tokens:
+                if not truncate:
+                    raise _core.C3ValueError(
+                        f"context {index} has {len(row)} tokens, more than the encoder's {self.max_context_tokens} "
+                        f"(max_position_embeddings minus the latent block); pass truncate=True to cut it")
+                rows[index] = row[:self.max_context_tokens]
+        length = max(len(row) for row in rows)
+        ids = np.zeros((len(rows), length), dtype=np.int32)
+        mask = np.zeros((len(rows), length), dtype=np.uint8)
+        for index, row in enumerate(rows):
+            ids[index, length - len(row):] = row
+            mask[index, length - len(row):] = 1
+        return ids, mask
+
+    def answer_batch(self, texts_or_ids, add_stop: bool = True):
+        """(ids [B, L] right-padded with the stop token appended, mask [B, L]) for the decoder."""
+        rows = self.tokenize(texts_or_ids) if isinstance(texts_or_ids[0], str) else [np.asarray(r) for r in texts_or_ids]
+        if add_stop:
+            rows = [np.append(row, self.stop_token) for row in rows]
+        length = max(len(row) for row in rows)
+        ids = np.zeros((len(rows), length), dtype=np.int32)
+        mask = np.zeros((len(rows), length), dtype=np.uint8)
+        for index, row in enumerate(rows):
+            ids[index, :len(row)] = row
+            mask[index, :len(row)] = 1
+        return ids, mask
+
+    def decode(self, tokens, lengths=None) -> list:
+        texts = []
+        for index, row in enumerate(np.asarray(tokens)):
+            row = row[: int(lengths[index])] if lengths is not None else row
+            row = [int(t) for t in row if int(t) != self.stop_token]
+            texts.append(self.tokenizer.decode(np.asarray(row, dtype=np.int32)))
+        return texts
+
+    # ---- the research API ---------------------------------------------------------------------------------
+    def compress(self, texts, truncate: bool = False) -> np.ndarray:
+        """Texts (or token-id rows) -> latents [B, N, d_dec] (float32)."""
+        ids, mask = self.context_batch(list(texts), truncate=truncate)
+        return self.model.compress(ids, mask)
+
+    def reconstruct(self, latents: np.ndarray, max_new_tokens: int = 256, return_ids: bool = False, **options):
+        """Latents -> texts, greedy by default (sample=True, temperature, top_k, top_p, no_repeat_ngram_size...)."""
+        tokens, lengths = self.model.reconstruct(latents, max_new_tokens=max_new_tokens, **options)
+        if return_ids:
+            return [row[:length][row[:length] != self.stop_token] for row, length in zip(tokens, lengths)]
+        return self.decode(tokens, lengths)
+
+    def score(self, latents: np.ndarray, texts) -> dict:
+        """Teacher-forced scores of the reference texts given latents: per-position log_probability, rank,
+        predicted, correct, valid [B, L] (the stop token excluded)."""
+        ids, mask = self.answer_batch(list(texts), add_stop=False)
+        scores = self.model.score(latents, ids, mask)
+        scores["correct"] = (scores["rank"] == 0) & scores["valid"]
+        scores["reference"] = ids
+        return scores
+
+    def compression_ratio(self, texts) -> np.ndarray:
+        return np.array([len(row) for row in self.tokenize(list(texts))]) / self.num_latents
+
+    def identity(self) -> str:
+        """A short hash of the configuration and Q: which cascade made a set of latents."""
+        digest = hashlib.sha256(json.dumps(self.model.config, sort_keys=True).encode())
+        digest.update(np.ascontiguousarray(self.model.bridge_parameters()["model.Q.weight"]).tobytes())
+        return digest.hexdigest()[:16]
+
+    def trainer(self, **options) -> "_core.CascadeTrainer":
+        """An AdamW trainer over the trainable parts (see CascadeModel.set_trainable)."""
+        return _core.CascadeTrainer(self.model, **options)
+
+    def train_step(self, trainer, contexts, answers=None, micro_batches: int = 1) -> dict:
+        """One step on texts (or id rows): answers default to the contexts themselves (reconstruction)."""
+        context_ids, context_mask = self.context_batch(list(contexts))
+        answer_ids, answer_mask = self.answer_batch(list(answers if answers is not None else contexts))
+        return trainer.step(context_ids, context_mask, answer_ids, answer_mask, micro_batches=micro_batches)
+
+    def loss(self, contexts, answers=None) -> float:
+        context_ids, context_mask = self.context_batch(list(contexts))
+        answer_ids, answer_mask = self.answer_batch(list(answers if answers is not None else contexts))
+        return self.model.loss(context_ids, context_mask, answer_ids, answer_mask)
+
+
+def save_latents(path: str, latents: np.ndarray, cascade: Optional[Cascade] = None, source_tokens=None,
+                 metadata: Optional[dict] = None) -> None:
+    """Latents [B, N, d] with their metadata (cascade identity, N, source token counts) as safetensors."""
+    latents = np.ascontiguousarray(latents, dtype=np.float32)
+    if latents.ndim != 3:
+        raise _core.ShapeError(f"latents must be [batch, N, d], got shape {latents.shape}")
+    meta = {"c3.kind": "latents", "c3.num_latents": str(latents.shape[1])}
+    if cascade is not None:
+        meta["c3.cascade"] = cascade.identity()
+    tensors = {"latents": latents}
+    if source_tokens is not None:
+        tensors["source_tokens"] = np.asarray(source_tokens, dtype=np.float32).reshape(latents.shape[0])
+    meta.update({f"user.{k}": str(v) for k, v in (metadata or {}).items()})
+    _core.write_safetensors(str(path), tensors, "F32", meta)
+
+
+def load_latents(path: str, cascade: Optional[Cascade] = None):
+    """(latents, metadata). With a cascade, checks that it is the one that made them."""
+    metadata = _core.safetensors_metadata(str(path))
+    if metadata.get("c3.kind") != "latents":
+        raise _core.FormatError(f"{path}: not a c3 latents file (metadata c3.kind is missing)")
+    tensors = _core.read_safetensors(str(path))
+    if "latents" not in tensors:
+        raise _core.FormatError(f"{path}: no 'latents' tensor")
+    latents = tensors["latents"]
+    if str(latents.shape[1]) != metadata.get("c3.num_latents"):
+        raise _core.FormatError(f"{path}: latents have N={latents.shape[1]} but the metadata says "
+                                f"{metadata.get('c3.num_latents')}")
+    if cascade is not None and metadata.get("c3.cascade") not in (None, cascade.identity()):
+        raise _core.C3ValueError(f"{path}: latents were made by cascade {metadata['c3.cascade']}, "
+                                 f"not by this one ({cascade.identity()})")
+    if "source_tokens" in tensors:
+        metadata["source_tokens"] = tensors["source_tokens"].astype(np.int64)
+    return latents, metadata
