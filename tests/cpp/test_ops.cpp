@@ -40,6 +40,23 @@ TEST(Linear, MatchesReference) {
     expect_close(db1, db2, 1e-4f, "dbias");
 }
 
+// Shapes large enough to take the threaded block paths: split by rows, and (few rows) split by columns.
+TEST(Linear, BlockedProductsMatchReference) {
+    for (auto [rows, in, out] : {std::tuple<size_t, size_t, size_t>{300, 70, 90}, {3, 512, 300}, {1, 700, 333}}) {
+        auto x = to_float(random_vector(rows * in, 1)), w = to_float(random_vector(out * in, 2));
+        std::vector<float> fast(rows * out), slow(rows * out);
+        ops::linear_forward(fast.data(), x.data(), w.data(), static_cast<const float*>(nullptr), rows, in, out);
+        ops::reference::linear_forward(slow.data(), x.data(), w.data(), static_cast<const float*>(nullptr), rows, in, out);
+        expect_close(fast, slow, 1e-3f, "blocked forward");
+        auto dy = to_float(random_vector(rows * out, 4));
+        std::vector<float> dx1(rows * in, 0.5f), dw1(out * in, 0.25f), dx2 = dx1, dw2 = dw1;
+        ops::linear_backward(dx1.data(), dw1.data(), static_cast<float*>(nullptr), dy.data(), x.data(), w.data(), rows, in, out);
+        ops::reference::linear_backward(dx2.data(), dw2.data(), static_cast<float*>(nullptr), dy.data(), x.data(), w.data(), rows, in, out);
+        expect_close(dx1, dx2, 1e-3f, "blocked dinput");
+        expect_close(dw1, dw2, 1e-3f, "blocked dweight");
+    }
+}
+
 TEST(Linear, GradientCheck) {
     const size_t rows = 4, in = 5, out = 3;
     auto x = random_vector(rows * in, 1), w = random_vector(out * in, 2), b = random_vector(out, 3),

@@ -1,5 +1,6 @@
-// One level of parallelism: OpenMP loops over independent rows or (batch, head) pairs. Eigen's matrix
-// products parallelise themselves when called outside such a loop and run single-threaded inside one.
+// One level of parallelism: OpenMP loops over independent rows, (batch, head) pairs or blocks of a matrix
+// product. Eigen itself always runs single-threaded (its own parallel GEMM spin-waits between threads, which
+// costs more than it gains on the small products of small models); c3 splits products into blocks instead.
 #pragma once
 #include <cstddef>
 #ifdef _OPENMP
@@ -23,21 +24,34 @@ inline void set_num_threads(int threads) {
 #else
     (void)threads;
 #endif
-    Eigen::setNbThreads(threads > 0 ? threads : 0);
 }
+
+// Below this many scalar operations a loop runs on one thread: waking the others costs more.
+constexpr size_t kParallelWork = 1 << 15;
 
 // Runs body(i) for i in [0, count) across the OpenMP threads. Static schedule: the same thread count
 // always gives the same partition, which keeps reductions inside body bit-reproducible.
+// work_per_item estimates the scalar operations in one body call (0: always parallel).
 template <typename Body>
-void parallel_for(size_t count, Body&& body) {
+void parallel_for(size_t count, Body&& body, size_t work_per_item = 0) {
 #ifdef _OPENMP
-    if (count > 1 && !omp_in_parallel()) {
+    if (count > 1 && !omp_in_parallel() && omp_get_max_threads() > 1 &&
+        (work_per_item == 0 || count * work_per_item >= kParallelWork)) {
 #pragma omp parallel for schedule(static)
         for (long long i = 0; i < static_cast<long long>(count); ++i) body(static_cast<size_t>(i));
         return;
     }
 #endif
     for (size_t i = 0; i < count; ++i) body(i);
+}
+
+// Eigen runs single-threaded everywhere; call once before any product (the Eigen default would be all cores).
+inline void configure_eigen() {
+    static const bool done = [] {
+        Eigen::setNbThreads(1);
+        return true;
+    }();
+    (void)done;
 }
 
 }  // namespace c3

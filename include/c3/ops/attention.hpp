@@ -57,7 +57,7 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, con
         }
         StridedMap<T> O(out + b * s.q_len * qs + h * s.head_dim, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
         O.noalias() = P * V;
-    });
+    }, s.q_len * s.k_len * s.head_dim * 2);
 }
 
 // Accumulates dq (laid out like q) and dk, dv (like k, v, with batch stride kv_batch_stride).
@@ -91,7 +91,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs, cons
             dQ.noalias() += dP * K;
             dK.noalias() += dP.transpose() * Q;
         }
-    });
+    }, s.group() * s.q_len * s.k_len * s.head_dim * 4);
 }
 
 namespace reference {

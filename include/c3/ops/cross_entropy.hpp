@@ -31,7 +31,7 @@ size_t cross_entropy_forward(T* losses, const T* logits, const int32_t* targets,
         T total = 0;
         for (size_t i = 0; i < vocab; ++i) total += std::exp(x[i] - max_logit);
         losses[r] = std::log(total) + max_logit - x[targets[r]];
-    });
+    }, vocab * 8);
     return counted;
 }
 
@@ -51,7 +51,7 @@ void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets,
         const T w = row_weights[r], inverse = T(1) / total;
         for (size_t i = 0; i < vocab; ++i) dx[i] += w * std::exp(x[i] - max_logit) * inverse;
         dx[targets[r]] -= w;
-    });
+    }, vocab * 8);
 }
 
 }  // namespace c3::ops
@@ -75,7 +75,7 @@ void cross_entropy_gradient_in_place(T* logits, const int32_t* targets, const T*
         const T scale = row_weights[r] / total;
         for (size_t i = 0; i < vocab; ++i) x[i] *= scale;
         x[targets[r]] -= row_weights[r];
-    });
+    }, vocab * 8);
 }
 
 }  // namespace c3::ops

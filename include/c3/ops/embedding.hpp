@@ -13,7 +13,7 @@ void embedding_forward(T* output, const int32_t* ids, const T* table, size_t cou
     for (size_t i = 0; i < count; ++i)
         C3_CHECK(ids[i] >= 0 && size_t(ids[i]) < vocab, ValueError, "token id ", ids[i], " at index ", i,
                  " is outside the vocabulary of ", vocab);
-    parallel_for(count, [&](size_t i) { std::memcpy(output + i * dim, table + size_t(ids[i]) * dim, dim * sizeof(T)); });
+    parallel_for(count, [&](size_t i) { std::memcpy(output + i * dim, table + size_t(ids[i]) * dim, dim * sizeof(T)); }, dim);
 }
 
 // Accumulates dtable[ids[i]] += doutput[i]. Serial: repeated ids would race.

@@ -11,7 +11,7 @@ void gelu_forward(T* output, const T* input, size_t count) {
     parallel_for((count + 4095) / 4096, [&](size_t block) {
         for (size_t i = block * 4096; i < std::min(count, (block + 1) * 4096); ++i)
             output[i] = T(0.5) * input[i] * (T(1) + std::erf(input[i] * T(0.7071067811865476)));
-    });
+    }, 4096 * 16);
 }
 
 // Accumulates dinput.
@@ -24,7 +24,7 @@ void gelu_backward(T* dinput, const T* doutput, const T* input, size_t count) {
             const T pdf = std::exp(T(-0.5) * x * x) * T(0.3989422804014327);
             dinput[i] += doutput[i] * (cdf + x * pdf);
         }
-    });
+    }, 4096 * 16);
 }
 
 }  // namespace c3::ops

@@ -1,17 +1,14 @@
 // Linear layer, y = x W^T + b, with W stored [out, in] as in PyTorch and Hugging Face checkpoints.
 #pragma once
-#include "c3/core/tensor.hpp"
+#include "c3/ops/matmul.hpp"
 
 namespace c3::ops {
 
 // output [rows, out] = input [rows, in] * weight[out, in]^T + bias[out] (bias may be null)
 template <typename T>
 void linear_forward(T* output, const T* input, const T* weight, const T* bias, size_t rows, size_t in, size_t out) {
-    MatrixMap<T> y(output, rows, out);
-    ConstMatrixMap<T> x(input, rows, in);
-    ConstMatrixMap<T> w(weight, out, in);
-    y.noalias() = x * w.transpose();
-    if (bias) y.rowwise() += ConstVectorMap<T>(bias, out).transpose();
+    matmul_transposed(output, input, weight, rows, in, out);
+    if (bias) MatrixMap<T>(output, rows, out).rowwise() += ConstVectorMap<T>(bias, out).transpose();
 }
 
 // Accumulates: dinput [rows, in] += dout * W; dweight [out, in] += dout^T * input; dbias [out] += column sums.
@@ -19,10 +16,9 @@ void linear_forward(T* output, const T* input, const T* weight, const T* bias, s
 template <typename T>
 void linear_backward(T* dinput, T* dweight, T* dbias, const T* doutput, const T* input, const T* weight, size_t rows,
                      size_t in, size_t out) {
-    ConstMatrixMap<T> dy(doutput, rows, out);
-    if (dinput) MatrixMap<T>(dinput, rows, in).noalias() += dy * ConstMatrixMap<T>(weight, out, in);
-    if (dweight) MatrixMap<T>(dweight, out, in).noalias() += dy.transpose() * ConstMatrixMap<T>(input, rows, in);
-    if (dbias) VectorMap<T>(dbias, out) += dy.colwise().sum().transpose();
+    if (dinput) matmul_accumulate(dinput, doutput, weight, rows, in, out);
+    if (dweight) matmul_transposed_left_accumulate(dweight, doutput, input, rows, in, out);
+    if (dbias) VectorMap<T>(dbias, out) += ConstMatrixMap<T>(doutput, rows, out).colwise().sum().transpose();
 }
 
 namespace reference {

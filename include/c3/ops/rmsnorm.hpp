@@ -18,7 +18,7 @@ void rmsnorm_forward(T* output, T* rstd, const T* input, const T* weight, size_t
         const T scale = T(1) / std::sqrt(sum_squares / T(dim) + T(eps));
         for (size_t i = 0; i < dim; ++i) y[i] = weight[i] * (x[i] * scale);
         if (rstd) rstd[r] = scale;
-    });
+    }, dim * 4);
 }
 
 // Accumulates dinput [rows, dim] and dweight [dim] (either may be null).
@@ -36,7 +36,7 @@ void rmsnorm_backward(T* dinput, T* dweight, const T* doutput, const T* input, c
             for (size_t i = 0; i < dim; ++i) dot += dy[i] * weight[i] * x[i] * s;
             const T mean_dot = dot / T(dim);
             for (size_t i = 0; i < dim; ++i) dx[i] += s * (dy[i] * weight[i] - x[i] * s * mean_dot);
-        });
+        }, dim * 4);
     if (dweight) {
         // Column sums split across threads by column block, so each thread owns its slice of dweight.
         const size_t block = 64, blocks = (dim + block - 1) / block;
@@ -48,7 +48,7 @@ void rmsnorm_backward(T* dinput, T* dweight, const T* doutput, const T* input, c
                 const T s = rstd[r];
                 for (size_t i = begin; i < end; ++i) dweight[i] += dy[i] * x[i] * s;
             }
-        });
+        }, rows * block * 3);
     }
 }
 

@@ -23,7 +23,7 @@ void rope_tables(T* cos_table, T* sin_table, const int64_t* positions, size_t ro
             cos_table[r * half + i] = std::cos(angle);
             sin_table[r * half + i] = std::sin(angle);
         }
-    });
+    }, head_dim * 8);
 }
 
 // In place on x [rows, heads * head_dim] (rows `stride` elements apart).
@@ -42,7 +42,7 @@ void rope_forward(T* x, const T* cos_table, const T* sin_table, size_t rows, siz
                 v[i + half] = b * c[i] + a * s[i];
             }
         }
-    });
+    }, head_dim * 8);
 }
 
 // The rotation's transpose, in place on a gradient laid out like x.
@@ -61,7 +61,7 @@ void rope_backward(T* dx, const T* cos_table, const T* sin_table, size_t rows, s
                 g[i + half] = b * c[i] - a * s[i];
             }
         }
-    });
+    }, head_dim * 8);
 }
 
 namespace reference {

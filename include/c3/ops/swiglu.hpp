@@ -16,7 +16,7 @@ template <typename T>
 void swiglu_forward(T* act, const T* gate, const T* up, size_t rows, size_t width) {
     parallel_for(rows, [&](size_t r) {
         for (size_t i = r * width; i < (r + 1) * width; ++i) act[i] = gate[i] * sigmoid(gate[i]) * up[i];
-    });
+    }, width * 12);
 }
 
 // Accumulates dgate and dup.
@@ -29,7 +29,7 @@ void swiglu_backward(T* dgate, T* dup, const T* dact, const T* gate, const T* up
             dup[i] += dact[i] * silu;
             dgate[i] += dact[i] * up[i] * s * (T(1) + gate[i] * (T(1) - s));
         }
-    });
+    }, width * 12);
 }
 
 namespace reference {

@@ -92,7 +92,7 @@ struct AdamW {
                         const T denominator = std::sqrt(v[i]) / correction2_sqrt + epsilon;
                         p[i] -= step_size * (m[i] / denominator);
                     }
-                });
+                }, 4096 * 12);
             }
         }
     }

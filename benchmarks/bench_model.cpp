@@ -1,0 +1,97 @@
+// Google Benchmark: kernels, the forward pass, a training step and KV-cache decoding.
+// Run: build/bench/benchmarks/bench_model --benchmark_counters_tabular=true
+#include <benchmark/benchmark.h>
+
+#include "c3/model/generate.hpp"
+#include "c3/ops/attention.hpp"
+#include "c3/ops/linear.hpp"
+#include "c3/ops/rmsnorm.hpp"
+#include "c3/train/trainer.hpp"
+
+using namespace c3;
+
+namespace {
+std::vector<float> random_floats(size_t count, uint64_t seed) {
+    Rng rng(seed);
+    std::vector<float> values(count);
+    for (auto& v : values) v = float(rng.normal());
+    return values;
+}
+
+TransformerConfig byte_config(size_t hidden, size_t layers) {
+    TransformerConfig c;
+    c.model_type = "llama";
+    c.attention_bias = false;
+    c.vocab_size = 256;
+    c.hidden_size = hidden;
+    c.intermediate_size = hidden * 11 / 4;
+    c.num_layers = layers;
+    c.num_heads = hidden / 16;
+    c.num_kv_heads = hidden / 32;
+    c.head_dim = 16;
+    c.tie_word_embeddings = true;
+    c.max_position_embeddings = 1024;
+    return c;
+}
+}  // namespace
+
+static void BM_Linear(benchmark::State& state) {
+    const size_t rows = size_t(state.range(0)), in = size_t(state.range(1)), out = size_t(state.range(2));
+    auto x = random_floats(rows * in, 1), w = random_floats(out * in, 2);
+    std::vector<float> y(rows * out);
+    for (auto _ : state) ops::linear_forward(y.data(), x.data(), w.data(), static_cast<const float*>(nullptr), rows, in, out);
+    state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * in * out * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Linear)->Args({1024, 64, 64})->Args({1024, 256, 256})->Args({1024, 1024, 1024})->Args({1, 576, 1536});
+
+static void BM_RmsNorm(benchmark::State& state) {
+    const size_t rows = size_t(state.range(0)), dim = size_t(state.range(1));
+    auto x = random_floats(rows * dim, 3), w = random_floats(dim, 4);
+    std::vector<float> y(rows * dim), rstd(rows);
+    for (auto _ : state) ops::rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), rows, dim, 1e-6);
+    state.counters["GB/s"] = benchmark::Counter(8.0 * rows * dim * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_RmsNorm)->Args({1024, 256})->Args({1024, 1024});
+
+static void BM_Attention(benchmark::State& state) {
+    const size_t batch = 4, len = size_t(state.range(0)), heads = 8, kv_heads = 2, head_dim = 64;
+    ops::AttentionShape s{batch, len, len, heads, kv_heads, head_dim, 0, len * kv_heads * head_dim, len};
+    auto q = random_floats(batch * len * heads * head_dim, 5), k = random_floats(batch * len * kv_heads * head_dim, 6),
+         v = random_floats(batch * len * kv_heads * head_dim, 7);
+    std::vector<float> out(q.size()), probs(batch * heads * len * len);
+    for (auto _ : state) ops::attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), static_cast<const uint8_t*>(nullptr), s);
+    state.counters["GFLOP/s"] = benchmark::Counter(4.0 * batch * heads * len * len * head_dim * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Attention)->Arg(64)->Arg(256);
+
+static void BM_Forward(benchmark::State& state) {
+    Transformer<float> model(byte_config(size_t(state.range(0)), 4));
+    const size_t batch = size_t(state.range(1)), len = 128;
+    std::vector<int32_t> ids(batch * len);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i % 251);
+    Activations<float> a;
+    for (auto _ : state) model.forward({batch, len, ids.data()}, a, LogitsMode::All, false);
+    state.counters["tokens/s"] = benchmark::Counter(double(batch * len) * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Forward)->Args({64, 1})->Args({64, 8})->Args({256, 1})->Args({256, 8})->Unit(benchmark::kMillisecond);
+
+static void BM_TrainStep(benchmark::State& state) {
+    Transformer<float> model(byte_config(size_t(state.range(0)), 2));
+    const size_t batch = 16, len = 64;
+    std::vector<int32_t> ids(batch * len), targets(batch * len);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7) % 251), targets[i] = int32_t((i * 7 + 7) % 251);
+    LanguageModelTrainer<float> trainer(model, TrainingOptions{});
+    for (auto _ : state) trainer.step({{batch, len, ids.data()}}, {targets.data()});
+    state.counters["tokens/s"] = benchmark::Counter(double(batch * len) * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_TrainStep)->Arg(64)->Arg(128)->Arg(256)->Unit(benchmark::kMillisecond);
+
+static void BM_Decode(benchmark::State& state) {
+    Transformer<float> model(byte_config(256, 4));
+    std::vector<int32_t> prompt(32, 5);
+    GenerationOptions options;
+    options.max_new_tokens = 64;
+    for (auto _ : state) benchmark::DoNotOptimize(generate(model, ForwardInput<float>{1, prompt.size(), prompt.data()}, options));
+    state.counters["tokens/s"] = benchmark::Counter(64.0 * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Decode)->Unit(benchmark::kMillisecond);

@@ -1,0 +1,61 @@
+// Matrix products split into blocks across the threads, each block one single-threaded Eigen product.
+// A product with many rows splits its rows; a short one (a decode step) splits its columns, so that each
+// thread streams its own part of the weight matrix.
+#pragma once
+#include "c3/core/parallel.hpp"
+#include "c3/core/tensor.hpp"
+
+namespace c3::ops {
+
+// Calls block(row_begin, row_end, column_begin, column_end) for a partition of a rows x columns output.
+template <typename Block>
+void parallel_blocks(size_t rows, size_t columns, size_t depth, Block&& block) {
+    configure_eigen();
+    const size_t threads = size_t(num_threads());
+    const size_t work = rows * columns * depth;
+    if (threads <= 1 || work < 4 * kParallelWork) {
+        block(0, rows, 0, columns);
+        return;
+    }
+    if (rows >= threads * 32) {
+        // Row blocks, multiples of 16 rows (the GEMM micro-kernel height), as even as possible.
+        const size_t chunk = ((rows + threads - 1) / threads + 15) / 16 * 16;
+        const size_t count = (rows + chunk - 1) / chunk;
+        parallel_for(count, [&](size_t i) { block(i * chunk, std::min(rows, (i + 1) * chunk), 0, columns); });
+    } else {
+        const size_t chunk = ((columns + threads - 1) / threads + 15) / 16 * 16;
+        const size_t count = (columns + chunk - 1) / chunk;
+        parallel_for(count, [&](size_t i) { block(0, rows, i * chunk, std::min(columns, (i + 1) * chunk)); });
+    }
+}
+
+// y [rows, out] = x [rows, in] * w [out, in]^T
+template <typename T>
+void matmul_transposed(T* y, const T* x, const T* w, size_t rows, size_t in, size_t out) {
+    parallel_blocks(rows, out, in, [&](size_t r0, size_t r1, size_t c0, size_t c1) {
+        StridedMap<T>(y + r0 * out + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(out)).noalias() =
+            ConstMatrixMap<T>(x + r0 * in, r1 - r0, in) * ConstMatrixMap<T>(w + c0 * in, c1 - c0, in).transpose();
+    });
+}
+
+// y [rows, in] += dy [rows, out] * w [out, in]
+template <typename T>
+void matmul_accumulate(T* y, const T* dy, const T* w, size_t rows, size_t in, size_t out) {
+    parallel_blocks(rows, in, out, [&](size_t r0, size_t r1, size_t c0, size_t c1) {
+        StridedMap<T>(y + r0 * in + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(in)).noalias() +=
+            ConstMatrixMap<T>(dy + r0 * out, r1 - r0, out) *
+            ConstStridedMap<T>(w + c0, out, c1 - c0, Eigen::OuterStride<>(in));
+    });
+}
+
+// dw [out, in] += dy [rows, out]^T * x [rows, in]   (a sum over rows: split the output instead)
+template <typename T>
+void matmul_transposed_left_accumulate(T* dw, const T* dy, const T* x, size_t rows, size_t in, size_t out) {
+    parallel_blocks(out, in, rows, [&](size_t o0, size_t o1, size_t i0, size_t i1) {
+        StridedMap<T>(dw + o0 * in + i0, o1 - o0, i1 - i0, Eigen::OuterStride<>(in)).noalias() +=
+            ConstStridedMap<T>(dy + o0, rows, o1 - o0, Eigen::OuterStride<>(out)).transpose() *
+            ConstStridedMap<T>(x + i0, rows, i1 - i0, Eigen::OuterStride<>(in));
+    });
+}
+
+}  // namespace c3::ops
