@@ -18,7 +18,16 @@ from ._core import (  # noqa: E402,F401
     FormatError,
     ShapeError,
     TokenizerError,
+    checkpoint_info,
     num_threads,
+    read_checkpoint,
+    read_hf_config,
+    read_safetensors,
+    safetensors_info,
+    safetensors_metadata,
+    write_checkpoint,
+    write_hf_config,
+    write_safetensors,
     set_num_threads,
 )
 
