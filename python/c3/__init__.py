@@ -38,9 +38,10 @@ from .data import TokenBatches  # noqa: E402,F401
 from .training import fit, load_checkpoint, save_checkpoint  # noqa: E402,F401
 
 
-def load_model(directory: str) -> Transformer:
-    """Load a Hugging Face Qwen2/Llama model directory into c3 (float32)."""
-    return Transformer.load(str(directory))
+def load_model(directory: str, storage: str = "float32") -> Transformer:
+    """Load a Hugging Face Qwen2/Llama model directory into c3. storage='bf16' keeps the matrices in bfloat16
+    (half the memory; inference only, float32 compute)."""
+    return Transformer.load(str(directory), storage)
 
 from ._core import CascadeModel, CascadeTrainer  # noqa: E402,F401
 from .cascade import OFFICIAL_PROMPT, Cascade, byte_tokenizer, load_latents, save_latents  # noqa: E402,F401

@@ -83,11 +83,12 @@ class Cascade:
         return cls(_core.CascadeModel.from_models(encoder, decoder, config, seed=seed), tokenizer)
 
     @classmethod
-    def load(cls, path: str, tokenizer=None, prompt: str = OFFICIAL_PROMPT) -> "Cascade":
+    def load(cls, path: str, tokenizer=None, prompt: str = OFFICIAL_PROMPT, storage: str = "float32") -> "Cascade":
         """Load a C3 directory in the official layout (decoder + llm1/ encoder).
 
         Directories written by c3 carry their special tokens and prompt; for official checkpoints they come from
         the tokenizer (tokenizer.json in the directory, or the one given) and the official prompt.
+        storage='bf16' keeps encoder and decoder matrices in bfloat16 (inference only).
         """
         config = json.load(open(os.path.join(path, "config.json")))
         if tokenizer is None:
@@ -101,7 +102,7 @@ class Cascade:
                             latent_start_token=int(tokenizer.token_to_id(LATENT_START)),
                             latent_end_token=int(tokenizer.token_to_id(LATENT_END)),
                             latent_pad_token=int(tokenizer.token_to_id(LATENT_PAD)))
-        return cls(_core.CascadeModel.load(path, defaults), tokenizer)
+        return cls(_core.CascadeModel.load(path, defaults, storage), tokenizer)
 
     @staticmethod
     def _config(tokenizer, encoder_config, decoder_config, n_latents, projector, prompt) -> dict:

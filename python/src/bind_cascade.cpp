@@ -108,7 +108,9 @@ void bind_cascade(py::module_& m) {
                     py::arg("encoder"), py::arg("decoder"), py::arg("config"), py::arg("seed") = 0,
                     "A cascade from two (pretrained) transformers, copied in; Q and the projector start random.")
         .def_static("load",
-                    [](const std::string& directory, const py::dict& defaults) {
+                    [](const std::string& directory, const py::dict& defaults, const std::string& storage) {
+                        C3_CHECK(storage == "float32" || storage == "bf16", ValueError,
+                                 "storage must be 'float32' or 'bf16', got '", storage, "'");
                         CascadeConfig fallback;
                         fallback.latent_start_token = io::kOfficialImageStart;
                         fallback.latent_end_token = io::kOfficialImageEnd;
@@ -125,9 +127,10 @@ void bind_cascade(py::module_& m) {
                             else throw ConfigError("unknown default '" + key + "'");
                         }
                         py::gil_scoped_release release;
-                        return std::make_shared<CascadeModel>(io::load_c3<float>(directory, fallback));
+                        return std::make_shared<CascadeModel>(io::load_c3<float>(
+                            directory, fallback, storage == "bf16" ? WeightStorage::Bf16 : WeightStorage::Float));
                     },
-                    py::arg("directory"), py::arg("defaults") = py::dict(),
+                    py::arg("directory"), py::arg("defaults") = py::dict(), py::arg("storage") = "float32",
                     "Load the official C3 layout (decoder directory with llm1/ encoder).")
         .def("save",
              [](const CascadeModel& self, const std::string& directory, const std::string& dtype) {

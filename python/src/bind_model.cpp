@@ -18,6 +18,7 @@ LogitsMode logits_mode_from_string(const std::string& name) {
 }
 
 py::dict parameter_views(Model& model, std::vector<float>& buffer, py::handle owner) {
+    C3_CHECK(!model.stores_bf16(), ValueError, "this model stores its weights in bf16: parameters() needs float storage");
     py::dict views;
     for (const auto& info : model.layout) views[py::str(info.name)] = view_array(buffer.data() + info.offset, info.shape, owner);
     return views;
@@ -31,11 +32,17 @@ void bind_model(py::module_& m) {
                  return model;
              }),
              py::arg("config"), py::arg("seed") = 0)
-        .def_static("load", [](const std::string& directory) {
+        .def_static("load", [](const std::string& directory, const std::string& storage) {
+                 C3_CHECK(storage == "float32" || storage == "bf16", ValueError,
+                          "storage must be 'float32' or 'bf16', got '", storage, "'");
                  py::gil_scoped_release release;
-                 return std::make_shared<Model>(io::load_transformer<float>(directory));
-             }, py::arg("directory"),
-             "Load a Hugging Face Qwen2/Llama directory (config.json + safetensors, single or sharded).")
+                 return std::make_shared<Model>(io::load_transformer<float>(
+                     directory, storage == "bf16" ? WeightStorage::Bf16 : WeightStorage::Float));
+             }, py::arg("directory"), py::arg("storage") = "float32",
+             "Load a Hugging Face Qwen2/Llama directory (config.json + safetensors, single or sharded). "
+             "storage='bf16' keeps the matrices in bfloat16 (inference only; compute in float32).")
+        .def_property_readonly("storage", [](const Model& self) { return self.stores_bf16() ? "bf16" : "float32"; })
+        .def("store_as_bf16", &Model::store_as_bf16, "Convert the matrices to bfloat16 storage (inference only).")
         .def("save", [](const Model& self, const std::string& directory, const std::string& dtype) {
                  const io::DType stored = io::dtype_from_name(dtype);
                  py::gil_scoped_release release;

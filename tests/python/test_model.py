@@ -94,3 +94,24 @@ def test_bad_inputs_raise_typed_errors(hf_model_dir):
         model.forward(np.zeros((1, reference.config.max_position_embeddings + 1), dtype=np.int64))
     with pytest.raises(ValueError):
         model.forward(np.array([[-1, 2]]))
+
+
+def test_bf16_storage_matches_float_model_with_rounded_weights(hf_model_dir):
+    directory, reference = hf_model_dir
+    stored = c3.load_model(directory, storage="bf16")
+    assert stored.storage == "bf16"
+    rounded = c3.load_model(directory)
+    # The float twin: matrices rounded to bf16 exactly as the storage rounds them (torch rounds to nearest even).
+    for name, value in rounded.parameters().items():
+        if value.ndim == 2:
+            value[:] = torch.from_numpy(value.copy()).to(torch.bfloat16).to(torch.float32).numpy()
+    ids, mask = padded_batch(np.random.default_rng(4), batch=3, max_length=10, vocab=reference.config.vocab_size)
+    _, expected = rounded.forward(ids, attention_mask=mask)
+    _, logits = stored.forward(ids, attention_mask=mask)
+    valid = mask.astype(bool)
+    assert np.abs(logits[valid] - expected[valid]).max() < 1e-4
+    tokens, _ = stored.generate(ids[:1, :5], max_new_tokens=6)
+    expected_tokens, _ = rounded.generate(ids[:1, :5], max_new_tokens=6)
+    np.testing.assert_array_equal(tokens, expected_tokens)
+    with pytest.raises(c3.C3ValueError, match="bf16"):
+        stored.parameters()

@@ -97,8 +97,8 @@ public:
     std::vector<T> bridge_parameters, bridge_gradients;
     std::vector<uint8_t> bridge_trainable;
 
-    explicit Cascade(const CascadeConfig& cascade_config)
-        : config(cascade_config), encoder(cascade_config.encoder), decoder(cascade_config.decoder) {
+    explicit Cascade(const CascadeConfig& cascade_config, WeightStorage storage = WeightStorage::Float)
+        : config(cascade_config), encoder(cascade_config.encoder, storage), decoder(cascade_config.decoder, storage) {
         config.validate();
         bridge = bridge_layout(config);
         bridge_parameters.assign(layout_size(bridge), T(0));

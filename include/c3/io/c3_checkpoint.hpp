@@ -69,15 +69,22 @@ inline CascadeConfig read_c3_config(const std::string& directory, const CascadeC
     return config;
 }
 
+// With WeightStorage::Bf16 the encoder and decoder matrices stay bf16 in memory (a 1.5B + 3B pair in ~9 GB).
 template <typename T>
-Cascade<T> load_c3(const std::string& directory, const CascadeConfig& defaults) {
-    Cascade<T> cascade(read_c3_config(directory, defaults));
+Cascade<T> load_c3(const std::string& directory, const CascadeConfig& defaults,
+                   WeightStorage storage = WeightStorage::Float) {
+    Cascade<T> cascade(read_c3_config(directory, defaults), storage);
     const Checkpoint decoder_checkpoint = Checkpoint::open(directory);
-    read_layout(decoder_checkpoint, cascade.decoder.layout, cascade.decoder.parameters.data(), directory);
-    read_layout(decoder_checkpoint, cascade.bridge, cascade.bridge_parameters.data(), directory);
     const std::string encoder_directory = (std::filesystem::path(directory) / "llm1").string();
-    read_layout(Checkpoint::open(encoder_directory), cascade.encoder.layout, cascade.encoder.parameters.data(),
-                encoder_directory);
+    const Checkpoint encoder_checkpoint = Checkpoint::open(encoder_directory);
+    if (storage == WeightStorage::Bf16) {
+        read_layout_bf16(decoder_checkpoint, cascade.decoder, directory);
+        read_layout_bf16(encoder_checkpoint, cascade.encoder, encoder_directory);
+    } else {
+        read_layout(decoder_checkpoint, cascade.decoder.layout, cascade.decoder.parameters.data(), directory);
+        read_layout(encoder_checkpoint, cascade.encoder.layout, cascade.encoder.parameters.data(), encoder_directory);
+    }
+    read_layout(decoder_checkpoint, cascade.bridge, cascade.bridge_parameters.data(), directory);
     return cascade;
 }
 

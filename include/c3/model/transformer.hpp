@@ -9,11 +9,13 @@
 #include <memory>
 #include <vector>
 
+#include "c3/io/float16.hpp"
 #include "c3/model/config.hpp"
 #include "c3/model/weights.hpp"
 #include "c3/ops/attention.hpp"
 #include "c3/ops/embedding.hpp"
 #include "c3/ops/linear.hpp"
+#include "c3/ops/linear_bf16.hpp"
 #include "c3/ops/rmsnorm.hpp"
 #include "c3/ops/rope.hpp"
 #include "c3/ops/swiglu.hpp"
@@ -74,6 +76,8 @@ struct Activations {
     size_t rows() const { return batch * length; }
 };
 
+enum class WeightStorage { Float, Bf16 };
+
 template <typename T>
 class Transformer {
 public:
@@ -83,14 +87,47 @@ public:
     std::vector<T> gradients;         // empty until enable_gradients()
     std::vector<uint8_t> trainable;   // per layout entry; a frozen tensor gets no gradient work
     TransformerWeights<T> weights, weight_gradients;  // weight_gradients: null where frozen
+    // bf16 storage (inference only): matrices in bf16_parameters (same offsets as the float layout), norms and
+    // biases in small_parameters; `parameters` is then empty and weights' matrix pointers are null.
+    std::vector<uint16_t> bf16_parameters;
+    std::vector<T> small_parameters;
+    std::vector<size_t> small_offsets;
+    Bf16Weights bf16;
 
-    explicit Transformer(const TransformerConfig& model_config) : config(model_config) {
+    explicit Transformer(const TransformerConfig& model_config, WeightStorage storage = WeightStorage::Float)
+        : config(model_config) {
         config.validate();
         layout = transformer_layout(config);
-        parameters.assign(layout_size(layout), T(0));
         trainable.assign(layout.size(), 1);
+        if (storage == WeightStorage::Bf16) {
+            allocate_bf16();
+            return;
+        }
+        parameters.assign(layout_size(layout), T(0));
         weights = bind_transformer_weights(config, layout, parameters.data());
         init_parameters(parameters.data(), layout, config.initializer_range, 0);
+    }
+
+    bool stores_bf16() const { return !bf16_parameters.empty(); }
+    static bool is_matrix(const ParameterInfo& info) {
+        return info.kind == ParameterKind::Matrix || info.kind == ParameterKind::Embedding;
+    }
+
+    // Converts float storage to bf16 (round to nearest even) and frees the float buffer.
+    void store_as_bf16() {
+        if (stores_bf16()) return;
+        const std::vector<T> source = std::move(parameters);
+        parameters = {};
+        gradients = {};
+        allocate_bf16();
+        for (size_t e = 0; e < layout.size(); ++e) {
+            const ParameterInfo& info = layout[e];
+            const T* from = source.data() + info.offset;
+            if (is_matrix(info))
+                for (size_t i = 0; i < info.size; ++i) bf16_parameters[info.offset + i] = io::float_to_bf16(float(from[i]));
+            else
+                std::copy(from, from + info.size, small_parameters.begin() + small_offsets[e]);
+        }
     }
     // The views point into our own buffers, so copies must rebind them.
     Transformer(const Transformer& other) { *this = other; }
@@ -100,18 +137,32 @@ public:
         parameters = other.parameters;
         gradients = other.gradients;
         trainable = other.trainable;
+        bf16_parameters = other.bf16_parameters;
+        small_parameters = other.small_parameters;
+        small_offsets = other.small_offsets;
+        if (stores_bf16()) {
+            bind_bf16_weights(config, layout, bf16_parameters.data(), small_parameters.data(), small_offsets, weights, bf16);
+            return *this;
+        }
         weights = bind_transformer_weights(config, layout, parameters.data());
         weight_gradients =
             bind_transformer_weights(config, layout, gradients.empty() ? nullptr : gradients.data(), &trainable);
         return *this;
     }
 
-    size_t num_parameters() const { return parameters.size(); }
-    void init_random(uint64_t seed) { init_parameters(parameters.data(), layout, config.initializer_range, seed); }
+    size_t num_parameters() const { return layout_size(layout); }
+    void init_random(uint64_t seed) {
+        C3_CHECK(!stores_bf16(), ValueError, "init_random needs float storage");
+        init_parameters(parameters.data(), layout, config.initializer_range, seed);
+    }
     const ParameterInfo& parameter(const std::string& name) const { return find_parameter(layout, name); }
-    T* parameter_data(const std::string& name) { return parameters.data() + parameter(name).offset; }
+    T* parameter_data(const std::string& name) {
+        C3_CHECK(!stores_bf16(), ValueError, "parameter_data needs float storage");
+        return parameters.data() + parameter(name).offset;
+    }
 
     void enable_gradients() {
+        C3_CHECK(!stores_bf16(), ValueError, "a model stored in bf16 is for inference only; load it in float to train");
         if (gradients.size() != parameters.size()) gradients.assign(parameters.size(), T(0));
         weight_gradients = bind_transformer_weights(config, layout, gradients.data(), &trainable);
     }
@@ -133,7 +184,10 @@ public:
 
     // Embedding lookup: output [count, hidden].
     void embed(T* output, const int32_t* ids, size_t count) const {
-        ops::embedding_forward(output, ids, weights.embed, count, config.vocab_size, config.hidden_size);
+        if (stores_bf16())
+            ops::embedding_forward_bf16(output, ids, bf16.embed, count, config.vocab_size, config.hidden_size);
+        else
+            ops::embedding_forward(output, ids, weights.embed, count, config.vocab_size, config.hidden_size);
     }
 
     // The forward pass. With a cache, keys and values are appended to it and attention also sees the cached
@@ -207,6 +261,7 @@ public:
         const T* layer_input = x;
         for (size_t l = 0; l < c.num_layers; ++l) {
             const LayerWeights<T>& w = weights.layers[l];
+            const Bf16LayerWeights h = stores_bf16() ? bf16.layers[l] : Bf16LayerWeights{};
             LayerActivations<T>& s = a.layers[save_for_backward ? l : 0];
             T* norm1 = ensure_size(s.norm1, N * d);
             T* rstd1 = ensure_size(s.rstd1, N);
@@ -224,9 +279,9 @@ public:
             T* output = ensure_size(s.output, N * d);
 
             ops::rmsnorm_forward(norm1, rstd1, layer_input, w.input_norm, N, d, c.rms_norm_eps);
-            ops::linear_forward(q, norm1, w.q_weight, w.q_bias, N, d, qw);
-            ops::linear_forward(k, norm1, w.k_weight, w.k_bias, N, d, kvw);
-            ops::linear_forward(v, norm1, w.v_weight, w.v_bias, N, d, kvw);
+            project(q, norm1, w.q_weight, h.q_weight, w.q_bias, N, d, qw);
+            project(k, norm1, w.k_weight, h.k_weight, w.k_bias, N, d, kvw);
+            project(v, norm1, w.v_weight, h.v_weight, w.v_bias, N, d, kvw);
             ops::rope_forward(q, a.rope_cos.data(), a.rope_sin.data(), N, c.num_heads, c.head_dim, qw);
             ops::rope_forward(k, a.rope_cos.data(), a.rope_sin.data(), N, c.num_kv_heads, c.head_dim, kvw);
             const T* keys = k;
@@ -241,13 +296,13 @@ public:
                 values = cache->values[l].data();
             }
             ops::attention_forward(attention, probs, q, keys, values, key_valid, shape);
-            ops::linear_forward(middle, attention, w.o_weight, w.o_bias, N, qw, d);
+            project(middle, attention, w.o_weight, h.o_weight, w.o_bias, N, qw, d);
             add_in_place(middle, layer_input, N * d);  // residual
             ops::rmsnorm_forward(norm2, rstd2, middle, w.post_norm, N, d, c.rms_norm_eps);
-            ops::linear_forward(gate, norm2, w.gate_weight, static_cast<const T*>(nullptr), N, d, ff);
-            ops::linear_forward(up, norm2, w.up_weight, static_cast<const T*>(nullptr), N, d, ff);
+            project(gate, norm2, w.gate_weight, h.gate_weight, static_cast<const T*>(nullptr), N, d, ff);
+            project(up, norm2, w.up_weight, h.up_weight, static_cast<const T*>(nullptr), N, d, ff);
             ops::swiglu_forward(act, gate, up, N, ff);
-            ops::linear_forward(output, act, w.down_weight, static_cast<const T*>(nullptr), N, ff, d);
+            project(output, act, w.down_weight, h.down_weight, static_cast<const T*>(nullptr), N, ff, d);
             add_in_place(output, middle, N * d);  // residual
             layer_input = output;
         }
@@ -257,14 +312,14 @@ public:
         ops::rmsnorm_forward(hidden, ensure_size(a.rstd_final, N), layer_input, weights.final_norm, N, d,
                              c.rms_norm_eps);
         if (logits_mode == LogitsMode::All) {
-            ops::linear_forward(ensure_size(a.logits, N * c.vocab_size), hidden, weights.lm_head,
+            project(ensure_size(a.logits, N * c.vocab_size), hidden, weights.lm_head, bf16.lm_head,
                                 static_cast<const T*>(nullptr), N, d, c.vocab_size);
         } else if (logits_mode == LogitsMode::Last) {
             // The last row of each sequence: with left padding, the last real token.
             std::vector<T> last(B * d);
             for (size_t b = 0; b < B; ++b)
                 std::memcpy(last.data() + b * d, hidden + (b * L + L - 1) * d, d * sizeof(T));
-            ops::linear_forward(ensure_size(a.logits, B * c.vocab_size), last.data(), weights.lm_head,
+            project(ensure_size(a.logits, B * c.vocab_size), last.data(), weights.lm_head, bf16.lm_head,
                                 static_cast<const T*>(nullptr), B, d, c.vocab_size);
         }
     }
@@ -276,6 +331,7 @@ public:
     void backward(const Activations<T>& a, const T* dlogits, const T* dhidden, T* dinput, bool parameter_gradients) {
         const TransformerConfig& c = config;
         C3_CHECK(a.saved, ValueError, "backward needs a forward run with save_for_backward");
+        C3_CHECK(!stores_bf16(), ValueError, "a model stored in bf16 is for inference only; load it in float to train");
         const size_t B = a.batch, L = a.length, N = B * L, d = c.hidden_size;
         const size_t qw = c.q_width(), kvw = c.kv_width(), ff = c.intermediate_size;
         if (parameter_gradients) enable_gradients();
@@ -344,6 +400,23 @@ public:
     }
 
 private:
+    void allocate_bf16() {
+        bf16_parameters.assign(layout_size(layout), 0);
+        small_offsets.assign(layout.size(), 0);
+        size_t small = 0;
+        for (size_t e = 0; e < layout.size(); ++e)
+            if (!is_matrix(layout[e])) small_offsets[e] = small, small += layout[e].size;
+        small_parameters.assign(small, T(0));
+        bind_bf16_weights(config, layout, bf16_parameters.data(), small_parameters.data(), small_offsets, weights, bf16);
+    }
+
+    // A linear layer on float or bf16 weights.
+    static void project(T* output, const T* input, const T* weight, const uint16_t* weight_bf16, const T* bias,
+                        size_t rows, size_t in, size_t out) {
+        if (weight_bf16) ops::linear_forward_bf16(output, input, weight_bf16, bias, rows, in, out);
+        else ops::linear_forward(output, input, weight, bias, rows, in, out);
+    }
+
     static void add_in_place(T* target, const T* source, size_t count) {
         VectorMap<T>(target, count) += ConstVectorMap<T>(source, count);
     }
