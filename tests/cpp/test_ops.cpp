@@ -8,6 +8,7 @@
 #include "c3/ops/rmsnorm.hpp"
 #include "c3/ops/rope.hpp"
 #include "c3/ops/swiglu.hpp"
+#include "c3/ops/vector_math.hpp"
 #include "gradcheck.hpp"
 
 using namespace c3;
@@ -227,4 +228,30 @@ TEST(CrossEntropy, GradientCheckWithIgnoreIndex) {
     std::vector<int32_t> bad = {7, 0, 0, 0};
     std::vector<double> losses(rows);
     EXPECT_THROW(ops::cross_entropy_forward(losses.data(), logits.data(), bad.data(), rows, vocab), ValueError);
+}
+
+TEST(VectorMath, ExpFastAgreesWithStdExp) {
+    // Relative error below 3e-7 (about 2 ulp) over the whole useful range, exact 0 and inf past it.
+    for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+        const double expected = std::exp(double(x));
+        ASSERT_NEAR(ops::exp_fast(x) / expected, 1.0, 3e-7) << x;
+    }
+    EXPECT_EQ(ops::exp_fast(-100.0f), 0.0f);
+    EXPECT_EQ(ops::exp_fast(-std::numeric_limits<float>::infinity()), 0.0f);
+    EXPECT_TRUE(std::isinf(ops::exp_fast(100.0f)));
+    EXPECT_EQ(ops::exp_fast(0.0f), 1.0f);
+}
+
+TEST(CrossEntropy, FusedEqualsSeparateLossAndGradient) {
+    const size_t rows = 5, vocab = 301;
+    auto logits = to_float(random_vector(rows * vocab, 31, 3.0));
+    std::vector<int32_t> targets = {0, 300, ops::kIgnoreIndex, 17, 150};
+    std::vector<float> weights(rows, 0.25f), losses(rows), fused_losses(rows), gradient(rows * vocab, 0.f);
+    ops::cross_entropy_forward(losses.data(), logits.data(), targets.data(), rows, vocab);
+    ops::cross_entropy_backward(gradient.data(), logits.data(), targets.data(), weights.data(), rows, vocab);
+    auto fused = logits;
+    EXPECT_EQ(ops::cross_entropy_loss_and_gradient_in_place(fused_losses.data(), fused.data(), targets.data(),
+                                                           weights.data(), rows, vocab), 4u);
+    expect_close(fused_losses, losses, 1e-5f, "fused losses");
+    expect_close(fused, gradient, 1e-7f, "fused gradient");
 }

@@ -73,6 +73,8 @@ struct Activations {
     std::vector<LayerActivations<T>> layers;
     std::vector<T> hidden, rstd_final;  // [N, hidden] after the final norm, [N]
     std::vector<T> logits;              // [N, vocab] (All) or [batch, vocab] (Last)
+    // Backward's scratch, kept between steps so that a training loop allocates (and page-faults) only once.
+    std::vector<T> dnormed, dresidual, dact, dgate, dup, dnorm, dattention, dq, dk, dv;
     size_t rows() const { return batch * length; }
 };
 
@@ -328,7 +330,7 @@ public:
     // dlogits [N, vocab] (may be null) and/or dhidden [N, hidden] (gradient on the final-norm output, may be null).
     // Accumulates parameter gradients (unless frozen) and, when dinput is given, writes the gradient of the input
     // embeddings [N, hidden] there (also accumulating). Token-id inputs also accumulate into the embedding table.
-    void backward(const Activations<T>& a, const T* dlogits, const T* dhidden, T* dinput, bool parameter_gradients) {
+    void backward(Activations<T>& a, const T* dlogits, const T* dhidden, T* dinput, bool parameter_gradients) {
         const TransformerConfig& c = config;
         C3_CHECK(a.saved, ValueError, "backward needs a forward run with save_for_backward");
         C3_CHECK(!stores_bf16(), ValueError, "a model stored in bf16 is for inference only; load it in float to train");
@@ -339,7 +341,13 @@ public:
         auto grad = [&](T* TransformerWeights<T>::*field) -> T* { return g ? g->*field : nullptr; };
 
         // Gradient on the final hidden states.
-        std::vector<T> dnormed(N * d, T(0));
+        auto zeroed = [](std::vector<T>& buffer, size_t count) {
+            buffer.resize(count);
+            std::fill(buffer.begin(), buffer.end(), T(0));
+            return buffer.data();
+        };
+        std::vector<T>& dnormed = a.dnormed;
+        zeroed(dnormed, N * d);
         if (dhidden) std::copy(dhidden, dhidden + N * d, dnormed.begin());
         if (dlogits) {
             C3_CHECK(a.logits_mode == LogitsMode::All, ValueError, "backward from logits needs LogitsMode::All");
@@ -347,13 +355,17 @@ public:
                                  dlogits, a.hidden.data(), weights.lm_head, N, d, c.vocab_size);
         }
         // dresidual: the gradient flowing along the residual stream.
-        std::vector<T> dresidual(N * d, T(0));
+        std::vector<T>& dresidual = a.dresidual;
+        zeroed(dresidual, N * d);
         const T* last_output = c.num_layers ? a.layers[c.num_layers - 1].output.data() : a.input.data();
         ops::rmsnorm_backward(dresidual.data(), grad(&TransformerWeights<T>::final_norm), dnormed.data(), last_output,
                               weights.final_norm, a.rstd_final.data(), N, d);
 
-        std::vector<T> dact(N * ff), dgate(N * ff), dup(N * ff), dnorm(N * d), dattention(N * qw), dq(N * qw),
-            dk(N * kvw), dv(N * kvw);
+        std::vector<T>&dact = a.dact, &dgate = a.dgate, &dup = a.dup, &dnorm = a.dnorm, &dattention = a.dattention,
+                      &dq = a.dq, &dk = a.dk, &dv = a.dv;
+        for (auto [buffer, count] : {std::pair<std::vector<T>*, size_t>{&dact, N * ff}, {&dgate, N * ff}, {&dup, N * ff},
+                                     {&dnorm, N * d}, {&dattention, N * qw}, {&dq, N * qw}, {&dk, N * kvw}, {&dv, N * kvw}})
+            buffer->resize(count);
         ops::AttentionShape shape{B, L, L, c.num_heads, c.num_kv_heads, c.head_dim, 0, L * kvw, L};
         for (size_t l = c.num_layers; l-- > 0;) {
             const LayerWeights<T>& w = weights.layers[l];

@@ -14,6 +14,7 @@
 
 #include "c3/core/parallel.hpp"
 #include "c3/core/tensor.hpp"
+#include "c3/ops/vector_math.hpp"
 
 namespace c3::ops {
 
@@ -43,16 +44,17 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, con
         for (size_t i = 0; i < s.q_len; ++i) {
             const size_t last = std::min(s.k_len, s.q_offset + i + 1);  // keys [0, last) are causal-visible
             T* row = P.data() + i * s.k_len;
+            if (valid)
+                for (size_t j = 0; j < last; ++j)
+                    if (!valid[j]) row[j] = -std::numeric_limits<T>::infinity();
             T max_score = -std::numeric_limits<T>::infinity();
-            for (size_t j = 0; j < last; ++j)
-                if (!valid || valid[j]) max_score = std::max(max_score, row[j]);
-            T total = 0;
-            for (size_t j = 0; j < s.k_len; ++j) {
-                const bool visible = j < last && (!valid || valid[j]);
-                row[j] = visible ? std::exp(row[j] - max_score) : T(0);
-                total += row[j];
+            for (size_t j = 0; j < last; ++j) max_score = std::max(max_score, row[j]);
+            std::fill(row + last, row + s.k_len, T(0));
+            if (max_score == -std::numeric_limits<T>::infinity()) {  // no visible key: the output is zero
+                std::fill(row, row + last, T(0));
+                continue;
             }
-            const T inverse = total > 0 ? T(1) / total : T(0);
+            const T inverse = T(1) / exp_shifted(row, row, last, max_score);
             for (size_t j = 0; j < last; ++j) row[j] *= inverse;
         }
         StridedMap<T> O(out + b * s.q_len * qs + h * s.head_dim, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "c3/core/parallel.hpp"
+#include "c3/ops/vector_math.hpp"
 
 namespace c3::ops {
 
@@ -29,7 +30,7 @@ size_t cross_entropy_forward(T* losses, const T* logits, const int32_t* targets,
         T max_logit = -std::numeric_limits<T>::infinity();
         for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
         T total = 0;
-        for (size_t i = 0; i < vocab; ++i) total += std::exp(x[i] - max_logit);
+        for (size_t i = 0; i < vocab; ++i) total += exp_fast(x[i] - max_logit);
         losses[r] = std::log(total) + max_logit - x[targets[r]];
     }, vocab * 8);
     return counted;
@@ -47,9 +48,9 @@ void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets,
         T max_logit = -std::numeric_limits<T>::infinity();
         for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
         T total = 0;
-        for (size_t i = 0; i < vocab; ++i) total += std::exp(x[i] - max_logit);
+        for (size_t i = 0; i < vocab; ++i) total += exp_fast(x[i] - max_logit);
         const T w = row_weights[r], inverse = T(1) / total;
-        for (size_t i = 0; i < vocab; ++i) dx[i] += w * std::exp(x[i] - max_logit) * inverse;
+        for (size_t i = 0; i < vocab; ++i) dx[i] += w * exp_fast(x[i] - max_logit) * inverse;
         dx[targets[r]] -= w;
     }, vocab * 8);
 }
@@ -70,12 +71,46 @@ void cross_entropy_gradient_in_place(T* logits, const int32_t* targets, const T*
         }
         T max_logit = -std::numeric_limits<T>::infinity();
         for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
-        T total = 0;
-        for (size_t i = 0; i < vocab; ++i) total += (x[i] = std::exp(x[i] - max_logit));
+        const T total = exp_shifted(x, x, vocab, max_logit);
         const T scale = row_weights[r] / total;
         for (size_t i = 0; i < vocab; ++i) x[i] *= scale;
         x[targets[r]] -= row_weights[r];
     }, vocab * 8);
+}
+
+}  // namespace c3::ops
+
+namespace c3::ops {
+
+// Both at once, computing each exponential once: losses [rows] as cross_entropy_forward, and logits turned in
+// place into the gradient as cross_entropy_gradient_in_place. Returns the number of counted rows.
+template <typename T>
+size_t cross_entropy_loss_and_gradient_in_place(T* losses, T* logits, const int32_t* targets, const T* row_weights,
+                                                size_t rows, size_t vocab) {
+    size_t counted = 0;
+    for (size_t r = 0; r < rows; ++r) {
+        if (targets[r] == kIgnoreIndex) continue;
+        C3_CHECK(targets[r] >= 0 && size_t(targets[r]) < vocab, ValueError, "target id ", targets[r], " at row ", r,
+                 " is outside the vocabulary of ", vocab);
+        ++counted;
+    }
+    parallel_for(rows, [&](size_t r) {
+        T* x = logits + r * vocab;
+        if (targets[r] == kIgnoreIndex) {
+            losses[r] = 0;
+            std::fill(x, x + vocab, T(0));
+            return;
+        }
+        T max_logit = -std::numeric_limits<T>::infinity();
+        for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
+        const T target_logit = x[targets[r]];
+        const T total = exp_shifted(x, x, vocab, max_logit);
+        losses[r] = std::log(total) + max_logit - target_logit;
+        const T scale = row_weights[r] / total;
+        for (size_t i = 0; i < vocab; ++i) x[i] *= scale;
+        x[targets[r]] -= row_weights[r];
+    }, vocab * 8);
+    return counted;
 }
 
 }  // namespace c3::ops

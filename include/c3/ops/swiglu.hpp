@@ -3,12 +3,13 @@
 #include <cmath>
 
 #include "c3/core/parallel.hpp"
+#include "c3/ops/vector_math.hpp"
 
 namespace c3::ops {
 
 template <typename T>
 inline T sigmoid(T x) {
-    return T(1) / (T(1) + std::exp(-x));
+    return T(1) / (T(1) + exp_fast(-x));
 }
 
 // act, gate, up [count]

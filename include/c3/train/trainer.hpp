@@ -43,15 +43,17 @@ double language_model_loss(Transformer<T>& model, const ForwardInput<T>& input, 
     const size_t N = input.batch * input.length, V = model.config.vocab_size;
     model.forward(input, activations, LogitsMode::All, backward);
     std::vector<T> losses(N);
-    ops::cross_entropy_forward(losses.data(), activations.logits.data(), targets, N, V);
+    if (backward) {
+        const std::vector<T> weights(N, token_weight);
+        ops::cross_entropy_loss_and_gradient_in_place(losses.data(), activations.logits.data(), targets,
+                                                      weights.data(), N, V);
+    } else {
+        ops::cross_entropy_forward(losses.data(), activations.logits.data(), targets, N, V);
+    }
     double total = 0;
     for (size_t i = 0; i < N; ++i) total += double(losses[i]);
-    if (backward) {
-        std::vector<T> weights(N, token_weight);
-        ops::cross_entropy_gradient_in_place(activations.logits.data(), targets, weights.data(), N, V);
-        if (model.any_trainable() || dinput)
-            model.backward(activations, activations.logits.data(), nullptr, dinput, model.any_trainable());
-    }
+    if (backward && (model.any_trainable() || dinput))
+        model.backward(activations, activations.logits.data(), nullptr, dinput, model.any_trainable());
     if (row_losses) *row_losses = std::move(losses);
     return total;
 }

@@ -1,0 +1,135 @@
+"""c3 against PyTorch (transformers' Llama/Qwen2 in eager mode) on the same models, threads and inputs, in one
+process. Prints tokens/s for each and the ratio c3 / PyTorch.
+
+    python benchmarks/compare_torch.py [--threads 2] [--quick] [--only forward,decode,train,cascade]
+
+Models: "tiny" (byte-level d=64, 2 layers), "d128" and "d256" byte-level, and "small" (~100M parameters,
+Llama shape d=768, 12 layers, vocab 32000). Each measurement is the median of several repeats after warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+import transformers
+
+import c3
+
+MODELS = {
+    "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2),
+    "d128": dict(vocab_size=256, hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=8,
+                 num_key_value_heads=4),
+    "d256": dict(vocab_size=256, hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8,
+                 num_key_value_heads=4),
+    "small": dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                  num_attention_heads=12, num_key_value_heads=4),
+}
+
+
+def build(name, directory):
+    config = transformers.LlamaConfig(max_position_embeddings=2048, tie_word_embeddings=True, **MODELS[name])
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    model.save_pretrained(directory)
+    return model, c3.load_model(directory)
+
+
+def timed(function, repeats, warmup=2):
+    for _ in range(warmup):
+        function()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def row(results, task, model, shape, tokens, c3_seconds, torch_seconds):
+    entry = dict(task=task, model=model, shape=shape, c3_tokens_per_s=tokens / c3_seconds,
+                 torch_tokens_per_s=tokens / torch_seconds, ratio=torch_seconds / c3_seconds)
+    results.append(entry)
+    print(f"{task:8s} {model:6s} {shape:18s} c3 {entry['c3_tokens_per_s']:10.0f} tok/s   torch "
+          f"{entry['torch_tokens_per_s']:10.0f} tok/s   ratio {entry['ratio']:5.2f}x", flush=True)
+
+
+def bench_forward(results, name, hf, model, repeats):
+    rng = np.random.default_rng(0)
+    for batch, length in ((1, 128), (8, 128)):
+        ids = rng.integers(0, MODELS[name]["vocab_size"], size=(batch, length))
+        tensor = torch.from_numpy(ids)
+        with torch.no_grad():
+            torch_seconds = timed(lambda: hf(input_ids=tensor), repeats)
+        c3_seconds = timed(lambda: model.forward(ids, logits="all"), repeats)
+        row(results, "forward", name, f"B={batch} T={length}", batch * length, c3_seconds, torch_seconds)
+
+
+def bench_decode(results, name, hf, model, repeats, new_tokens=32):
+    ids = np.random.default_rng(1).integers(0, MODELS[name]["vocab_size"], size=(1, 16))
+    tensor = torch.from_numpy(ids)
+    with torch.no_grad():
+        torch_seconds = timed(lambda: hf.generate(tensor, attention_mask=torch.ones_like(tensor),
+                                                  max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                                  do_sample=False, pad_token_id=0), repeats, warmup=1)
+    c3_seconds = timed(lambda: model.generate(ids, max_new_tokens=new_tokens), repeats, warmup=1)
+    row(results, "decode", name, f"B=1 new={new_tokens}", new_tokens, c3_seconds, torch_seconds)
+
+
+def bench_train(results, name, hf, model, repeats, batch=16, length=64):
+    ids = np.random.default_rng(2).integers(0, MODELS[name]["vocab_size"], size=(batch, length + 1))
+    tensor = torch.from_numpy(ids)
+    optimizer = torch.optim.AdamW(hf.parameters(), lr=1e-4)
+    hf.train()
+
+    def torch_step():
+        optimizer.zero_grad()
+        loss = hf(input_ids=tensor, labels=tensor).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        optimizer.step()
+
+    trainer = c3.LanguageModelTrainer(model, learning_rate=1e-4)
+    torch_seconds = timed(torch_step, repeats)
+    c3_seconds = timed(lambda: trainer.step(ids), repeats)
+    hf.eval()
+    row(results, "train", name, f"B={batch} T={length}", batch * length, c3_seconds, torch_seconds)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the ~100M model")
+    parser.add_argument("--only", default="forward,decode,train")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    c3.set_num_threads(args.threads)
+    tasks = set(args.only.split(","))
+    repeats = 3 if args.quick else 7
+    print(f"c3 vs PyTorch {torch.__version__} (eager, transformers {transformers.__version__}), "
+          f"{args.threads} threads, {platform.processor() or platform.machine()}")
+    results = []
+    names = ["tiny", "d128", "d256"] + ([] if args.quick else ["small"])
+    for name in names:
+        with tempfile.TemporaryDirectory() as directory:
+            hf, model = build(name, directory)
+            if "forward" in tasks:
+                bench_forward(results, name, hf, model, repeats)
+            if "decode" in tasks:
+                bench_decode(results, name, hf, model, max(3, repeats // 2))
+            if "train" in tasks and name != "small":
+                bench_train(results, name, hf, model, repeats)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+// exp for float written so that loops over it vectorise (no branches, no library call), accurate to about
+// 2 ulp on [-87, 88]. std::exp is a scalar call per element, which made softmax, sigmoid and cross-entropy a
+// tenth of a small model's training step. Doubles keep std::exp: they serve the gradient checks.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace c3::ops {
+
+inline float exp_fast(float x) {
+    // exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln 2 / 2; Cephes' minimax polynomial for exp(r).
+    const float clamped = std::fmin(std::fmax(x, -87.33654f), 88.72283f);
+    const float n = std::nearbyint(clamped * 1.44269504088896341f);
+    const float r = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t bits = (int32_t(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    const float result = p * scale;
+    return x < -87.33654f ? 0.0f : (x > 88.72283f ? INFINITY : result);
+}
+
+inline double exp_fast(double x) { return std::exp(x); }
+
+// y[i] = exp(x[i] - shift), returns the sum (in T).
+template <typename T>
+T exp_shifted(T* y, const T* x, size_t count, T shift) {
+    for (size_t i = 0; i < count; ++i) y[i] = exp_fast(x[i] - shift);
+    T total = 0;
+    for (size_t i = 0; i < count; ++i) total += y[i];
+    return total;
+}
+
+}  // namespace c3::ops
