@@ -71,12 +71,23 @@ class Cascade:
                         projector: str = "linear", prompt: str = "{latents}", seed: int = 0) -> "Cascade":
         """C3 from two pretrained Hugging Face models; Q and the projector start random (seeded).
 
-        The tokenizer defaults to the decoder directory's tokenizer.json; it must hold <img>, </img>, <imgpad>.
+        The tokenizer defaults to the decoder directory's tokenizer.json. The special tokens C3 needs (<img>,
+        </img>, <imgpad>) are added when the tokenizer lacks them, and both models' vocabularies grow to match
+        (new rows start at the mean embedding).
         """
+        from .text import WithSpecialTokens, has_token
+
         if tokenizer is None:
             tokenizer = _core.BpeTokenizer.from_file(os.path.join(decoder_dir, "tokenizer.json"))
         encoder = _core.Transformer.load(encoder_dir)
         decoder = _core.Transformer.load(decoder_dir)
+        missing = [name for name in (LATENT_START, LATENT_END, LATENT_PAD) if not has_token(tokenizer, name)]
+        if missing:
+            first = max(tokenizer.vocab_size, encoder.config["vocab_size"], decoder.config["vocab_size"])
+            tokenizer = WithSpecialTokens(tokenizer, missing, first)
+        for model in (encoder, decoder):
+            if model.config["vocab_size"] < tokenizer.vocab_size:
+                model.resize_vocabulary(tokenizer.vocab_size, seed=seed)
         config = cls._config(tokenizer, encoder.config, decoder.config, n_latents, projector, prompt)
         for key in ("encoder", "decoder"):
             config.pop(key)

@@ -42,6 +42,8 @@ void bind_model(py::module_& m) {
              "Load a Hugging Face Qwen2/Llama directory (config.json + safetensors, single or sharded). "
              "storage='bf16' keeps the matrices in bfloat16 (inference only; compute in float32).")
         .def_property_readonly("storage", [](const Model& self) { return self.stores_bf16() ? "bf16" : "float32"; })
+        .def("resize_vocabulary", &Model::resize_vocabulary, py::arg("vocab_size"), py::arg("seed") = 0,
+             "Grow the vocabulary (new embedding and lm_head rows start at the mean of the old ones).")
         .def("store_as_bf16", &Model::store_as_bf16, "Convert the matrices to bfloat16 storage (inference only).")
         .def("save", [](const Model& self, const std::string& directory, const std::string& dtype) {
                  const io::DType stored = io::dtype_from_name(dtype);

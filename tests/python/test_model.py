@@ -115,3 +115,19 @@ def test_bf16_storage_matches_float_model_with_rounded_weights(hf_model_dir):
     np.testing.assert_array_equal(tokens, expected_tokens)
     with pytest.raises(c3.C3ValueError, match="bf16"):
         stored.parameters()
+
+
+def test_resize_vocabulary_keeps_old_tokens_and_adds_mean_rows(hf_model_dir):
+    directory, reference = hf_model_dir
+    model = c3.load_model(directory)
+    vocab = reference.config.vocab_size
+    ids = np.array([[1, 2, 3, 4]])
+    _, before = model.forward(ids)
+    embed_before = model.parameters()["model.embed_tokens.weight"].copy()
+    model.resize_vocabulary(vocab + 3, seed=1)
+    assert model.config["vocab_size"] == vocab + 3
+    _, after = model.forward(ids)
+    np.testing.assert_allclose(after[..., :vocab], before, atol=1e-5)  # old tokens and logits unchanged
+    new_rows = model.parameters()["model.embed_tokens.weight"][vocab:]
+    np.testing.assert_allclose(new_rows.mean(axis=0), embed_before.mean(axis=0), atol=0.05)
+    model.forward(np.array([[vocab + 2]]))  # the new ids are usable

@@ -177,6 +177,44 @@ public:
         if (!gradients.empty()) enable_gradients();
         return matched;
     }
+    // Grows (or shrinks) the vocabulary: embedding and lm_head rows past the old size start at the mean of the
+    // old rows plus small seeded noise (as transformers' resize_token_embeddings does), so new special tokens
+    // begin as an average token rather than an outlier.
+    void resize_vocabulary(size_t vocab_size, uint64_t seed) {
+        C3_CHECK(!stores_bf16(), ValueError, "resize_vocabulary needs float storage");
+        C3_CHECK(vocab_size > 0, ValueError, "vocab_size must be positive");
+        const std::vector<ParameterInfo> old_layout = layout;
+        const std::vector<T> old = std::move(parameters);
+        const size_t old_vocab = config.vocab_size, d = config.hidden_size;
+        config.vocab_size = vocab_size;
+        layout = transformer_layout(config);
+        parameters.assign(layout_size(layout), T(0));
+        Rng rng(seed);
+        for (size_t e = 0; e < layout.size(); ++e) {
+            const ParameterInfo& info = layout[e];
+            const ParameterInfo& before = old_layout[e];
+            const T* from = old.data() + before.offset;
+            T* to = parameters.data() + info.offset;
+            const bool by_token = info.name == "model.embed_tokens.weight" || info.name == "lm_head.weight";
+            if (!by_token) {
+                std::copy(from, from + info.size, to);
+                continue;
+            }
+            const size_t kept = std::min(old_vocab, vocab_size);
+            std::copy(from, from + kept * d, to);
+            std::vector<double> mean(d, 0.0);
+            for (size_t v = 0; v < old_vocab; ++v)
+                for (size_t i = 0; i < d; ++i) mean[i] += double(from[v * d + i]) / double(old_vocab);
+            for (size_t v = kept; v < vocab_size; ++v)
+                for (size_t i = 0; i < d; ++i) to[v * d + i] = T(mean[i] + rng.normal() * config.initializer_range * 0.1);
+        }
+        weights = bind_transformer_weights(config, layout, parameters.data());
+        if (!gradients.empty()) {
+            gradients.assign(parameters.size(), T(0));
+            enable_gradients();
+        }
+    }
+
     bool any_trainable() const { return std::find(trainable.begin(), trainable.end(), 1) != trainable.end(); }
     ParameterGroup<T> parameter_group(const std::string& name) {
         enable_gradients();
