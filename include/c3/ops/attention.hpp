@@ -28,22 +28,32 @@ struct AttentionShape {
     size_t group() const { return heads / kv_heads; }
 };
 
+// Queries are processed in blocks of this many rows; a block needs only the keys up to its last row, so the
+// causal upper triangle is never computed (half the work of a long prefill or training sequence).
+constexpr size_t kQueryBlock = 64;
+
 template <typename T>
 void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const uint8_t* key_valid,
                        const AttentionShape& s) {
     const T scale = T(1) / std::sqrt(T(s.head_dim));
     const size_t qs = s.q_stride(), ks = s.kv_stride();
-    parallel_for(s.batch * s.heads, [&](size_t bh) {
+    const size_t blocks = (s.q_len + kQueryBlock - 1) / kQueryBlock;
+    // One task per (batch, head, query block): enough tasks to balance the threads even at batch 1.
+    parallel_for(s.batch * s.heads * blocks, [&](size_t task) {
+        const size_t bh = task / blocks, block = task % blocks;
         const size_t b = bh / s.heads, h = bh % s.heads, g = h / s.group();
-        ConstStridedMap<T> Q(q + b * s.q_len * qs + h * s.head_dim, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
-        ConstStridedMap<T> K(k + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
-        ConstStridedMap<T> V(v + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
-        MatrixMap<T> P(probs + bh * s.q_len * s.k_len, s.q_len, s.k_len);
+        const size_t i0 = block * kQueryBlock, i1 = std::min(s.q_len, i0 + kQueryBlock), rows = i1 - i0;
+        const size_t keys = std::min(s.k_len, s.q_offset + i1);  // the keys any row of this block can see
+        ConstStridedMap<T> Q(q + (b * s.q_len + i0) * qs + h * s.head_dim, rows, s.head_dim, Eigen::OuterStride<>(qs));
+        ConstStridedMap<T> K(k + b * s.kv_batch_stride + g * s.head_dim, keys, s.head_dim, Eigen::OuterStride<>(ks));
+        ConstStridedMap<T> V(v + b * s.kv_batch_stride + g * s.head_dim, keys, s.head_dim, Eigen::OuterStride<>(ks));
+        T* block_probs = probs + (bh * s.q_len + i0) * s.k_len;
+        StridedMap<T> P(block_probs, rows, keys, Eigen::OuterStride<>(s.k_len));
         P.noalias() = (Q * K.transpose()) * scale;
         const uint8_t* valid = key_valid ? key_valid + b * s.k_valid_stride : nullptr;
-        for (size_t i = 0; i < s.q_len; ++i) {
-            const size_t last = std::min(s.k_len, s.q_offset + i + 1);  // keys [0, last) are causal-visible
-            T* row = P.data() + i * s.k_len;
+        for (size_t i = 0; i < rows; ++i) {
+            const size_t last = std::min(s.k_len, s.q_offset + i0 + i + 1);  // keys [0, last) are causal-visible
+            T* row = block_probs + i * s.k_len;
             if (valid)
                 for (size_t j = 0; j < last; ++j)
                     if (!valid[j]) row[j] = -std::numeric_limits<T>::infinity();
@@ -57,9 +67,9 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, con
             const T inverse = T(1) / exp_shifted(row, row, last, max_score);
             for (size_t j = 0; j < last; ++j) row[j] *= inverse;
         }
-        StridedMap<T> O(out + b * s.q_len * qs + h * s.head_dim, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
+        StridedMap<T> O(out + (b * s.q_len + i0) * qs + h * s.head_dim, rows, s.head_dim, Eigen::OuterStride<>(qs));
         O.noalias() = P * V;
-    }, s.q_len * s.k_len * s.head_dim * 2);
+    }, kQueryBlock * s.k_len * s.head_dim * 2);
 }
 
 // Accumulates dq (laid out like q) and dk, dv (like k, v, with batch stride kv_batch_stride).
@@ -71,28 +81,33 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs, cons
     const size_t qs = s.q_stride(), ks = s.kv_stride();
     parallel_for(s.batch * s.kv_heads, [&](size_t bg) {
         const size_t b = bg / s.kv_heads, g = bg % s.kv_heads;
-        ConstStridedMap<T> K(k + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
-        ConstStridedMap<T> V(v + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
-        StridedMap<T> dK(dk + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
-        StridedMap<T> dV(dv + b * s.kv_batch_stride + g * s.head_dim, s.k_len, s.head_dim, Eigen::OuterStride<>(ks));
-        RowMatrix<T> dP(s.q_len, s.k_len);
-        for (size_t h = g * s.group(); h < (g + 1) * s.group(); ++h) {
-            const size_t q_at = b * s.q_len * qs + h * s.head_dim;
-            ConstStridedMap<T> Q(q + q_at, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
-            ConstStridedMap<T> dO(dout + q_at, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
-            StridedMap<T> dQ(dq + q_at, s.q_len, s.head_dim, Eigen::OuterStride<>(qs));
-            ConstMatrixMap<T> P(probs + (b * s.heads + h) * s.q_len * s.k_len, s.q_len, s.k_len);
-            dV.noalias() += P.transpose() * dO;
-            dP.noalias() = dO * V.transpose();
-            // softmax backward: dS = P * (dP - rowsum(P * dP)), then the score scale.
-            for (size_t i = 0; i < s.q_len; ++i) {
-                T dot = 0;
-                for (size_t j = 0; j < s.k_len; ++j) dot += P(i, j) * dP(i, j);
-                for (size_t j = 0; j < s.k_len; ++j) dP(i, j) = P(i, j) * (dP(i, j) - dot) * scale;
+        RowMatrix<T> dP(kQueryBlock, s.k_len);
+        for (size_t h = g * s.group(); h < (g + 1) * s.group(); ++h)
+            for (size_t i0 = 0; i0 < s.q_len; i0 += kQueryBlock) {
+                const size_t i1 = std::min(s.q_len, i0 + kQueryBlock), rows = i1 - i0;
+                const size_t keys = std::min(s.k_len, s.q_offset + i1);
+                const size_t q_at = (b * s.q_len + i0) * qs + h * s.head_dim;
+                ConstStridedMap<T> K(k + b * s.kv_batch_stride + g * s.head_dim, keys, s.head_dim, Eigen::OuterStride<>(ks));
+                ConstStridedMap<T> V(v + b * s.kv_batch_stride + g * s.head_dim, keys, s.head_dim, Eigen::OuterStride<>(ks));
+                StridedMap<T> dK(dk + b * s.kv_batch_stride + g * s.head_dim, keys, s.head_dim, Eigen::OuterStride<>(ks));
+                StridedMap<T> dV(dv + b * s.kv_batch_stride + g * s.head_dim, keys, s.head_dim, Eigen::OuterStride<>(ks));
+                ConstStridedMap<T> Q(q + q_at, rows, s.head_dim, Eigen::OuterStride<>(qs));
+                ConstStridedMap<T> dO(dout + q_at, rows, s.head_dim, Eigen::OuterStride<>(qs));
+                StridedMap<T> dQ(dq + q_at, rows, s.head_dim, Eigen::OuterStride<>(qs));
+                ConstStridedMap<T> P(probs + ((b * s.heads + h) * s.q_len + i0) * s.k_len, rows, keys,
+                                     Eigen::OuterStride<>(s.k_len));
+                auto dS = dP.topLeftCorner(rows, keys);
+                dV.noalias() += P.transpose() * dO;
+                dS.noalias() = dO * V.transpose();
+                // softmax backward: dS = P * (dP - rowsum(P * dP)), then the score scale.
+                for (size_t i = 0; i < rows; ++i) {
+                    T dot = 0;
+                    for (size_t j = 0; j < keys; ++j) dot += P(i, j) * dS(i, j);
+                    for (size_t j = 0; j < keys; ++j) dS(i, j) = P(i, j) * (dS(i, j) - dot) * scale;
+                }
+                dQ.noalias() += dS * K;
+                dK.noalias() += dS.transpose() * Q;
             }
-            dQ.noalias() += dP * K;
-            dK.noalias() += dP.transpose() * Q;
-        }
     }, s.group() * s.q_len * s.k_len * s.head_dim * 4);
 }
 
