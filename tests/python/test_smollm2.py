@@ -123,3 +123,23 @@ def test_bpe_tokenizer_matches_tokenizers_on_real_text(smollm2_dir):
         ids = ours.encode(text)
         np.testing.assert_array_equal(ids, expected)
         assert ours.decode(ids) == text
+
+
+def test_cascade_from_pretrained_adds_special_tokens_and_learns(smollm2_dir):
+    cascade = c3.Cascade.from_pretrained(smollm2_dir, smollm2_dir, n_latents=8, seed=0)
+    assert cascade.tokenizer.vocab_size == 49152 + 3
+    assert cascade.model.config["decoder"]["vocab_size"] == 49152 + 3
+    img = cascade.tokenizer.token_to_id("<img>")
+    assert list(cascade.tokenizer.encode("a<img>b")) == [cascade.tokenizer.encode("a")[0], img,
+                                                          cascade.tokenizer.encode("b")[0]]
+    cascade.model.set_trainable("encoder", False)
+    cascade.model.set_trainable("decoder", False)
+    passage = pydoc_text()[20000:20200]
+    trainer = cascade.trainer(learning_rate=3e-3)
+    before = cascade.loss([passage])
+    for _ in range(6):
+        cascade.train_step(trainer, [passage])
+    after = cascade.loss([passage])
+    assert after < before - 0.2, f"reconstruction loss {before:.3f} -> {after:.3f}"
+    # Frozen parts stayed put: only Q and the projector moved.
+    assert np.abs(cascade.model.decoder.gradients()["model.norm.weight"]).max() == 0.0
