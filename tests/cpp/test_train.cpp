@@ -127,3 +127,40 @@ TEST(Training, NonFiniteLossStopsBeforeTheUpdate) {
     for (size_t i = 0; i < before.size(); ++i)
         if (!std::isnan(before[i])) ASSERT_EQ(model.parameters[i], before[i]);
 }
+
+#include "c3/train/checkpoint.hpp"
+
+TEST(Training, CheckpointResumesBitForBit) {
+    const size_t B = 2, L = 6;
+    std::vector<int32_t> ids(B * L);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 5 + 1) % 23);
+    auto targets = shifted_targets(ids, B, L);
+    TrainingOptions options;
+    options.adamw.learning_rate = 1e-2;
+    options.warmup_steps = 2;
+    options.total_steps = 6;
+    auto run_steps = [&](LanguageModelTrainer<float>& trainer, int steps) {
+        std::vector<double> losses;
+        for (int s = 0; s < steps; ++s)
+            losses.push_back(trainer.step({{B, L, ids.data(), nullptr, nullptr, nullptr}}, {targets.data()}).loss);
+        return losses;
+    };
+    Transformer<float> straight_model(small_config());
+    LanguageModelTrainer<float> straight(straight_model, options);
+    const auto all = run_steps(straight, 6);
+
+    Transformer<float> first_model(small_config());
+    LanguageModelTrainer<float> first(first_model, options);
+    auto losses = run_steps(first, 3);
+    const std::string path = ::testing::TempDir() + "/c3_train_checkpoint.safetensors";
+    save_training_checkpoint(path, first.trainer.groups, first.trainer.optimizer, {{"data", "position 3"}});
+
+    Transformer<float> resumed_model(small_config());
+    resumed_model.init_random(99);  // everything must come from the file
+    LanguageModelTrainer<float> resumed(resumed_model, options);
+    const io::Metadata metadata = load_training_checkpoint(path, resumed.trainer.groups, resumed.trainer.optimizer);
+    EXPECT_EQ(metadata.at("data"), "position 3");
+    const auto rest = run_steps(resumed, 3);
+    losses.insert(losses.end(), rest.begin(), rest.end());
+    EXPECT_EQ(losses, all);
+}

@@ -18,7 +18,9 @@ void linear_backward(T* dinput, T* dweight, T* dbias, const T* doutput, const T*
                      size_t in, size_t out) {
     if (dinput) matmul_accumulate(dinput, doutput, weight, rows, in, out);
     if (dweight) matmul_transposed_left_accumulate(dweight, doutput, input, rows, in, out);
-    if (dbias) VectorMap<T>(dbias, out) += ConstMatrixMap<T>(doutput, rows, out).colwise().sum().transpose();
+    if (dbias)  // a plain loop: the same order of additions whatever the buffers' alignment
+        for (size_t r = 0; r < rows; ++r)
+            for (size_t o = 0; o < out; ++o) dbias[o] += doutput[r * out + o];
 }
 
 namespace reference {
