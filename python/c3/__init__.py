@@ -33,7 +33,7 @@ from ._core import (  # noqa: E402,F401
 
 __version__ = "0.1.0"
 
-from ._core import LanguageModelTrainer, Transformer, set_trainable  # noqa: E402,F401
+from ._core import BpeTokenizer, ByteTokenizer, LanguageModelTrainer, Transformer, set_trainable  # noqa: E402,F401
 from .data import TokenBatches  # noqa: E402,F401
 from .training import fit, load_checkpoint, save_checkpoint  # noqa: E402,F401
 

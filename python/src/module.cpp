@@ -1,6 +1,8 @@
 // c3._core: the module definition and the mapping of C++ errors to Python exceptions.
 #include <Python.h>
 
+#include <chrono>
+
 #include "bindings.hpp"
 #include "c3/core/parallel.hpp"
 
@@ -52,6 +54,33 @@ PYBIND11_MODULE(_core, m) {
     });
 
     m.def("num_threads", &num_threads, "Number of threads the C++ kernels use.");
+    m.def("measure_read_bandwidth",
+          [](size_t megabytes, size_t repeats) {
+              // Sums a buffer far larger than the caches with all threads: the memory read rate, in bytes/s.
+              std::vector<float> buffer(megabytes * (1 << 20) / sizeof(float), 1.0f);
+              const size_t chunks = size_t(num_threads()) * 16, chunk = (buffer.size() + chunks - 1) / chunks;
+              std::vector<float> partial(chunks);
+              double best = 0;
+              py::gil_scoped_release release;
+              for (size_t r = 0; r < repeats; ++r) {
+                  const auto start = std::chrono::steady_clock::now();
+                  parallel_for(chunks, [&](size_t c) {
+                      float lanes[16] = {};
+                      const size_t end = std::min(buffer.size(), (c + 1) * chunk);
+                      size_t i = c * chunk;
+                      for (; i + 16 <= end; i += 16)
+                          for (size_t k = 0; k < 16; ++k) lanes[k] += buffer[i + k];
+                      for (; i < end; ++i) lanes[0] += buffer[i];
+                      float total = 0;
+                      for (float lane : lanes) total += lane;
+                      partial[c] = total;
+                  });
+                  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                  best = std::max(best, double(buffer.size() * sizeof(float)) / seconds);
+              }
+              return best;
+          },
+          py::arg("megabytes") = 1024, py::arg("repeats") = 5, "Measured memory read bandwidth in bytes/s (all threads).");
     m.def("set_num_threads", &set_num_threads, py::arg("threads"), "Set the number of threads the C++ kernels use.");
 
     bind_io(m);

@@ -1,0 +1,157 @@
+"""Decode and prefill on the real SmolLM2-135M: c3 against PyTorch (transformers, same threads) and llama.cpp
+(llama-cpp-python built with native CPU flags), float32 and bf16 weights, in one run.
+
+    pip install llama-cpp-python   # builds llama.cpp from source with native flags (several minutes)
+    python benchmarks/decode_race.py [--threads 2] [--json out.json]
+
+All engines run the same dequantised weights: llama.cpp's F32 and BF16 GGUF files are written from the packaged
+Q4_1 file by llama_model_quantize (allow_requantize), and c3 / PyTorch load the HF directory made from that file.
+Decode is memory-bound: the script prints the weight bytes read per token, the measured read bandwidth and the
+fraction of it each engine reaches.
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+import transformers
+
+import c3
+from c3.models import cache_dir, smollm2, smollm2_gguf_path
+
+
+def median_time(function, repeats=3):
+    function()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def gguf_variant(kind):
+    """F32 or BF16 GGUF written from the packaged Q4_1 file (once, cached)."""
+    import llama_cpp
+
+    path = os.path.join(cache_dir(), f"smollm2-135m-instruct-{kind}.gguf")
+    if not os.path.exists(path):
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.allow_requantize = True
+        params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32 if kind == "f32" else llama_cpp.LLAMA_FTYPE_MOSTLY_BF16
+        status = llama_cpp.llama_model_quantize(smollm2_gguf_path().encode(), path.encode(), params)
+        if status != 0:
+            raise RuntimeError(f"llama_model_quantize failed with {status}")
+    return path
+
+
+def bench_llama_cpp(path, threads, prompt, new_tokens):
+    import llama_cpp
+
+    model = llama_cpp.Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=2048, n_batch=1024,
+                            n_ubatch=1024, verbose=False)
+    results = {}
+    for length in (128, 1024):
+        tokens = prompt[:length]
+
+        def prefill():
+            model.reset()
+            model.eval(tokens)
+        results[f"prefill_{length}"] = length / median_time(prefill)
+    model.reset()
+    model.eval(prompt[:16])
+    token = prompt[16]
+
+    def decode():
+        model.reset()
+        model.eval(prompt[:16])
+        started = time.perf_counter()
+        for _ in range(new_tokens):
+            model.eval([token])
+        return time.perf_counter() - started
+    decode()
+    results["decode_1"] = new_tokens / statistics.median(decode() for _ in range(3))
+    return results
+
+
+def bench_c3(model, prompt, new_tokens):
+    results = {}
+    for length in (128, 1024):
+        ids = np.array([prompt[:length]])
+        results[f"prefill_{length}"] = length / median_time(lambda: model.forward(ids, logits="last"))
+    for batch in (1, 8):
+        ids = np.array([prompt[:16]] * batch)
+        results[f"decode_{batch}"] = batch * new_tokens / median_time(
+            lambda: model.generate(ids, max_new_tokens=new_tokens)) * (1.0 if batch else 1.0)
+    return results
+
+
+def bench_torch(model, prompt, new_tokens):
+    results = {}
+    with torch.no_grad():
+        for length in (128, 1024):
+            ids = torch.tensor([prompt[:length]])
+            results[f"prefill_{length}"] = length / median_time(lambda: model(input_ids=ids, logits_to_keep=1))
+        for batch in (1, 8):
+            ids = torch.tensor([prompt[:16]] * batch)
+            results[f"decode_{batch}"] = batch * new_tokens / median_time(
+                lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                       min_new_tokens=new_tokens, do_sample=False, pad_token_id=2))
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--json")
+    parser.add_argument("--skip-llama-cpp", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    c3.set_num_threads(args.threads)
+    directory = smollm2()
+    tokenizer = c3.BpeTokenizer.from_file(os.path.join(directory, "tokenizer.json"))
+    import pydoc_data.topics
+    prompt = [int(t) for t in tokenizer.encode(pydoc_data.topics.topics["if"] * 8)][:1100]
+    bandwidth = c3._core.measure_read_bandwidth(1024, 5)
+    parameters = 134_515_008
+    print(f"SmolLM2-135M, {args.threads} threads; measured read bandwidth {bandwidth / 1e9:.1f} GB/s")
+    table = {}
+    for storage, bytes_per_weight in (("float32", 4), ("bf16", 2)):
+        model = c3.load_model(directory, storage=storage)
+        table[f"c3 {storage}"] = bench_c3(model, prompt, args.new_tokens)
+        del model
+        hf = transformers.AutoModelForCausalLM.from_pretrained(
+            directory, dtype=torch.float32 if storage == "float32" else torch.bfloat16).eval()
+        table[f"torch {storage}"] = bench_torch(hf, prompt, args.new_tokens)
+        del hf
+        if not args.skip_llama_cpp:
+            table[f"llama.cpp {storage}"] = bench_llama_cpp(gguf_variant("f32" if storage == "float32" else "bf16"),
+                                                           args.threads, prompt, args.new_tokens)
+        if not args.skip_llama_cpp and storage == "float32":
+            table["llama.cpp q4_1"] = bench_llama_cpp(smollm2_gguf_path(), args.threads, prompt, args.new_tokens)
+        weight_bytes = parameters * bytes_per_weight
+        for engine in [k for k in table if k.endswith(storage)]:
+            rate = table[engine]["decode_1"]
+            table[engine]["bandwidth_fraction"] = rate * weight_bytes / bandwidth
+        print(f"weights read per decoded token ({storage}): {weight_bytes / 1e6:.0f} MB")
+    columns = ["prefill_128", "prefill_1024", "decode_1", "decode_8", "bandwidth_fraction"]
+    print(f"{'engine':18s}" + "".join(f"{c:>16s}" for c in columns))
+    for engine, row in table.items():
+        print(f"{engine:18s}" + "".join(f"{row.get(c, float('nan')):16.2f}" for c in columns))
+    for storage in ("float32", "bf16"):
+        ours = table[f"c3 {storage}"]
+        for other in (f"torch {storage}", f"llama.cpp {storage}"):
+            if other in table:
+                ratios = {c: ours[c] / table[other][c] for c in columns[:4] if c in table[other]}
+                print(f"c3 / {other}: " + ", ".join(f"{c} {v:.2f}x" for c, v in ratios.items()))
+    if args.json:
+        json.dump({"bandwidth_bytes_per_s": bandwidth, "threads": args.threads, "results": table},
+                  open(args.json, "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()
