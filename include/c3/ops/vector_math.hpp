@@ -10,8 +10,10 @@ namespace c3::ops {
 
 inline float exp_fast(float x) {
     // exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln 2 / 2; Cephes' minimax polynomial for exp(r).
-    const float clamped = std::fmin(std::fmax(x, -87.33654f), 88.72283f);
-    const float n = std::nearbyint(clamped * 1.44269504088896341f);
+    // Comparisons, not fmin/fmax or nearbyint: those stay library calls and stop the loops vectorising.
+    const float clamped = x < -87.33654f ? -87.33654f : (x > 88.72283f ? 88.72283f : x);
+    // Round to nearest by adding and subtracting 1.5 * 2^23 (exact for |values| < 2^22).
+    const float n = (clamped * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     const float r = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
