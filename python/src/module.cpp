@@ -65,11 +65,11 @@ PYBIND11_MODULE(_core, m) {
               for (size_t r = 0; r < repeats; ++r) {
                   const auto start = std::chrono::steady_clock::now();
                   parallel_for(chunks, [&](size_t c) {
-                      float lanes[16] = {};
+                      float lanes[64] = {};  // four vector accumulators: enough loads in flight to saturate memory
                       const size_t end = std::min(buffer.size(), (c + 1) * chunk);
                       size_t i = c * chunk;
-                      for (; i + 16 <= end; i += 16)
-                          for (size_t k = 0; k < 16; ++k) lanes[k] += buffer[i + k];
+                      for (; i + 64 <= end; i += 64)
+                          for (size_t k = 0; k < 64; ++k) lanes[k] += buffer[i + k];
                       for (; i < end; ++i) lanes[0] += buffer[i];
                       float total = 0;
                       for (float lane : lanes) total += lane;

@@ -291,3 +291,20 @@ TEST(Attention, GradientCheckAcrossQueryBlocks) {
     expect_gradient(loss, k, dk, "dk", 30);
     expect_gradient(loss, v, dv, "dv", 30);
 }
+
+#include "c3/io/float16.hpp"
+#include "c3/ops/linear_bf16.hpp"
+
+TEST(LinearBf16, SmallAndLargeRowPathsMatchReferenceOnRoundedWeights) {
+    for (size_t rows : {size_t(1), size_t(2), size_t(3), size_t(8), size_t(40)}) {
+        const size_t in = 83, out = 70;  // not multiples of 16: the tails count too
+        auto x = to_float(random_vector(rows * in, 50)), w = to_float(random_vector(out * in, 51)),
+             b = to_float(random_vector(out, 52));
+        std::vector<uint16_t> w16(w.size());
+        for (size_t i = 0; i < w.size(); ++i) w16[i] = io::float_to_bf16(w[i]), w[i] = io::bf16_to_float(w16[i]);
+        std::vector<float> fast(rows * out), slow(rows * out);
+        ops::linear_forward_bf16(fast.data(), x.data(), w16.data(), b.data(), rows, in, out);
+        ops::reference::linear_forward(slow.data(), x.data(), w.data(), b.data(), rows, in, out);
+        expect_close(fast, slow, 1e-4f, "bf16 linear");
+    }
+}
