@@ -22,7 +22,7 @@ def fit(trainer, batches: Iterable, steps: int, *, callback: Optional[Callable[[
     step_fn = step_fn or (lambda t, batch: t.step(batch))
     reports = []
     iterator = iter(batches)
-    bar = tqdm(total=steps, desc=description, disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc=description, disable=not progress, leave=False, mininterval=1.0)
     try:
         for _ in range(steps):
             started = time.perf_counter()

@@ -39,8 +39,11 @@ inline CascadeConfig read_c3_config(const std::string& directory, const CascadeC
     const std::string config_path = (std::filesystem::path(directory) / "config.json").string();
     const nlohmann::json json = read_json_file(config_path);
     CascadeConfig config = defaults;
-    config.decoder = parse_hf_config(json, config_path);
-    config.decoder.model_type = "qwen2";
+    // The official decoder is a Qwen2 ("C3" parses as qwen2); c3 records other decoder types under "c3".
+    nlohmann::json decoder_json = json;
+    if (json.contains("c3") && json["c3"].is_object() && json["c3"].contains("decoder_model_type"))
+        decoder_json["model_type"] = json["c3"]["decoder_model_type"];
+    config.decoder = parse_hf_config(decoder_json, config_path);
     C3_CHECK(json.contains("latent_token_len") && json["latent_token_len"].is_number_integer(), ConfigError,
              config_path, ": a C3 config needs an integer 'latent_token_len'");
     config.num_latents = json["latent_token_len"].get<size_t>();
@@ -98,6 +101,7 @@ void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtyp
     json["latent_token_len"] = c.num_latents;
     json["contexts_compression_llm_hidden_size"] = c.encoder.hidden_size;
     json["c3"] = {{"projector", c.projector == ProjectorKind::Mlp ? "mlp" : "linear"},
+                  {"decoder_model_type", c.decoder.model_type},
                   {"latent_start_token", c.latent_start_token},
                   {"latent_end_token", c.latent_end_token},
                   {"latent_pad_token", c.latent_pad_token},
