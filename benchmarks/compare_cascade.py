@@ -1,0 +1,101 @@
+"""The cascade in c3 against a PyTorch reference of the same cascade (same weights, same threads), in one run:
+compress and reconstruct throughput at batch 1 and 16, and the saving C3 exists for: decoder prefill over N
+latents against the same decoder fed the full text.
+
+    python benchmarks/compare_cascade.py [--threads 2] [--latents 32] [--context 512]
+
+The PyTorch side is tests/python/c3_reference.py (the oracle of the cascade tests) for compression, and
+transformers' generate(inputs_embeds=...) with the KV cache for reconstruction.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import transformers
+
+import c3
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
+from c3_reference import make_cascade_pair  # noqa: E402
+
+
+def median_time(function, repeats=3):
+    function()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def llama(hidden, layers, vocab, seed):
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 8 // 3,
+                                      num_hidden_layers=layers, num_attention_heads=hidden // 64,
+                                      num_key_value_heads=max(1, hidden // 256), max_position_embeddings=4096,
+                                      tie_word_embeddings=True)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--latents", type=int, default=32)
+    parser.add_argument("--context", type=int, default=512, help="context tokens per text")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    c3.set_num_threads(args.threads)
+    vocab = 8000
+    encoder, decoder = llama(256, 4, vocab, 1), llama(512, 6, vocab, 2)
+    config = dict(num_latents=args.latents, projector="linear", latent_start_token=1, latent_end_token=2,
+                  latent_pad_token=3, prompt_prefix=[10, 11], prompt_suffix=[12], stop_tokens=[4])
+    with tempfile.TemporaryDirectory() as directory:
+        import pathlib
+        model, reference = make_cascade_pair(pathlib.Path(directory), encoder, decoder, config)
+    print(f"encoder d=256 x4, decoder d=512 x6, vocab {vocab}, {args.latents} latents, {args.context}-token contexts, "
+          f"{args.threads} threads")
+    rng = np.random.default_rng(0)
+    for batch in (1, 16):
+        contexts = rng.integers(20, vocab, size=(batch, args.context)).astype(np.int64)
+        mask = np.ones_like(contexts)
+        with torch.no_grad():
+            torch_compress = median_time(lambda: reference.compress(contexts, mask))
+        c3_compress = median_time(lambda: model.compress(contexts, mask))
+        latents = model.compress(contexts, mask)
+        prompt = torch.tensor(reference.prompt_ids()).expand(batch, -1)
+
+        def torch_reconstruct():
+            with torch.no_grad():
+                embeddings = reference._replace_rows(decoder.get_input_embeddings()(prompt), reference.slot_start,
+                                                     torch.from_numpy(latents))
+                decoder.generate(inputs_embeds=embeddings, attention_mask=torch.ones_like(prompt),
+                                 max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
+                                 pad_token_id=0)
+        torch_reconstruct_time = median_time(torch_reconstruct)
+        c3_reconstruct = median_time(lambda: model.reconstruct(latents, max_new_tokens=args.new_tokens, stop_tokens=[]))
+        tokens = batch * args.context
+        print(f"batch {batch:2d}  compress: c3 {tokens / c3_compress:8.0f} tok/s  torch {tokens / torch_compress:8.0f} "
+              f"tok/s  ratio {torch_compress / c3_compress:4.2f}x   reconstruct: c3 "
+              f"{batch * args.new_tokens / c3_reconstruct:6.0f} tok/s  torch "
+              f"{batch * args.new_tokens / torch_reconstruct_time:6.0f} tok/s  ratio "
+              f"{torch_reconstruct_time / c3_reconstruct:4.2f}x", flush=True)
+    # Prefill: the decoder reading N latents (plus the prompt) against reading the whole text.
+    decoder_c3 = model.decoder
+    latents = model.compress(rng.integers(20, vocab, size=(1, args.context)), np.ones((1, args.context)))
+    full = rng.integers(20, vocab, size=(1, args.context + len(reference.prompt_ids()) - args.latents))
+    with_latents = median_time(lambda: model.reconstruct(latents, max_new_tokens=1, stop_tokens=[]))
+    with_text = median_time(lambda: decoder_c3.forward(full, logits="last"))
+    print(f"decoder prefill, c3: {len(reference.prompt_ids())} positions with {args.latents} latents "
+          f"{with_latents * 1e3:.1f} ms  vs  the full text ({full.shape[1]} tokens) {with_text * 1e3:.1f} ms: "
+          f"{with_text / with_latents:.1f}x less time")
+
+
+if __name__ == "__main__":
+    main()
