@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from typing import Optional, Sequence
 
 import numpy as np
@@ -34,6 +35,17 @@ def _split_prompt(tokenizer, prompt: str):
     return encode(before), encode(after)
 
 
+def _rows(texts_or_ids) -> list:
+    """A batch as a list of rows. One string is refused (list() would split it into characters), and so is an empty
+    batch."""
+    if isinstance(texts_or_ids, (str, bytes)):
+        raise TypeError("pass a list of texts, not one string")
+    rows = list(texts_or_ids)
+    if not rows:
+        raise _core.C3ValueError("the batch is empty: pass at least one text or row of token ids")
+    return rows
+
+
 def _stop_token(tokenizer) -> int:
     for name in ("<|im_end|>", "<eos>", "<|endoftext|>", "</s>"):
         try:
@@ -46,9 +58,12 @@ def _stop_token(tokenizer) -> int:
 class Cascade:
     """A C3 cascade with its tokenizer."""
 
-    def __init__(self, model: "_core.CascadeModel", tokenizer, max_context_tokens: Optional[int] = None):
+    def __init__(self, model: "_core.CascadeModel", tokenizer, max_context_tokens: Optional[int] = None,
+                 tokenizer_file: Optional[str] = None):
         self.model = model
         self.tokenizer = tokenizer
+        # The tokenizer.json this cascade's tokenizer was read from, if any: save() copies it along.
+        self.tokenizer_file = tokenizer_file
         config = model.config
         self.num_latents = int(config["num_latents"])
         self.stop_token = int(config["stop_tokens"][0]) if config["stop_tokens"] else _stop_token(tokenizer)
@@ -77,21 +92,25 @@ class Cascade:
         """
         from .text import WithSpecialTokens, has_token
 
+        tokenizer_file = None
         if tokenizer is None:
-            tokenizer = _core.BpeTokenizer.from_file(os.path.join(decoder_dir, "tokenizer.json"))
+            tokenizer_file = os.path.join(decoder_dir, "tokenizer.json")
+            tokenizer = _core.BpeTokenizer.from_file(tokenizer_file)
         encoder = _core.Transformer.load(encoder_dir)
         decoder = _core.Transformer.load(decoder_dir)
         missing = [name for name in (LATENT_START, LATENT_END, LATENT_PAD) if not has_token(tokenizer, name)]
         if missing:
             first = max(tokenizer.vocab_size, encoder.config["vocab_size"], decoder.config["vocab_size"])
             tokenizer = WithSpecialTokens(tokenizer, missing, first)
+            tokenizer_file = None  # the file lacks the added tokens
         for model in (encoder, decoder):
             if model.config["vocab_size"] < tokenizer.vocab_size:
                 model.resize_vocabulary(tokenizer.vocab_size, seed=seed)
         config = cls._config(tokenizer, encoder.config, decoder.config, n_latents, projector, prompt)
         for key in ("encoder", "decoder"):
             config.pop(key)
-        return cls(_core.CascadeModel.from_models(encoder, decoder, config, seed=seed), tokenizer)
+        return cls(_core.CascadeModel.from_models(encoder, decoder, config, seed=seed), tokenizer,
+                   tokenizer_file=tokenizer_file)
 
     @classmethod
     def load(cls, path: str, tokenizer=None, prompt: str = OFFICIAL_PROMPT, storage: str = "float32") -> "Cascade":
@@ -102,10 +121,13 @@ class Cascade:
         storage='bf16' keeps encoder and decoder matrices in bfloat16 (inference only).
         """
         config = json.load(open(os.path.join(path, "config.json")))
+        tokenizer_file = None
         if tokenizer is None:
             tokenizer_path = os.path.join(path, "tokenizer.json")
-            tokenizer = (_core.BpeTokenizer.from_file(tokenizer_path) if os.path.exists(tokenizer_path)
-                         else byte_tokenizer())
+            if os.path.exists(tokenizer_path):
+                tokenizer, tokenizer_file = _core.BpeTokenizer.from_file(tokenizer_path), tokenizer_path
+            else:
+                tokenizer = byte_tokenizer()
         defaults = {}
         if "c3" not in config:
             prefix, suffix = _split_prompt(tokenizer, prompt)
@@ -113,7 +135,7 @@ class Cascade:
                             latent_start_token=int(tokenizer.token_to_id(LATENT_START)),
                             latent_end_token=int(tokenizer.token_to_id(LATENT_END)),
                             latent_pad_token=int(tokenizer.token_to_id(LATENT_PAD)))
-        return cls(_core.CascadeModel.load(path, defaults, storage), tokenizer)
+        return cls(_core.CascadeModel.load(path, defaults, storage), tokenizer, tokenizer_file=tokenizer_file)
 
     @staticmethod
     def _config(tokenizer, encoder_config, decoder_config, n_latents, projector, prompt) -> dict:
@@ -125,8 +147,13 @@ class Cascade:
                     prompt_suffix=suffix, stop_tokens=[_stop_token(tokenizer)])
 
     def save(self, path: str, dtype: str = "F32") -> None:
-        """Save in the official C3 layout (plus c3's own keys), loadable by Cascade.load."""
+        """Save in the official C3 layout (plus c3's own keys), loadable by Cascade.load. The tokenizer.json the
+        tokenizer came from is copied along, so that the reloaded cascade tokenizes the same way."""
         self.model.save(str(path), dtype)
+        if self.tokenizer_file:
+            target = os.path.join(str(path), "tokenizer.json")
+            if not (os.path.exists(target) and os.path.samefile(self.tokenizer_file, target)):
+                shutil.copyfile(self.tokenizer_file, target)
 
     # ---- text <-> ids -------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list:
@@ -136,6 +163,7 @@ class Cascade:
 
     def context_batch(self, texts_or_ids, truncate: bool = False):
         """(ids [B, L] left-padded, mask [B, L]) for the encoder. Too-long contexts raise, or are cut if asked."""
+        texts_or_ids = _rows(texts_or_ids)
         rows = self.tokenize(texts_or_ids) if isinstance(texts_or_ids[0], str) else [np.asarray(r) for r in texts_or_ids]
         for index, row in enumerate(rows):
             if len(row) == 0:
@@ -156,6 +184,7 @@ class Cascade:
 
     def answer_batch(self, texts_or_ids, add_stop: bool = True):
         """(ids [B, L] right-padded with the stop token appended, mask [B, L]) for the decoder."""
+        texts_or_ids = _rows(texts_or_ids)
         rows = self.tokenize(texts_or_ids) if isinstance(texts_or_ids[0], str) else [np.asarray(r) for r in texts_or_ids]
         if add_stop:
             rows = [np.append(row, self.stop_token) for row in rows]
@@ -178,7 +207,7 @@ class Cascade:
     # ---- the research API ---------------------------------------------------------------------------------
     def compress(self, texts, truncate: bool = False) -> np.ndarray:
         """Texts (or token-id rows) -> latents [B, N, d_dec] (float32)."""
-        ids, mask = self.context_batch(list(texts), truncate=truncate)
+        ids, mask = self.context_batch(_rows(texts), truncate=truncate)
         return self.model.compress(ids, mask)
 
     def reconstruct(self, latents: np.ndarray, max_new_tokens: int = 256, return_ids: bool = False, **options):
@@ -191,14 +220,14 @@ class Cascade:
     def score(self, latents: np.ndarray, texts) -> dict:
         """Teacher-forced scores of the reference texts given latents: per-position log_probability, rank,
         predicted, correct, valid [B, L] (the stop token excluded)."""
-        ids, mask = self.answer_batch(list(texts), add_stop=False)
+        ids, mask = self.answer_batch(_rows(texts), add_stop=False)
         scores = self.model.score(latents, ids, mask)
         scores["correct"] = (scores["rank"] == 0) & scores["valid"]
         scores["reference"] = ids
         return scores
 
     def compression_ratio(self, texts) -> np.ndarray:
-        return np.array([len(row) for row in self.tokenize(list(texts))]) / self.num_latents
+        return np.array([len(row) for row in self.tokenize(_rows(texts))]) / self.num_latents
 
     def identity(self) -> str:
         """A short hash of the configuration and Q: which cascade made a set of latents."""
@@ -212,13 +241,13 @@ class Cascade:
 
     def train_step(self, trainer, contexts, answers=None, micro_batches: int = 1) -> dict:
         """One step on texts (or id rows): answers default to the contexts themselves (reconstruction)."""
-        context_ids, context_mask = self.context_batch(list(contexts))
-        answer_ids, answer_mask = self.answer_batch(list(answers if answers is not None else contexts))
+        context_ids, context_mask = self.context_batch(_rows(contexts))
+        answer_ids, answer_mask = self.answer_batch(_rows(answers if answers is not None else contexts))
         return trainer.step(context_ids, context_mask, answer_ids, answer_mask, micro_batches=micro_batches)
 
     def loss(self, contexts, answers=None) -> float:
-        context_ids, context_mask = self.context_batch(list(contexts))
-        answer_ids, answer_mask = self.answer_batch(list(answers if answers is not None else contexts))
+        context_ids, context_mask = self.context_batch(_rows(contexts))
+        answer_ids, answer_mask = self.answer_batch(_rows(answers if answers is not None else contexts))
         return self.model.loss(context_ids, context_mask, answer_ids, answer_mask)
 
 

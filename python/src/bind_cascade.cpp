@@ -185,7 +185,7 @@ void bind_cascade(py::module_& m) {
                  auto latents = latents_from_array(self, latents_object);
                  GenerationOptions options;
                  options.max_new_tokens = max_new_tokens;
-                 if (stop_tokens) options.stop_tokens = *stop_tokens;
+                 options.stop_tokens = stop_tokens ? *stop_tokens : self.config.stop_tokens;  // [] = never stop
                  options.sample = sample;
                  options.temperature = temperature;
                  options.top_k = top_k;
@@ -246,7 +246,45 @@ void bind_cascade(py::module_& m) {
                  return total / double(tokens);
              },
              py::arg("contexts"), py::arg("context_mask") = py::none(), py::arg("answers") = py::none(),
-             py::arg("answer_mask") = py::none(), "Mean answer-token loss without gradients.");
+             py::arg("answer_mask") = py::none(), "Mean answer-token loss without gradients.")
+        .def("loss_and_gradients",
+             [](CascadeModel& self, py::object contexts, py::object context_mask, py::object answers,
+                py::object answer_mask) {
+                 IdBatch c(contexts, context_mask, "contexts"), a(answers, answer_mask, "answers");
+                 C3_CHECK(c.batch == a.batch, ShapeError, "contexts have batch ", c.batch, ", answers ", a.batch);
+                 check_vocabulary(c.ids, self.config.encoder.vocab_size, "contexts");
+                 check_vocabulary(a.ids, self.config.decoder.vocab_size, "answers");
+                 size_t tokens = 0;
+                 for (size_t i = 0; i < a.ids.size(); ++i) tokens += a.mask.empty() || a.mask[i];
+                 C3_CHECK(tokens > 0, ValueError, "the answers hold no tokens");
+                 py::gil_scoped_release release;
+                 // Every gradient buffer is zeroed, frozen parts included, so that they read as exact zeros.
+                 self.encoder.enable_gradients();
+                 self.decoder.enable_gradients();
+                 self.encoder.zero_gradients();
+                 self.decoder.zero_gradients();
+                 std::fill(self.bridge_gradients.begin(), self.bridge_gradients.end(), 0.f);
+                 CascadeActivations<float> activations;
+                 const double total = self.loss(c.ids.data(), c.mask_data(), c.length, a.ids.data(), a.mask_data(),
+                                                a.length, c.batch, true, float(1.0 / double(tokens)), activations);
+                 return total / double(tokens);
+             },
+             py::arg("contexts"), py::arg("context_mask") = py::none(), py::arg("answers") = py::none(),
+             py::arg("answer_mask") = py::none(),
+             "Mean answer-token loss; zeroes every gradient, then accumulates d(mean loss) into the trainable parts "
+             "(read them with encoder.gradients(), decoder.gradients(), bridge_gradients()).");
+
+    m.def("banned_ngram_tokens",
+          [](const std::vector<int32_t>& history, size_t vocab_size, size_t ngram_size) {
+              std::vector<float> logits(vocab_size, 0.f);
+              detail::ban_repeated_ngrams(logits.data(), vocab_size, history, ngram_size);
+              std::vector<int32_t> banned;
+              for (size_t v = 0; v < vocab_size; ++v)
+                  if (std::isinf(logits[v])) banned.push_back(int32_t(v));
+              return banned;
+          },
+          py::arg("history"), py::arg("vocab_size"), py::arg("ngram_size"),
+          "The tokens that generation's no_repeat_ngram_size rule bans after `history` (for tests).");
 
     py::class_<CascadeTrainer<float>>(m, "CascadeTrainer", "AdamW training of a cascade, with any part frozen.")
         .def(py::init([](CascadeModel& cascade, double learning_rate, double weight_decay, double beta1, double beta2,

@@ -145,8 +145,13 @@ public:
     // Contexts [B, Lc] (left-padded, mask 1 = token) -> latents [B, N, d_dec] in a.latents.
     void compress(const int32_t* contexts, const uint8_t* context_mask, size_t batch, size_t context_length,
                   CascadeActivations<T>& a, bool save_for_backward) const {
-        const size_t N = config.num_latents, de = config.encoder.hidden_size, dd = config.decoder.hidden_size;
+        const size_t N = config.num_latents, de = config.encoder.hidden_size;
         const size_t Le = config.encoder_length(context_length);
+        for (size_t b = 0; b < batch && context_mask; ++b) {
+            size_t real = 0;
+            for (size_t t = 0; t < context_length; ++t) real += context_mask[b * context_length + t] != 0;
+            C3_CHECK(real > 0, ValueError, "context ", b, " has no tokens (its mask is all padding)");
+        }
         a.batch = batch;
         a.context_length = context_length;
         a.encoder_ids.assign(batch * Le, config.latent_pad_token);
@@ -269,10 +274,10 @@ public:
     }
 
     // Greedy or sampled reconstruction from latents [B, N, d_dec]. The n-gram rule sees the prompt ids.
-    GenerationResult reconstruct(const T* latents, size_t batch, GenerationOptions options) const {
+    // options.stop_tokens are used as given (config.stop_tokens holds the cascade's own; empty: no stop).
+    GenerationResult reconstruct(const T* latents, size_t batch, const GenerationOptions& options) const {
         CascadeActivations<T> a;
         build_decoder_input(latents, nullptr, nullptr, batch, 0, a);
-        if (options.stop_tokens.empty()) options.stop_tokens = config.stop_tokens;
         const size_t P = config.prompt_length();
         std::vector<std::vector<int32_t>> history(batch);
         for (size_t b = 0; b < batch; ++b) history[b].assign(a.decoder_ids.begin() + b * P, a.decoder_ids.begin() + (b + 1) * P);

@@ -1,0 +1,187 @@
+"""A PyTorch reference for C3 (Context Cascade Compression) on top of transformers' causal LMs.
+
+It follows the released model as DESIGN.md describes it, written independently of c3:
+  encoder input  = context ids (left-padded) + <img> + N slots + </img>; the slot embeddings are Q [N, d_enc];
+                   attention mask over the real tokens, position_ids = cumsum(mask) - 1 for the real tokens
+  latents        = the encoder's last hidden_states (after the final norm) at the slots -> mm_projector
+  decoder input  = prompt prefix + <img> + N slots + </img> + prompt suffix + answer (right-padded); the slot
+                   embeddings are the latents
+  loss           = next-token cross-entropy on the answer tokens only (mean over them)
+  greedy decode  = a loop of full forwards (no cache) with argmax, optionally through transformers'
+                   NoRepeatNGramLogitsProcessor over the whole decoder input ids (prompt included, as
+                   generate() sees them in the official model).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import transformers
+from torch import nn
+
+
+class Bridge(nn.Module):
+    """Q and the projector, registered so that named_parameters() gives the official checkpoint names:
+    model.Q.weight, model.mm_projector.weight/.bias (linear) or model.mm_projector.0/.2.* (MLP)."""
+
+    def __init__(self, num_latents: int, encoder_hidden: int, decoder_hidden: int, projector: str = "linear"):
+        super().__init__()
+        self.model = nn.Module()
+        self.model.Q = nn.Embedding(num_latents, encoder_hidden)
+        if projector == "linear":
+            self.model.mm_projector = nn.Linear(encoder_hidden, decoder_hidden)
+        elif projector == "mlp":
+            self.model.mm_projector = nn.Sequential(nn.Linear(encoder_hidden, decoder_hidden), nn.GELU(),
+                                                    nn.Linear(decoder_hidden, decoder_hidden))
+        else:
+            raise ValueError(projector)
+
+
+def positions_for(mask: torch.Tensor) -> torch.Tensor:
+    """cumsum(mask) - 1 at the real tokens, 0 at padding."""
+    return (torch.cumsum(mask, dim=1) - 1).clamp(min=0) * mask
+
+
+class ReferenceCascade(nn.Module):
+    def __init__(self, encoder, decoder, num_latents, projector="linear", latent_start=0, latent_end=0,
+                 latent_pad=0, prompt_prefix=(), prompt_suffix=()):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.num_latents = int(num_latents)
+        self.bridge = Bridge(self.num_latents, encoder.config.hidden_size, decoder.config.hidden_size, projector)
+        self.latent_start, self.latent_end, self.latent_pad = int(latent_start), int(latent_end), int(latent_pad)
+        self.prompt_prefix = [int(i) for i in prompt_prefix]
+        self.prompt_suffix = [int(i) for i in prompt_suffix]
+
+    @classmethod
+    def from_c3(cls, model, encoder, decoder):
+        """The reference for a c3 CascadeModel whose encoder/decoder hold the same weights as the given
+        transformers models; Q and the projector are copied from c3."""
+        config = model.config
+        reference = cls(encoder, decoder, config["num_latents"], config["projector"], config["latent_start_token"],
+                        config["latent_end_token"], config["latent_pad_token"], config["prompt_prefix"],
+                        config["prompt_suffix"])
+        reference.load_bridge(model.bridge_parameters())
+        return reference
+
+    def load_bridge(self, arrays: dict):
+        parameters = dict(self.bridge.named_parameters())
+        assert sorted(parameters) == sorted(arrays), (sorted(parameters), sorted(arrays))
+        with torch.no_grad():
+            for name, value in arrays.items():
+                parameters[name].copy_(torch.from_numpy(np.array(value, dtype=np.float32)))
+
+    # ---- the layout -------------------------------------------------------------------------------------------
+    def prompt_ids(self) -> list:
+        return (self.prompt_prefix + [self.latent_start] + [self.latent_pad] * self.num_latents + [self.latent_end]
+                + self.prompt_suffix)
+
+    @property
+    def slot_start(self) -> int:
+        return len(self.prompt_prefix) + 1
+
+    @staticmethod
+    def _replace_rows(embeddings, start, values):
+        """embeddings [B, L, d] with rows start..start+N replaced by values [B, N, d] (autograd-friendly)."""
+        end = start + values.shape[1]
+        return torch.cat([embeddings[:, :start], values, embeddings[:, end:]], dim=1)
+
+    # ---- encoder side -----------------------------------------------------------------------------------------
+    def compress(self, contexts, context_mask):
+        contexts, context_mask = torch.as_tensor(np.asarray(contexts), dtype=torch.long), \
+            torch.as_tensor(np.asarray(context_mask), dtype=torch.long)
+        batch, length = contexts.shape
+        N = self.num_latents
+        block = torch.tensor([self.latent_start] + [self.latent_pad] * N + [self.latent_end]).expand(batch, -1)
+        ids = torch.cat([contexts * context_mask, block], dim=1)
+        mask = torch.cat([context_mask, torch.ones(batch, N + 2, dtype=torch.long)], dim=1)
+        embeddings = self.encoder.get_input_embeddings()(ids)
+        queries = self.bridge.model.Q.weight.unsqueeze(0).expand(batch, -1, -1)
+        embeddings = self._replace_rows(embeddings, length + 1, queries)
+        out = self.encoder(inputs_embeds=embeddings, attention_mask=mask, position_ids=positions_for(mask),
+                           output_hidden_states=True)
+        slots = out.hidden_states[-1][:, length + 1:length + 1 + N]
+        return self.bridge.model.mm_projector(slots)
+
+    # ---- decoder side -----------------------------------------------------------------------------------------
+    def decoder_logits(self, latents, answers=None, answer_mask=None):
+        """Logits [B, P + La, V] for the prompt with latents followed by the (right-padded) answers."""
+        latents = torch.as_tensor(latents) if not isinstance(latents, torch.Tensor) else latents
+        batch = latents.shape[0]
+        prompt = torch.tensor(self.prompt_ids()).expand(batch, -1)
+        if answers is None:
+            answers = torch.zeros(batch, 0, dtype=torch.long)
+            answer_mask = answers
+        answers = torch.as_tensor(np.asarray(answers), dtype=torch.long)
+        answer_mask = (torch.ones_like(answers) if answer_mask is None
+                       else torch.as_tensor(np.asarray(answer_mask), dtype=torch.long))
+        ids = torch.cat([prompt, answers * answer_mask], dim=1)
+        mask = torch.cat([torch.ones_like(prompt), answer_mask], dim=1)
+        embeddings = self._replace_rows(self.decoder.get_input_embeddings()(ids), self.slot_start, latents)
+        return self.decoder(inputs_embeds=embeddings, attention_mask=mask, position_ids=positions_for(mask)).logits
+
+    def answer_log_softmax(self, latents, answers, answer_mask):
+        """log_softmax [B, La, V] of the prediction for each answer position (teacher forcing)."""
+        logits = self.decoder_logits(latents, answers, answer_mask)
+        P = len(self.prompt_ids())
+        La = np.asarray(answers).shape[1]
+        return torch.log_softmax(logits[:, P - 1:P - 1 + La].double(), dim=-1)
+
+    def loss(self, contexts, context_mask, answers, answer_mask):
+        latents = self.compress(contexts, context_mask)
+        logits = self.decoder_logits(latents, answers, answer_mask)
+        P = len(self.prompt_ids())
+        answers = torch.as_tensor(np.asarray(answers), dtype=torch.long)
+        answer_mask = torch.as_tensor(np.asarray(answer_mask), dtype=torch.long)
+        predictions = logits[:, P - 1:P - 1 + answers.shape[1]]
+        targets = torch.where(answer_mask == 1, answers, torch.full_like(answers, -100))
+        return nn.functional.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1),
+                                           ignore_index=-100)
+
+    @torch.no_grad()
+    def greedy(self, latents, max_new_tokens, stop_tokens=(), no_repeat_ngram_size=0, pad_token=0):
+        """(tokens [B, steps], lengths [B]) by a loop of full forwards with argmax; a row ends after a stop token
+        (kept) and is filled with pad_token after."""
+        latents = torch.as_tensor(latents)
+        batch = latents.shape[0]
+        processor = (transformers.NoRepeatNGramLogitsProcessor(no_repeat_ngram_size) if no_repeat_ngram_size
+                     else None)
+        prompt = torch.tensor(self.prompt_ids()).expand(batch, -1)
+        generated = torch.zeros(batch, 0, dtype=torch.long)
+        done = [False] * batch
+        rows = [[] for _ in range(batch)]
+        lengths = [0] * batch
+        for _ in range(max_new_tokens):
+            scores = self.decoder_logits(latents, generated)[:, -1].float()
+            if processor is not None:
+                scores = processor(torch.cat([prompt, generated], dim=1), scores)
+            choice = scores.argmax(dim=-1)
+            for b in range(batch):
+                if done[b]:
+                    rows[b].append(pad_token)
+                    continue
+                rows[b].append(int(choice[b]))
+                lengths[b] += 1
+                done[b] = int(choice[b]) in stop_tokens
+            generated = torch.cat([generated, choice[:, None]], dim=1)
+            if all(done):
+                break
+        return np.array(rows, dtype=np.int64), np.array(lengths, dtype=np.int64)
+
+
+def make_cascade_pair(tmp_path, encoder_model, decoder_model, config: dict, seed: int = 0):
+    """(c3 CascadeModel, ReferenceCascade) over the same weights: the transformers models are saved, loaded by c3,
+    joined by CascadeModel.from_models (Q and projector seeded), and Q/projector copied back into the reference."""
+    import c3
+
+    encoder_dir, decoder_dir = tmp_path / "encoder", tmp_path / "decoder"
+    encoder_model.save_pretrained(encoder_dir)
+    decoder_model.save_pretrained(decoder_dir)
+    model = c3.CascadeModel.from_models(c3.load_model(str(encoder_dir)), c3.load_model(str(decoder_dir)), config,
+                                        seed=seed)
+    return model, ReferenceCascade.from_c3(model, encoder_model, decoder_model)
+
+
+def named_gradients(module: nn.Module) -> dict:
+    """name -> gradient as NumPy (zeros where autograd left None)."""
+    return {name: (p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32))
+            for name, p in module.named_parameters()}
