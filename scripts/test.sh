@@ -11,6 +11,12 @@ cmake -S . -B build/tests -G Ninja -DC3_BUILD_TESTS=ON -DC3_BUILD_BENCHMARKS=ON 
 cmake --build build/tests -j "$jobs"
 ctest --test-dir build/tests --output-on-failure -j "$jobs"
 
+echo "== C++ tests under AddressSanitizer and UndefinedBehaviorSanitizer"
+bash scripts/check_sanitizers.sh
+
+echo "== fuzzing (libFuzzer, 30 s per target)"
+bash scripts/fuzz.sh 30
+
 echo "== find_package(c3) from a separate project"
 cmake --install build/tests --prefix build/install >/dev/null
 cmake -S tests/consumer -B build/consumer -G Ninja -DCMAKE_PREFIX_PATH="$PWD/build/install" >/dev/null
