@@ -240,6 +240,7 @@ TEST(VectorMath, ExpFastAgreesWithStdExp) {
     EXPECT_EQ(ops::exp_fast(-std::numeric_limits<float>::infinity()), 0.0f);
     EXPECT_TRUE(std::isinf(ops::exp_fast(100.0f)));
     EXPECT_EQ(ops::exp_fast(0.0f), 1.0f);
+    EXPECT_TRUE(std::isnan(ops::exp_fast(std::numeric_limits<float>::quiet_NaN())));
 }
 
 TEST(CrossEntropy, FusedEqualsSeparateLossAndGradient) {
