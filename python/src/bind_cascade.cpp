@@ -168,7 +168,7 @@ void bind_cascade(py::module_& m) {
              [](const CascadeModel& self, py::object contexts, py::object attention_mask) {
                  IdBatch batch(contexts, attention_mask, "contexts");
                  check_vocabulary(batch.ids, self.config.encoder.vocab_size, "contexts");
-                 CascadeActivations<float> a;
+                 thread_local CascadeActivations<float> a;  // reused per thread: see Transformer.forward
                  {
                      py::gil_scoped_release release;
                      self.compress(batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a, false);

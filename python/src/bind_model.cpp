@@ -82,7 +82,9 @@ void bind_model(py::module_& m) {
                 py::object position_ids, const std::string& logits) {
                  BatchInput batch(ids, embeddings, attention_mask, position_ids, self.config.hidden_size);
                  const LogitsMode mode = logits_mode_from_string(logits);
-                 Activations<float> activations;
+                 // Per thread and reused: a fresh set of buffers per call would page-fault megabytes every time.
+                 // hidden and logits are moved out to NumPy below, so only the scratch is kept.
+                 thread_local Activations<float> activations;
                  {
                      py::gil_scoped_release release;
                      self.forward(batch.input, activations, mode, false);
