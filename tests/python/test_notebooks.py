@@ -8,7 +8,8 @@ from nbclient import NotebookClient
 HERE = os.path.join(os.path.dirname(__file__), "..", "..", "notebooks")
 
 
-@pytest.mark.parametrize("name", ["quickstart", "ratio_sweep", "official_checkpoint"])
+@pytest.mark.parametrize("name", ["quickstart", "ratio_sweep", "official_checkpoint",
+                                  pytest.param("pretrained_cascade", marks=pytest.mark.slow)])
 def test_notebook_runs(name, monkeypatch, tmp_path):
     monkeypatch.setenv("C3_NOTEBOOK_SIZE", "tiny")
     monkeypatch.setenv("MPLBACKEND", "Agg")
