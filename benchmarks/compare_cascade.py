@@ -9,29 +9,20 @@ transformers' generate(inputs_embeds=...) with the KV cache for reconstruction.
 """
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
 import transformers
 
 import c3
+from timing import median_time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
 from c3_reference import make_cascade_pair  # noqa: E402
 
 
-def median_time(function, repeats=3):
-    function()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def llama(hidden, layers, vocab, seed):

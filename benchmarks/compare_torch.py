@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import tempfile
-import time
 
 import numpy as np
 import torch
 import transformers
 
 import c3
+from timing import median_time
 
 MODELS = {
     "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
@@ -42,14 +41,7 @@ def build(name, directory):
 
 
 def timed(function, repeats, warmup=2):
-    for _ in range(warmup):
-        function()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    return median_time(function, repeats, warmup)
 
 
 def row(results, task, model, shape, tokens, c3_seconds, torch_seconds):

@@ -20,17 +20,10 @@ import torch
 import transformers
 
 import c3
+from timing import median_time
 from c3.models import cache_dir, smollm2, smollm2_gguf_path
 
 
-def median_time(function, repeats=3):
-    function()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def gguf_variant(kind):

@@ -183,24 +183,15 @@ void bind_cascade(py::module_& m) {
                 std::optional<std::vector<int32_t>> stop_tokens, bool sample, double temperature, size_t top_k,
                 double top_p, size_t no_repeat_ngram_size, uint64_t seed, int32_t pad_token) {
                  auto latents = latents_from_array(self, latents_object);
-                 GenerationOptions options;
-                 options.max_new_tokens = max_new_tokens;
-                 options.stop_tokens = stop_tokens ? *stop_tokens : self.config.stop_tokens;  // [] = never stop
-                 options.sample = sample;
-                 options.temperature = temperature;
-                 options.top_k = top_k;
-                 options.top_p = top_p;
-                 options.no_repeat_ngram_size = no_repeat_ngram_size;
-                 options.seed = seed;
-                 options.pad_token = pad_token;
+                 const GenerationOptions options = generation_options(
+                     max_new_tokens, stop_tokens ? *stop_tokens : self.config.stop_tokens,  // [] = never stop
+                     sample, temperature, top_k, top_p, no_repeat_ngram_size, seed, pad_token);
                  GenerationResult result;
                  {
                      py::gil_scoped_release release;
                      result = self.reconstruct(latents.data(), size_t(latents.shape(0)), options);
                  }
-                 std::vector<int64_t> lengths(result.lengths.begin(), result.lengths.end());
-                 return py::make_tuple(move_to_array(std::move(result.tokens), {result.batch, result.steps}),
-                                       move_to_array(std::move(lengths), {result.batch}));
+                 return generation_result_to_python(std::move(result));
              },
              py::arg("latents"), py::arg("max_new_tokens") = 256, py::arg("stop_tokens") = py::none(),
              py::arg("sample") = false, py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,

@@ -110,24 +110,15 @@ void bind_model(py::module_& m) {
                 size_t max_new_tokens, std::vector<int32_t> stop_tokens, bool sample, double temperature,
                 size_t top_k, double top_p, size_t no_repeat_ngram_size, uint64_t seed, int32_t pad_token) {
                  BatchInput batch(ids, embeddings, attention_mask, py::none(), self.config.hidden_size);
-                 GenerationOptions options;
-                 options.max_new_tokens = max_new_tokens;
-                 options.stop_tokens = std::move(stop_tokens);
-                 options.sample = sample;
-                 options.temperature = temperature;
-                 options.top_k = top_k;
-                 options.top_p = top_p;
-                 options.no_repeat_ngram_size = no_repeat_ngram_size;
-                 options.seed = seed;
-                 options.pad_token = pad_token;
+                 const GenerationOptions options = generation_options(max_new_tokens, std::move(stop_tokens), sample,
+                                                                      temperature, top_k, top_p, no_repeat_ngram_size,
+                                                                      seed, pad_token);
                  GenerationResult result;
                  {
                      py::gil_scoped_release release;
                      result = generate(self, batch.input, options);
                  }
-                 std::vector<int64_t> lengths(result.lengths.begin(), result.lengths.end());
-                 return py::make_tuple(move_to_array(std::move(result.tokens), {result.batch, result.steps}),
-                                       move_to_array(std::move(lengths), {result.batch}));
+                 return generation_result_to_python(std::move(result));
              },
              py::arg("ids") = py::none(), py::arg("embeddings") = py::none(), py::arg("attention_mask") = py::none(),
              py::arg("max_new_tokens") = 64, py::arg("stop_tokens") = std::vector<int32_t>{},

@@ -3,7 +3,7 @@
 #include <optional>
 
 #include "bindings.hpp"
-#include "c3/model/transformer.hpp"
+#include "c3/model/generate.hpp"
 
 namespace c3::python {
 
@@ -82,5 +82,32 @@ struct BatchInput {
         input.positions = positions.empty() ? nullptr : positions.data();
     }
 };
+
+// The keyword arguments of generate / reconstruct, checked.
+inline GenerationOptions generation_options(size_t max_new_tokens, std::vector<int32_t> stop_tokens, bool sample,
+                                            double temperature, size_t top_k, double top_p,
+                                            size_t no_repeat_ngram_size, uint64_t seed, int32_t pad_token) {
+    C3_CHECK(temperature > 0 && std::isfinite(temperature), ValueError, "temperature must be positive, got ", temperature);
+    C3_CHECK(top_p > 0 && top_p <= 1, ValueError, "top_p must lie in (0, 1], got ", top_p);
+    C3_CHECK(pad_token >= 0, ValueError, "pad_token must be a token id, got ", pad_token);
+    GenerationOptions options;
+    options.max_new_tokens = max_new_tokens;
+    options.stop_tokens = std::move(stop_tokens);
+    options.sample = sample;
+    options.temperature = temperature;
+    options.top_k = top_k;
+    options.top_p = top_p;
+    options.no_repeat_ngram_size = no_repeat_ngram_size;
+    options.seed = seed;
+    options.pad_token = pad_token;
+    return options;
+}
+
+// (tokens [B, steps] int32, lengths [B] int64), moved into NumPy.
+inline py::tuple generation_result_to_python(GenerationResult&& result) {
+    std::vector<int64_t> lengths(result.lengths.begin(), result.lengths.end());
+    return py::make_tuple(move_to_array(std::move(result.tokens), {result.batch, result.steps}),
+                          move_to_array(std::move(lengths), {result.batch}));
+}
 
 }  // namespace c3::python
