@@ -148,19 +148,13 @@ void bind_cascade(py::module_& m) {
         .def("bridge_parameters",
              [](py::object self_object) {
                  auto& self = self_object.cast<CascadeModel&>();
-                 py::dict views;
-                 for (const auto& info : self.bridge)
-                     views[py::str(info.name)] = view_array(self.bridge_parameters.data() + info.offset, info.shape, self_object);
-                 return views;
+                 return layout_views(self.bridge, self.bridge_parameters.data(), self_object);
              },
              "Q and the projector as NumPy views (writes go into the model).")
         .def("bridge_gradients",
              [](py::object self_object) {
                  auto& self = self_object.cast<CascadeModel&>();
-                 py::dict views;
-                 for (const auto& info : self.bridge)
-                     views[py::str(info.name)] = view_array(self.bridge_gradients.data() + info.offset, info.shape, self_object);
-                 return views;
+                 return layout_views(self.bridge, self.bridge_gradients.data(), self_object);
              })
         .def("set_trainable", &CascadeModel::set_trainable, py::arg("part"), py::arg("trainable"),
              "Freeze (False) or unfreeze a part: 'encoder', 'decoder', 'queries' or 'projector'.")

@@ -19,9 +19,7 @@ LogitsMode logits_mode_from_string(const std::string& name) {
 
 py::dict parameter_views(Model& model, std::vector<float>& buffer, py::handle owner) {
     C3_CHECK(!model.stores_bf16(), ValueError, "this model stores its weights in bf16: parameters() needs float storage");
-    py::dict views;
-    for (const auto& info : model.layout) views[py::str(info.name)] = view_array(buffer.data() + info.offset, info.shape, owner);
-    return views;
+    return layout_views(model.layout, buffer.data(), owner);
 }
 
 void bind_model(py::module_& m) {

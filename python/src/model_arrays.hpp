@@ -83,6 +83,14 @@ struct BatchInput {
     }
 };
 
+// Every tensor of a layout as a NumPy view into `base`; `owner` keeps the memory alive (zero copy out).
+template <typename T>
+py::dict layout_views(const std::vector<ParameterInfo>& layout, T* base, py::handle owner) {
+    py::dict views;
+    for (const auto& info : layout) views[py::str(info.name)] = view_array(base + info.offset, info.shape, owner);
+    return views;
+}
+
 // The keyword arguments of generate / reconstruct, checked.
 inline GenerationOptions generation_options(size_t max_new_tokens, std::vector<int32_t> stop_tokens, bool sample,
                                             double temperature, size_t top_k, double top_p,

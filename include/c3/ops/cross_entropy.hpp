@@ -10,10 +10,8 @@ namespace c3::ops {
 
 constexpr int32_t kIgnoreIndex = -100;
 
-// losses [rows] = logsumexp(logits[r]) - logits[r, target[r]]; 0 where target is kIgnoreIndex.
-// Returns the number of counted rows. Targets outside [0, vocab) other than the ignore index are errors.
-template <typename T>
-size_t cross_entropy_forward(T* losses, const T* logits, const int32_t* targets, size_t rows, size_t vocab) {
+// The number of targets that count (not the ignore index); any other target outside [0, vocab) is an error.
+inline size_t count_valid_targets(const int32_t* targets, size_t rows, size_t vocab) {
     size_t counted = 0;
     for (size_t r = 0; r < rows; ++r) {
         if (targets[r] == kIgnoreIndex) continue;
@@ -21,6 +19,14 @@ size_t cross_entropy_forward(T* losses, const T* logits, const int32_t* targets,
                  " is outside the vocabulary of ", vocab);
         ++counted;
     }
+    return counted;
+}
+
+// losses [rows] = logsumexp(logits[r]) - logits[r, target[r]]; 0 where target is kIgnoreIndex.
+// Returns the number of counted rows. Targets outside [0, vocab) other than the ignore index are errors.
+template <typename T>
+size_t cross_entropy_forward(T* losses, const T* logits, const int32_t* targets, size_t rows, size_t vocab) {
+    const size_t counted = count_valid_targets(targets, rows, vocab);
     parallel_for(rows, [&](size_t r) {
         if (targets[r] == kIgnoreIndex) {
             losses[r] = 0;
@@ -87,13 +93,7 @@ namespace c3::ops {
 template <typename T>
 size_t cross_entropy_loss_and_gradient_in_place(T* losses, T* logits, const int32_t* targets, const T* row_weights,
                                                 size_t rows, size_t vocab) {
-    size_t counted = 0;
-    for (size_t r = 0; r < rows; ++r) {
-        if (targets[r] == kIgnoreIndex) continue;
-        C3_CHECK(targets[r] >= 0 && size_t(targets[r]) < vocab, ValueError, "target id ", targets[r], " at row ", r,
-                 " is outside the vocabulary of ", vocab);
-        ++counted;
-    }
+    const size_t counted = count_valid_targets(targets, rows, vocab);
     parallel_for(rows, [&](size_t r) {
         T* x = logits + r * vocab;
         if (targets[r] == kIgnoreIndex) {
