@@ -4,7 +4,9 @@
 
 #include "c3/model/generate.hpp"
 #include "c3/ops/attention.hpp"
+#include "c3/io/float16.hpp"
 #include "c3/ops/linear.hpp"
+#include "c3/ops/matmul_bf16.hpp"
 #include "c3/ops/rmsnorm.hpp"
 #include "c3/train/trainer.hpp"
 
@@ -43,6 +45,33 @@ static void BM_Linear(benchmark::State& state) {
     state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * in * out * state.iterations(), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_Linear)->Args({1024, 64, 64})->Args({1024, 256, 256})->Args({1024, 1024, 1024})->Args({1, 576, 1536});
+
+// bf16 weights (SmolLM2-135M prefill shapes): bf16 compute (vdpbf16ps) against widening to float.
+static std::vector<uint16_t> random_bf16(size_t count, uint64_t seed) {
+    const auto values = random_floats(count, seed);
+    std::vector<uint16_t> bits(count);
+    for (size_t i = 0; i < count; ++i) bits[i] = io::float_to_bf16(values[i]);
+    return bits;
+}
+template <bool Compute>
+static void linear_bf16_benchmark(benchmark::State& state) {
+    const size_t rows = size_t(state.range(0)), in = size_t(state.range(1)), out = size_t(state.range(2));
+    auto x = random_floats(rows * in, 1);
+    auto w = random_bf16(out * in, 2);
+    std::vector<float> y(rows * out);
+    for (auto _ : state) {
+        if constexpr (Compute) ops::linear_forward_bf16_compute(y.data(), x.data(), w.data(), static_cast<const float*>(nullptr), rows, in, out);
+        else ops::linear_forward_bf16(y.data(), x.data(), w.data(), static_cast<const float*>(nullptr), rows, in, out);
+    }
+    state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * in * out * state.iterations(), benchmark::Counter::kIsRate);
+}
+static void BM_LinearBf16Compute(benchmark::State& state) { linear_bf16_benchmark<true>(state); }
+static void BM_LinearBf16Widen(benchmark::State& state) { linear_bf16_benchmark<false>(state); }
+static void bf16_prefill_shapes(benchmark::internal::Benchmark* b) {
+    b->Args({1024, 576, 1536})->Args({1024, 1536, 576})->Args({128, 576, 576})->Args({1024, 576, 49152});
+}
+BENCHMARK(BM_LinearBf16Compute)->Apply(bf16_prefill_shapes);
+BENCHMARK(BM_LinearBf16Widen)->Apply(bf16_prefill_shapes);
 
 static void BM_RmsNorm(benchmark::State& state) {
     const size_t rows = size_t(state.range(0)), dim = size_t(state.range(1));

@@ -309,3 +309,136 @@ TEST(LinearBf16, SmallAndLargeRowPathsMatchReferenceOnRoundedWeights) {
         expect_close(fast, slow, 1e-4f, "bf16 linear");
     }
 }
+
+#include "c3/ops/matmul_bf16.hpp"
+
+namespace {
+// Seeded data for one shape: float inputs, bf16 weights (bits), bias.
+struct Bf16ComputeCase {
+    std::vector<float> x, bias;
+    std::vector<uint16_t> w;
+    Bf16ComputeCase(size_t rows, size_t in, size_t out, uint64_t seed)
+        : x(to_float(random_vector(rows * in, seed))), bias(to_float(random_vector(out, seed + 1))), w(out * in) {
+        const auto values = random_vector(out * in, seed + 2);
+        for (size_t i = 0; i < w.size(); ++i) w[i] = io::float_to_bf16(float(values[i]));
+    }
+};
+
+// |fast - reference| <= 1e-5 (sum |products| + |bias|): sums in another order, in float. The scale comes from the
+// portable path on |x| and |w| (no bias), so a broken fast kernel cannot loosen its own tolerance.
+template <typename T>
+void expect_bf16_compute_close(const std::vector<T>& fast, const std::vector<T>& slow, const std::vector<T>& x,
+                               const std::vector<uint16_t>& w, const T* bias, size_t rows, size_t in, size_t out,
+                               const std::string& what) {
+    std::vector<T> abs_x(x.size()), scale(rows * out);
+    std::vector<uint16_t> abs_w(w.size());
+    for (size_t i = 0; i < x.size(); ++i) abs_x[i] = std::fabs(x[i]);
+    for (size_t i = 0; i < w.size(); ++i) abs_w[i] = uint16_t(w[i] & 0x7fffu);
+    ops::detail::linear_bf16_compute_portable(scale.data(), abs_x.data(), abs_w.data(), static_cast<const T*>(nullptr),
+                                              rows, in, out);
+    for (size_t r = 0; r < rows; ++r)
+        for (size_t o = 0; o < out; ++o) {
+            const double tolerance = 1e-5 * (double(scale[r * out + o]) + (bias ? std::fabs(double(bias[o])) : 0.0));
+            ASSERT_NEAR(double(fast[r * out + o]), double(slow[r * out + o]), tolerance)
+                << what << " at row " << r << ", column " << o;
+        }
+}
+
+const size_t kBf16Rows[] = {1, 5, 8, 17, 64, 130, 300};   // 8-row micro-kernel, its tails, thread row splits
+const size_t kBf16In[] = {2, 7, 31, 64, 96, 577};          // odd in (a padded pair), 577: two packed k blocks
+const size_t kBf16Out[] = {1, 15, 16, 33, 48, 200, 1000};  // partial panels, 1..3 panels, several column blocks
+}  // namespace
+
+// Every shape against the scalar twin; the bias alternates, so each (in, out) pair is checked with and without.
+TEST(LinearBf16Compute, FastKernelMatchesReferenceOverShapes) {
+    if (!ops::bf16_dot_product_available) GTEST_SKIP() << "compiled without AVX512-BF16: only the fallback is tested";
+    size_t index = 0;
+    for (size_t rows : kBf16Rows)
+        for (size_t in : kBf16In)
+            for (size_t out : kBf16Out) {
+                const Bf16ComputeCase c(rows, in, out, 60 + index);
+                const float* bias = index++ % 2 ? c.bias.data() : nullptr;
+                std::vector<float> fast(rows * out, -1.f), slow(rows * out);
+                ops::linear_forward_bf16_compute(fast.data(), c.x.data(), c.w.data(), bias, rows, in, out);
+                ops::reference::linear_forward_bf16_compute(slow.data(), c.x.data(), c.w.data(), bias, rows, in, out);
+                expect_bf16_compute_close(fast, slow, c.x, c.w, bias, rows, in, out,
+                                          "rows " + std::to_string(rows) + ", in " + std::to_string(in) + ", out " +
+                                              std::to_string(out) + (bias ? ", bias" : ""));
+            }
+}
+
+// Each output sums in the same order whatever the partition: bit-identical results across thread counts.
+TEST(LinearBf16Compute, ThreadCountDoesNotChangeResults) {
+    if (!ops::bf16_dot_product_available) GTEST_SKIP() << "compiled without AVX512-BF16: only the fallback is tested";
+    const int saved = num_threads();
+    for (auto [rows, in, out] : {std::tuple<size_t, size_t, size_t>{300, 96, 48}, {130, 577, 1000}, {3, 64, 700}}) {
+        const Bf16ComputeCase c(rows, in, out, 90);
+        std::vector<float> first(rows * out);
+        for (int threads : {1, 2, 3, 4}) {
+            set_num_threads(threads);
+            std::vector<float> result(rows * out);
+            ops::linear_forward_bf16_compute(result.data(), c.x.data(), c.w.data(), c.bias.data(), rows, in, out);
+            if (threads == 1) first = result;
+            else EXPECT_EQ(result, first) << threads << " threads, rows " << rows << ", out " << out;
+        }
+    }
+    set_num_threads(saved);
+}
+
+// The input really is rounded to bf16 (7 mantissa bits, ties to even) in all three implementations: with an
+// identity weight, output [r, o] = bf16(x [r, o]) exactly. 64 columns also take the vector rounding loop.
+TEST(LinearBf16Compute, InputIsRoundedToBf16TiesToEven) {
+    const size_t rows = 3, n = 64;
+    std::vector<float> x(rows * n), expected(rows * n);
+    for (size_t r = 0; r < rows; ++r)
+        for (size_t j = 0; j < n; ++j) {
+            // 1 + j 2^-10 (j = 1: 1 + 2^-10, j = 4: a tie), negated on row 1, scaled by 2^40 on row 2
+            const float sign = r == 1 ? -1.f : 1.f, scale = r == 2 ? std::ldexp(1.f, 40) : 1.f;
+            x[r * n + j] = sign * scale * (1.f + std::ldexp(float(j), -10));
+            expected[r * n + j] = sign * scale * (1.f + std::ldexp(std::nearbyint(float(j) / 8), -7));
+        }
+    std::vector<uint16_t> identity(n * n, 0);
+    for (size_t j = 0; j < n; ++j) identity[j * n + j] = io::float_to_bf16(1.f);
+    EXPECT_EQ(expected[1], 1.f) << "1 + 2^-10 rounds down";
+    EXPECT_EQ(expected[4], 1.f) << "1 + 2^-8 is a tie, to even";
+    EXPECT_EQ(expected[12], 1.f + std::ldexp(1.f, -6)) << "1 + 3 2^-8 is a tie, to even";
+    std::vector<float> fast(rows * n), portable(rows * n), twin(rows * n);
+    ops::detail::linear_bf16_compute_portable(portable.data(), x.data(), identity.data(), static_cast<const float*>(nullptr), rows, n, n);
+    ops::reference::linear_forward_bf16_compute(twin.data(), x.data(), identity.data(), static_cast<const float*>(nullptr), rows, n, n);
+    EXPECT_EQ(portable, expected);
+    EXPECT_EQ(twin, expected);
+    if (!ops::bf16_dot_product_available) GTEST_SKIP() << "compiled without AVX512-BF16: only the fallback is tested";
+    ops::linear_forward_bf16_compute(fast.data(), x.data(), identity.data(), static_cast<const float*>(nullptr), rows, n, n);
+    EXPECT_EQ(fast, expected);
+    // One column: in = 1, a pair padded with zero.
+    const float one_plus = 1.f + std::ldexp(1.f, -10);
+    const uint16_t one = io::float_to_bf16(1.f);
+    float y = 0;
+    ops::linear_forward_bf16_compute(&y, &one_plus, &one, static_cast<const float*>(nullptr), 1, 1, 1);
+    EXPECT_EQ(y, 1.f);
+}
+
+// The portable path (the only one without AVX512-BF16, and the one for double) against the same twin.
+TEST(LinearBf16Compute, FallbackMatchesReference) {
+    size_t index = 0;
+    for (size_t rows : {size_t(1), size_t(5), size_t(17), size_t(130)})
+        for (size_t in : {size_t(7), size_t(64), size_t(577)})
+            for (size_t out : {size_t(1), size_t(33), size_t(200)}) {
+                const Bf16ComputeCase c(rows, in, out, 120 + index);
+                const bool with_bias = index++ % 2;
+                const std::string what = "rows " + std::to_string(rows) + ", in " + std::to_string(in) + ", out " +
+                                         std::to_string(out) + (with_bias ? ", bias" : "");
+                const float* bias = with_bias ? c.bias.data() : nullptr;
+                std::vector<float> fast(rows * out), slow(rows * out);
+                ops::detail::linear_bf16_compute_portable(fast.data(), c.x.data(), c.w.data(), bias, rows, in, out);
+                ops::reference::linear_forward_bf16_compute(slow.data(), c.x.data(), c.w.data(), bias, rows, in, out);
+                expect_bf16_compute_close(fast, slow, c.x, c.w, bias, rows, in, out, "float fallback, " + what);
+
+                const std::vector<double> xd(c.x.begin(), c.x.end()), bd(c.bias.begin(), c.bias.end());
+                const double* bias_d = with_bias ? bd.data() : nullptr;
+                std::vector<double> fast_d(rows * out), slow_d(rows * out);
+                ops::linear_forward_bf16_compute(fast_d.data(), xd.data(), c.w.data(), bias_d, rows, in, out);
+                ops::reference::linear_forward_bf16_compute(slow_d.data(), xd.data(), c.w.data(), bias_d, rows, in, out);
+                expect_bf16_compute_close(fast_d, slow_d, xd, c.w, bias_d, rows, in, out, "double, " + what);
+            }
+}
