@@ -109,11 +109,13 @@ static void BM_TrainStep(benchmark::State& state) {
     const size_t batch = 16, len = 64;
     std::vector<int32_t> ids(batch * len), targets(batch * len);
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7) % 251), targets[i] = int32_t((i * 7 + 7) % 251);
-    LanguageModelTrainer<float> trainer(model, TrainingOptions{});
+    TrainingOptions options;
+    options.data_parallel = state.range(1) != 0;  // 0: every product split across the threads instead
+    LanguageModelTrainer<float> trainer(model, options);
     for (auto _ : state) trainer.step({{batch, len, ids.data()}}, {targets.data()});
     state.counters["tokens/s"] = benchmark::Counter(double(batch * len) * state.iterations(), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_TrainStep)->Arg(64)->Arg(128)->Arg(256)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TrainStep)->ArgsProduct({{64, 128, 256}, {1, 0}})->Unit(benchmark::kMillisecond);
 
 static void BM_Decode(benchmark::State& state) {
     Transformer<float> model(byte_config(256, 4));

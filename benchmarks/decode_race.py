@@ -116,6 +116,9 @@ def main():
     for storage, bytes_per_weight in (("float32", 4), ("bf16", 2)):
         model = c3.load_model(directory, storage=storage)
         table[f"c3 {storage}"] = bench_c3(model, prompt, args.new_tokens)
+        if storage == "bf16":  # bf16 dot products for prompt passes, as PyTorch computes in bf16
+            model.compute = "bf16"
+            table["c3 bf16-compute bf16"] = bench_c3(model, prompt, args.new_tokens)
         del model
         hf = transformers.AutoModelForCausalLM.from_pretrained(
             directory, dtype=torch.float32 if storage == "float32" else torch.bfloat16).eval()
@@ -132,15 +135,15 @@ def main():
             table[engine]["bandwidth_fraction"] = rate * weight_bytes / bandwidth
         print(f"weights read per decoded token ({storage}): {weight_bytes / 1e6:.0f} MB")
     columns = ["prefill_128", "prefill_1024", "decode_1", "decode_8", "bandwidth_fraction"]
-    print(f"{'engine':18s}" + "".join(f"{c:>16s}" for c in columns))
+    print(f"{'engine':22s}" + "".join(f"{c:>16s}" for c in columns))
     for engine, row in table.items():
-        print(f"{engine:18s}" + "".join(f"{row.get(c, float('nan')):16.2f}" for c in columns))
-    for storage in ("float32", "bf16"):
-        ours = table[f"c3 {storage}"]
-        for other in (f"torch {storage}", f"llama.cpp {storage}"):
-            if other in table:
-                ratios = {c: ours[c] / table[other][c] for c in columns[:4] if c in table[other]}
-                print(f"c3 / {other}: " + ", ".join(f"{c} {v:.2f}x" for c, v in ratios.items()))
+        print(f"{engine:22s}" + "".join(f"{row.get(c, float('nan')):16.2f}" for c in columns))
+    for storage, engines in (("float32", ["c3 float32"]), ("bf16", ["c3 bf16", "c3 bf16-compute bf16"])):
+        for engine in engines:
+            for other in (f"torch {storage}", f"llama.cpp {storage}"):
+                if other in table:
+                    ratios = {c: table[engine][c] / table[other][c] for c in columns[:4] if c in table[other]}
+                    print(f"{engine} / {other}: " + ", ".join(f"{c} {v:.2f}x" for c, v in ratios.items()))
     if args.json:
         json.dump({"bandwidth_bytes_per_s": bandwidth, "threads": args.threads, "results": table},
                   open(args.json, "w"), indent=2)

@@ -40,6 +40,17 @@ void bind_model(py::module_& m) {
              "Load a Hugging Face Qwen2/Llama directory (config.json + safetensors, single or sharded). "
              "storage='bf16' keeps the matrices in bfloat16 (inference only; compute in float32).")
         .def_property_readonly("storage", [](const Model& self) { return self.stores_bf16() ? "bf16" : "float32"; })
+        .def_property(
+            "compute", [](const Model& self) { return self.stores_bf16() && self.bf16_compute ? "bf16" : "float32"; },
+            [](Model& self, const std::string& compute) {
+                C3_CHECK(compute == "float32" || compute == "bf16", ValueError,
+                         "compute must be 'float32' or 'bf16', got '", compute, "'");
+                C3_CHECK(compute == "float32" || self.stores_bf16(), ValueError,
+                         "compute='bf16' needs bf16 storage (load with storage='bf16' or call store_as_bf16())");
+                self.bf16_compute = compute == "bf16";
+            },
+            "'bf16': prompt passes (more than 4 rows) round activations to bf16 and use bf16 dot products "
+            "(AVX512-BF16), as PyTorch's bf16 inference does; decode steps stay float32. Needs bf16 storage.")
         .def("resize_vocabulary", &Model::resize_vocabulary, py::arg("vocab_size"), py::arg("seed") = 0,
              "Grow the vocabulary (new embedding and lm_head rows start at the mean of the old ones).")
         .def("store_as_bf16", &Model::store_as_bf16, "Convert the matrices to bfloat16 storage (inference only).")

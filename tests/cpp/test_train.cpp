@@ -94,6 +94,57 @@ TEST(Training, AccumulationEqualsOneLargeBatch) {
     for (size_t i = 0; i < whole.parameters.size(); ++i) ASSERT_NEAR(whole.parameters[i], split.parameters[i], 1e-12);
 }
 
+// Data-parallel steps (each thread a share of the sequences, its own gradient buffer) against the same steps
+// with every product split across threads instead: equal up to float summation order.
+TEST(Training, DataParallelEqualsOpParallel) {
+    const int saved_threads = num_threads();
+    set_num_threads(3);  // three shares of five sequences: unequal shares
+    const size_t B = 5, L = 7;
+    std::vector<int32_t> ids(B * L);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 11 + 5) % 23);
+    std::vector<uint8_t> mask(B * L, 1);
+    mask[2 * L + L - 1] = mask[2 * L + L - 2] = 0;  // right padding in the third sequence
+    auto targets = shifted_targets(ids, B, L);
+    targets[4 * L + 1] = ops::kIgnoreIndex;
+    TrainingOptions split, single;
+    split.adamw.learning_rate = single.adamw.learning_rate = 1e-2;
+    split.adamw.weight_decay = single.adamw.weight_decay = 0.1;
+    single.data_parallel = false;
+    Transformer<float> a(small_config()), b(small_config());
+    a.init_random(4);
+    b.init_random(4);
+    a.set_trainable("model.layers.0.mlp", false);  // frozen tensors stay frozen in every share
+    b.set_trainable("model.layers.0.mlp", false);
+    const auto frozen_before = a.parameters;
+    LanguageModelTrainer<float> parallel(a, split), serial(b, single);
+    for (int step = 0; step < 4; ++step) {
+        // Step 0: two micro-batches, the second with fewer sequences than threads.
+        const size_t first = 3 * L;
+        const std::vector<ForwardInput<float>> batches = {{3, L, ids.data(), nullptr, mask.data(), nullptr},
+                                                          {2, L, ids.data() + first, nullptr, mask.data() + first, nullptr}};
+        if (step == 0) {  // falls back to splitting the products, still correct
+            EXPECT_NEAR(parallel.step(batches, {targets.data(), targets.data() + first}).loss,
+                        serial.step(batches, {targets.data(), targets.data() + first}).loss, 1e-6);
+            continue;
+        }
+        const StepReport p = parallel.step({{B, L, ids.data(), nullptr, mask.data(), nullptr}}, {targets.data()});
+        const StepReport s = serial.step({{B, L, ids.data(), nullptr, mask.data(), nullptr}}, {targets.data()});
+        EXPECT_NEAR(p.loss, s.loss, 1e-5);
+        EXPECT_NEAR(p.gradient_norm, s.gradient_norm, 1e-5 * s.gradient_norm);
+        EXPECT_EQ(p.tokens, s.tokens);
+    }
+    for (size_t i = 0; i < a.parameters.size(); ++i) ASSERT_NEAR(a.parameters[i], b.parameters[i], 2e-5) << i;
+    const auto& frozen = a.parameter("model.layers.0.mlp.up_proj.weight");
+    for (size_t i = 0; i < frozen.size; ++i)
+        ASSERT_EQ(a.parameters[frozen.offset + i], frozen_before[frozen.offset + i]);
+    // A bad token id in the last share raises, and no parameter moves.
+    ids[B * L - 1] = 99;
+    const auto before = a.parameters;
+    EXPECT_THROW(parallel.step({{B, L, ids.data(), nullptr, mask.data(), nullptr}}, {targets.data()}), ValueError);
+    EXPECT_EQ(a.parameters, before);
+    set_num_threads(saved_threads);
+}
+
 TEST(Training, FrozenTensorsStayPutAndLossFalls) {
     Transformer<float> model(small_config());
     model.init_random(2);

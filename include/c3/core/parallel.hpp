@@ -10,9 +10,11 @@
 
 namespace c3 {
 
+// Threads available to the caller: 1 inside a parallel region (one level of parallelism; an inner loop runs
+// on the thread that reached it).
 inline int num_threads() {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    return omp_in_parallel() ? 1 : omp_get_max_threads();
 #else
     return 1;
 #endif

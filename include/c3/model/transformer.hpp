@@ -16,6 +16,7 @@
 #include "c3/ops/embedding.hpp"
 #include "c3/ops/linear.hpp"
 #include "c3/ops/linear_bf16.hpp"
+#include "c3/ops/matmul_bf16.hpp"
 #include "c3/ops/rmsnorm.hpp"
 #include "c3/ops/rope.hpp"
 #include "c3/ops/swiglu.hpp"
@@ -95,6 +96,11 @@ public:
     std::vector<T> small_parameters;
     std::vector<size_t> small_offsets;
     Bf16Weights bf16;
+    // With bf16 storage: passes over more than 4 rows (a prompt) round their activations to bf16 and multiply with
+    // bf16 dot products (AVX512-BF16 where compiled for it), as bf16 inference in PyTorch does; twice the rate of
+    // float products. Decode steps (memory-bound) keep float compute. Off by default: float compute is closer
+    // to the float model.
+    bool bf16_compute = false;
 
     explicit Transformer(const TransformerConfig& model_config, WeightStorage storage = WeightStorage::Float)
         : config(model_config) {
@@ -142,6 +148,7 @@ public:
         bf16_parameters = other.bf16_parameters;
         small_parameters = other.small_parameters;
         small_offsets = other.small_offsets;
+        bf16_compute = other.bf16_compute;
         if (stores_bf16()) {
             bind_bf16_weights(config, layout, bf16_parameters.data(), small_parameters.data(), small_offsets, weights, bf16);
             return *this;
@@ -369,13 +376,26 @@ public:
     // Accumulates parameter gradients (unless frozen) and, when dinput is given, writes the gradient of the input
     // embeddings [N, hidden] there (also accumulating). Token-id inputs also accumulate into the embedding table.
     void backward(Activations<T>& a, const T* dlogits, const T* dhidden, T* dinput, bool parameter_gradients) {
+        C3_CHECK(!stores_bf16(), ValueError, "a model stored in bf16 is for inference only; load it in float to train");
+        if (parameter_gradients) enable_gradients();
+        backward_into(a, dlogits, dhidden, dinput, parameter_gradients ? &weight_gradients : nullptr);
+    }
+
+    // Binds a gradient buffer of this model's layout (for example one replica per thread in data-parallel
+    // training); frozen tensors get null pointers, so backward skips their work.
+    TransformerWeights<T> bind_gradients(T* buffer) const {
+        return bind_transformer_weights(config, layout, buffer, &trainable);
+    }
+
+    // backward, accumulating parameter gradients into g (null: none). Does not modify the model, so threads may
+    // run it at once on their own activations and gradient buffers.
+    void backward_into(Activations<T>& a, const T* dlogits, const T* dhidden, T* dinput,
+                       const TransformerWeights<T>* g) const {
         const TransformerConfig& c = config;
         C3_CHECK(a.saved, ValueError, "backward needs a forward run with save_for_backward");
         C3_CHECK(!stores_bf16(), ValueError, "a model stored in bf16 is for inference only; load it in float to train");
         const size_t B = a.batch, L = a.length, N = B * L, d = c.hidden_size;
         const size_t qw = c.q_width(), kvw = c.kv_width(), ff = c.intermediate_size;
-        if (parameter_gradients) enable_gradients();
-        const TransformerWeights<T>* g = parameter_gradients ? &weight_gradients : nullptr;
         auto grad = [&](T* TransformerWeights<T>::*field) -> T* { return g ? g->*field : nullptr; };
 
         // Gradient on the final hidden states.
@@ -461,10 +481,11 @@ private:
     }
 
     // A linear layer on float or bf16 weights.
-    static void project(T* output, const T* input, const T* weight, const uint16_t* weight_bf16, const T* bias,
-                        size_t rows, size_t in, size_t out) {
-        if (weight_bf16) ops::linear_forward_bf16(output, input, weight_bf16, bias, rows, in, out);
-        else ops::linear_forward(output, input, weight, bias, rows, in, out);
+    void project(T* output, const T* input, const T* weight, const uint16_t* weight_bf16, const T* bias,
+                 size_t rows, size_t in, size_t out) const {
+        if (!weight_bf16) ops::linear_forward(output, input, weight, bias, rows, in, out);
+        else if (bf16_compute && rows > 4) ops::linear_forward_bf16_compute(output, input, weight_bf16, bias, rows, in, out);
+        else ops::linear_forward_bf16(output, input, weight_bf16, bias, rows, in, out);
     }
 
     static void add_in_place(T* target, const T* source, size_t count) {
