@@ -5,6 +5,7 @@
 #include "c3/ops/cross_entropy.hpp"
 #include "c3/ops/embedding.hpp"
 #include "c3/ops/linear.hpp"
+#include "c3/ops/small_rows.hpp"
 #include "c3/ops/rmsnorm.hpp"
 #include "c3/ops/rope.hpp"
 #include "c3/ops/swiglu.hpp"
@@ -39,6 +40,28 @@ TEST(Linear, MatchesReference) {
     expect_close(dx1, dx2, 1e-4f, "dinput");
     expect_close(dw1, dw2, 1e-4f, "dweight");
     expect_close(db1, db2, 1e-4f, "dbias");
+}
+
+// 1 to 4 rows (decode steps), float and double; and the streaming kernel of small_rows.hpp on float weights.
+TEST(Linear, FewRowsMatchReference) {
+    for (size_t rows = 1; rows <= 4; ++rows)
+        for (size_t in : {1, 15, 16, 17, 576})
+            for (size_t out : {1, 31, 33, 100}) {
+                const auto x = random_vector(rows * in, 11), w = random_vector(out * in, 12), b = random_vector(out, 13);
+                std::vector<double> fast(rows * out), slow(rows * out);
+                ops::linear_forward(fast.data(), x.data(), w.data(), b.data(), rows, in, out);
+                ops::reference::linear_forward(slow.data(), x.data(), w.data(), b.data(), rows, in, out);
+                for (size_t i = 0; i < fast.size(); ++i) ASSERT_NEAR(fast[i], slow[i], 1e-12) << rows << " " << in << " " << out;
+                const auto xf = to_float(x), wf = to_float(w);
+                std::vector<float> fast_float(rows * out), slow_float(rows * out);
+                ops::linear_forward(fast_float.data(), xf.data(), wf.data(), static_cast<const float*>(nullptr), rows, in, out);
+                ops::reference::linear_forward(slow_float.data(), xf.data(), wf.data(), static_cast<const float*>(nullptr), rows,
+                                               in, out);
+                expect_close(fast_float, slow_float, 1e-4f, "few-row forward");
+                ASSERT_TRUE(ops::small_rows_forward(fast.data(), x.data(), w.data(), b.data(), rows, in, out));
+                ops::reference::linear_forward(slow.data(), x.data(), w.data(), b.data(), rows, in, out);
+                for (size_t i = 0; i < fast.size(); ++i) ASSERT_NEAR(fast[i], slow[i], 1e-12) << "streaming kernel";
+            }
 }
 
 // Shapes large enough to take the threaded block paths: split by rows, and (few rows) split by columns.

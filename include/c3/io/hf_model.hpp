@@ -46,7 +46,7 @@ void read_layout_bf16(const Checkpoint& checkpoint, Transformer<T>& model, const
 template <typename T>
 Transformer<T> load_transformer(const std::string& directory, WeightStorage storage = WeightStorage::Float) {
     const TransformerConfig config = read_hf_config(directory);
-    Transformer<T> model(config, storage);
+    Transformer<T> model(config, storage, /*random_init=*/false);  // every tensor is read below
     const Checkpoint checkpoint = Checkpoint::open(directory);
     if (storage == WeightStorage::Bf16) read_layout_bf16(checkpoint, model, directory);
     else read_layout(checkpoint, model.layout, model.parameters.data(), directory);
