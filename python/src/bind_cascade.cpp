@@ -82,6 +82,19 @@ void check_vocabulary(const std::vector<int32_t>& ids, size_t vocab, const char*
                  " is outside the vocabulary of ", vocab);
 }
 
+// Contexts and answers of one batch, checked against each other and against the cascade's vocabularies.
+struct ContextsAndAnswers {
+    IdBatch contexts, answers;
+    ContextsAndAnswers(const CascadeConfig& config, const py::object& contexts_object, const py::object& context_mask,
+                       const py::object& answers_object, const py::object& answer_mask)
+        : contexts(contexts_object, context_mask, "contexts"), answers(answers_object, answer_mask, "answers") {
+        C3_CHECK(contexts.batch == answers.batch, ShapeError, "contexts have batch ", contexts.batch, ", answers ",
+                 answers.batch);
+        check_vocabulary(contexts.ids, config.encoder.vocab_size, "contexts");
+        check_vocabulary(answers.ids, config.decoder.vocab_size, "answers");
+    }
+};
+
 }  // namespace
 
 void bind_cascade(py::module_& m) {
@@ -209,7 +222,6 @@ void bind_cascade(py::module_& m) {
                  out["log_probability"] = move_to_array(std::move(scores.log_probability), shape);
                  out["rank"] = move_to_array(std::move(scores.rank), shape);
                  out["predicted"] = move_to_array(std::move(scores.predicted), shape);
-                 std::vector<bool> valid(scores.valid.begin(), scores.valid.end());
                  out["valid"] = move_to_array(std::move(scores.valid), shape).attr("astype")("bool");
                  return out;
              },
@@ -218,10 +230,8 @@ void bind_cascade(py::module_& m) {
         .def("loss",
              [](CascadeModel& self, py::object contexts, py::object context_mask, py::object answers,
                 py::object answer_mask) {
-                 IdBatch c(contexts, context_mask, "contexts"), a(answers, answer_mask, "answers");
-                 C3_CHECK(c.batch == a.batch, ShapeError, "contexts have batch ", c.batch, ", answers ", a.batch);
-                 check_vocabulary(c.ids, self.config.encoder.vocab_size, "contexts");
-                 check_vocabulary(a.ids, self.config.decoder.vocab_size, "answers");
+                 const ContextsAndAnswers batch(self.config, contexts, context_mask, answers, answer_mask);
+                 const IdBatch &c = batch.contexts, &a = batch.answers;
                  CascadeActivations<float> activations;
                  size_t tokens = 0;
                  py::gil_scoped_release release;
@@ -235,10 +245,8 @@ void bind_cascade(py::module_& m) {
         .def("loss_and_gradients",
              [](CascadeModel& self, py::object contexts, py::object context_mask, py::object answers,
                 py::object answer_mask) {
-                 IdBatch c(contexts, context_mask, "contexts"), a(answers, answer_mask, "answers");
-                 C3_CHECK(c.batch == a.batch, ShapeError, "contexts have batch ", c.batch, ", answers ", a.batch);
-                 check_vocabulary(c.ids, self.config.encoder.vocab_size, "contexts");
-                 check_vocabulary(a.ids, self.config.decoder.vocab_size, "answers");
+                 const ContextsAndAnswers batch(self.config, contexts, context_mask, answers, answer_mask);
+                 const IdBatch &c = batch.contexts, &a = batch.answers;
                  size_t tokens = 0;
                  for (size_t i = 0; i < a.ids.size(); ++i) tokens += a.mask.empty() || a.mask[i];
                  C3_CHECK(tokens > 0, ValueError, "the answers hold no tokens");
@@ -286,10 +294,8 @@ void bind_cascade(py::module_& m) {
         .def("step",
              [](CascadeTrainer<float>& self, py::object contexts, py::object context_mask, py::object answers,
                 py::object answer_mask, size_t micro_batches) {
-                 IdBatch c(contexts, context_mask, "contexts"), a(answers, answer_mask, "answers");
-                 C3_CHECK(c.batch == a.batch, ShapeError, "contexts have batch ", c.batch, ", answers ", a.batch);
-                 check_vocabulary(c.ids, self.cascade.config.encoder.vocab_size, "contexts");
-                 check_vocabulary(a.ids, self.cascade.config.decoder.vocab_size, "answers");
+                 const ContextsAndAnswers batch(self.cascade.config, contexts, context_mask, answers, answer_mask);
+                 const IdBatch &c = batch.contexts, &a = batch.answers;
                  C3_CHECK(micro_batches >= 1 && c.batch % micro_batches == 0, ValueError, "micro_batches (",
                           micro_batches, ") must divide the batch size (", c.batch, ")");
                  const size_t rows = c.batch / micro_batches;

@@ -5,24 +5,17 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 
 #include "c3/core/parallel.hpp"
+#include "c3/io/float16.hpp"
 
 namespace c3::ops {
-
-inline float bf16_to_float_bits(uint16_t value) {
-    const uint32_t bits = uint32_t(value) << 16;
-    float result;
-    std::memcpy(&result, &bits, sizeof result);
-    return result;
-}
 
 namespace detail {
 
 template <typename T>
 T widen(T value) { return value; }
-inline float widen(uint16_t bf16) { return bf16_to_float_bits(bf16); }
+inline float widen(uint16_t bf16) { return io::bf16_to_float(bf16); }
 
 // output [Rows, out] = input [Rows, in] * weight [out, in]^T + bias (bias may be null); W is T or bf16 bits.
 template <size_t Rows, typename T, typename W>

@@ -40,12 +40,15 @@ inline size_t count_targets(const int32_t* targets, size_t count) {
 }
 
 // Mean-free language-model loss: returns the sum of token losses over counted targets. With backward, the
-// gradient of token_weight * (that sum) is accumulated into the model (and into dinput when given).
+// gradient of token_weight * (that sum) is accumulated into `gradients` (a buffer of the model's layout; null:
+// none) and into dinput when given. Does not modify the model, so threads may run it at once on their own
+// activations and gradient buffers.
 // targets [batch, length] are aligned with the rows: targets[t] is the token to predict after row t.
 template <typename T>
-double language_model_loss(Transformer<T>& model, const ForwardInput<T>& input, const int32_t* targets,
-                           bool backward, T token_weight, Activations<T>& activations, T* dinput = nullptr,
-                           std::vector<T>* row_losses = nullptr) {
+double language_model_loss_into(const Transformer<T>& model, const ForwardInput<T>& input, const int32_t* targets,
+                                bool backward, T token_weight, Activations<T>& activations,
+                                const TransformerWeights<T>* gradients, T* dinput = nullptr,
+                                std::vector<T>* row_losses = nullptr) {
     const size_t N = input.batch * input.length, V = model.config.vocab_size;
     model.forward(input, activations, LogitsMode::All, backward);
     std::vector<T> losses(N);
@@ -58,10 +61,21 @@ double language_model_loss(Transformer<T>& model, const ForwardInput<T>& input, 
     }
     double total = 0;
     for (size_t i = 0; i < N; ++i) total += double(losses[i]);
-    if (backward && (model.any_trainable() || dinput))
-        model.backward(activations, activations.logits.data(), nullptr, dinput, model.any_trainable());
+    if (backward && (gradients || dinput))
+        model.backward_into(activations, activations.logits.data(), nullptr, dinput, gradients);
     if (row_losses) *row_losses = std::move(losses);
     return total;
+}
+
+// The same, accumulating into the model's own gradient buffer (its trainable tensors).
+template <typename T>
+double language_model_loss(Transformer<T>& model, const ForwardInput<T>& input, const int32_t* targets,
+                           bool backward, T token_weight, Activations<T>& activations, T* dinput = nullptr,
+                           std::vector<T>* row_losses = nullptr) {
+    const bool parameter_gradients = backward && model.any_trainable();
+    if (parameter_gradients) model.enable_gradients();
+    return language_model_loss_into(model, input, targets, backward, token_weight, activations,
+                                    parameter_gradients ? &model.weight_gradients : nullptr, dinput, row_losses);
 }
 
 // The optimiser side of training, shared by language models and cascades.
@@ -189,15 +203,9 @@ private:
                 for (size_t m = 0; m < micro_batches.size(); ++m) {
                     const ForwardInput<T>& batch = micro_batches[m];
                     const size_t begin = batch.batch * t / threads, end = batch.batch * (t + 1) / threads;
-                    const size_t rows = (end - begin) * batch.length, V = model.config.vocab_size;
-                    model.forward(shard(batch, begin, end, model.config.hidden_size), a, LogitsMode::All, true);
-                    std::vector<T> row_losses(rows);
-                    const std::vector<T> weights(rows, token_weight);
-                    ops::cross_entropy_loss_and_gradient_in_place(row_losses.data(), a.logits.data(),
-                                                                  targets[m] + begin * batch.length, weights.data(),
-                                                                  rows, V);
-                    for (size_t i = 0; i < rows; ++i) losses[t] += double(row_losses[i]);
-                    model.backward_into(a, a.logits.data(), nullptr, nullptr, &gradients);
+                    losses[t] += language_model_loss_into(model, shard(batch, begin, end, model.config.hidden_size),
+                                                          targets[m] + begin * batch.length, true, token_weight, a,
+                                                          &gradients);
                 }
             } catch (...) {
                 errors[t] = std::current_exception();
