@@ -93,6 +93,23 @@ static void BM_Attention(benchmark::State& state) {
 }
 BENCHMARK(BM_Attention)->Arg(64)->Arg(256);
 
+// Attention as one thread's share of a training step sees it: 8 sequences of 64, 8 heads of 16, forward and
+// backward (the byte models of BM_TrainStep at hidden 128).
+static void BM_AttentionTrain(benchmark::State& state) {
+    const size_t batch = 8, len = 64, heads = 8, kv_heads = 4, head_dim = size_t(state.range(0));
+    ops::AttentionShape s{batch, len, len, heads, kv_heads, head_dim, 0, len * kv_heads * head_dim, len};
+    auto q = random_floats(batch * len * heads * head_dim, 5), k = random_floats(batch * len * kv_heads * head_dim, 6),
+         v = random_floats(batch * len * kv_heads * head_dim, 7), dout = random_floats(q.size(), 8);
+    std::vector<float> out(q.size()), probs(batch * heads * len * len), dq(q.size()), dk(k.size()), dv(v.size());
+    for (auto _ : state) {
+        ops::attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), static_cast<const uint8_t*>(nullptr), s);
+        ops::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), probs.data(), q.data(), k.data(), v.data(), s);
+    }
+    // Full-square products (what the kernels compute), 2 forward and 4 backward.
+    state.counters["GFLOP/s"] = benchmark::Counter(12.0 * batch * heads * len * len * head_dim * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_AttentionTrain)->Arg(16)->Arg(64);
+
 static void BM_Forward(benchmark::State& state) {
     Transformer<float> model(byte_config(size_t(state.range(0)), 4));
     const size_t batch = size_t(state.range(1)), len = 128;

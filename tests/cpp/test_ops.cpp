@@ -266,6 +266,62 @@ TEST(VectorMath, ExpFastAgreesWithStdExp) {
     EXPECT_TRUE(std::isnan(ops::exp_fast(std::numeric_limits<float>::quiet_NaN())));
 }
 
+// The lane reductions against plain double loops, at every tail length. NaN sits right after the data, so a
+// tail that read past the count would show. Float runs both the AVX-512 overloads (when compiled for them) and
+// the portable Eigen twins (explicit template arguments select the template); the data at an odd offset must
+// give bit-identical results, as the order of operations depends on the count alone.
+template <typename T, bool Twin>
+void check_lane_reductions() {
+    for (size_t count : {0, 1, 5, 15, 16, 17, 31, 32, 33, 47, 64, 100, 1000}) {
+        for (size_t offset : {0, 1}) {
+            const auto a_values = random_vector(count, 100 + count, 2.0), b_values = random_vector(count, 200 + count);
+            const auto c_values = random_vector(count, 300 + count);
+            std::vector<T> buffer(offset + 3 * count + 3, std::numeric_limits<T>::quiet_NaN());
+            T* a = buffer.data() + offset;
+            T* b = a + count + 1;
+            T* c = b + count + 1;
+            for (size_t i = 0; i < count; ++i) a[i] = T(a_values[i]), b[i] = T(b_values[i]), c[i] = T(c_values[i]);
+            double sum = 0, dot = 0, dot3 = 0, squares = 0, exps = 0, scale = 0, max_value = -INFINITY;
+            for (size_t i = 0; i < count; ++i) {
+                sum += a[i], dot += double(a[i]) * b[i], dot3 += double(a[i]) * b[i] * c[i];
+                squares += double(a[i]) * a[i], max_value = std::max(max_value, double(a[i]));
+                scale += std::fabs(a[i]) * (1 + std::fabs(b[i]) * (1 + std::fabs(c[i]))) + double(a[i]) * a[i];
+            }
+            for (size_t i = 0; i < count; ++i) exps += std::exp(double(a[i]) - 1.0);
+            const double tolerance = 1e-6 * scale + 1e-12;
+            T got_sum, got_dot, got_dot3, got_max, got_exps;
+            double got_squares;
+            if constexpr (Twin) {
+                got_sum = ops::lane_sum<T>(a, count), got_dot = ops::lane_dot<T>(a, b, count);
+                got_dot3 = ops::lane_dot<T>(a, b, c, count), got_max = ops::lane_max<T>(a, count);
+                got_squares = ops::lane_sum_of_squares<T>(a, count);
+            } else {
+                got_sum = ops::lane_sum(a, count), got_dot = ops::lane_dot(a, b, count);
+                got_dot3 = ops::lane_dot(a, b, c, count), got_max = ops::lane_max(a, count);
+                got_squares = ops::lane_sum_of_squares(a, count);
+            }
+            got_exps = ops::exp_shifted_sum(a, count, T(1));
+            EXPECT_NEAR(got_sum, sum, tolerance) << count;
+            EXPECT_NEAR(got_dot, dot, tolerance) << count;
+            EXPECT_NEAR(got_dot3, dot3, tolerance) << count;
+            EXPECT_NEAR(got_squares, squares, tolerance) << count;
+            EXPECT_NEAR(got_exps, exps, 1e-6 * exps + 1e-12) << count;
+            EXPECT_EQ(double(got_max), max_value) << count;  // exact, and -infinity when empty
+            if (offset == 0) continue;
+            // Same values at offset 0 (a fresh copy): identical bits.
+            std::vector<T> aligned(a, a + count);
+            if constexpr (Twin) EXPECT_EQ(ops::lane_sum<T>(aligned.data(), count), got_sum);
+            else EXPECT_EQ(ops::lane_sum(aligned.data(), count), got_sum);
+        }
+    }
+}
+
+TEST(VectorMath, LaneReductionsMatchDoubleLoops) {
+    check_lane_reductions<float, false>();
+    check_lane_reductions<float, true>();
+    check_lane_reductions<double, false>();
+}
+
 TEST(CrossEntropy, FusedEqualsSeparateLossAndGradient) {
     const size_t rows = 5, vocab = 301;
     auto logits = to_float(random_vector(rows * vocab, 31, 3.0));

@@ -49,23 +49,27 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, con
         ConstStridedMap<T> V(v + b * s.kv_batch_stride + g * s.head_dim, keys, s.head_dim, Eigen::OuterStride<>(ks));
         T* block_probs = probs + (bh * s.q_len + i0) * s.k_len;
         StridedMap<T> P(block_probs, rows, keys, Eigen::OuterStride<>(s.k_len));
-        P.noalias() = (Q * K.transpose()) * scale;
+        P.noalias() = (Q * scale) * K.transpose();  // the scale rides in the product (Eigen's alpha), no temporary
         const uint8_t* valid = key_valid ? key_valid + b * s.k_valid_stride : nullptr;
+        // Softmax over the visible keys rounded up to a multiple of 16, the extra keys set to -infinity (exp
+        // gives 0): loops of whole vectors, without the scalar tails that cost more than a few extra exponentials.
+        const T hidden = -std::numeric_limits<T>::infinity();
         for (size_t i = 0; i < rows; ++i) {
             const size_t last = std::min(s.k_len, s.q_offset + i0 + i + 1);  // keys [0, last) are causal-visible
+            const size_t span = std::min(keys, (last + 15) / 16 * 16);
             T* row = block_probs + i * s.k_len;
             if (valid)
-                for (size_t j = 0; j < last; ++j)
-                    if (!valid[j]) row[j] = -std::numeric_limits<T>::infinity();
-            T max_score = -std::numeric_limits<T>::infinity();
-            for (size_t j = 0; j < last; ++j) max_score = std::max(max_score, row[j]);
-            std::fill(row + last, row + s.k_len, T(0));
-            if (max_score == -std::numeric_limits<T>::infinity()) {  // no visible key: the output is zero
-                std::fill(row, row + last, T(0));
+                for (size_t j = 0; j < span; ++j) row[j] = j < last && valid[j] ? row[j] : hidden;
+            else
+                for (size_t j = last; j < span; ++j) row[j] = hidden;
+            const T max_score = lane_max(row, span);
+            std::fill(row + span, row + s.k_len, T(0));
+            if (max_score == hidden) {  // no visible key: the output is zero
+                std::fill(row, row + span, T(0));
                 continue;
             }
-            const T inverse = T(1) / exp_shifted(row, row, last, max_score);
-            for (size_t j = 0; j < last; ++j) row[j] *= inverse;
+            const T inverse = T(1) / exp_shifted(row, row, span, max_score);
+            for (size_t j = 0; j < span; ++j) row[j] *= inverse;
         }
         StridedMap<T> O(out + (b * s.q_len + i0) * qs + h * s.head_dim, rows, s.head_dim, Eigen::OuterStride<>(qs));
         O.noalias() = P * V;
@@ -101,9 +105,10 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs, cons
                 dS.noalias() = dO * V.transpose();
                 // softmax backward: dS = P * (dP - rowsum(P * dP)), then the score scale.
                 for (size_t i = 0; i < rows; ++i) {
-                    T dot = 0;
-                    for (size_t j = 0; j < keys; ++j) dot += P(i, j) * dS(i, j);
-                    for (size_t j = 0; j < keys; ++j) dS(i, j) = P(i, j) * (dS(i, j) - dot) * scale;
+                    const T* p_row = P.data() + i * s.k_len;
+                    T* ds_row = &dS(i, 0);
+                    const T dot = lane_dot(p_row, ds_row, keys);
+                    for (size_t j = 0; j < keys; ++j) ds_row[j] = p_row[j] * (ds_row[j] - dot) * scale;
                 }
                 dQ.noalias() += dS * K;
                 dK.noalias() += dS.transpose() * Q;

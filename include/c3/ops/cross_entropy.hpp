@@ -33,10 +33,8 @@ size_t cross_entropy_forward(T* losses, const T* logits, const int32_t* targets,
             return;
         }
         const T* x = logits + r * vocab;
-        T max_logit = -std::numeric_limits<T>::infinity();
-        for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
-        T total = 0;
-        for (size_t i = 0; i < vocab; ++i) total += exp_fast(x[i] - max_logit);
+        const T max_logit = lane_max(x, vocab);
+        const T total = exp_shifted_sum(x, vocab, max_logit);
         losses[r] = std::log(total) + max_logit - x[targets[r]];
     }, vocab * 8);
     return counted;
@@ -51,10 +49,8 @@ void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets,
         if (targets[r] == kIgnoreIndex) return;
         const T* x = logits + r * vocab;
         T* dx = dlogits + r * vocab;
-        T max_logit = -std::numeric_limits<T>::infinity();
-        for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
-        T total = 0;
-        for (size_t i = 0; i < vocab; ++i) total += exp_fast(x[i] - max_logit);
+        const T max_logit = lane_max(x, vocab);
+        const T total = exp_shifted_sum(x, vocab, max_logit);
         const T w = row_weights[r], inverse = T(1) / total;
         for (size_t i = 0; i < vocab; ++i) dx[i] += w * exp_fast(x[i] - max_logit) * inverse;
         dx[targets[r]] -= w;
@@ -75,8 +71,7 @@ void cross_entropy_gradient_in_place(T* logits, const int32_t* targets, const T*
             std::fill(x, x + vocab, T(0));
             return;
         }
-        T max_logit = -std::numeric_limits<T>::infinity();
-        for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
+        const T max_logit = lane_max(x, vocab);
         const T total = exp_shifted(x, x, vocab, max_logit);
         const T scale = row_weights[r] / total;
         for (size_t i = 0; i < vocab; ++i) x[i] *= scale;
@@ -101,8 +96,7 @@ size_t cross_entropy_loss_and_gradient_in_place(T* losses, T* logits, const int3
             std::fill(x, x + vocab, T(0));
             return;
         }
-        T max_logit = -std::numeric_limits<T>::infinity();
-        for (size_t i = 0; i < vocab; ++i) max_logit = std::max(max_logit, x[i]);
+        const T max_logit = lane_max(x, vocab);
         const T target_logit = x[targets[r]];
         const T total = exp_shifted(x, x, vocab, max_logit);
         losses[r] = std::log(total) + max_logit - target_logit;

@@ -4,6 +4,7 @@
 
 #include "c3/core/parallel.hpp"
 #include "c3/core/tensor.hpp"
+#include "c3/ops/vector_math.hpp"
 
 namespace c3::ops {
 
@@ -13,8 +14,7 @@ void rmsnorm_forward(T* output, T* rstd, const T* input, const T* weight, size_t
     parallel_for(rows, [&](size_t r) {
         const T* x = input + r * dim;
         T* y = output + r * dim;
-        T sum_squares = 0;
-        for (size_t i = 0; i < dim; ++i) sum_squares += x[i] * x[i];
+        const T sum_squares = lane_dot(x, x, dim);
         const T scale = T(1) / std::sqrt(sum_squares / T(dim) + T(eps));
         for (size_t i = 0; i < dim; ++i) y[i] = weight[i] * (x[i] * scale);
         if (rstd) rstd[r] = scale;
@@ -32,8 +32,7 @@ void rmsnorm_backward(T* dinput, T* dweight, const T* doutput, const T* input, c
             const T* dy = doutput + r * dim;
             T* dx = dinput + r * dim;
             const T s = rstd[r];
-            T dot = 0;
-            for (size_t i = 0; i < dim; ++i) dot += dy[i] * weight[i] * x[i] * s;
+            const T dot = lane_dot(dy, weight, x, dim) * s;
             const T mean_dot = dot / T(dim);
             for (size_t i = 0; i < dim; ++i) dx[i] += s * (dy[i] * weight[i] - x[i] * s * mean_dot);
         }, dim * 4);

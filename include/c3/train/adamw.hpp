@@ -8,6 +8,7 @@
 
 #include "c3/core/parallel.hpp"
 #include "c3/model/weights.hpp"
+#include "c3/ops/vector_math.hpp"
 
 namespace c3 {
 
@@ -17,35 +18,60 @@ struct AdamWConfig {
     double weight_decay = 0.0;  // decoupled; applied to matrices and embeddings, never to norms or biases
 };
 
-// Sum of squares of the trainable gradients, in double.
+// The trainable tensors of some parameter groups cut into blocks of at most kOptimizerBlock elements, so that
+// one parallel loop covers every tensor (a loop per tensor paid a thread wake-up for each small norm or bias).
+// The blocks depend only on the layout, never on the thread count, which keeps reductions over them reproducible.
+constexpr size_t kOptimizerBlock = 8192;
+
+struct TensorBlock {
+    size_t group, offset, count;  // elements [offset, offset + count) of group's flat buffers
+    bool decays;                  // the tensor takes weight decay (a matrix or embedding)
+};
+
 template <typename T>
-double gradient_sum_of_squares(const ParameterGroup<T>& group) {
+std::vector<TensorBlock> trainable_blocks(const std::vector<ParameterGroup<T>>& groups) {
+    std::vector<TensorBlock> blocks;
+    for (size_t g = 0; g < groups.size(); ++g)
+        for (size_t e = 0; e < groups[g].layout->size(); ++e) {
+            if (!groups[g].is_trainable(e)) continue;
+            const ParameterInfo& info = (*groups[g].layout)[e];
+            for (size_t begin = 0; begin < info.size; begin += kOptimizerBlock)
+                blocks.push_back({g, info.offset + begin, std::min(kOptimizerBlock, info.size - begin), info.decays()});
+        }
+    return blocks;
+}
+
+// Sum of squares of the trainable gradients, in double: per-block partial sums (in parallel), added in block order.
+template <typename T>
+double gradient_sum_of_squares(const std::vector<ParameterGroup<T>>& groups) {
+    const std::vector<TensorBlock> blocks = trainable_blocks(groups);
+    std::vector<double> partial(blocks.size());
+    parallel_for(blocks.size(), [&](size_t b) {
+        const T* g = groups[blocks[b].group].gradients + blocks[b].offset;
+        partial[b] = ops::lane_sum_of_squares(g, blocks[b].count);
+    }, kOptimizerBlock * 2);
     double total = 0;
-    for (size_t e = 0; e < group.layout->size(); ++e) {
-        if (!group.is_trainable(e)) continue;
-        const ParameterInfo& info = (*group.layout)[e];
-        const T* g = group.gradients + info.offset;
-        for (size_t i = 0; i < info.size; ++i) total += double(g[i]) * double(g[i]);
-    }
+    for (double value : partial) total += value;
     return total;
 }
 
+template <typename T>
+double gradient_sum_of_squares(const ParameterGroup<T>& group) {
+    return gradient_sum_of_squares(std::vector<ParameterGroup<T>>{group});
+}
+
 // Scales all trainable gradients so that their global norm is at most max_norm (as torch's clip_grad_norm_).
-// Returns the norm before clipping.
+// Returns the norm before clipping; a non-finite norm leaves the gradients as they were.
 template <typename T>
 double clip_gradient_norm(std::vector<ParameterGroup<T>>& groups, double max_norm) {
-    double total = 0;
-    for (const auto& group : groups) total += gradient_sum_of_squares(group);
-    const double norm = std::sqrt(total);
+    const double norm = std::sqrt(gradient_sum_of_squares(groups));
     if (max_norm > 0 && norm > max_norm) {
         const T scale = T(max_norm / (norm + 1e-6));
-        for (auto& group : groups)
-            for (size_t e = 0; e < group.layout->size(); ++e) {
-                if (!group.is_trainable(e)) continue;
-                const ParameterInfo& info = (*group.layout)[e];
-                T* g = group.gradients + info.offset;
-                for (size_t i = 0; i < info.size; ++i) g[i] *= scale;
-            }
+        const std::vector<TensorBlock> blocks = trainable_blocks(groups);
+        parallel_for(blocks.size(), [&](size_t b) {
+            T* g = groups[blocks[b].group].gradients + blocks[b].offset;
+            for (size_t i = 0; i < blocks[b].count; ++i) g[i] *= scale;
+        }, kOptimizerBlock);
     }
     return norm;
 }
@@ -72,29 +98,22 @@ struct AdamW {
         const T step_size = T(learning_rate / (1 - std::pow(config.beta1, double(step))));
         const T correction2_sqrt = T(std::sqrt(1 - std::pow(config.beta2, double(step))));
         const T decay = T(1 - learning_rate * config.weight_decay);
-        for (size_t g = 0; g < groups.size(); ++g) {
-            ParameterGroup<T>& group = groups[g];
-            for (size_t e = 0; e < group.layout->size(); ++e) {
-                if (!group.is_trainable(e)) continue;
-                const ParameterInfo& info = (*group.layout)[e];
-                T* p = group.parameters + info.offset;
-                const T* grad = group.gradients + info.offset;
-                T* m = first_moment[g].data() + info.offset;
-                T* v = second_moment[g].data() + info.offset;
-                const bool decays = info.decays() && config.weight_decay != 0;
-                const size_t blocks = (info.size + 4095) / 4096;
-                parallel_for(blocks, [&](size_t block) {
-                    const size_t end = std::min(info.size, (block + 1) * 4096);
-                    for (size_t i = block * 4096; i < end; ++i) {
-                        if (decays) p[i] *= decay;
-                        m[i] += (grad[i] - m[i]) * (T(1) - beta1);
-                        v[i] = v[i] * beta2 + grad[i] * grad[i] * (T(1) - beta2);
-                        const T denominator = std::sqrt(v[i]) / correction2_sqrt + epsilon;
-                        p[i] -= step_size * (m[i] / denominator);
-                    }
-                }, 4096 * 12);
+        const std::vector<TensorBlock> blocks = trainable_blocks(groups);
+        parallel_for(blocks.size(), [&](size_t b) {
+            const TensorBlock& block = blocks[b];
+            T* __restrict p = groups[block.group].parameters + block.offset;
+            const T* __restrict grad = groups[block.group].gradients + block.offset;
+            T* __restrict m = first_moment[block.group].data() + block.offset;
+            T* __restrict v = second_moment[block.group].data() + block.offset;
+            const T block_decay = block.decays ? decay : T(1);  // multiplying by 1 is exact
+            for (size_t i = 0; i < block.count; ++i) {
+                p[i] *= block_decay;
+                m[i] += (grad[i] - m[i]) * (T(1) - beta1);
+                v[i] = v[i] * beta2 + grad[i] * grad[i] * (T(1) - beta2);
+                const T denominator = std::sqrt(v[i]) / correction2_sqrt + epsilon;
+                p[i] -= step_size * (m[i] / denominator);
             }
-        }
+        }, kOptimizerBlock * 12);
     }
 };
 
