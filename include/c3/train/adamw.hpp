@@ -101,17 +101,35 @@ struct AdamW {
         const std::vector<TensorBlock> blocks = trainable_blocks(groups);
         parallel_for(blocks.size(), [&](size_t b) {
             const TensorBlock& block = blocks[b];
-            T* __restrict p = groups[block.group].parameters + block.offset;
-            const T* __restrict grad = groups[block.group].gradients + block.offset;
-            T* __restrict m = first_moment[block.group].data() + block.offset;
-            T* __restrict v = second_moment[block.group].data() + block.offset;
-            const T block_decay = block.decays ? decay : T(1);  // multiplying by 1 is exact
-            for (size_t i = 0; i < block.count; ++i) {
-                p[i] *= block_decay;
-                m[i] += (grad[i] - m[i]) * (T(1) - beta1);
-                v[i] = v[i] * beta2 + grad[i] * grad[i] * (T(1) - beta2);
-                const T denominator = std::sqrt(v[i]) / correction2_sqrt + epsilon;
-                p[i] -= step_size * (m[i] / denominator);
+            T* p = groups[block.group].parameters + block.offset;
+            const T* grad = groups[block.group].gradients + block.offset;
+            T* m = first_moment[block.group].data() + block.offset;
+            T* v = second_moment[block.group].data() + block.offset;
+            const bool decays = block.decays && decay != T(1);
+            // kLanes elements at a time as Eigen fixed-size arrays: a loop over std::sqrt stays scalar (the errno
+            // check of a negative argument), and Eigen's loops over a dynamic Map start with the elements before
+            // the first aligned one, so the same tensor at another address (a resumed run) would round differently.
+            using Lanes = ops::LaneArray<T>;
+            auto update = [&](T* p_at, const T* grad_at, T* m_at, T* v_at) {
+                Eigen::Map<Lanes> p_lanes(p_at), m_lanes(m_at), v_lanes(v_at);
+                const Eigen::Map<const Lanes> g_lanes(grad_at);
+                if (decays) p_lanes *= decay;
+                m_lanes += (g_lanes - m_lanes) * (T(1) - beta1);
+                v_lanes = v_lanes * beta2 + g_lanes.square() * (T(1) - beta2);
+                p_lanes -= step_size * (m_lanes / (v_lanes.sqrt() / correction2_sqrt + epsilon));
+            };
+            const size_t whole = block.count / ops::kLanes * ops::kLanes, rest = block.count - whole;
+            for (size_t i = 0; i < whole; i += ops::kLanes) update(p + i, grad + i, m + i, v + i);
+            if (rest) {  // the tail through padded copies, with the same arithmetic
+                Lanes p_tail = Lanes::Zero(), g_tail = Lanes::Zero(), m_tail = Lanes::Zero(), v_tail = Lanes::Zero();
+                std::copy(p + whole, p + block.count, p_tail.data());
+                std::copy(grad + whole, grad + block.count, g_tail.data());
+                std::copy(m + whole, m + block.count, m_tail.data());
+                std::copy(v + whole, v + block.count, v_tail.data());
+                update(p_tail.data(), g_tail.data(), m_tail.data(), v_tail.data());
+                std::copy(p_tail.data(), p_tail.data() + rest, p + whole);
+                std::copy(m_tail.data(), m_tail.data() + rest, m + whole);
+                std::copy(v_tail.data(), v_tail.data() + rest, v + whole);
             }
         }, kOptimizerBlock * 12);
     }
