@@ -338,8 +338,9 @@ TEST(CrossEntropy, FusedEqualsSeparateLossAndGradient) {
 
 TEST(Attention, LongSequencesAcrossQueryBlocks) {
     // More queries than one block (64), with a cache offset and padding: blocks must see exactly their keys.
-    for (size_t q_offset : {size_t(0), size_t(37)}) {
-        const size_t batch = 2, q_len = 150, k_len = q_len + q_offset, heads = 2, kv_heads = 1, head_dim = 8;
+    // Blocks of 64, 64 and 22, and of 64, 64 and 12.
+    for (auto [q_offset, q_len] : {std::pair<size_t, size_t>{0, 150}, {37, 150}, {0, 140}, {37, 140}}) {
+        const size_t batch = 2, k_len = q_len + q_offset, heads = 2, kv_heads = 1, head_dim = 8;
         auto s = attention_shape(batch, q_len, k_len, heads, kv_heads, head_dim, q_offset);
         auto q = to_float(random_vector(batch * q_len * heads * head_dim, 40));
         auto k = to_float(random_vector(batch * k_len * kv_heads * head_dim, 41));
@@ -354,22 +355,25 @@ TEST(Attention, LongSequencesAcrossQueryBlocks) {
 }
 
 TEST(Attention, GradientCheckAcrossQueryBlocks) {
-    const size_t batch = 1, len = 70, heads = 2, kv_heads = 1, head_dim = 4;
-    auto s = attention_shape(batch, len, len, heads, kv_heads, head_dim, 0);
-    auto q = random_vector(batch * len * heads * head_dim, 43), k = random_vector(batch * len * kv_heads * head_dim, 44),
-         v = random_vector(batch * len * kv_heads * head_dim, 45), weights = random_vector(q.size(), 46);
-    std::vector<double> probs(batch * heads * len * len), out(q.size());
-    auto loss = [&]() {
-        std::vector<double> o(q.size()), p(probs.size());
-        ops::attention_forward(o.data(), p.data(), q.data(), k.data(), v.data(), static_cast<const uint8_t*>(nullptr), s);
-        return weighted_sum(o, weights);
-    };
-    ops::attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), static_cast<const uint8_t*>(nullptr), s);
-    std::vector<double> dq(q.size(), 0), dk(k.size(), 0), dv(v.size(), 0);
-    ops::attention_backward(dq.data(), dk.data(), dv.data(), weights.data(), probs.data(), q.data(), k.data(), v.data(), s);
-    expect_gradient(loss, q, dq, "dq", 30);
-    expect_gradient(loss, k, dk, "dk", 30);
-    expect_gradient(loss, v, dv, "dv", 30);
+    // Blocks of 64 and 26, and of 64 and a short 6.
+    for (size_t len : {size_t(90), size_t(70)}) {
+        const size_t batch = 1, heads = 2, kv_heads = 1, head_dim = 4;
+        auto s = attention_shape(batch, len, len, heads, kv_heads, head_dim, 0);
+        auto q = random_vector(batch * len * heads * head_dim, 43), k = random_vector(batch * len * kv_heads * head_dim, 44),
+             v = random_vector(batch * len * kv_heads * head_dim, 45), weights = random_vector(q.size(), 46);
+        std::vector<double> probs(batch * heads * len * len), out(q.size());
+        auto loss = [&]() {
+            std::vector<double> o(q.size()), p(probs.size());
+            ops::attention_forward(o.data(), p.data(), q.data(), k.data(), v.data(), static_cast<const uint8_t*>(nullptr), s);
+            return weighted_sum(o, weights);
+        };
+        ops::attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), static_cast<const uint8_t*>(nullptr), s);
+        std::vector<double> dq(q.size(), 0), dk(k.size(), 0), dv(v.size(), 0);
+        ops::attention_backward(dq.data(), dk.data(), dv.data(), weights.data(), probs.data(), q.data(), k.data(), v.data(), s);
+        expect_gradient(loss, q, dq, "dq", 30);
+        expect_gradient(loss, k, dk, "dk", 30);
+        expect_gradient(loss, v, dv, "dv", 30);
+    }
 }
 
 #include "c3/io/float16.hpp"
