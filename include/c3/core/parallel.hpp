@@ -2,6 +2,7 @@
 // product. Eigen itself always runs single-threaded (its own parallel GEMM spin-waits between threads, which
 // costs more than it gains on the small products of small models); c3 splits products into blocks instead.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #ifdef _OPENMP
 #include <omp.h>
@@ -45,6 +46,14 @@ void parallel_for(size_t count, Body&& body, size_t work_per_item = 0) {
     }
 #endif
     for (size_t i = 0; i < count; ++i) body(i);
+}
+
+// body(begin, end) for the consecutive ranges of `chunk` indices that cover [0, count), across the threads
+// (static schedule, and ranges that never depend on the thread count). work_per_index as parallel_for's estimate.
+template <typename Body>
+void parallel_ranges(size_t count, size_t chunk, Body&& body, size_t work_per_index = 1) {
+    parallel_for((count + chunk - 1) / chunk, [&](size_t i) { body(i * chunk, std::min(count, (i + 1) * chunk)); },
+                 chunk * work_per_index);
 }
 
 // Eigen runs single-threaded everywhere; call once before any product (the Eigen default would be all cores).

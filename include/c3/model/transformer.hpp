@@ -379,8 +379,7 @@ public:
     // Accumulates parameter gradients (unless frozen) and, when dinput is given, writes the gradient of the input
     // embeddings [N, hidden] there (also accumulating). Token-id inputs also accumulate into the embedding table.
     void backward(Activations<T>& a, const T* dlogits, const T* dhidden, T* dinput, bool parameter_gradients) {
-        C3_CHECK(!stores_bf16(), ValueError, "a model stored in bf16 is for inference only; load it in float to train");
-        if (parameter_gradients) enable_gradients();
+        if (parameter_gradients) enable_gradients();  // both it and backward_into refuse bf16 storage
         backward_into(a, dlogits, dhidden, dinput, parameter_gradients ? &weight_gradients : nullptr);
     }
 

@@ -41,10 +41,9 @@ std::vector<TensorBlock> trainable_blocks(const std::vector<ParameterGroup<T>>& 
     return blocks;
 }
 
-// Sum of squares of the trainable gradients, in double: per-block partial sums (in parallel), added in block order.
+// Sum of squares of the gradients in `blocks`, in double: per-block partial sums (in parallel), added in block order.
 template <typename T>
-double gradient_sum_of_squares(const std::vector<ParameterGroup<T>>& groups) {
-    const std::vector<TensorBlock> blocks = trainable_blocks(groups);
+double gradient_sum_of_squares(const std::vector<ParameterGroup<T>>& groups, const std::vector<TensorBlock>& blocks) {
     std::vector<double> partial(blocks.size());
     parallel_for(blocks.size(), [&](size_t b) {
         const T* g = groups[blocks[b].group].gradients + blocks[b].offset;
@@ -55,19 +54,14 @@ double gradient_sum_of_squares(const std::vector<ParameterGroup<T>>& groups) {
     return total;
 }
 
-template <typename T>
-double gradient_sum_of_squares(const ParameterGroup<T>& group) {
-    return gradient_sum_of_squares(std::vector<ParameterGroup<T>>{group});
-}
-
 // Scales all trainable gradients so that their global norm is at most max_norm (as torch's clip_grad_norm_).
 // Returns the norm before clipping; a non-finite norm leaves the gradients as they were.
 template <typename T>
 double clip_gradient_norm(std::vector<ParameterGroup<T>>& groups, double max_norm) {
-    const double norm = std::sqrt(gradient_sum_of_squares(groups));
+    const std::vector<TensorBlock> blocks = trainable_blocks(groups);
+    const double norm = std::sqrt(gradient_sum_of_squares(groups, blocks));
     if (max_norm > 0 && norm > max_norm) {
         const T scale = T(max_norm / (norm + 1e-6));
-        const std::vector<TensorBlock> blocks = trainable_blocks(groups);
         parallel_for(blocks.size(), [&](size_t b) {
             T* g = groups[blocks[b].group].gradients + blocks[b].offset;
             for (size_t i = 0; i < blocks[b].count; ++i) g[i] *= scale;
@@ -121,11 +115,8 @@ struct AdamW {
             const size_t whole = block.count / ops::kLanes * ops::kLanes, rest = block.count - whole;
             for (size_t i = 0; i < whole; i += ops::kLanes) update(p + i, grad + i, m + i, v + i);
             if (rest) {  // the tail through padded copies, with the same arithmetic
-                Lanes p_tail = Lanes::Zero(), g_tail = Lanes::Zero(), m_tail = Lanes::Zero(), v_tail = Lanes::Zero();
-                std::copy(p + whole, p + block.count, p_tail.data());
-                std::copy(grad + whole, grad + block.count, g_tail.data());
-                std::copy(m + whole, m + block.count, m_tail.data());
-                std::copy(v + whole, v + block.count, v_tail.data());
+                Lanes p_tail = ops::load_lanes(p + whole, rest, T(0)), g_tail = ops::load_lanes(grad + whole, rest, T(0)),
+                      m_tail = ops::load_lanes(m + whole, rest, T(0)), v_tail = ops::load_lanes(v + whole, rest, T(0));
                 update(p_tail.data(), g_tail.data(), m_tail.data(), v_tail.data());
                 std::copy(p_tail.data(), p_tail.data() + rest, p + whole);
                 std::copy(m_tail.data(), m_tail.data() + rest, m + whole);

@@ -94,13 +94,10 @@ public:
     }
 
     void zero_gradients() {
-        for (auto& group : groups) {
-            const size_t size = group.size();
-            parallel_for((size + kOptimizerBlock - 1) / kOptimizerBlock, [&](size_t b) {
-                std::fill(group.gradients + b * kOptimizerBlock,
-                          group.gradients + std::min(size, (b + 1) * kOptimizerBlock), T(0));
-            }, kOptimizerBlock);
-        }
+        for (auto& group : groups)
+            parallel_ranges(group.size(), kOptimizerBlock, [&](size_t begin, size_t end) {
+                std::fill(group.gradients + begin, group.gradients + end, T(0));
+            });
     }
 
     // Checks, clips and applies the accumulated gradients. A non-finite loss or gradient stops with a
@@ -219,14 +216,10 @@ private:
         for (const auto& error : errors)
             if (error) std::rethrow_exception(error);
         T* total = model.gradients.data();
-        parallel_for(
-            (model.gradients.size() + 4095) / 4096,
-            [&](size_t chunk) {
-                const size_t begin = chunk * 4096, end = std::min(model.gradients.size(), begin + 4096);
-                for (const auto& buffer : replica_gradients)
-                    for (size_t i = begin; i < end; ++i) total[i] += buffer[i];
-            },
-            4096 * threads);
+        parallel_ranges(model.gradients.size(), 4096, [&](size_t begin, size_t end) {
+            for (const auto& buffer : replica_gradients)
+                for (size_t i = begin; i < end; ++i) total[i] += buffer[i];
+        }, threads);
         double loss_sum = 0;
         for (double loss : losses) loss_sum += loss;
         return loss_sum;
