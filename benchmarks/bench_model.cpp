@@ -121,18 +121,32 @@ static void BM_Forward(benchmark::State& state) {
 }
 BENCHMARK(BM_Forward)->Args({64, 1})->Args({64, 8})->Args({256, 1})->Args({256, 8})->Unit(benchmark::kMillisecond);
 
+// A training step (forward, backward, AdamW) on 16 sequences of 64 bytes. Args: hidden size, layers, mode:
+// 0 every product split across the threads; 1 data-parallel, each thread's share in one pass; 2 data-parallel with
+// the automatic passes (auto_sequences_per_pass). GFLOP/s counts 6 per parameter and token plus attention's
+// causal products (the figure compare_torch.py and docs/BENCHMARKS.md use).
 static void BM_TrainStep(benchmark::State& state) {
-    Transformer<float> model(byte_config(size_t(state.range(0)), 2));
+    const TransformerConfig config = byte_config(size_t(state.range(0)), size_t(state.range(1)));
+    Transformer<float> model(config);
     const size_t batch = 16, len = 64;
     std::vector<int32_t> ids(batch * len), targets(batch * len);
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7) % 251), targets[i] = int32_t((i * 7 + 7) % 251);
     TrainingOptions options;
-    options.data_parallel = state.range(1) != 0;  // 0: every product split across the threads instead
+    options.data_parallel = state.range(2) != 0;
+    options.sequences_per_pass = state.range(2) == 1 ? batch : 0;
     LanguageModelTrainer<float> trainer(model, options);
     for (auto _ : state) trainer.step({{batch, len, ids.data()}}, {targets.data()});
-    state.counters["tokens/s"] = benchmark::Counter(double(batch * len) * state.iterations(), benchmark::Counter::kIsRate);
+    const double tokens = double(batch * len) * double(state.iterations());
+    // Per token: QK^T and PV over on average len/2 keys, times 3 for forward and backward.
+    const double attention = 3.0 * 4.0 * double(config.num_layers * config.num_heads * config.head_dim) * len / 2;
+    state.counters["tokens/s"] = benchmark::Counter(tokens, benchmark::Counter::kIsRate);
+    state.counters["GFLOP/s"] =
+        benchmark::Counter(tokens * (6.0 * double(model.parameters.size()) + attention) * 1e-9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_TrainStep)->ArgsProduct({{64, 128, 256}, {1, 0}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TrainStep)
+    ->ArgsProduct({{64}, {2}, {0, 1, 2}})
+    ->ArgsProduct({{128, 256}, {4}, {0, 1, 2}})
+    ->Unit(benchmark::kMillisecond);
 
 static void BM_Decode(benchmark::State& state) {
     Transformer<float> model(byte_config(256, 4));

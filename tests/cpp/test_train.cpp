@@ -95,8 +95,11 @@ TEST(Training, AccumulationEqualsOneLargeBatch) {
 }
 
 // Data-parallel steps (each thread a share of the sequences, its own gradient buffer) against the same steps
-// with every product split across threads instead: equal up to float summation order.
-TEST(Training, DataParallelEqualsOpParallel) {
+// with every product split across threads instead: equal up to float summation order. sequences_per_pass = 1 runs
+// the two-sequence shares in two passes that accumulate into the same gradient buffer.
+class DataParallel : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(DataParallel, EqualsOpParallel) {
     const int saved_threads = num_threads();
     set_num_threads(3);  // three shares of five sequences: unequal shares
     const size_t B = 5, L = 7;
@@ -110,6 +113,7 @@ TEST(Training, DataParallelEqualsOpParallel) {
     split.adamw.learning_rate = single.adamw.learning_rate = 1e-2;
     split.adamw.weight_decay = single.adamw.weight_decay = 0.1;
     single.data_parallel = false;
+    split.sequences_per_pass = GetParam();
     Transformer<float> a(small_config()), b(small_config());
     a.init_random(4);
     b.init_random(4);
@@ -143,6 +147,52 @@ TEST(Training, DataParallelEqualsOpParallel) {
     EXPECT_THROW(parallel.step({{B, L, ids.data(), nullptr, mask.data(), nullptr}}, {targets.data()}), ValueError);
     EXPECT_EQ(a.parameters, before);
     set_num_threads(saved_threads);
+}
+
+INSTANTIATE_TEST_SUITE_P(Training, DataParallel, ::testing::Values(size_t(0), size_t(1), size_t(5)));
+
+// The estimate behind the automatic passes: the floats a training forward keeps, counted from the buffers.
+TEST(Training, SavedFloatsPerRowCountsTheActivations) {
+    for (const size_t length : {size_t(3), size_t(7)}) {
+        TransformerConfig config = small_config();
+        config.intermediate_size = 40;  // distinct sizes, so that a wrong term cannot cancel out
+        config.num_heads = 6;
+        config.num_kv_heads = 3;
+        config.head_dim = 6;
+        Transformer<float> model(config);
+        const size_t batch = 2;
+        std::vector<int32_t> ids(batch * length, 1);
+        Activations<float> a;
+        model.forward({batch, length, ids.data()}, a, LogitsMode::All, true);
+        size_t floats = a.input.size() + a.rope_cos.size() + a.rope_sin.size() + a.hidden.size() +
+                        a.rstd_final.size() + a.logits.size();
+        for (const auto& l : a.layers)
+            for (const auto* v : {&l.norm1, &l.rstd1, &l.q, &l.k, &l.v, &l.probs, &l.attention, &l.middle, &l.norm2,
+                                  &l.rstd2, &l.gate, &l.up, &l.act, &l.output})
+                floats += v->size();
+        EXPECT_EQ(floats, batch * length * saved_floats_per_row(config, length)) << length;
+    }
+}
+
+// The rule: passes of at least 128 rows, only where the gradient buffer is smaller than one pass's activations.
+TEST(Training, AutomaticPassesFollowTheRule) {
+    TransformerConfig d128;  // compare_torch.py's d128: 0.77M parameters
+    d128.vocab_size = 256, d128.hidden_size = 128, d128.intermediate_size = 352, d128.num_layers = 4;
+    d128.num_heads = 8, d128.num_kv_heads = 4, d128.head_dim = 16, d128.tie_word_embeddings = true;
+    const size_t d128_gradients = Transformer<float>(d128).parameters.size();
+    EXPECT_EQ(auto_sequences_per_pass(d128, 64, 8, d128_gradients), 2u);    // 128 rows
+    EXPECT_EQ(auto_sequences_per_pass(d128, 100, 8, d128_gradients), 2u);   // at least 128 rows
+    EXPECT_EQ(auto_sequences_per_pass(d128, 128, 8, d128_gradients), 1u);
+    EXPECT_EQ(auto_sequences_per_pass(d128, 512, 8, d128_gradients), 1u);
+    EXPECT_EQ(auto_sequences_per_pass(d128, 64, 2, d128_gradients), 2u);    // the share is one pass already
+    EXPECT_EQ(auto_sequences_per_pass(d128, 64, 1, d128_gradients), 1u);
+    // Gradients larger than a pass's activations: one pass per share.
+    const size_t pass_floats = 128 * saved_floats_per_row(d128, 64);
+    EXPECT_EQ(auto_sequences_per_pass(d128, 64, 8, pass_floats - 1), 2u);
+    EXPECT_EQ(auto_sequences_per_pass(d128, 64, 8, pass_floats), 8u);
+    TransformerConfig d256 = d128;  // 3.0M parameters, 12 MB of gradients
+    d256.hidden_size = 256, d256.intermediate_size = 704, d256.head_dim = 32;
+    EXPECT_EQ(auto_sequences_per_pass(d256, 64, 8, Transformer<float>(d256).parameters.size()), 8u);
 }
 
 TEST(Training, FrozenTensorsStayPutAndLossFalls) {

@@ -40,7 +40,18 @@ def test_loss_and_every_gradient_match_autograd(tmp_path, kind, tied):
     assert checked == len(model.parameters())
 
 
-def test_ten_adamw_steps_match_torch(tmp_path):
+@pytest.mark.parametrize("sequences_per_pass", [0, 1])
+def test_ten_adamw_steps_match_torch(tmp_path, sequences_per_pass):
+    """Two threads, each with 2 of the 4 sequences: in one pass (automatic for these lengths) or in two."""
+    threads = c3.num_threads()
+    c3.set_num_threads(2)
+    try:
+        run_ten_adamw_steps(tmp_path, sequences_per_pass)
+    finally:
+        c3.set_num_threads(threads)
+
+
+def run_ten_adamw_steps(tmp_path, sequences_per_pass):
     reference = make_hf_model(kind="qwen2", tied=False)
     reference.save_pretrained(tmp_path)
     model = c3.load_model(tmp_path)
@@ -49,7 +60,8 @@ def test_ten_adamw_steps_match_torch(tmp_path):
     no_decay = [p for n, p in reference.named_parameters() if n.endswith("bias") or "norm" in n]
     optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], **hyper)
     trainer = c3.LanguageModelTrainer(model, learning_rate=hyper["lr"], beta1=0.9, beta2=0.95, epsilon=1e-8,
-                                      weight_decay=0.1, max_grad_norm=1.0, warmup_steps=0, total_steps=10**9)
+                                      weight_decay=0.1, max_grad_norm=1.0, warmup_steps=0, total_steps=10**9,
+                                      sequences_per_pass=sequences_per_pass)
     rng = np.random.default_rng(5)
     for step in range(10):
         ids, mask = padded_batch(rng, batch=4, max_length=12, vocab=97)

@@ -2,6 +2,7 @@
 // a schedule and a guard against NaN. Gradient accumulation weights every token equally across micro-batches,
 // so k micro-batches give the same update as one batch of all their rows.
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <exception>
 
@@ -22,7 +23,36 @@ struct TrainingOptions {
     // with every matrix product split across threads (no synchronisation per op, each thread's data in its own
     // cache). Used when every micro-batch has at least as many sequences as there are threads.
     bool data_parallel = true;
+    // Data-parallel only: each thread runs its share in passes of this many sequences (0: chosen by
+    // auto_sequences_per_pass). Smaller passes keep the saved activations in cache at the price of one more
+    // read-modify-write of the thread's gradient buffer per pass.
+    size_t sequences_per_pass = 0;
 };
+
+// Floats that a training forward keeps per row for backward (Activations and LayerActivations), for a
+// sequence of `length` rows.
+inline size_t saved_floats_per_row(const TransformerConfig& config, size_t length) {
+    const size_t H = config.hidden_size, I = config.intermediate_size, D = config.head_dim;
+    const size_t layer = 4 * H + 2 + (2 * config.num_heads + 2 * config.num_kv_heads) * D + config.num_heads * length +
+                         3 * I;
+    return config.num_layers * layer + 2 * H + D + 1 + config.vocab_size;
+}
+
+// Sequences per data-parallel pass (TrainingOptions::sequences_per_pass = 0). A whole share's saved activations
+// can outgrow the cache (d=128, 4 layers, 512 rows: 20 MB per thread), so backward reads them back from memory;
+// passes of about kRowsPerPass rows keep them in cache and still give each product enough rows for the GEMM
+// kernel's blocking. Each pass adds one read-modify-write of the thread's gradient buffer, so passes are used only
+// when that buffer is smaller than one pass's activations. Measured on a 2-core EPYC with 32 MB L3
+// (docs/BENCHMARKS.md): d=128 +4-6%, tiny at T=128 +17%; d=256 (12 MB of gradients) lost 5-15% with any split.
+inline constexpr size_t kRowsPerPass = 128;
+
+inline size_t auto_sequences_per_pass(const TransformerConfig& config, size_t length, size_t share,
+                                      size_t gradient_count) {
+    const size_t pass = std::max<size_t>(1, (kRowsPerPass + length - 1) / length);
+    if (pass >= share) return share;
+    const size_t pass_activations = pass * length * saved_floats_per_row(config, length);
+    return gradient_count < pass_activations ? pass : share;
+}
 
 struct StepReport {
     size_t step = 0;  // optimiser steps done, this one included
@@ -193,6 +223,14 @@ private:
         replica_gradients.resize(threads - 1);
         std::vector<double> losses(threads, 0.0);
         std::vector<std::exception_ptr> errors(threads);
+        std::vector<size_t> passes(micro_batches.size());
+        for (size_t m = 0; m < micro_batches.size(); ++m) {
+            const size_t share = (micro_batches[m].batch + threads - 1) / threads;
+            const size_t chosen = trainer.options.sequences_per_pass;
+            passes[m] = chosen ? std::min(chosen, share)
+                               : auto_sequences_per_pass(model.config, micro_batches[m].length, share,
+                                                         model.gradients.size());
+        }
         // One share per thread; a loop rather than thread ids, so that a smaller team still runs every share.
 #pragma omp parallel for schedule(static) num_threads(int(threads))
         for (long long share = 0; share < (long long)threads; ++share) {
@@ -205,9 +243,13 @@ private:
                 for (size_t m = 0; m < micro_batches.size(); ++m) {
                     const ForwardInput<T>& batch = micro_batches[m];
                     const size_t begin = batch.batch * t / threads, end = batch.batch * (t + 1) / threads;
-                    losses[t] += language_model_loss_into(model, shard(batch, begin, end, model.config.hidden_size),
-                                                          targets[m] + begin * batch.length, true, token_weight, a,
-                                                          &gradients);
+                    const size_t pass = passes[m];
+                    for (size_t first = begin; first < end; first += pass) {
+                        const size_t last = std::min(end, first + pass);
+                        losses[t] += language_model_loss_into(model, shard(batch, first, last, model.config.hidden_size),
+                                                              targets[m] + first * batch.length, true, token_weight,
+                                                              a, &gradients);
+                    }
                 }
             } catch (...) {
                 errors[t] = std::current_exception();
