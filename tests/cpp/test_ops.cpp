@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "c3/ops/attention.hpp"
+#include "c3/ops/broadcast_gemm.hpp"
 #include "c3/ops/cross_entropy.hpp"
 #include "c3/ops/embedding.hpp"
 #include "c3/ops/linear.hpp"
@@ -320,6 +321,43 @@ TEST(VectorMath, LaneReductionsMatchDoubleLoops) {
     check_lane_reductions<float, false>();
     check_lane_reductions<float, true>();
     check_lane_reductions<double, false>();
+}
+
+// The in-place AVX-512 product against its double twin: every row tail (1-11 rows past the 12-row tiles), column
+// tails around 16 and 32, depths across the 256 block, and A read both ways. C's padding columns hold NaN: a
+// store past N would show there, and a load of them would turn a result into NaN.
+TEST(BroadcastGemm, MatchesDoubleTwinAtEveryTail) {
+    if constexpr (!ops::kBroadcastGemm) GTEST_SKIP() << "compiled without AVX-512F: the products use Eigen";
+#if defined(__AVX512F__)
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    size_t checked = 0;
+    for (size_t M : {1, 5, 12, 13, 23, 24, 131})
+        for (size_t N : {1, 15, 16, 17, 31, 32, 33, 70})
+            for (size_t K : {1, 7, 256, 300})
+                for (bool transposed : {false, true}) {
+                    const size_t ldc = N + 3, ldb = N + 1;
+                    const auto a = to_float(random_vector(M * K, 21)), b = to_float(random_vector(K * ldb, 22));
+                    std::vector<float> c(M * ldc, nan);
+                    const auto start = to_float(random_vector(M * N, 23));
+                    for (size_t i = 0; i < M; ++i)
+                        for (size_t j = 0; j < N; ++j) c[i * ldc + j] = start[i * N + j];
+                    std::vector<double> expected(c.begin(), c.end());
+                    // A [M, K] row-major, or the transpose of a [K, M] matrix (dy^T of a weight gradient).
+                    const size_t a_row = transposed ? 1 : K, a_column = transposed ? M : 1;
+                    ops::broadcast_gemm(c.data(), ldc, a.data(), a_row, a_column, b.data(), ldb, M, N, K);
+                    const auto ad = std::vector<double>(a.begin(), a.end()), bd = std::vector<double>(b.begin(), b.end());
+                    ops::reference::broadcast_gemm(expected.data(), ldc, ad.data(), a_row, a_column, bd.data(), ldb, M,
+                                                   N, K);
+                    for (size_t i = 0; i < M; ++i) {
+                        for (size_t j = 0; j < N; ++j)
+                            ASSERT_NEAR(c[i * ldc + j], expected[i * ldc + j], 2e-5 * std::sqrt(double(K)) + 1e-6)
+                                << M << "x" << N << "x" << K << " transposed " << transposed << " at " << i << "," << j;
+                        for (size_t j = N; j < ldc; ++j) ASSERT_TRUE(std::isnan(c[i * ldc + j])) << "store past N";
+                    }
+                    ++checked;
+                }
+    EXPECT_EQ(checked, 7u * 8u * 4u * 2u);
+#endif
 }
 
 TEST(CrossEntropy, FusedEqualsSeparateLossAndGradient) {
