@@ -360,6 +360,28 @@ TEST(BroadcastGemm, MatchesDoubleTwinAtEveryTail) {
 #endif
 }
 
+// y = x wt + b with the weight stored transposed: the broadcast_gemm path (float) and the Eigen path (double),
+// each against the reference linear layer on the untransposed weight.
+TEST(Linear, PretransposedMatchesReference) {
+    for (auto [rows, in, out] : {std::tuple<size_t, size_t, size_t>{37, 53, 29}, {300, 70, 90}, {2, 33, 1100}}) {
+        const auto x = random_vector(rows * in, 31), w = random_vector(out * in, 32), b = random_vector(out, 33);
+        std::vector<double> wt(in * out);
+        for (size_t o = 0; o < out; ++o)
+            for (size_t i = 0; i < in; ++i) wt[i * out + o] = w[o * in + i];
+        std::vector<double> fast(rows * out, 7.0), slow(rows * out);  // 7: the output is overwritten
+        ops::matmul_pretransposed(fast.data(), x.data(), wt.data(), b.data(), rows, in, out);
+        ops::reference::linear_forward(slow.data(), x.data(), w.data(), b.data(), rows, in, out);
+        for (size_t i = 0; i < fast.size(); ++i) ASSERT_NEAR(fast[i], slow[i], 1e-12) << "double";
+        const auto xf = to_float(x), wtf = to_float(wt), wf = to_float(w);
+        std::vector<float> fast_float(rows * out, 7.0f), slow_float(rows * out);
+        ops::matmul_pretransposed(fast_float.data(), xf.data(), wtf.data(), static_cast<const float*>(nullptr), rows,
+                                  in, out);
+        ops::reference::linear_forward(slow_float.data(), xf.data(), wf.data(), static_cast<const float*>(nullptr),
+                                       rows, in, out);
+        expect_close(fast_float, slow_float, 1e-4f, "float, no bias");
+    }
+}
+
 TEST(CrossEntropy, FusedEqualsSeparateLossAndGradient) {
     const size_t rows = 5, vocab = 301;
     auto logits = to_float(random_vector(rows * vocab, 31, 3.0));

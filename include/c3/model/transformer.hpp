@@ -5,7 +5,9 @@
 //   hidden = norm(x);  logits = hidden * lm_head^T
 // Batches are [batch, length] with a padding mask; N = batch * length rows run through every matrix product.
 #pragma once
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <memory>
 #include <vector>
 
@@ -80,6 +82,16 @@ struct Activations {
 };
 
 enum class WeightStorage { Float, Bf16 };
+
+// A snapshot of a model's float matrices transposed to [in, out], in the model's layout: forward products can
+// then read the weight in place through broadcast_gemm, as backward reads w (Eigen would copy it into panels on
+// every call). A copy, so valid only while the parameters are unchanged: LanguageModelTrainer rebuilds it at the
+// start of each step. Matrices with more than kBroadcastGemmMaxColumns outputs stay null (Eigen takes them).
+template <typename T>
+struct TransposedWeights {
+    std::vector<T> storage;
+    TransformerWeights<T> weights;  // pointers into storage; null for what was not transposed
+};
 
 template <typename T>
 class Transformer {
@@ -240,10 +252,36 @@ public:
             ops::embedding_forward(output, ids, weights.embed, count, config.vocab_size, config.hidden_size);
     }
 
+    // The float matrices transposed to [in, out] (see TransposedWeights), built in parallel. Leaves `out` empty
+    // (no transposed products) where broadcast_gemm is not compiled in, or for bf16 storage.
+    void transpose_weights(TransposedWeights<T>& out) const {
+        out.storage.clear();
+        out.weights = TransformerWeights<T>{};
+        if constexpr (!(ops::kBroadcastGemm && std::is_same_v<T, float>)) return;
+        if (stores_bf16()) return;
+        std::vector<uint8_t> selected(layout.size(), 0);
+        // The token embedding is only looked up, not multiplied, unless it is also the (tied) output head.
+        for (size_t e = 0; e < layout.size(); ++e)
+            selected[e] = (layout[e].kind == ParameterKind::Matrix ||
+                           (layout[e].kind == ParameterKind::Embedding && config.tie_word_embeddings)) &&
+                          layout[e].shape[0] <= ops::kBroadcastGemmMaxColumns;
+        out.storage.resize(parameters.size());
+        out.weights = bind_transformer_weights(config, layout, out.storage.data(), &selected);
+        T* storage = out.storage.data();
+        parallel_for(layout.size(), [&](size_t e) {
+            if (!selected[e]) return;
+            const size_t rows = layout[e].shape[0], columns = layout[e].shape[1];
+            MatrixMap<T>(storage + layout[e].offset, columns, rows) =
+                ConstMatrixMap<T>(parameters.data() + layout[e].offset, rows, columns).transpose();
+        }, 1 << 16);
+    }
+
     // The forward pass. With a cache, keys and values are appended to it and attention also sees the cached
     // positions; without one, the input is a whole sequence. save_for_backward keeps every layer's activations.
+    // transposed: this model's matrices as transpose_weights made them from the current parameters (a trainer
+    // passes them during a step); its non-null matrices are multiplied in place by broadcast_gemm.
     void forward(const ForwardInput<T>& in, Activations<T>& a, LogitsMode logits_mode, bool save_for_backward,
-                 KVCache<T>* cache = nullptr) const {
+                 KVCache<T>* cache = nullptr, const TransformerWeights<T>* transposed = nullptr) const {
         const TransformerConfig& c = config;
         const size_t B = in.batch, L = in.length, N = B * L, d = c.hidden_size;
         const size_t qw = c.q_width(), kvw = c.kv_width(), ff = c.intermediate_size, half = c.head_dim / 2;
@@ -312,6 +350,7 @@ public:
         for (size_t l = 0; l < c.num_layers; ++l) {
             const LayerWeights<T>& w = weights.layers[l];
             const Bf16LayerWeights h = stores_bf16() ? bf16.layers[l] : Bf16LayerWeights{};
+            const LayerWeights<T> t = transposed ? transposed->layers[l] : LayerWeights<T>{};
             LayerActivations<T>& s = a.layers[save_for_backward ? l : 0];
             T* norm1 = ensure_size(s.norm1, N * d);
             T* rstd1 = ensure_size(s.rstd1, N);
@@ -329,9 +368,9 @@ public:
             T* output = ensure_size(s.output, N * d);
 
             ops::rmsnorm_forward(norm1, rstd1, layer_input, w.input_norm, N, d, c.rms_norm_eps);
-            project(q, norm1, w.q_weight, h.q_weight, w.q_bias, N, d, qw);
-            project(k, norm1, w.k_weight, h.k_weight, w.k_bias, N, d, kvw);
-            project(v, norm1, w.v_weight, h.v_weight, w.v_bias, N, d, kvw);
+            project(q, norm1, w.q_weight, h.q_weight, w.q_bias, N, d, qw, t.q_weight);
+            project(k, norm1, w.k_weight, h.k_weight, w.k_bias, N, d, kvw, t.k_weight);
+            project(v, norm1, w.v_weight, h.v_weight, w.v_bias, N, d, kvw, t.v_weight);
             ops::rope_forward(q, a.rope_cos.data(), a.rope_sin.data(), N, c.num_heads, c.head_dim, qw);
             ops::rope_forward(k, a.rope_cos.data(), a.rope_sin.data(), N, c.num_kv_heads, c.head_dim, kvw);
             const T* keys = k;
@@ -346,13 +385,13 @@ public:
                 values = cache->values[l].data();
             }
             ops::attention_forward(attention, probs, q, keys, values, key_valid, shape);
-            project(middle, attention, w.o_weight, h.o_weight, w.o_bias, N, qw, d);
+            project(middle, attention, w.o_weight, h.o_weight, w.o_bias, N, qw, d, t.o_weight);
             add_in_place(middle, layer_input, N * d);  // residual
             ops::rmsnorm_forward(norm2, rstd2, middle, w.post_norm, N, d, c.rms_norm_eps);
-            project(gate, norm2, w.gate_weight, h.gate_weight, static_cast<const T*>(nullptr), N, d, ff);
-            project(up, norm2, w.up_weight, h.up_weight, static_cast<const T*>(nullptr), N, d, ff);
+            project(gate, norm2, w.gate_weight, h.gate_weight, static_cast<const T*>(nullptr), N, d, ff, t.gate_weight);
+            project(up, norm2, w.up_weight, h.up_weight, static_cast<const T*>(nullptr), N, d, ff, t.up_weight);
             ops::swiglu_forward(act, gate, up, N, ff);
-            project(output, act, w.down_weight, h.down_weight, static_cast<const T*>(nullptr), N, ff, d);
+            project(output, act, w.down_weight, h.down_weight, static_cast<const T*>(nullptr), N, ff, d, t.down_weight);
             add_in_place(output, middle, N * d);  // residual
             layer_input = output;
         }
@@ -363,7 +402,7 @@ public:
                              c.rms_norm_eps);
         if (logits_mode == LogitsMode::All) {
             project(ensure_size(a.logits, N * c.vocab_size), hidden, weights.lm_head, bf16.lm_head,
-                                static_cast<const T*>(nullptr), N, d, c.vocab_size);
+                    static_cast<const T*>(nullptr), N, d, c.vocab_size, transposed ? transposed->lm_head : nullptr);
         } else if (logits_mode == LogitsMode::Last) {
             // The last row of each sequence: with left padding, the last real token.
             std::vector<T> last(B * d);
@@ -482,10 +521,11 @@ private:
         bind_bf16_weights(config, layout, bf16_parameters.data(), small_parameters.data(), small_offsets, weights, bf16);
     }
 
-    // A linear layer on float or bf16 weights.
+    // A linear layer on float or bf16 weights, or on the float weight transposed ([in, out]) where given.
     void project(T* output, const T* input, const T* weight, const uint16_t* weight_bf16, const T* bias,
-                 size_t rows, size_t in, size_t out) const {
-        if (!weight_bf16) ops::linear_forward(output, input, weight, bias, rows, in, out);
+                 size_t rows, size_t in, size_t out, const T* weight_transposed = nullptr) const {
+        if (weight_transposed) ops::matmul_pretransposed(output, input, weight_transposed, bias, rows, in, out);
+        else if (!weight_bf16) ops::linear_forward(output, input, weight, bias, rows, in, out);
         else if (bf16_compute && rows > 4) ops::linear_forward_bf16_compute(output, input, weight_bf16, bias, rows, in, out);
         else ops::linear_forward_bf16(output, input, weight_bf16, bias, rows, in, out);
     }

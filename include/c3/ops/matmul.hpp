@@ -32,6 +32,10 @@ void parallel_blocks(size_t rows, size_t columns, size_t depth, Block&& block) {
     }
 }
 
+// The widest output given to broadcast_gemm (AVX-512, float). Wider ones (2048 and
+// more) ran slightly faster through Eigen's packed panels.
+inline constexpr size_t kBroadcastGemmMaxColumns = 1024;
+
 // y [rows, out] = x [rows, in] * w [out, in]^T
 template <typename T>
 void matmul_transposed(T* y, const T* x, const T* w, size_t rows, size_t in, size_t out) {
@@ -41,9 +45,21 @@ void matmul_transposed(T* y, const T* x, const T* w, size_t rows, size_t in, siz
     });
 }
 
-// The widest output that the backward products give to broadcast_gemm (AVX-512, float). Wider ones (2048 and
-// more) ran slightly faster through Eigen's packed panels.
-inline constexpr size_t kBroadcastGemmMaxColumns = 1024;
+// y [rows, out] = x [rows, in] * wt [in, out] (+ bias [out], may be null), with the weight stored transposed
+// (TransposedWeights): broadcast_gemm then reads it in place, as the backward products read w.
+template <typename T>
+void matmul_pretransposed(T* y, const T* x, const T* wt, const T* bias, size_t rows, size_t in, size_t out) {
+    parallel_blocks(rows, out, in, [&](size_t r0, size_t r1, size_t c0, size_t c1) {
+        StridedMap<T> Y(y + r0 * out + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(out));
+        if (bias) Y.rowwise() = ConstVectorMap<T>(bias + c0, c1 - c0).transpose();
+        else Y.setZero();
+        if constexpr (kBroadcastGemm && std::is_same_v<T, float>)
+            if (c1 - c0 <= kBroadcastGemmMaxColumns)
+                return broadcast_gemm(y + r0 * out + c0, out, x + r0 * in, in, 1, wt + c0, out, r1 - r0, c1 - c0, in);
+        Y.noalias() += ConstMatrixMap<T>(x + r0 * in, r1 - r0, in) *
+                       ConstStridedMap<T>(wt + c0, in, c1 - c0, Eigen::OuterStride<>(out));
+    });
+}
 
 // y [rows, in] += dy [rows, out] * w [out, in]
 template <typename T>

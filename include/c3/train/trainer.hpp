@@ -74,13 +74,15 @@ inline size_t count_targets(const int32_t* targets, size_t count) {
 // none) and into dinput when given. Does not modify the model, so threads may run it at once on their own
 // activations and gradient buffers.
 // targets [batch, length] are aligned with the rows: targets[t] is the token to predict after row t.
+// transposed: the model's current weights from transpose_weights, or null (see Transformer::forward).
 template <typename T>
 double language_model_loss_into(const Transformer<T>& model, const ForwardInput<T>& input, const int32_t* targets,
                                 bool backward, T token_weight, Activations<T>& activations,
                                 const TransformerWeights<T>* gradients, T* dinput = nullptr,
-                                std::vector<T>* row_losses = nullptr) {
+                                std::vector<T>* row_losses = nullptr,
+                                const TransformerWeights<T>* transposed = nullptr) {
     const size_t N = input.batch * input.length, V = model.config.vocab_size;
-    model.forward(input, activations, LogitsMode::All, backward);
+    model.forward(input, activations, LogitsMode::All, backward, nullptr, transposed);
     std::vector<T> losses(N);
     if (backward) {
         const std::vector<T> weights(N, token_weight);
@@ -101,11 +103,13 @@ double language_model_loss_into(const Transformer<T>& model, const ForwardInput<
 template <typename T>
 double language_model_loss(Transformer<T>& model, const ForwardInput<T>& input, const int32_t* targets,
                            bool backward, T token_weight, Activations<T>& activations, T* dinput = nullptr,
-                           std::vector<T>* row_losses = nullptr) {
+                           std::vector<T>* row_losses = nullptr,
+                           const TransformerWeights<T>* transposed = nullptr) {
     const bool parameter_gradients = backward && model.any_trainable();
     if (parameter_gradients) model.enable_gradients();
     return language_model_loss_into(model, input, targets, backward, token_weight, activations,
-                                    parameter_gradients ? &model.weight_gradients : nullptr, dinput, row_losses);
+                                    parameter_gradients ? &model.weight_gradients : nullptr, dinput, row_losses,
+                                    transposed);
 }
 
 // The optimiser side of training, shared by language models and cascades.
@@ -168,14 +172,20 @@ public:
             tokens += count_targets(targets[m], micro_batches[m].batch * micro_batches[m].length);
         C3_CHECK(tokens > 0, ValueError, "the batch has no target tokens (all targets are the ignore index)");
         trainer.zero_gradients();
+        // The forward products read the weights transposed, a copy taken now: the parameters hold still
+        // until apply() below.
+        model.transpose_weights(transposed);
+        const TransformerWeights<T>* weights_transposed = transposed.storage.empty() ? nullptr : &transposed.weights;
         const T token_weight = T(1.0 / double(tokens));
         double loss_sum = 0;
         const size_t threads = data_parallel_threads(micro_batches);
         if (threads > 1) {
-            loss_sum = data_parallel_loss(micro_batches, targets, token_weight, threads);
+            loss_sum = data_parallel_loss(micro_batches, targets, token_weight, threads, weights_transposed);
         } else {
             for (size_t m = 0; m < micro_batches.size(); ++m)
-                loss_sum += language_model_loss(model, micro_batches[m], targets[m], true, token_weight, activations);
+                loss_sum += language_model_loss(model, micro_batches[m], targets[m], true, token_weight, activations,
+                                                static_cast<T*>(nullptr), static_cast<std::vector<T>*>(nullptr),
+                                                weights_transposed);
         }
         StepReport report = trainer.apply(loss_sum, tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -191,6 +201,7 @@ public:
 
 private:
     std::vector<Activations<T>> replica_activations;  // threads 1.. (thread 0 uses `activations`)
+    TransposedWeights<T> transposed;                  // rebuilt by every step
     std::vector<std::vector<T>> replica_gradients;    // threads 1.., the model's layout
 
     size_t data_parallel_threads(const std::vector<ForwardInput<T>>& micro_batches) const {
@@ -217,7 +228,8 @@ private:
     // buffer (thread 0: the model's); the buffers are then summed in thread order, so results are reproducible
     // for a given thread count.
     double data_parallel_loss(const std::vector<ForwardInput<T>>& micro_batches,
-                              const std::vector<const int32_t*>& targets, T token_weight, size_t threads) {
+                              const std::vector<const int32_t*>& targets, T token_weight, size_t threads,
+                              const TransformerWeights<T>* weights_transposed) {
         model.enable_gradients();
         replica_activations.resize(threads - 1);
         replica_gradients.resize(threads - 1);
@@ -248,7 +260,8 @@ private:
                         const size_t last = std::min(end, first + pass);
                         losses[t] += language_model_loss_into(model, shard(batch, first, last, model.config.hidden_size),
                                                               targets[m] + first * batch.length, true, token_weight,
-                                                              a, &gradients);
+                                                              a, &gradients, static_cast<T*>(nullptr),
+                                                              static_cast<std::vector<T>*>(nullptr), weights_transposed);
                     }
                 }
             } catch (...) {
