@@ -46,6 +46,30 @@ static void BM_Linear(benchmark::State& state) {
 }
 BENCHMARK(BM_Linear)->Args({1024, 64, 64})->Args({1024, 256, 256})->Args({1024, 1024, 1024})->Args({1, 576, 1536});
 
+// One thread, C [M, N] += A [M, K] * B [K, N] on the backward products' shapes: Eigen (packed panels, mode 0)
+// against broadcast_gemm (in place, mode 1), A row-major. The ratio of the two is the kernel's gain.
+static void BM_Gemm(benchmark::State& state) {
+    const size_t M = size_t(state.range(0)), N = size_t(state.range(1)), K = size_t(state.range(2));
+    const auto a = random_floats(M * K, 1), b = random_floats(K * N, 2);
+    std::vector<float> c(M * N);
+    const int threads = num_threads();
+    set_num_threads(1);
+    for (auto _ : state) {
+        if (state.range(3) == 0)
+            MatrixMap<float>(c.data(), M, N).noalias() += ConstMatrixMap<float>(a.data(), M, K) * ConstMatrixMap<float>(b.data(), K, N);
+#if defined(__AVX512F__)
+        else
+            ops::broadcast_gemm(c.data(), N, a.data(), K, 1, b.data(), N, M, N, K);
+#endif
+    }
+    set_num_threads(threads);
+    state.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Gemm)->ArgsProduct({{128}, {128}, {128, 512}, {0, ops::kBroadcastGemm ? 1 : 0}})
+    ->ArgsProduct({{128}, {352}, {128}, {0, ops::kBroadcastGemm ? 1 : 0}})
+    ->ArgsProduct({{512}, {256}, {704}, {0, ops::kBroadcastGemm ? 1 : 0}})
+    ->ArgsProduct({{1024}, {1024}, {1024}, {0, ops::kBroadcastGemm ? 1 : 0}});
+
 // bf16 weights (SmolLM2-135M prefill shapes): bf16 compute (vdpbf16ps) against widening to float.
 static std::vector<uint16_t> random_bf16(size_t count, uint64_t seed) {
     const auto values = random_floats(count, seed);
