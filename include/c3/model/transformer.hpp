@@ -255,17 +255,18 @@ public:
     // The float matrices transposed to [in, out] (see TransposedWeights), built in parallel. Leaves `out` empty
     // (no transposed products) where broadcast_gemm is not compiled in, or for bf16 storage.
     void transpose_weights(TransposedWeights<T>& out) const {
-        out.storage.clear();
         out.weights = TransformerWeights<T>{};
-        if constexpr (!(ops::kBroadcastGemm && std::is_same_v<T, float>)) return;
-        if (stores_bf16()) return;
+        if (!(ops::kBroadcastGemm && std::is_same_v<T, float>) || stores_bf16()) {
+            out.storage.clear();
+            return;
+        }
         std::vector<uint8_t> selected(layout.size(), 0);
         // The token embedding is only looked up, not multiplied, unless it is also the (tied) output head.
         for (size_t e = 0; e < layout.size(); ++e)
             selected[e] = (layout[e].kind == ParameterKind::Matrix ||
                            (layout[e].kind == ParameterKind::Embedding && config.tie_word_embeddings)) &&
                           layout[e].shape[0] <= ops::kBroadcastGemmMaxColumns;
-        out.storage.resize(parameters.size());
+        out.storage.resize(parameters.size());  // allocated (and zeroed) by the first step only
         out.weights = bind_transformer_weights(config, layout, out.storage.data(), &selected);
         T* storage = out.storage.data();
         parallel_for(layout.size(), [&](size_t e) {
