@@ -36,6 +36,20 @@ void parallel_blocks(size_t rows, size_t columns, size_t depth, Block&& block) {
 // more) ran slightly faster through Eigen's packed panels.
 inline constexpr size_t kBroadcastGemmMaxColumns = 1024;
 
+// C [M, N] += A * B through broadcast_gemm (arguments as there) when it takes the product: float, compiled with
+// AVX-512, at most kBroadcastGemmMaxColumns columns. Returns false otherwise, and the caller uses Eigen.
+template <typename T>
+bool broadcast_gemm_where_suited(T* C, size_t ldc, const T* A, size_t a_row, size_t a_column, const T* B,
+                                 size_t ldb, size_t M, size_t N, size_t K) {
+    if constexpr (kBroadcastGemm && std::is_same_v<T, float>) {
+        if (N <= kBroadcastGemmMaxColumns) {
+            broadcast_gemm(C, ldc, A, a_row, a_column, B, ldb, M, N, K);
+            return true;
+        }
+    }
+    return false;
+}
+
 // y [rows, out] = x [rows, in] * w [out, in]^T
 template <typename T>
 void matmul_transposed(T* y, const T* x, const T* w, size_t rows, size_t in, size_t out) {
@@ -53,9 +67,8 @@ void matmul_pretransposed(T* y, const T* x, const T* wt, const T* bias, size_t r
         StridedMap<T> Y(y + r0 * out + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(out));
         if (bias) Y.rowwise() = ConstVectorMap<T>(bias + c0, c1 - c0).transpose();
         else Y.setZero();
-        if constexpr (kBroadcastGemm && std::is_same_v<T, float>)
-            if (c1 - c0 <= kBroadcastGemmMaxColumns)
-                return broadcast_gemm(y + r0 * out + c0, out, x + r0 * in, in, 1, wt + c0, out, r1 - r0, c1 - c0, in);
+        if (broadcast_gemm_where_suited(y + r0 * out + c0, out, x + r0 * in, in, 1, wt + c0, out, r1 - r0, c1 - c0, in))
+            return;
         Y.noalias() += ConstMatrixMap<T>(x + r0 * in, r1 - r0, in) *
                        ConstStridedMap<T>(wt + c0, in, c1 - c0, Eigen::OuterStride<>(out));
     });
@@ -65,9 +78,8 @@ void matmul_pretransposed(T* y, const T* x, const T* wt, const T* bias, size_t r
 template <typename T>
 void matmul_accumulate(T* y, const T* dy, const T* w, size_t rows, size_t in, size_t out) {
     parallel_blocks(rows, in, out, [&](size_t r0, size_t r1, size_t c0, size_t c1) {
-        if constexpr (kBroadcastGemm && std::is_same_v<T, float>)
-            if (c1 - c0 <= kBroadcastGemmMaxColumns)
-                return broadcast_gemm(y + r0 * in + c0, in, dy + r0 * out, out, 1, w + c0, in, r1 - r0, c1 - c0, out);
+        if (broadcast_gemm_where_suited(y + r0 * in + c0, in, dy + r0 * out, out, 1, w + c0, in, r1 - r0, c1 - c0, out))
+            return;
         StridedMap<T>(y + r0 * in + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(in)).noalias() +=
             ConstMatrixMap<T>(dy + r0 * out, r1 - r0, out) *
             ConstStridedMap<T>(w + c0, out, c1 - c0, Eigen::OuterStride<>(in));
@@ -78,9 +90,9 @@ void matmul_accumulate(T* y, const T* dy, const T* w, size_t rows, size_t in, si
 template <typename T>
 void matmul_transposed_left_accumulate(T* dw, const T* dy, const T* x, size_t rows, size_t in, size_t out) {
     parallel_blocks(out, in, rows, [&](size_t o0, size_t o1, size_t i0, size_t i1) {
-        if constexpr (kBroadcastGemm && std::is_same_v<T, float>)
-            if (i1 - i0 <= kBroadcastGemmMaxColumns)  // dy^T read in place: row stride 1, column stride out
-                return broadcast_gemm(dw + o0 * in + i0, in, dy + o0, 1, out, x + i0, in, o1 - o0, i1 - i0, rows);
+        // dy^T read in place: row stride 1, column stride out.
+        if (broadcast_gemm_where_suited(dw + o0 * in + i0, in, dy + o0, 1, out, x + i0, in, o1 - o0, i1 - i0, rows))
+            return;
         StridedMap<T>(dw + o0 * in + i0, o1 - o0, i1 - i0, Eigen::OuterStride<>(in)).noalias() +=
             ConstStridedMap<T>(dy + o0, rows, o1 - o0, Eigen::OuterStride<>(out)).transpose() *
             ConstStridedMap<T>(x + i0, rows, i1 - i0, Eigen::OuterStride<>(in));
