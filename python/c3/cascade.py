@@ -22,6 +22,22 @@ OFFICIAL_PROMPT = ("<|im_start|>system\n" + OFFICIAL_SYSTEM + "<|im_end|><|im_st
                    "Repeat the text: <|im_end|><|im_start|>assistant\n")
 
 
+# Tokens a reconstruction may write past the source's length: the stop token, and a few more for an output that
+# runs a little long (an inserted token shifts the rest), so that it is cut by the stop token rather than the cap.
+RECONSTRUCTION_MARGIN = 8
+# Positions a from-scratch model gets beyond its context and latent block: room for the reconstruction margin and
+# for texts somewhat longer than the training passages.
+SCRATCH_POSITION_ROOM = 64
+
+
+def scratch_model_config(shape: dict, context_tokens: int, n_latents: int) -> dict:
+    """A Llama configuration for a from-scratch encoder or decoder that reads contexts of `context_tokens` tokens
+    into `n_latents` latents. `shape` gives hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads."""
+    return dict(shape, model_type="llama", attention_bias=False, tie_word_embeddings=True,
+                max_position_embeddings=int(context_tokens) + int(n_latents) + SCRATCH_POSITION_ROOM,
+                rope_theta=10000.0)
+
+
 def byte_tokenizer():
     """The byte-level tokenizer for from-scratch experiments (bytes 0-255, then the special tokens)."""
     return _core.ByteTokenizer()
@@ -69,6 +85,37 @@ class Cascade:
         self.stop_token = int(config["stop_tokens"][0]) if config["stop_tokens"] else _stop_token(tokenizer)
         limit = config["encoder"]["max_position_embeddings"] - self.num_latents - 2
         self.max_context_tokens = min(max_context_tokens or limit, limit)
+
+    @property
+    def prompt_length(self) -> int:
+        """Tokens of the decoder prompt: prefix, <img>, N latents, </img>, suffix."""
+        config = self.model.config
+        return len(config["prompt_prefix"]) + self.num_latents + 2 + len(config["prompt_suffix"])
+
+    @property
+    def max_new_tokens_limit(self) -> int:
+        """The most tokens a reconstruction can write: the decoder's positions left after its prompt."""
+        return int(self.model.config["decoder"]["max_position_embeddings"]) - self.prompt_length
+
+    def default_max_new_tokens(self, source_tokens=None) -> int:
+        """The reconstruction length to allow: the longest source (token counts, as load_latents returns them;
+        without them, the longest context the encoder reads) plus RECONSTRUCTION_MARGIN, at most
+        max_new_tokens_limit."""
+        longest = int(np.max(source_tokens)) if source_tokens is not None and len(source_tokens) else \
+            self.max_context_tokens
+        return max(0, min(self.max_new_tokens_limit, longest + RECONSTRUCTION_MARGIN))
+
+    def check_max_new_tokens(self, max_new_tokens: int) -> int:
+        """max_new_tokens itself, or a C3ValueError that names the limit."""
+        limit = self.max_new_tokens_limit
+        if int(max_new_tokens) > limit or limit < 1:
+            raise _core.C3ValueError(
+                f"max_new_tokens {int(max_new_tokens)} does not fit: the decoder's max_position_embeddings of "
+                f"{self.model.config['decoder']['max_position_embeddings']} minus its prompt of "
+                f"{self.prompt_length} tokens leaves at most {limit}")
+        if int(max_new_tokens) < 1:
+            raise _core.C3ValueError(f"max_new_tokens must be at least 1, got {int(max_new_tokens)}")
+        return int(max_new_tokens)
 
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -210,9 +257,17 @@ class Cascade:
         ids, mask = self.context_batch(_rows(texts), truncate=truncate)
         return self.model.compress(ids, mask)
 
-    def reconstruct(self, latents: np.ndarray, max_new_tokens: int = 256, return_ids: bool = False, **options):
-        """Latents -> texts, greedy by default (sample=True, temperature, top_k, top_p, no_repeat_ngram_size...)."""
-        tokens, lengths = self.model.reconstruct(latents, max_new_tokens=max_new_tokens, **options)
+    def reconstruct(self, latents: np.ndarray, max_new_tokens: Optional[int] = None, return_ids: bool = False,
+                    source_tokens=None, **options):
+        """Latents -> texts, greedy by default (sample=True, temperature, top_k, top_p, no_repeat_ngram_size...).
+
+        max_new_tokens defaults to default_max_new_tokens(source_tokens): source_tokens are the texts' token
+        counts (load_latents gives them as metadata["source_tokens"]). A value above max_new_tokens_limit raises.
+        """
+        if max_new_tokens is None:
+            max_new_tokens = self.default_max_new_tokens(source_tokens)
+        tokens, lengths = self.model.reconstruct(latents, max_new_tokens=self.check_max_new_tokens(max_new_tokens),
+                                                 **options)
         if return_ids:
             return [row[:length][row[:length] != self.stop_token] for row, length in zip(tokens, lengths)]
         return self.decode(tokens, lengths)

@@ -38,8 +38,7 @@ def _load_config(args) -> dict:
 
 def command_train(args):
     from . import corpus
-    from .cascade import Cascade, byte_tokenizer
-    from .demo import model_config
+    from .cascade import Cascade, byte_tokenizer, scratch_model_config
     from .training import fit
 
     config = _load_config(args)
@@ -54,9 +53,8 @@ def command_train(args):
         hidden, layers = int(config.get("hidden_size", 128)), int(config.get("layers", 4))
         shape = dict(hidden_size=hidden, intermediate_size=hidden * 3, num_layers=layers,
                      num_heads=max(1, hidden // 16), num_kv_heads=max(1, hidden // 32))
-        positions = length + latents + 64
-        cascade = Cascade.new(model_config(shape, positions), model_config(shape, positions), latents,
-                              tokenizer=byte_tokenizer(), seed=seed)
+        model = scratch_model_config(shape, length, latents)
+        cascade = Cascade.new(model, model, latents, tokenizer=byte_tokenizer(), seed=seed)
     for part in args.freeze or []:
         cascade.model.set_trainable(part, False)
     trainer = cascade.trainer(learning_rate=float(config.get("learning_rate", 3e-3)),
@@ -93,30 +91,24 @@ def command_reconstruct(args):
     from .cascade import Cascade, load_latents
 
     cascade = Cascade.load(args.cascade)
-    latents, _ = load_latents(args.latents, cascade)
-    texts = cascade.reconstruct(latents, max_new_tokens=args.max_new_tokens)
+    latents, metadata = load_latents(args.latents, cascade)
+    texts = cascade.reconstruct(latents, max_new_tokens=args.max_new_tokens,
+                                source_tokens=metadata.get("source_tokens"))
     with open(args.output, "w", encoding="utf-8") as handle:
         json.dump(texts, handle, ensure_ascii=False, indent=1)
     print(json.dumps({"output": args.output, "count": len(texts)}))
 
 
 def command_eval(args):
-    from . import analysis
     from .cascade import Cascade
+    from .evaluation import evaluate
 
     cascade = Cascade.load(args.cascade)
-    texts = _texts_file(args.texts)
-    latents = cascade.compress(texts, truncate=True)
-    lengths = [len(r) for r in cascade.tokenize(texts)]
-    hypotheses = cascade.reconstruct(latents, max_new_tokens=max(lengths) + 8)
-    metrics = analysis.fox_metrics(texts, hypotheses)
-    references = cascade.tokenize(texts)
-    hypothesis_ids = [np.asarray(cascade.tokenizer.encode(h), dtype=np.int32) for h in hypotheses]
-    metrics["decay"] = {k: np.asarray(v).tolist() for k, v in analysis.decay_curve(list(zip(references, hypothesis_ids))).items()}
-    metrics["compression_ratio"] = float(np.mean(lengths) / cascade.num_latents)
+    metrics = evaluate(cascade, _texts_file(args.texts), truncate=True)
     with open(args.output, "w") as handle:
-        json.dump(metrics, handle, indent=2)
-    print(json.dumps({k: metrics[k] for k in ("precision", "edit_distance", "bleu", "compression_ratio")}))
+        json.dump({k: ({kk: np.asarray(vv).tolist() for kk, vv in v.items()} if isinstance(v, dict) else v)
+                   for k, v in metrics.items()}, handle, indent=2)
+    print(json.dumps({k: metrics[k] for k in ("fox_precision", "edit_distance", "bleu", "compression_ratio")}))
 
 
 def command_models(args):
@@ -170,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--cascade", required=True)
     reconstruct.add_argument("--latents", required=True)
     reconstruct.add_argument("--output", required=True)
-    reconstruct.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=512)
+    reconstruct.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
     reconstruct.set_defaults(run=command_reconstruct)
 
     evaluation = commands.add_parser("eval", help="Fox metrics and decay curve of a cascade on texts")

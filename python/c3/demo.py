@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
-from . import analysis, corpus
-from .cascade import Cascade, byte_tokenizer
+from . import analysis, corpus, evaluation
+from .cascade import Cascade, byte_tokenizer, scratch_model_config
 from .training import fit
 
 SIZES = {
@@ -28,20 +29,14 @@ SIZES = {
 }
 
 
-def model_config(shape: dict, positions: int) -> dict:
-    return dict(shape, model_type="llama", attention_bias=False, tie_word_embeddings=True,
-                max_position_embeddings=positions, rope_theta=10000.0)
-
-
 def train_one(ratio: int, seconds: float, size: dict, seed: int, progress: bool = True):
     """Trains one cascade for about `seconds`; returns (cascade, held-out passages, training log)."""
     latents = size["latents"]
     length = ratio * latents
     tokenizer = byte_tokenizer()
     train, held_out = corpus.split(corpus.passages(length, stride=length // 2), seed=seed)
-    positions = length + latents + 64
-    cascade = Cascade.new(model_config(size["model"], positions), model_config(size["model"], positions), latents,
-                          tokenizer=tokenizer, seed=seed)
+    config = scratch_model_config(size["model"], length, latents)
+    cascade = Cascade.new(config, config, latents, tokenizer=tokenizer, seed=seed)
     rng = np.random.default_rng(seed)
 
     def batches():
@@ -67,26 +62,9 @@ def train_one(ratio: int, seconds: float, size: dict, seed: int, progress: bool 
 
 
 def evaluate(cascade: Cascade, passages, count: int):
-    """Greedy reconstruction and teacher-forced scores on held-out passages."""
-    passages = passages[:count]
-    latents = cascade.compress(passages)
-    reference_ids = cascade.tokenize(passages)
-    hypothesis_ids = cascade.reconstruct(latents, max_new_tokens=max(len(r) for r in reference_ids) + 8,
-                                         return_ids=True)
-    hypotheses = [cascade.tokenizer.decode(np.asarray(h, dtype=np.int32)) for h in hypothesis_ids]
-    strict = [float(np.mean([i < len(h) and h[i] == r[i] for i in range(len(r))]))
-              for r, h in zip(reference_ids, hypothesis_ids)]
-    scores = cascade.score(latents, passages)
-    teacher = [scores["correct"][row][scores["valid"][row]] for row in range(len(passages))]
-    pairs = [(np.asarray(r), np.asarray(h, dtype=np.int32)) for r, h in zip(reference_ids, hypothesis_ids)]
-    fox = analysis.fox_metrics(passages, hypotheses)
-    return dict(
-        token_accuracy=float(np.mean(strict)),
-        teacher_forced_accuracy=float(np.mean(np.concatenate(teacher))),
-        fox_precision=fox["precision"], edit_distance=fox["edit_distance"], bleu=fox["bleu"],
-        decay=analysis.decay_curve(pairs), teacher_decay=analysis.decay_curve(teacher),
-        examples=[(passages[i], hypotheses[i]) for i in range(min(3, len(passages)))],
-    )
+    """Greedy reconstruction and teacher-forced scores on the first `count` held-out passages
+    (c3.evaluation.evaluate)."""
+    return evaluation.evaluate(cascade, passages[:count])
 
 
 def run_demo(output_dir: str = "reports/demo", ratios=(4, 8, 16), minutes: float = 10.0, size: str = "default",
@@ -109,7 +87,7 @@ def run_demo(output_dir: str = "reports/demo", ratios=(4, 8, 16), minutes: float
         results[ratio] = metrics
         print(f"{ratio}x: greedy token accuracy {metrics['token_accuracy']:.3f}, teacher-forced "
               f"{metrics['teacher_forced_accuracy']:.3f}, Fox precision {metrics['fox_precision']:.3f} "
-              f"({len(log)} steps in {train_seconds:.0f} s)", flush=True)
+              f"({len(log)} steps in {train_seconds:.0f} s)", file=sys.stderr, flush=True)
     write_report(output_dir, results, config, size, time.perf_counter() - started)
     return results
 
