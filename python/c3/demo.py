@@ -71,8 +71,9 @@ def run_demo(output_dir: str = "reports/demo", ratios=(4, 8, 16), minutes: float
              seed: int = 0, progress: bool = True) -> dict:
     os.makedirs(output_dir, exist_ok=True)
     config = SIZES[size]
-    # The lowest ratio gets 60% of the budget: it carries the accuracy goal and needs the most steps to reach it.
-    weights = np.array([1.5 * (len(ratios) - 1) if r == min(ratios) else 1.0 for r in ratios], dtype=float)
+    # The lowest ratio gets 60% of the budget (all of it when alone): it carries the accuracy goal and needs the
+    # most steps to reach it.
+    weights = np.array([max(1.0, 1.5 * (len(ratios) - 1)) if r == min(ratios) else 1.0 for r in ratios], dtype=float)
     budget = minutes * 60.0 * 0.85  # leave time for evaluation and plots
     results = {}
     started = time.perf_counter()
