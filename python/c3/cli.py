@@ -210,24 +210,17 @@ def command_train(args):
 
 def command_compress(args):
     from .cascade import Cascade, save_latents
-    from .evaluation import batch_slices
+    from .evaluation import batch_slices, source_rows
 
     texts = _read_texts_file(args.texts)
     cascade = Cascade.load(args.cascade)
-    rows = cascade.tokenize(texts)
-    limit, truncated = cascade.max_context_tokens, 0
-    for index, row in enumerate(rows):
-        if len(row) > limit:
-            if not args.truncate:
-                raise _core.C3ValueError(f"text {index + 1} of {args.texts} has {len(row)} tokens, more than the "
-                                         f"encoder's {limit}; pass --truncate to cut it")
-            rows[index], truncated = row[:limit], truncated + 1
+    rows, cut = source_rows(cascade, texts, args.truncate, "--truncate")
     parts = [cascade.compress(rows[part]) for part in batch_slices(len(rows), args.batch_size, not args.quiet,
                                                                    "compressing")]
     latents = np.concatenate(parts)
     # The token counts the latents hold (after any cut): reconstruct sizes its default length by them.
     save_latents(args.output, latents, cascade, source_tokens=[len(row) for row in rows])
-    _print_json({"output": args.output, "shape": list(latents.shape), "truncated": truncated})
+    _print_json({"output": args.output, "shape": list(latents.shape), "truncated": len(cut)})
 
 
 def command_reconstruct(args):
@@ -263,7 +256,7 @@ def command_eval(args):
     if args.max_new_tokens is not None:
         cascade.check_max_new_tokens(args.max_new_tokens)  # before any work
     metrics = evaluate(cascade, texts, truncate=args.truncate, max_new_tokens=args.max_new_tokens,
-                       batch_size=args.batch_size, progress=not args.quiet)
+                       batch_size=args.batch_size, progress=not args.quiet, truncate_option="--truncate")
     if args.output is None:
         _print_json(metrics)
         return

@@ -23,8 +23,23 @@ def batch_slices(count: int, batch_size: Optional[int] = None, progress: bool = 
             bar.update(stop - start)
 
 
+def source_rows(cascade, texts: Sequence[str], truncate: bool = False, option: str = "truncate=True"):
+    """(token-id rows, indices of the cut rows) of texts as the encoder reads them: a text longer than
+    cascade.max_context_tokens raises (naming `option`, which cuts it) or with truncate=True is cut."""
+    rows, cut, limit = cascade.tokenize(texts), [], cascade.max_context_tokens
+    for index, row in enumerate(rows):
+        if len(row) > limit:
+            if not truncate:
+                raise _core.C3ValueError(f"text {index + 1} has {len(row)} tokens, more than the encoder's {limit}; "
+                                         f"pass {option} to cut it")
+            rows[index] = row[:limit]
+            cut.append(index)
+    return rows, cut
+
+
 def evaluate(cascade, texts: Sequence[str], truncate: bool = False, max_new_tokens: Optional[int] = None,
-             batch_size: Optional[int] = None, progress: bool = False, examples: int = 3) -> dict:
+             batch_size: Optional[int] = None, progress: bool = False, examples: int = 3,
+             truncate_option: str = "truncate=True") -> dict:
     """Greedy reconstruction and teacher-forced scores of `cascade` on `texts`.
 
     Returns a dict of
@@ -35,18 +50,16 @@ def evaluate(cascade, texts: Sequence[str], truncate: bool = False, max_new_toke
       count                    number of texts
       decay, teacher_decay     accuracy by relative position (analysis.decay_curve), NumPy arrays
       examples                 the first `examples` (reference, reconstruction) pairs
-    Texts longer than the encoder reads raise, or with truncate=True are cut and scored against what was kept.
+    Texts longer than the encoder reads raise (the message names truncate_option), or with truncate=True are cut
+    and scored against what was kept.
     max_new_tokens defaults to Cascade.default_max_new_tokens of each batch's token counts.
     """
     if isinstance(texts, (str, bytes)):
         raise TypeError("pass a list of texts, not one string")
     texts = list(texts)
-    references = cascade.tokenize(texts)
-    if truncate:
-        for index, row in enumerate(references):
-            if len(row) > cascade.max_context_tokens:
-                references[index] = row[:cascade.max_context_tokens]
-                texts[index] = cascade.tokenizer.decode(references[index])
+    references, cut = source_rows(cascade, texts, truncate, truncate_option)
+    for index in cut:
+        texts[index] = cascade.tokenizer.decode(references[index])
     hypothesis_ids, teacher = [], []
     for part in batch_slices(len(texts), batch_size, progress, "evaluating"):
         rows = references[part]

@@ -175,10 +175,11 @@ def test_bad_content_is_one_line(workspace):
     line = error_line(run_c3("compress", "--cascade", "casc", "--texts", "binary.txt", "--output", "z",
                              cwd=directory), "compress")
     assert "not UTF-8" in line
-    (directory / "long.txt").write_text("x" * 500 + "\n")
-    line = error_line(run_c3("compress", "--cascade", "casc", "--texts", "long.txt", "--output", "z",
-                             cwd=directory), "compress")
-    assert "--truncate" in line
+    (directory / "long.txt").write_text("short\n" + "x" * 500 + "\n")
+    for command, output in (("compress", ["--output", "z"]), ("eval", [])):
+        line = error_line(run_c3(command, "--cascade", "casc", "--texts", "long.txt", *output, cwd=directory),
+                          command)
+        assert "text 2 has 500 tokens" in line and "--truncate" in line
     (directory / "config.json").write_text('{"steps": 5, "colour": "blue"}')
     line = error_line(run_c3("train", "--output", "never", "--config", "config.json", cwd=directory), "train")
     assert "colour" in line
