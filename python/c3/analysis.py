@@ -18,8 +18,11 @@ from . import _core
 
 __all__ = [
     "fox_metrics",
+    "fox_page_scores",
+    "fox_summary",
     "position_profile",
     "decay_curve",
+    "decay_from_counts",
     "length_bins",
     "plot_decay_curves",
     "plot_ratio_heatmap",
@@ -50,6 +53,13 @@ def fox_metrics(refs: Sequence[str], hyps: Sequence[str], tokenize=None) -> Dict
     script would crash on the sum; here such a page counts as 0 in the mean and is counted in ``undefined_*``.
     An empty output recovered nothing, so 0 is the honest score for it.
     """
+    return fox_summary(fox_page_scores(refs, hyps, tokenize))
+
+
+def fox_page_scores(refs: Sequence[str], hyps: Sequence[str], tokenize=None) -> Dict[str, np.ndarray]:
+    """The per-page scores that ``fox_metrics`` averages: float64 arrays ``precision``, ``recall``, ``f1``,
+    ``bleu``, ``edit_distance`` (NaN where nltk returns None). Pages of a corpus can be scored apart (on
+    several machines) and summarised together: ``fox_summary`` of the concatenation equals ``fox_metrics``."""
     refs, hyps = list(refs), list(hyps)
     if len(refs) != len(hyps):
         raise ValueError(f"fox_metrics: {len(refs)} references against {len(hyps)} hypotheses")
@@ -65,8 +75,17 @@ def fox_metrics(refs: Sequence[str], hyps: Sequence[str], tokenize=None) -> Dict
             "bleu": np.array([_core.bleu(r, h) for r, h in zip(ref_words, hyp_words)], np.float64),
             "edit_distance": _core.normalized_edit_distance_batch(refs, hyps),
         }
-    result: Dict[str, float] = {"count": len(refs)}
-    for key in ("precision", "recall", "f1", "bleu", "edit_distance"):
+    return {key: np.asarray(scores[key], dtype=np.float64) for key in FOX_SCORES}
+
+
+FOX_SCORES = ("precision", "recall", "f1", "bleu", "edit_distance")
+
+
+def fox_summary(scores: Mapping) -> Dict[str, float]:
+    """``fox_metrics`` from per-page scores (``fox_page_scores``): plain means, undefined pages as 0."""
+    count = len(np.asarray(scores["precision"]))
+    result: Dict[str, float] = {"count": count}
+    for key in FOX_SCORES:
         values = np.asarray(scores[key], dtype=np.float64)
         undefined = np.isnan(values)
         if key in ("precision", "recall", "f1"):
@@ -135,6 +154,28 @@ def decay_curve(samples: Iterable, bins: int = 20) -> Dict[str, np.ndarray]:
         "accuracy": accuracy,
         "count": count,
         "stderr": _binomial_stderr(accuracy, count),
+    }
+
+
+PROFILE_COUNTS = ("kept", "substituted", "deleted", "inserted", "reference_tokens")
+
+
+def decay_from_counts(counts: Mapping) -> Dict[str, np.ndarray]:
+    """``decay_curve`` of (reference, hypothesis) pairs from the int64 counts of ``_core.position_profile``
+    (kept, substituted, deleted, inserted, reference_tokens per bin). Counts add up over parts of a corpus, so
+    the decay curve of a corpus scored on several machines is that of the summed counts."""
+    reference = np.asarray(counts["reference_tokens"], dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = {key: np.where(reference > 0, np.asarray(counts[key], np.int64) / np.maximum(reference, 1), np.nan)
+                 for key in ("kept", "substituted", "deleted", "inserted")}
+    return {
+        "position": bin_centers(len(reference)),
+        "accuracy": rates["kept"],
+        "count": reference,
+        "stderr": _binomial_stderr(rates["kept"], reference),
+        "substituted": rates["substituted"],
+        "deleted": rates["deleted"],
+        "inserted": rates["inserted"],
     }
 
 

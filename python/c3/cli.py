@@ -80,7 +80,11 @@ def _texts_file(path: str):
 
 
 def command_compress(args):
+    from . import distributed
     from .cascade import Cascade, save_latents
+
+    if distributed.run_command("compress", args):
+        return
 
     cascade = Cascade.load(args.cascade)
     texts = _texts_file(args.texts)
@@ -101,8 +105,11 @@ def command_reconstruct(args):
 
 
 def command_eval(args):
-    from . import analysis
+    from . import analysis, distributed
     from .cascade import Cascade
+
+    if distributed.run_command("eval", args):
+        return
 
     cascade = Cascade.load(args.cascade)
     texts = _texts_file(args.texts)
@@ -128,6 +135,8 @@ def command_models(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import distributed
+
     parser = argparse.ArgumentParser(prog="c3", description="Context Cascade Compression: train, compress, "
                                      "reconstruct and analyse text cascades on the CPU.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--texts", required=True, help="text file (one text per line) or JSON list")
     compress.add_argument("--output", required=True)
     compress.add_argument("--truncate", action="store_true", help="cut texts longer than the encoder allows")
+    distributed.add_arguments(compress)
     compress.set_defaults(run=command_compress)
 
     reconstruct = commands.add_parser("reconstruct", help="latents file -> texts (JSON list)")
@@ -177,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--cascade", required=True)
     evaluation.add_argument("--texts", required=True)
     evaluation.add_argument("--output", required=True, help="metrics JSON")
+    distributed.add_arguments(evaluation)
     evaluation.set_defaults(run=command_eval)
 
     models = commands.add_parser("models", help="real pretrained weights available offline")
