@@ -66,6 +66,10 @@ class CascadeModule(nn.Module):
         self.latent_block = ([int(c3_config["latent_start_token"])] + [int(c3_config["latent_pad_token"])]
                              * self.num_latents + [int(c3_config["latent_end_token"])])
         self.stop_tokens = [int(i) for i in c3_config["stop_tokens"]]
+        # Fixed token ids as buffers (not saved): they follow the module to the GPU once, not every forward.
+        self.register_buffer("_latent_block", torch.tensor(self.latent_block), persistent=False)
+        self.register_buffer("_prompt", torch.tensor(self.prompt_prefix + self.latent_block + self.prompt_suffix,
+                                                     dtype=torch.long), persistent=False)
         # The encoder's own output head never sees a gradient (only its hidden states are used); frozen, so that
         # DDP does not wait for it. It is saved back unchanged.
         head = encoder.get_output_embeddings()
@@ -96,58 +100,69 @@ class CascadeModule(nn.Module):
         return len(self.prompt_prefix) + len(self.latent_block) + len(self.prompt_suffix)
 
     # ---- encoder side -----------------------------------------------------------------------------------------
-    def compress(self, context_ids: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+    def compress(self, context_ids: torch.Tensor, context_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Contexts [B, L] (left-padded) -> latents [B, N, d_dec]: the encoder's final hidden states (after its
-        norm) at the N query slots, through the projector."""
+        norm) at the N query slots, through the projector. No mask means every token is real: positions are then
+        0, 1, 2, ... and transformers' causal fast path runs without building a mask."""
         batch, length = context_ids.shape
         device = self.model.Q.weight.device
-        context_ids, context_mask = context_ids.to(device).long(), context_mask.to(device).long()
-        block = torch.tensor(self.latent_block, device=device).expand(batch, -1)
-        ids = torch.cat([context_ids * context_mask, block], dim=1)
-        mask = torch.cat([context_mask, torch.ones_like(block)], dim=1)
+        context_ids = context_ids.to(device).long()
+        block = self._latent_block.to(device).expand(batch, -1)
+        if context_mask is None:
+            ids, mask, positions = torch.cat([context_ids, block], dim=1), None, None
+        else:
+            context_mask = context_mask.to(device).long()
+            ids = torch.cat([context_ids * context_mask, block], dim=1)
+            mask = torch.cat([context_mask, torch.ones_like(block)], dim=1)
+            positions = positions_for(mask)
         embeddings = self.encoder.get_input_embeddings()(ids)  # [B, L + N + 2, d_enc]
         queries = self.model.Q.weight.to(embeddings.dtype).unsqueeze(0).expand(batch, -1, -1)
         embeddings = torch.cat([embeddings[:, :length + 1], queries, embeddings[:, length + 1 + self.num_latents:]],
                                dim=1)
         hidden = self.encoder.base_model(inputs_embeds=embeddings, attention_mask=mask,
-                                         position_ids=positions_for(mask)).last_hidden_state
+                                         position_ids=positions).last_hidden_state
         return self.model.mm_projector(hidden[:, length + 1:length + 1 + self.num_latents])
 
     # ---- decoder side -----------------------------------------------------------------------------------------
     def _decoder_inputs(self, latents: torch.Tensor, answer_ids: Optional[torch.Tensor],
                         answer_mask: Optional[torch.Tensor]):
+        """(embeddings [B, P + La, d_dec], mask or None when every token is real, positions or None, answers)."""
         batch, device = latents.shape[0], latents.device
-        prompt = torch.tensor(self.prompt_prefix + self.latent_block + self.prompt_suffix, device=device)
-        prompt = prompt.expand(batch, -1)
+        prompt = self._prompt.to(device).expand(batch, -1)
         if answer_ids is None:
             answer_ids = torch.zeros(batch, 0, dtype=torch.long, device=device)
         answer_ids = answer_ids.to(device).long()
-        answer_mask = torch.ones_like(answer_ids) if answer_mask is None else answer_mask.to(device).long()
-        ids = torch.cat([prompt, answer_ids * answer_mask], dim=1)
-        mask = torch.cat([torch.ones_like(prompt), answer_mask], dim=1)
+        if answer_mask is None:
+            ids, mask, positions = torch.cat([prompt, answer_ids], dim=1), None, None
+        else:
+            answer_mask = answer_mask.to(device).long()
+            ids = torch.cat([prompt, answer_ids * answer_mask], dim=1)
+            mask = torch.cat([torch.ones_like(prompt), answer_mask], dim=1)
+            positions = positions_for(mask)
         embeddings = self.decoder.get_input_embeddings()(ids)  # [B, P + La, d_dec]
         start = len(self.prompt_prefix) + 1
         embeddings = torch.cat([embeddings[:, :start], latents.to(embeddings.dtype),
                                 embeddings[:, start + self.num_latents:]], dim=1)
-        return embeddings, mask, answer_ids, answer_mask
+        return embeddings, mask, positions, answer_ids
 
     def answer_logits(self, latents: torch.Tensor, answer_ids: torch.Tensor,
                       answer_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits [B, La, V]: the decoder's prediction for each answer position (teacher forcing). Only these rows
         go through the output head."""
-        embeddings, mask, answer_ids, _ = self._decoder_inputs(latents, answer_ids, answer_mask)
+        embeddings, mask, positions, answer_ids = self._decoder_inputs(latents, answer_ids, answer_mask)
         hidden = self.decoder.base_model(inputs_embeds=embeddings, attention_mask=mask,
-                                         position_ids=positions_for(mask)).last_hidden_state
+                                         position_ids=positions).last_hidden_state
         start = self.prompt_length - 1
         return self.decoder.get_output_embeddings()(hidden[:, start:start + answer_ids.shape[1]])
 
     def forward(self, context_ids, context_mask, answer_ids, answer_mask, reduction: str = "mean"):
         """C3's loss: next-token cross-entropy on the answer tokens only; 'mean' over them (Cascade.loss) or 'sum'
-        (for gradient accumulation over micro-batches of unequal token counts)."""
+        (for gradient accumulation over micro-batches of unequal token counts). A mask of None means no padding."""
         latents = self.compress(context_ids, context_mask)
         logits = self.answer_logits(latents, answer_ids, answer_mask)
-        answer_ids, answer_mask = answer_ids.to(logits.device).long(), answer_mask.to(logits.device).long()
-        targets = torch.where(answer_mask == 1, answer_ids, torch.full_like(answer_ids, -100))
+        targets = answer_ids.to(logits.device).long()
+        if answer_mask is not None:
+            targets = torch.where(answer_mask.to(logits.device) == 1, targets, torch.full_like(targets, -100))
         return nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                            ignore_index=-100, reduction=reduction)
 
@@ -165,8 +180,9 @@ class CascadeModule(nn.Module):
         """Greedy decoding with the KV cache, as CascadeModel.reconstruct: (tokens [B, steps], lengths [B]); a row
         ends after a stop token (counted in its length) and is filled with pad_token after."""
         stop_tokens = self.stop_tokens if stop_tokens is None else [int(t) for t in stop_tokens]
-        embeddings, mask, _, _ = self._decoder_inputs(latents, None, None)
+        embeddings, _, _, _ = self._decoder_inputs(latents, None, None)
         batch, device = latents.shape[0], latents.device
+        mask = torch.ones(batch, embeddings.shape[1], dtype=torch.long, device=device)
         output = self.decoder(inputs_embeds=embeddings, attention_mask=mask, position_ids=positions_for(mask),
                               use_cache=True)
         stops = torch.tensor(stop_tokens, dtype=torch.long, device=device)

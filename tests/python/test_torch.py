@@ -74,6 +74,13 @@ def check_agreement(cascade, module, texts):
     with torch.no_grad():
         loss = module(context_ids, context_mask, answer_ids, answer_mask).item()
     assert abs(loss - cascade.loss(texts)) < 1e-4
+    # Without masks (every token real: the training script's fast path) on the rows of the longest length.
+    full = [i for i, row in enumerate(context_mask) if bool(row.all()) and bool(answer_mask[i].all())]
+    assert full
+    with torch.no_grad():
+        unmasked = module(context_ids[full], None, answer_ids[full], None).item()
+        masked = module(context_ids[full], context_mask[full], answer_ids[full], answer_mask[full]).item()
+    assert abs(unmasked - masked) < 1e-5
     return latents
 
 
