@@ -245,7 +245,10 @@ class Pool:
             self.workers = [ShardWorker(cascade_path, threads)]
             self.description = self.workers[0].describe()
             return
-        import ray
+        try:
+            import ray
+        except ImportError:
+            raise _core.C3Error("running on Ray needs the ray package: pip install 'c3[ray]'") from None
 
         if not ray.is_initialized():
             ray.init(address=address or None, log_to_driver=False)
