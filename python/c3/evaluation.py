@@ -37,6 +37,9 @@ def source_rows(cascade, texts: Sequence[str], truncate: bool = False, option: s
     return rows, cut
 
 
+DECAY_BINS = 20  # bins of relative position in the decay curves
+
+
 def evaluate(cascade, texts: Sequence[str], truncate: bool = False, max_new_tokens: Optional[int] = None,
              batch_size: Optional[int] = None, progress: bool = False, examples: int = 3,
              truncate_option: str = "truncate=True") -> dict:
@@ -53,7 +56,19 @@ def evaluate(cascade, texts: Sequence[str], truncate: bool = False, max_new_toke
     Texts longer than the encoder reads raise (the message names truncate_option), or with truncate=True are cut
     and scored against what was kept.
     max_new_tokens defaults to Cascade.default_max_new_tokens of each batch's token counts.
+
+    This is merge_parts of one evaluate_part over all the texts: a corpus evaluated in parts (c3.distributed)
+    gives the same result when its parts are cut at multiples of batch_size.
     """
+    part = evaluate_part(cascade, texts, truncate, max_new_tokens, batch_size, progress, examples, truncate_option)
+    return merge_parts([part], cascade.num_latents, examples)
+
+
+def evaluate_part(cascade, texts: Sequence[str], truncate: bool = False, max_new_tokens: Optional[int] = None,
+                  batch_size: Optional[int] = None, progress: bool = False, examples: int = 3,
+                  truncate_option: str = "truncate=True") -> dict:
+    """The per-text scores and summable counts of `evaluate` for one part of a corpus, as plain JSON values
+    (NaN as None): merge_parts turns the parts, in corpus order, into evaluate's metrics."""
     if isinstance(texts, (str, bytes)):
         raise TypeError("pass a list of texts, not one string")
     texts = list(texts)
@@ -69,15 +84,43 @@ def evaluate(cascade, texts: Sequence[str], truncate: bool = False, max_new_toke
         scores = cascade.score(latents, rows)
         teacher += [scores["correct"][row][scores["valid"][row]] for row in range(len(rows))]
     hypotheses = [cascade.tokenizer.decode(row) for row in hypothesis_ids]
-    strict = _core.token_accuracy_batch(references, hypothesis_ids)
-    fox = analysis.fox_metrics(texts, hypotheses)
+    decay = _core.position_profile(list(zip(references, hypothesis_ids)), bins=DECAY_BINS)
+    teacher_decay = _core.correctness_profile([np.asarray(row) for row in teacher], bins=DECAY_BINS)
     return dict(
-        token_accuracy=float(np.mean(strict["accuracy"])),
-        teacher_forced_accuracy=float(np.mean(np.concatenate(teacher))),
+        source_tokens=[len(row) for row in references],
+        token_accuracy=_core.token_accuracy_batch(references, hypothesis_ids)["accuracy"].tolist(),
+        fox={key: [None if np.isnan(value) else float(value) for value in values]
+             for key, values in analysis.fox_page_scores(texts, hypotheses).items()},
+        decay={key: decay[key].tolist() for key in analysis.PROFILE_COUNTS},
+        teacher_decay={key: teacher_decay[key].tolist() for key in analysis.CORRECTNESS_COUNTS},
+        hypotheses=hypotheses,
+        examples=[[texts[index], hypotheses[index]] for index in range(min(examples, len(texts)))],
+    )
+
+
+def merge_parts(parts: Sequence[dict], num_latents: int, examples: int = 3) -> dict:
+    """evaluate's metrics from evaluate_part results in corpus order: means over all texts (or all tokens) of the
+    concatenated per-text scores, decay curves of the summed counts."""
+    def joined(key):
+        return [value for part in parts for value in part[key]]
+
+    def summed(key, names):
+        return {name: np.sum([np.asarray(part[key][name], np.int64) for part in parts], axis=0) for name in names}
+
+    fox = analysis.fox_summary({key: np.array([np.nan if value is None else value for part in parts
+                                               for value in part["fox"][key]], dtype=np.float64)
+                                for key in analysis.FOX_SCORES})
+    teacher_decay = summed("teacher_decay", analysis.CORRECTNESS_COUNTS)
+    correct, total = int(teacher_decay["correct"].sum()), int(teacher_decay["total"].sum())
+    return dict(
+        token_accuracy=float(np.mean(np.asarray(joined("token_accuracy"), dtype=np.float64))),
+        # The mean of the concatenated 0/1 scores, as an exact count over a count.
+        teacher_forced_accuracy=correct / total if total else float("nan"),
         fox_precision=fox["precision"], recall=fox["recall"], f1=fox["f1"], bleu=fox["bleu"],
         edit_distance=fox["edit_distance"],
-        compression_ratio=float(np.mean([len(row) for row in references]) / cascade.num_latents),
-        count=len(texts),
-        decay=analysis.decay_curve(list(zip(references, hypothesis_ids))), teacher_decay=analysis.decay_curve(teacher),
-        examples=[(texts[index], hypotheses[index]) for index in range(min(examples, len(texts)))],
+        compression_ratio=float(np.mean(joined("source_tokens")) / num_latents),
+        count=len(joined("source_tokens")),
+        decay=analysis.decay_from_counts(summed("decay", analysis.PROFILE_COUNTS)),
+        teacher_decay=analysis.decay_from_counts(teacher_decay),
+        examples=[tuple(pair) for pair in joined("examples")[:examples]],
     )

@@ -1,0 +1,395 @@
+"""A corpus on a Ray cluster: compress it into latents shards, then reconstruct and score it, shard by shard.
+
+    c3 compress --cascade C --texts corpus.jsonl --output work/ --ray [ADDRESS]
+    c3 eval     --cascade C --texts corpus.jsonl --output metrics.json --ray [ADDRESS]
+
+Input is one JSONL file (each line a JSON string or an object with a "text" field), cut into shards of
+``shard_size`` documents, or a folder of such files, one shard each (in name order). Each Ray actor loads the
+cascade once and works through the shards it is given, in batches of ``batch_size`` documents:
+
+    work/manifest.json            what the work directory holds (cascade identity, shards, settings)
+    work/latents/<shard>.safetensors   c3 compress: latents [B, N, d] with metadata (save_latents)
+    work/results/<shard>.json     c3 eval: evaluation.evaluate_part of the shard (hypotheses, per-text scores,
+                                  alignment counts) and the settings it was made with
+
+Every file appears whole or not at all, so a stopped run is restarted by running it again: finished shards are
+skipped. A shard whose actor dies is given to another actor (Ray restarts the dead one). The reduce step is
+``evaluation.merge_parts``, the one that ``evaluation.evaluate`` (plain `c3 eval`) ends with, so the metrics are
+the single-process ones, key for key and value for value, when shards are cut at multiples of the batch size
+(batches, and so latents and default reconstruction lengths, are then the same). ``use_ray=False`` runs the same
+shards in this process.
+
+The cascade directory and the work directory must be paths that every node sees (a shared filesystem); the
+corpus is read by the driver and shipped to the actors.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+from typing import Callable, Iterator, List, Optional
+
+import numpy as np
+
+from . import _core
+
+SHARD_FORMAT = "c3.distributed/1"
+
+
+# ---- the corpus as shards ------------------------------------------------------------------------------------------
+class Shard:
+    """A named run of documents; its texts are read when needed (a corpus need not fit in memory)."""
+
+    def __init__(self, name: str, path: str, offset: int = 0, count: Optional[int] = None):
+        self.name, self.path, self.offset, self.count = name, path, offset, count
+
+    def texts(self) -> List[str]:
+        texts = []
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            line_number = 0
+            for raw in handle:
+                line_number += 1
+                if self.count is not None and len(texts) == self.count:
+                    break
+                if not raw.strip():
+                    continue
+                texts.append(_document(raw, self.path, self.name, line_number))
+        return texts
+
+
+def _document(raw: bytes, path: str, shard: str, line_number: int) -> str:
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _core.FormatError(f"{path}: shard {shard}, line {line_number}: not JSON ({error})") from None
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        return value["text"]
+    if isinstance(value, str):
+        return value
+    raise _core.FormatError(f"{path}: shard {shard}, line {line_number}: expected a JSON string or an object "
+                            f"with a 'text' string")
+
+
+def plan_shards(source: str, shard_size: int = 1000) -> List[Shard]:
+    """Shards of a JSONL file (``shard_size`` non-empty lines each) or of a folder of JSONL files (one each)."""
+    if shard_size < 1:
+        raise _core.C3ValueError(f"shard_size must be at least 1, got {shard_size}")
+    if os.path.isdir(source):
+        names = sorted(name for name in os.listdir(source) if name.endswith(".jsonl"))
+        if not names:
+            raise _core.C3IOError(f"{source}: no .jsonl shards in this folder")
+        return [Shard(name[:-len(".jsonl")], os.path.join(source, name)) for name in names]
+    if not os.path.exists(source):
+        raise _core.C3IOError(f"{source}: no such corpus file or folder")
+    stem = os.path.splitext(os.path.basename(source))[0]
+    shards, offset, documents, start = [], 0, 0, 0
+    with open(source, "rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                if documents == shard_size:
+                    shards.append(Shard(f"{stem}-{len(shards):05d}", source, start, documents))
+                    start, documents = offset, 0
+                documents += 1
+            offset += len(raw)
+    if documents:
+        shards.append(Shard(f"{stem}-{len(shards):05d}", source, start, documents))
+    if not shards:
+        raise _core.C3ValueError(f"{source}: the corpus holds no documents")
+    return shards
+
+
+# ---- the work on one shard (the same in an actor and in this process) ----------------------------------------------
+def _write_json(path: str, value: dict) -> None:
+    """Written beside the target, then renamed: a killed worker leaves no half file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.partial-{os.getpid()}"
+    with open(partial, "w") as handle:
+        json.dump(value, handle)
+    os.replace(partial, path)
+
+
+def _read_json(path: str) -> Optional[dict]:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def latents_path(work: str, shard: str) -> str:
+    return os.path.join(work, "latents", shard + ".safetensors")
+
+
+def results_path(work: str, shard: str) -> str:
+    return os.path.join(work, "results", shard + ".json")
+
+
+def compress_shard(cascade, work: str, shard: str, texts: List[str], batch_size: int, truncate: bool) -> dict:
+    """Latents of a shard, batch by batch, saved with their metadata, as `c3 compress` saves a file's."""
+    from .cascade import save_latents
+    from .evaluation import batch_slices, source_rows
+
+    rows, _ = source_rows(cascade, texts, truncate, "--truncate")
+    latents = np.concatenate([cascade.compress(rows[part]) for part in batch_slices(len(rows), batch_size)])
+    os.makedirs(os.path.join(work, "latents"), exist_ok=True)
+    save_latents(latents_path(work, shard), latents, cascade, source_tokens=[len(row) for row in rows],
+                 metadata={"shard": shard, "batch_size": batch_size, "truncate": truncate})
+    return {"shard": shard, "documents": len(texts)}
+
+
+def evaluate_shard(cascade, work: str, shard: str, texts: List[str], options: dict) -> dict:
+    """evaluation.evaluate_part of a shard, saved with the settings it was made with."""
+    from .evaluation import evaluate_part
+
+    part = evaluate_part(cascade, texts, truncate=options["truncate"], max_new_tokens=options["max_new_tokens"],
+                         batch_size=options["batch_size"], examples=options["examples"],
+                         truncate_option="--truncate")
+    _write_json(results_path(work, shard), dict(_result_settings(cascade.identity(), options), shard=shard,
+                                                part=part))
+    return {"shard": shard, "documents": len(texts)}
+
+
+def _result_settings(cascade: str, options: dict) -> dict:
+    return dict(format=SHARD_FORMAT, cascade=cascade, **{key: options[key] for key in sorted(options)})
+
+
+# ---- workers -------------------------------------------------------------------------------------------------------
+class ShardWorker:
+    """Holds one loaded cascade; Ray runs it as an actor (num_cpus = threads), use_ray=False in this process."""
+
+    def __init__(self, cascade_path: str, threads: int = 1):
+        from . import set_num_threads
+        from .cascade import Cascade
+
+        set_num_threads(int(threads))
+        self.cascade = Cascade.load(cascade_path)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def describe(self, max_new_tokens: Optional[int] = None) -> dict:
+        """The cascade's identity and latents; checks max_new_tokens against it (before any work)."""
+        if max_new_tokens is not None:
+            self.cascade.check_max_new_tokens(max_new_tokens)
+        return {"cascade": self.cascade.identity(), "num_latents": self.cascade.num_latents}
+
+    def run(self, task: str, work: str, shard: str, texts: List[str], options: dict) -> dict:
+        if task == "compress":
+            return compress_shard(self.cascade, work, shard, texts, options["batch_size"], options["truncate"])
+        if task == "evaluate":
+            return evaluate_shard(self.cascade, work, shard, texts, options)
+        raise _core.C3ValueError(f"unknown task {task!r}")
+
+
+def _get(reference):
+    """ray.get, raising a task's own c3 error (a one-line message) rather than Ray's wrapper of it."""
+    import ray
+
+    try:
+        return ray.get(reference)
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, _core.C3Error):
+            raise error.cause from None
+        raise
+
+
+class Pool:
+    """Workers over which shards are mapped: Ray actors (each loads the cascade once), or one in this process.
+
+    A shard whose actor dies is handed to the next free actor; Ray restarts the dead actor (its cascade is loaded
+    again) up to ``max_restarts`` times."""
+
+    def __init__(self, cascade_path: str, use_ray: bool = True, address: Optional[str] = None,
+                 actors: Optional[int] = None, threads: int = 1, max_restarts: int = 4):
+        self.use_ray, self.threads = use_ray, int(threads)
+        self.retried = []  # shards handed to another actor after theirs died
+        if not use_ray:
+            self.workers = [ShardWorker(cascade_path, threads)]
+            self.description = self.workers[0].describe()
+            return
+        try:
+            import ray
+        except ImportError:
+            raise _core.C3Error("running on Ray needs the ray package: pip install 'c3[ray]'") from None
+
+        if not ray.is_initialized():
+            ray.init(address=address or None, log_to_driver=False)
+        if actors is None:
+            actors = max(1, int(ray.available_resources().get("CPU", 1) // self.threads))
+        remote = ray.remote(ShardWorker).options(num_cpus=self.threads, max_restarts=max_restarts,
+                                                 max_task_retries=0)
+        self.workers = [remote.remote(cascade_path, self.threads) for _ in range(int(actors))]
+        self.description = _get(self.workers[0].describe.remote())
+
+    def describe(self, max_new_tokens: Optional[int] = None) -> dict:
+        if not self.use_ray:
+            return self.workers[0].describe(max_new_tokens)
+        return _get(self.workers[0].describe.remote(max_new_tokens))
+
+    def pids(self) -> List[int]:
+        if not self.use_ray:
+            return [os.getpid()]
+        import ray
+
+        return ray.get([worker.pid.remote() for worker in self.workers])
+
+    def map(self, task: str, work: str, shards: List[Shard], options: dict,
+            callback: Optional[Callable[[dict], None]] = None, retries: int = 3) -> None:
+        """Runs `task` on every shard; calls callback(report) as each finishes (in completion order)."""
+        if not self.use_ray:
+            for shard in shards:
+                report = self.workers[0].run(task, work, shard.name, shard.texts(), options)
+                callback and callback(report)
+            return
+        import ray
+
+        pending = collections.deque((shard, 0) for shard in shards)
+        in_flight = {}  # object ref -> (shard, attempts, worker index)
+        load = [0] * len(self.workers)
+        per_worker = 2  # one running, one queued: no actor waits on the driver
+        while pending or in_flight:
+            while pending and min(load) < per_worker:
+                index = int(np.argmin(load))
+                shard, attempts = pending.popleft()
+                reference = self.workers[index].run.remote(task, work, shard.name, shard.texts(), options)
+                in_flight[reference] = (shard, attempts, index)
+                load[index] += 1
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            shard, attempts, index = in_flight.pop(done[0])
+            load[index] -= 1
+            try:
+                report = _get(done[0])
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.ObjectLostError):
+                if attempts >= retries:
+                    raise
+                self.retried.append(shard.name)
+                pending.appendleft((shard, attempts + 1))  # its actor died: another one takes it
+                continue
+            callback and callback(report)
+
+
+# ---- the two jobs --------------------------------------------------------------------------------------------------
+def _manifest(work: str, source: str, shards: List[Shard], pool: Pool, shard_size: int, batch_size: int) -> dict:
+    """Checks that a work directory being resumed was made from the same corpus, cascade and settings."""
+    manifest = {"format": SHARD_FORMAT, "source": os.path.abspath(source), "cascade": pool.description["cascade"],
+                "shard_size": shard_size, "batch_size": batch_size, "shards": [shard.name for shard in shards]}
+    previous = _read_json(os.path.join(work, "manifest.json"))
+    if previous is not None and previous != manifest:
+        changed = sorted(key for key in manifest if previous.get(key) != manifest[key])
+        raise _core.C3ValueError(f"{work}: this work directory was made with another {', '.join(changed)}; "
+                                 f"use a fresh one")
+    _write_json(os.path.join(work, "manifest.json"), manifest)
+    return manifest
+
+
+def _map_with_progress(pool: "Pool", task: str, work: str, shards: List[Shard], finished: Callable[[Shard], bool],
+                       options: dict, progress: bool, callback=None) -> None:
+    """Maps `task` over the shards not yet finished, under a progress bar that counts the finished ones too."""
+    from tqdm.auto import tqdm
+
+    todo = [shard for shard in shards if not finished(shard)]
+    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc=task, unit="shard", disable=not progress)
+
+    def done(report):
+        bar.update(1)
+        callback and callback(report)
+    try:
+        pool.map(task, work, todo, options, done)
+    finally:
+        bar.close()
+
+
+def _open_pool(cascade_path, pool, use_ray, address, actors, threads) -> Pool:
+    return pool if pool is not None else Pool(cascade_path, use_ray=use_ray, address=address, actors=actors,
+                                              threads=threads)
+
+
+def compress(source: str, cascade_path: str, work: str, *, use_ray: bool = True, address: Optional[str] = None,
+             actors: Optional[int] = None, threads: int = 1, shard_size: int = 1000, batch_size: int = 32,
+             truncate: bool = False, progress: bool = True, callback=None, pool: Optional[Pool] = None) -> dict:
+    """Compress a corpus into work/latents/<shard>.safetensors; shards already there (from this cascade) are
+    skipped. Returns the manifest."""
+    shards = plan_shards(source, shard_size)
+    pool = _open_pool(cascade_path, pool, use_ray, address, actors, threads)
+    manifest = _manifest(work, source, shards, pool, shard_size, batch_size)
+    _map_with_progress(pool, "compress", work, shards,
+                       lambda shard: _latents_done(work, shard.name, manifest["cascade"], batch_size, truncate),
+                       {"batch_size": batch_size, "truncate": truncate}, progress, callback)
+    return manifest
+
+
+def _latents_done(work: str, shard: str, cascade: str, batch_size: int, truncate: bool) -> bool:
+    path = latents_path(work, shard)
+    if not os.path.exists(path):
+        return False
+    try:
+        metadata = _core.safetensors_metadata(path)
+    except _core.C3Error:
+        return False
+    return (metadata.get("c3.cascade") == cascade and metadata.get("user.batch_size") == str(batch_size)
+            and metadata.get("user.truncate") == str(truncate))
+
+
+def evaluate(source: str, cascade_path: str, work: str, *, use_ray: bool = True, address: Optional[str] = None,
+             actors: Optional[int] = None, threads: int = 1, shard_size: int = 1000, batch_size: int = 32,
+             truncate: bool = False, max_new_tokens: Optional[int] = None, examples: int = 3, progress: bool = True,
+             callback=None, pool: Optional[Pool] = None) -> dict:
+    """evaluation.evaluate of a corpus, shard by shard: the same metrics (as `c3 eval`), from the shards'
+    evaluation.evaluate_part results merged by evaluation.merge_parts. The work directory keeps every shard's
+    results, so an interrupted evaluation resumes."""
+    from .evaluation import merge_parts
+
+    shards = plan_shards(source, shard_size)
+    pool = _open_pool(cascade_path, pool, use_ray, address, actors, threads)
+    pool.describe(max_new_tokens)
+    manifest = _manifest(work, source, shards, pool, shard_size, batch_size)
+    options = {"batch_size": batch_size, "truncate": truncate, "max_new_tokens": max_new_tokens, "examples": examples}
+    settings = _result_settings(manifest["cascade"], options)
+
+    def finished(shard):
+        result = _read_json(results_path(work, shard.name))
+        return result is not None and {key: result.get(key) for key in settings} == settings
+    _map_with_progress(pool, "evaluate", work, shards, finished, options, progress, callback)
+    parts = [_read_json(results_path(work, shard.name))["part"] for shard in shards]
+    return merge_parts(parts, pool.description["num_latents"], examples)
+
+
+# ---- the command line (c3 compress --ray, c3 eval --ray) -------------------------------------------------------
+RAY_DEFAULTS = dict(actors=None, threads_per_actor=1, shard_size=1000, work_dir=None)
+
+
+def add_arguments(parser, command: str, positive_int: Callable[[str], int] = int) -> None:
+    """The --ray options of `c3 compress` and `c3 eval`; they use the command's own --batch-size and --quiet."""
+    group = parser.add_argument_group("on a Ray cluster (pip install c3[ray]; see docs/DISTRIBUTED.md)")
+    group.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="run on Ray: a cluster's address (host:6379, ray://host:10001, auto), or none to start "
+                            "one on this machine; --texts is then a JSONL file (a JSON string or {\"text\": ...} "
+                            "per line) or a folder of .jsonl shards, and c3 compress's --output a work directory")
+    group.add_argument("--actors", type=positive_int, metavar="COUNT",
+                       help="Ray actors (default: the cluster's CPUs / --threads-per-actor)")
+    group.add_argument("--threads-per-actor", type=positive_int, default=RAY_DEFAULTS["threads_per_actor"],
+                       metavar="THREADS",
+                       help="threads of each actor's cascade")
+    group.add_argument("--shard-size", type=positive_int, default=RAY_DEFAULTS["shard_size"], metavar="TEXTS",
+                       help="texts per shard of a JSONL file; a multiple of --batch-size keeps the batches, and so "
+                            "the results, of a run without --ray")
+    if command == "eval":
+        group.add_argument("--work-dir", metavar="DIR",
+                           help="folder for the shards' results, kept so that a stopped run resumes (default: the "
+                                "--output file's name + .work)")
+
+
+# Under --ray, --texts is a JSONL corpus (file or folder) and compress's --output a work directory.
+RAY_PATHS = {"compress": dict(texts="corpus", output="output_directory"),
+             "eval": dict(texts="corpus", work_dir="output_directory")}
+
+
+def check_arguments(args) -> None:
+    """The Ray group's options do nothing without --ray: given alone, they are an error rather than ignored."""
+    if getattr(args, "ray", "") is not None:
+        return
+    for key, default in RAY_DEFAULTS.items():
+        if getattr(args, key, default) != default:
+            raise _core.C3ValueError(f"--{key.replace('_', '-')} needs --ray")
