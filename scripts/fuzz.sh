@@ -9,7 +9,7 @@ cmake -S . -B build/fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYP
       -DC3_BUILD_FUZZERS=ON -DC3_BUILD_TESTS=OFF -DC3_INSTALL=OFF -DC3_NATIVE=OFF >/dev/null
 cmake --build build/fuzz -j "$(nproc)"
 mkdir -p build/fuzz/crashes
-for target in safetensors tokenizer_json bpe_encode; do
+for target in safetensors tokenizer_json bpe_encode hf_config c3_config latents; do
   work="build/fuzz/corpus-$target"
   rm -rf "$work" && mkdir -p "$work" && cp tests/fuzz/corpus/"$target"/* "$work"/
   echo "fuzz_$target: ${seconds}s"

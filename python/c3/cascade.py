@@ -51,6 +51,24 @@ def _split_prompt(tokenizer, prompt: str):
     return encode(before), encode(after)
 
 
+def _read_json_object(path: str) -> dict:
+    """A JSON file that must hold an object; every failure is a typed c3 error (C3IOError, FormatError)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as error:
+        raise _core.C3IOError(f"cannot read '{path}': {error.strerror or error}") from None
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise _core.FormatError(f"'{path}' is not valid UTF-8 (byte {error.start}): {error.reason}") from None
+    except ValueError as error:
+        raise _core.FormatError(f"'{path}' is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise _core.FormatError(f"'{path}' must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
 def _rows(texts_or_ids) -> list:
     """A batch as a list of rows. One string is refused (list() would split it into characters), and so is an empty
     batch."""
@@ -167,7 +185,7 @@ class Cascade:
         the tokenizer (tokenizer.json in the directory, or the one given) and the official prompt.
         storage='bf16' keeps encoder and decoder matrices in bfloat16 (inference only).
         """
-        config = json.load(open(os.path.join(path, "config.json")))
+        config = _read_json_object(os.path.join(path, "config.json"))
         tokenizer_file = None
         if tokenizer is None:
             tokenizer_path = os.path.join(path, "tokenizer.json")
@@ -323,20 +341,12 @@ def save_latents(path: str, latents: np.ndarray, cascade: Optional[Cascade] = No
 
 
 def load_latents(path: str, cascade: Optional[Cascade] = None):
-    """(latents, metadata). With a cascade, checks that it is the one that made them."""
-    metadata = _core.safetensors_metadata(str(path))
-    if metadata.get("c3.kind") != "latents":
-        raise _core.FormatError(f"{path}: not a c3 latents file (metadata c3.kind is missing)")
-    tensors = _core.read_safetensors(str(path))
-    if "latents" not in tensors:
-        raise _core.FormatError(f"{path}: no 'latents' tensor")
-    latents = tensors["latents"]
-    if str(latents.shape[1]) != metadata.get("c3.num_latents"):
-        raise _core.FormatError(f"{path}: latents have N={latents.shape[1]} but the metadata says "
-                                f"{metadata.get('c3.num_latents')}")
+    """(latents, metadata). With a cascade, checks that it is the one that made them. The file is checked in C++
+    (kind, rank 3, N against the metadata, finite values); any mismatch is a c3.FormatError."""
+    latents, metadata, source_tokens = _core.read_latents(str(path))
     if cascade is not None and metadata.get("c3.cascade") not in (None, cascade.identity()):
         raise _core.C3ValueError(f"{path}: latents were made by cascade {metadata['c3.cascade']}, "
                                  f"not by this one ({cascade.identity()})")
-    if "source_tokens" in tensors:
-        metadata["source_tokens"] = tensors["source_tokens"].astype(np.int64)
+    if source_tokens is not None:
+        metadata["source_tokens"] = source_tokens
     return latents, metadata

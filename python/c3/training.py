@@ -53,10 +53,21 @@ def save_checkpoint(path: str, model, trainer, extra: Optional[dict] = None) -> 
 
 
 def load_checkpoint(path: str, model, trainer) -> dict:
-    """Restores what save_checkpoint wrote; returns its `extra` dict."""
-    tensors = _core.read_safetensors(path)
+    """Restores what save_checkpoint wrote; returns its `extra` dict. Everything is checked before anything is
+    written: a foreign file is a c3.FormatError, non-finite optimiser moments a c3.C3ValueError."""
     metadata = _core.safetensors_metadata(path)
+    step = metadata.get("c3.step", "")
+    if not step.isdigit() or len(step) > 18:
+        raise _core.FormatError(f"{path}: not a c3 training checkpoint (metadata c3.step is missing or not a number)")
+    try:
+        extra = json.loads(metadata.get("c3.extra", "{}"))
+    except ValueError as error:
+        raise _core.FormatError(f"{path}: metadata c3.extra is not valid JSON: {error}") from None
+    tensors = _core.read_safetensors(path)
+    wanted = list(model.parameters()) + ["optimizer.first_moment", "optimizer.second_moment"]
+    missing = [name for name in wanted if name not in tensors]
+    if missing:
+        raise _core.FormatError(f"{path}: not a checkpoint of this model (missing tensors: {', '.join(missing[:5])})")
+    trainer.load_optimizer_state(int(step), tensors["optimizer.first_moment"], tensors["optimizer.second_moment"])
     model.set_parameters({name: tensors[name] for name in model.parameters()}, strict=True)
-    trainer.load_optimizer_state(int(metadata["c3.step"]), tensors["optimizer.first_moment"],
-                                 tensors["optimizer.second_moment"])
-    return json.loads(metadata.get("c3.extra", "{}"))
+    return extra

@@ -3,6 +3,8 @@
 #include "bindings.hpp"
 #include "config_convert.hpp"
 #include "model_arrays.hpp"
+#include <climits>
+
 #include "c3/io/c3_checkpoint.hpp"
 
 namespace c3::python {
@@ -28,26 +30,36 @@ py::dict cascade_config_to_dict(const CascadeConfig& c) {
     return d;
 }
 
-CascadeConfig cascade_config_from_dict(const py::dict& d) {
-    CascadeConfig c;
+// Reads the cascade keys of a dict into `c` with the checked conversions of config_convert.hpp; `allowed`
+// limits the keys (defaults for Cascade.load take no model configs).
+void cascade_keys_from_dict(const py::dict& d, CascadeConfig& c, bool models_allowed) {
     for (auto item : d) {
+        C3_CHECK(py::isinstance<py::str>(item.first), ConfigError, "cascade config keys must be str, got ",
+                 std::string(py::repr(item.first)));
         const std::string key = py::str(item.first);
         py::handle value = item.second;
-        if (key == "encoder") c.encoder = config_from_dict(value.cast<py::dict>());
-        else if (key == "decoder") c.decoder = config_from_dict(value.cast<py::dict>());
-        else if (key == "num_latents") c.num_latents = value.cast<size_t>();
-        else if (key == "projector") {
-            const std::string kind = value.cast<std::string>();
+        if (models_allowed && (key == "encoder" || key == "decoder")) {
+            C3_CHECK(py::isinstance<py::dict>(value), ConfigError, "cascade config key '", key, "' must be a dict");
+            (key == "encoder" ? c.encoder : c.decoder) = config_from_dict(value.cast<py::dict>());
+        } else if (models_allowed && key == "num_latents") {
+            c.num_latents = size_from_python(key, value);
+        } else if (key == "projector") {
+            const std::string kind = string_from_python(key, value);
             C3_CHECK(kind == "linear" || kind == "mlp", ConfigError, "projector must be 'linear' or 'mlp', got '", kind, "'");
             c.projector = kind == "mlp" ? ProjectorKind::Mlp : ProjectorKind::Linear;
-        } else if (key == "latent_start_token") c.latent_start_token = value.cast<int32_t>();
-        else if (key == "latent_end_token") c.latent_end_token = value.cast<int32_t>();
-        else if (key == "latent_pad_token") c.latent_pad_token = value.cast<int32_t>();
-        else if (key == "prompt_prefix") c.prompt_prefix = value.cast<std::vector<int32_t>>();
-        else if (key == "prompt_suffix") c.prompt_suffix = value.cast<std::vector<int32_t>>();
-        else if (key == "stop_tokens") c.stop_tokens = value.cast<std::vector<int32_t>>();
+        } else if (key == "latent_start_token") c.latent_start_token = int32_t(integer_from_python(key, value, 0, INT32_MAX));
+        else if (key == "latent_end_token") c.latent_end_token = int32_t(integer_from_python(key, value, 0, INT32_MAX));
+        else if (key == "latent_pad_token") c.latent_pad_token = int32_t(integer_from_python(key, value, 0, INT32_MAX));
+        else if (key == "prompt_prefix") c.prompt_prefix = token_list_from_python(key, value);
+        else if (key == "prompt_suffix") c.prompt_suffix = token_list_from_python(key, value);
+        else if (key == "stop_tokens") c.stop_tokens = token_list_from_python(key, value);
         else throw ConfigError("unknown cascade config key '" + key + "'");
     }
+}
+
+CascadeConfig cascade_config_from_dict(const py::dict& d) {
+    CascadeConfig c;
+    cascade_keys_from_dict(d, c, true);
     c.validate();
     return c;
 }
@@ -109,6 +121,9 @@ void bind_cascade(py::module_& m) {
         .def_static("from_models",
                     [](const Transformer<float>& encoder, const Transformer<float>& decoder, const py::dict& config,
                        uint64_t seed) {
+                        C3_CHECK(!encoder.stores_bf16() && !decoder.stores_bf16(), ValueError,
+                                 "from_models needs float-stored models (a cascade is trained and saved in float); "
+                                 "load them with storage='float32'");
                         py::dict full = config;
                         full["encoder"] = config_to_dict(encoder.config);
                         full["decoder"] = config_to_dict(decoder.config);
@@ -128,17 +143,7 @@ void bind_cascade(py::module_& m) {
                         fallback.latent_start_token = io::kOfficialImageStart;
                         fallback.latent_end_token = io::kOfficialImageEnd;
                         fallback.latent_pad_token = io::kOfficialImagePad;
-                        for (auto item : defaults) {
-                            const std::string key = py::str(item.first);
-                            if (key == "prompt_prefix") fallback.prompt_prefix = item.second.cast<std::vector<int32_t>>();
-                            else if (key == "prompt_suffix") fallback.prompt_suffix = item.second.cast<std::vector<int32_t>>();
-                            else if (key == "stop_tokens") fallback.stop_tokens = item.second.cast<std::vector<int32_t>>();
-                            else if (key == "latent_start_token") fallback.latent_start_token = item.second.cast<int32_t>();
-                            else if (key == "latent_end_token") fallback.latent_end_token = item.second.cast<int32_t>();
-                            else if (key == "latent_pad_token") fallback.latent_pad_token = item.second.cast<int32_t>();
-                            else if (key == "projector") fallback.projector = item.second.cast<std::string>() == "mlp" ? ProjectorKind::Mlp : ProjectorKind::Linear;
-                            else throw ConfigError("unknown default '" + key + "'");
-                        }
+                        cascade_keys_from_dict(defaults, fallback, false);
                         py::gil_scoped_release release;
                         return std::make_shared<CascadeModel>(io::load_c3<float>(
                             directory, fallback, storage == "bf16" ? WeightStorage::Bf16 : WeightStorage::Float));
@@ -161,13 +166,13 @@ void bind_cascade(py::module_& m) {
         .def("bridge_parameters",
              [](py::object self_object) {
                  auto& self = self_object.cast<CascadeModel&>();
-                 return layout_views(self.bridge, self.bridge_parameters.data(), self_object);
+                 return layout_views(self.bridge, self.bridge_parameters, self_object);
              },
              "Q and the projector as NumPy views (writes go into the model).")
         .def("bridge_gradients",
              [](py::object self_object) {
                  auto& self = self_object.cast<CascadeModel&>();
-                 return layout_views(self.bridge, self.bridge_gradients.data(), self_object);
+                 return layout_views(self.bridge, self.bridge_gradients, self_object);
              })
         .def("set_trainable", &CascadeModel::set_trainable, py::arg("part"), py::arg("trainable"),
              "Freeze (False) or unfreeze a part: 'encoder', 'decoder', 'queries' or 'projector'.")
@@ -328,24 +333,33 @@ void bind_cascade(py::module_& m) {
                  state["step"] = optimizer.step;
                  for (size_t g = 0; g < self.trainer.groups.size(); ++g) {
                      const std::string name = self.trainer.groups[g].name;
-                     state[py::str(name + ".first_moment")] = view_array(optimizer.first_moment[g].data(), {optimizer.first_moment[g].size()}, self_object);
-                     state[py::str(name + ".second_moment")] = view_array(optimizer.second_moment[g].data(), {optimizer.second_moment[g].size()}, self_object);
+                     state[py::str(name + ".first_moment")] = leased_view(optimizer.first_moment[g], 0, {optimizer.first_moment[g].size()}, self_object);
+                     state[py::str(name + ".second_moment")] = leased_view(optimizer.second_moment[g], 0, {optimizer.second_moment[g].size()}, self_object);
                  }
                  return state;
              })
         .def("load_optimizer_state", [](CascadeTrainer<float>& self, const py::dict& state) {
                  auto& optimizer = self.trainer.optimizer;
-                 optimizer.step = state["step"].cast<size_t>();
-                 optimizer.first_moment.clear();
-                 optimizer.second_moment.clear();
+                 C3_CHECK(state.contains("step"), ValueError, "optimizer state has no 'step'");
+                 const size_t step = size_t(integer_from_python("step", state["step"], 0, INT64_MAX));
+                 // Everything is checked before the optimiser changes.
+                 std::vector<std::vector<float>> first, second;
                  for (const auto& group : self.trainer.groups) {
                      for (const char* kind : {".first_moment", ".second_moment"}) {
-                         auto array = Array<float>::ensure(state[py::str(group.name + kind)]);
-                         expect_shape(array, {group.size()}, (group.name + kind).c_str());
-                         auto& target = std::string(kind) == ".first_moment" ? optimizer.first_moment : optimizer.second_moment;
-                         target.emplace_back(array.data(), array.data() + array.size());
+                         const std::string key = group.name + kind;
+                         C3_CHECK(state.contains(key), ValueError, "optimizer state has no '", key, "'");
+                         auto array = Array<float>::ensure(state[py::str(key)]);
+                         C3_CHECK(array, ValueError, key, " must be a float array");
+                         expect_shape(array, {group.size()}, key.c_str());
+                         (std::string(kind) == ".first_moment" ? first : second).emplace_back(array.data(), array.data() + array.size());
                      }
+                     check_moments(first.back().data(), second.back().data(), group.size(), "optimizer state of '" + group.name + "'");
                  }
+                 for (auto& buffer : optimizer.first_moment) retire_viewed_buffer(buffer);
+                 for (auto& buffer : optimizer.second_moment) retire_viewed_buffer(buffer);
+                 optimizer.first_moment = std::move(first);
+                 optimizer.second_moment = std::move(second);
+                 optimizer.step = step;
              });
 }
 

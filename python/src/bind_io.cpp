@@ -7,6 +7,7 @@
 #include "bindings.hpp"
 #include "config_convert.hpp"
 #include "c3/io/hf_config.hpp"
+#include "c3/io/latents.hpp"
 #include "c3/io/safetensors.hpp"
 
 namespace c3::python {
@@ -21,22 +22,54 @@ bool is_python_bool(const py::handle& value) {
                                                   py::str(value.attr("dtype").attr("kind")).cast<std::string>() == "b";
 }
 
+}  // namespace
+
 size_t size_from_python(const std::string& key, const py::handle& value) {
     C3_CHECK(!is_python_bool(value) && PyIndex_Check(value.ptr()), ConfigError, "config key '", key,
              "' must be a non-negative integer, got ", std::string(py::repr(value)));
-    const long long number = py::int_(py::reinterpret_borrow<py::object>(value)).cast<long long>();
-    C3_CHECK(number >= 0, ConfigError, "config key '", key, "' must be a non-negative integer, got ", number);
-    return size_t(number);
+    const py::int_ number(py::reinterpret_borrow<py::object>(value));
+    C3_CHECK(number >= py::int_(0), ConfigError, "config key '", key, "' must be a non-negative integer, got ",
+             std::string(py::repr(number)));
+    const unsigned long long result = PyLong_AsUnsignedLongLong(number.ptr());
+    if (result == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        throw ConfigError("config key '" + key + "' is too large: " + std::string(py::repr(number)));
+    }
+    return size_t(result);
+}
+
+int64_t integer_from_python(const std::string& key, const py::handle& value, int64_t low, int64_t high) {
+    C3_CHECK(!is_python_bool(value) && PyIndex_Check(value.ptr()), ConfigError, "config key '", key,
+             "' must be an integer, got ", std::string(py::repr(value)));
+    const py::int_ number(py::reinterpret_borrow<py::object>(value));
+    int overflow = 0;
+    const long long result = PyLong_AsLongLongAndOverflow(number.ptr(), &overflow);
+    C3_CHECK(overflow == 0 && !(result == -1 && PyErr_Occurred()) && result >= low && result <= high, ConfigError,
+             "config key '", key, "' must lie in [", low, ", ", high, "], got ", std::string(py::repr(number)));
+    return result;
 }
 
 int token_from_python(const std::string& key, const py::handle& value) {
     if (value.is_none()) return -1;
-    C3_CHECK(!is_python_bool(value) && PyIndex_Check(value.ptr()), ConfigError, "config key '", key,
-             "' must be an integer or None, got ", std::string(py::repr(value)));
-    const long long number = py::int_(py::reinterpret_borrow<py::object>(value)).cast<long long>();
-    C3_CHECK(number >= -1 && number <= INT_MAX, ConfigError, "config key '", key, "' is out of range: ", number);
-    return int(number);
+    return int(integer_from_python(key, value, -1, INT_MAX));
 }
+
+std::vector<int32_t> token_list_from_python(const std::string& key, const py::handle& value) {
+    C3_CHECK(py::isinstance<py::sequence>(value) && !py::isinstance<py::str>(value), ConfigError, "config key '",
+             key, "' must be a list of token ids, got ", std::string(py::repr(value)));
+    std::vector<int32_t> ids;
+    for (const py::handle item : py::reinterpret_borrow<py::sequence>(value))
+        ids.push_back(int32_t(integer_from_python(key, item, 0, INT32_MAX)));
+    return ids;
+}
+
+std::string string_from_python(const std::string& key, const py::handle& value) {
+    C3_CHECK(py::isinstance<py::str>(value), ConfigError, "config key '", key, "' must be a str, got ",
+             std::string(py::repr(value)));
+    return value.cast<std::string>();
+}
+
+namespace {
 
 double number_from_python(const std::string& key, const py::handle& value) {
     const bool numeric = !is_python_bool(value) && !py::isinstance<py::str>(value) && !value.is_none() &&
@@ -281,6 +314,23 @@ void bind_io(py::module_& m) {
               return file->metadata();
           },
           py::arg("path"), "The __metadata__ map of a .safetensors file.");
+    m.def("read_latents",
+          [](const std::string& path) {
+              std::optional<io::LatentsFile> file;
+              {
+                  py::gil_scoped_release release;
+                  file.emplace(io::read_latents(path));
+              }
+              py::object source_tokens = py::none();
+              if (file->has_source_tokens) {
+                  const size_t batch = file->source_tokens.size();
+                  source_tokens = move_to_array(std::move(file->source_tokens), {batch});
+              }
+              const Shape shape = file->shape;
+              return py::make_tuple(move_to_array(std::move(file->latents), shape), file->metadata, source_tokens);
+          },
+          py::arg("path"),
+          "A c3 latents file, checked: (latents [batch, N, d] float32, metadata, source_tokens [batch] int64 or None).");
     m.def("write_safetensors",
           [](const std::string& path, const py::dict& tensors, const std::string& dtype, const py::object& metadata) {
               write_any(path, tensors, dtype, metadata, false, 0);

@@ -19,7 +19,34 @@ LogitsMode logits_mode_from_string(const std::string& name) {
 
 py::dict parameter_views(Model& model, std::vector<float>& buffer, py::handle owner) {
     C3_CHECK(!model.stores_bf16(), ValueError, "this model stores its weights in bf16: parameters() needs float storage");
-    return layout_views(model.layout, buffer.data(), owner);
+    return layout_views(model.layout, buffer, owner);
+}
+
+// Before a call that replaces the model's buffers: live views keep the old ones (see BufferLease).
+void retire_model_buffers(Model& model) {
+    retire_viewed_buffer(model.parameters);
+    retire_viewed_buffer(model.gradients);
+    model.rebind();
+}
+
+// Every value is converted and checked before the first is written: an error leaves the model unchanged.
+void set_parameters(Model& model, const py::dict& values, bool strict) {
+    std::vector<std::pair<size_t, Array<float>>> checked;
+    for (auto item : values) {
+        C3_CHECK(py::isinstance<py::str>(item.first), ValueError, "parameter names must be str, got ",
+                 std::string(py::repr(item.first)));
+        const std::string name = py::str(item.first);
+        const size_t e = model.parameter_index(name);
+        const ParameterInfo& info = model.layout[e];
+        auto array = Array<float>::ensure(item.second);
+        C3_CHECK(array, ValueError, "parameter ", name, " must be a float array");
+        C3_CHECK(array_shape(array) == info.shape, ShapeError, "parameter ", name, ": expected shape ",
+                 shape_string(info.shape), ", got ", shape_string(array_shape(array)));
+        checked.emplace_back(e, std::move(array));
+    }
+    C3_CHECK(!strict || checked.size() == model.layout.size(), ValueError, "set_parameters(strict=True) got ",
+             checked.size(), " of ", model.layout.size(), " parameters");
+    for (const auto& [e, array] : checked) model.assign_parameter(e, array.data());
 }
 
 void bind_model(py::module_& m) {
@@ -51,9 +78,25 @@ void bind_model(py::module_& m) {
             },
             "'bf16': prompt passes (more than 4 rows) round activations to bf16 and use bf16 dot products "
             "(AVX512-BF16), as PyTorch's bf16 inference does; decode steps stay float32. Needs bf16 storage.")
-        .def("resize_vocabulary", &Model::resize_vocabulary, py::arg("vocab_size"), py::arg("seed") = 0,
-             "Grow the vocabulary (new embedding and lm_head rows start at the mean of the old ones).")
-        .def("store_as_bf16", &Model::store_as_bf16, "Convert the matrices to bfloat16 storage (inference only).")
+        .def("resize_vocabulary",
+             [](Model& self, size_t vocab_size, uint64_t seed) {
+                 C3_CHECK(!self.stores_bf16(), ValueError, "resize_vocabulary needs float storage");
+                 TransformerConfig resized = self.config;
+                 resized.vocab_size = vocab_size;
+                 resized.validate();
+                 retire_model_buffers(self);
+                 self.resize_vocabulary(vocab_size, seed);
+             },
+             py::arg("vocab_size"), py::arg("seed") = 0,
+             "Grow the vocabulary (new embedding and lm_head rows start at the mean of the old ones). NumPy views "
+             "taken before keep the old buffers and no longer alias the model.")
+        .def("store_as_bf16",
+             [](Model& self) {
+                 retire_model_buffers(self);
+                 self.store_as_bf16();
+             },
+             "Convert the matrices to bfloat16 storage (inference only). NumPy views taken before keep the old "
+             "float buffer and no longer alias the model.")
         .def("save", [](const Model& self, const std::string& directory, const std::string& dtype) {
                  const io::DType stored = io::dtype_from_name(dtype);
                  py::gil_scoped_release release;
@@ -70,22 +113,11 @@ void bind_model(py::module_& m) {
                  return parameter_views(model, model.gradients, self); },
              "Every gradient as a NumPy view into the flat gradient buffer.")
         .def_property_readonly("flat_parameters", [](py::object self) { Model& model = self.cast<Model&>();
-                 return view_array(model.parameters.data(), {model.parameters.size()}, self); })
-        .def("set_parameters", [](Model& self, const py::dict& values, bool strict) {
-                 size_t assigned = 0;
-                 for (auto item : values) {
-                     const std::string name = py::str(item.first);
-                     const ParameterInfo& info = self.parameter(name);
-                     auto array = Array<float>::ensure(item.second);
-                     C3_CHECK(array, ValueError, "parameter ", name, " must be a float array");
-                     C3_CHECK(array_shape(array) == info.shape, ShapeError, "parameter ", name, ": expected shape ",
-                              shape_string(info.shape), ", got ", shape_string(array_shape(array)));
-                     std::copy(array.data(), array.data() + array.size(), self.parameters.begin() + info.offset);
-                     ++assigned;
-                 }
-                 C3_CHECK(!strict || assigned == self.layout.size(), ValueError, "set_parameters(strict=True) got ",
-                          assigned, " of ", self.layout.size(), " parameters");
-             }, py::arg("values"), py::arg("strict") = false)
+                 C3_CHECK(!model.stores_bf16(), ValueError, "flat_parameters needs float storage");
+                 return leased_view(model.parameters, 0, {model.parameters.size()}, self); })
+        .def("set_parameters", &set_parameters, py::arg("values"), py::arg("strict") = false,
+             "Overwrite parameters by name (bf16 storage rounds the matrices). Every array is checked before "
+             "any is written.")
         .def("forward",
              [](const Model& self, py::object ids, py::object embeddings, py::object attention_mask,
                 py::object position_ids, const std::string& logits) {

@@ -131,8 +131,8 @@ void bind_train(py::module_& m) {
                  }
                  py::dict state;
                  state["step"] = optimizer.step;
-                 state["first_moment"] = view_array(optimizer.first_moment[0].data(), {self.model.parameters.size()}, self_object);
-                 state["second_moment"] = view_array(optimizer.second_moment[0].data(), {self.model.parameters.size()}, self_object);
+                 state["first_moment"] = leased_view(optimizer.first_moment[0], 0, {optimizer.first_moment[0].size()}, self_object);
+                 state["second_moment"] = leased_view(optimizer.second_moment[0], 0, {optimizer.second_moment[0].size()}, self_object);
                  return state;
              },
              "The AdamW step and moments (NumPy views into the optimiser's flat buffers, same layout as the model).")
@@ -141,7 +141,10 @@ void bind_train(py::module_& m) {
                  const size_t n = self.model.parameters.size();
                  expect_shape(first, {n}, "first_moment");
                  expect_shape(second, {n}, "second_moment");
+                 check_moments(first.data(), second.data(), n, "load_optimizer_state");
                  auto& optimizer = self.trainer.optimizer;
+                 for (auto& buffer : optimizer.first_moment) retire_viewed_buffer(buffer);
+                 for (auto& buffer : optimizer.second_moment) retire_viewed_buffer(buffer);
                  optimizer.step = step;
                  optimizer.first_moment.assign(1, std::vector<float>(first.data(), first.data() + n));
                  optimizer.second_moment.assign(1, std::vector<float>(second.data(), second.data() + n));

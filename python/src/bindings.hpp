@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unordered_map>
+
 #include "c3/core/errors.hpp"
 #include "c3/core/tensor.hpp"
 
@@ -50,6 +52,57 @@ template <typename T>
 py::array_t<T> view_array(T* data, const Shape& shape, py::handle owner) {
     std::vector<py::ssize_t> dims(shape.begin(), shape.end());
     return py::array_t<T>(dims, data, owner);
+}
+
+// The lifetime rule for NumPy views of a model's or optimiser's buffers: a view's base is a BufferLease, which
+// keeps the owning Python object alive. A call that must reallocate a viewed buffer (resize_vocabulary,
+// store_as_bf16, load_optimizer_state) first calls retire_viewed_buffer: when views of the buffer are alive,
+// the lease takes the old buffer and the object continues on a copy. The views then keep valid memory that no
+// longer aliases the object (as PyTorch's tensors keep their old storage), so no view ever dangles.
+struct BufferLease {
+    py::object owner;
+    std::vector<std::vector<float>> retired;
+};
+
+// Buffer address -> weak reference to its lease; used with the GIL held.
+inline std::unordered_map<const void*, py::object>& lease_registry() {
+    static auto* registry = new std::unordered_map<const void*, py::object>();  // never destroyed: outlives Python
+    return *registry;
+}
+
+inline py::object live_lease(const void* data) {
+    auto& registry = lease_registry();
+    const auto found = registry.find(data);
+    if (found == registry.end()) return py::none();
+    py::object lease = found->second();  // a dead weak reference gives None
+    if (lease.is_none()) registry.erase(found);
+    return lease;
+}
+
+// The lease for views of `buffer`, shared by every view of it while any is alive.
+inline py::object lease_for(std::vector<float>& buffer, py::handle owner) {
+    py::object lease = live_lease(buffer.data());
+    if (!lease.is_none()) return lease;
+    lease = py::cast(BufferLease{py::reinterpret_borrow<py::object>(owner), {}});
+    if (!buffer.empty()) lease_registry()[buffer.data()] = py::weakref(lease);
+    return lease;
+}
+
+// Call before anything that may free or move `buffer`'s memory (see BufferLease). The caller then rebinds
+// whatever pointed into the buffer.
+inline void retire_viewed_buffer(std::vector<float>& buffer) {
+    if (buffer.empty()) return;
+    py::object lease = live_lease(buffer.data());
+    if (lease.is_none()) return;
+    lease_registry().erase(buffer.data());
+    BufferLease& holder = lease.cast<BufferLease&>();
+    holder.retired.push_back(std::move(buffer));
+    buffer = holder.retired.back();
+}
+
+// NumPy views of a leased float buffer.
+inline py::array_t<float> leased_view(std::vector<float>& buffer, size_t offset, const Shape& shape, py::handle owner) {
+    return view_array(buffer.data() + offset, shape, lease_for(buffer, owner));
 }
 
 // Moves a std::vector into a NumPy array without copying; a capsule frees it with the array.

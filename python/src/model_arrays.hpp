@@ -25,21 +25,46 @@ inline std::vector<int32_t> ids_from_array(const py::array& array, const char* w
     return ids;
 }
 
-// A padding mask [batch, length] of 0/1 bytes, or an empty vector when none is given.
+// An array [batch, length] of whole numbers as int64: integer and bool arrays, or float arrays whose values
+// are all whole numbers; a fraction (1.5) or a value past int64 is an error rather than truncated.
+inline std::vector<int64_t> whole_numbers(const py::object& object, size_t batch, size_t length, const char* what) {
+    py::array array = py::array::ensure(object);
+    C3_CHECK(array, ValueError, what, " must be an array of integers");
+    const char kind = array.dtype().kind();
+    C3_CHECK(kind == 'i' || kind == 'u' || kind == 'b' || kind == 'f', ValueError, what,
+             " must hold integers, got dtype ", std::string(py::str(array.dtype())));
+    expect_shape(array, {batch, length}, what);
+    if (kind != 'f') {
+        const auto integers = Array<int64_t>::ensure(array);
+        return std::vector<int64_t>(integers.data(), integers.data() + integers.size());
+    }
+    const auto floats = Array<double>::ensure(array);
+    std::vector<int64_t> values(size_t(floats.size()));
+    for (size_t i = 0; i < values.size(); ++i) {
+        const double value = floats.data()[i];
+        C3_CHECK(std::isfinite(value) && value == std::floor(value) && std::fabs(value) < 9.2e18, ValueError, what,
+                 ": value ", value, " at flat index ", i, " is not a whole number (integers expected)");
+        values[i] = int64_t(value);
+    }
+    return values;
+}
+
+// A padding mask [batch, length] of 0/1 values, or an empty vector when none is given.
 inline std::vector<uint8_t> mask_from_array(const py::object& object, size_t batch, size_t length) {
     if (object.is_none()) return {};
-    auto array = Array<uint8_t>::ensure(object);
-    C3_CHECK(array, ValueError, "attention_mask must be an array");
-    expect_shape(array, {batch, length}, "attention_mask");
-    return std::vector<uint8_t>(array.data(), array.data() + array.size());
+    const std::vector<int64_t> values = whole_numbers(object, batch, length, "attention_mask");
+    std::vector<uint8_t> mask(values.size());
+    for (size_t i = 0; i < mask.size(); ++i) {
+        C3_CHECK(values[i] == 0 || values[i] == 1, ValueError, "attention_mask: value ", values[i], " at flat index ",
+                 i, " is not 0 or 1");
+        mask[i] = uint8_t(values[i]);
+    }
+    return mask;
 }
 
 inline std::vector<int64_t> positions_from_array(const py::object& object, size_t batch, size_t length) {
     if (object.is_none()) return {};
-    auto array = Array<int64_t>::ensure(object);
-    C3_CHECK(array, ValueError, "position_ids must be an integer array");
-    expect_shape(array, {batch, length}, "position_ids");
-    return std::vector<int64_t>(array.data(), array.data() + array.size());
+    return whole_numbers(object, batch, length, "position_ids");
 }
 
 // Rejects NaN and Inf before they spread through a forward pass.
@@ -83,11 +108,10 @@ struct BatchInput {
     }
 };
 
-// Every tensor of a layout as a NumPy view into `base`; `owner` keeps the memory alive (zero copy out).
-template <typename T>
-py::dict layout_views(const std::vector<ParameterInfo>& layout, T* base, py::handle owner) {
+// Every tensor of a layout as a NumPy view into `buffer` (zero copy out), leased (see BufferLease).
+inline py::dict layout_views(const std::vector<ParameterInfo>& layout, std::vector<float>& buffer, py::handle owner) {
     py::dict views;
-    for (const auto& info : layout) views[py::str(info.name)] = view_array(base + info.offset, info.shape, owner);
+    for (const auto& info : layout) views[py::str(info.name)] = leased_view(buffer, info.offset, info.shape, owner);
     return views;
 }
 

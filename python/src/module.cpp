@@ -2,6 +2,7 @@
 #include <Python.h>
 
 #include <chrono>
+#include <cstring>
 
 #include "bindings.hpp"
 #include "c3/core/parallel.hpp"
@@ -17,6 +18,18 @@ py::object make_exception(py::module_& m, const char* name, py::tuple bases) {
     py::object result = py::reinterpret_steal<py::object>(type);
     m.attr(name) = result;
     return result;
+}
+
+// Messages may quote bytes of a hostile file: they are decoded with escapes, so that an invalid UTF-8 byte
+// never turns the typed error into a UnicodeDecodeError.
+void raise(const py::object& type, const char* message) {
+    PyObject* text = PyUnicode_DecodeUTF8(message, py::ssize_t(std::strlen(message)), "backslashreplace");
+    if (!text) {
+        PyErr_Clear();
+        text = PyUnicode_FromString("(unprintable message)");
+    }
+    PyErr_SetObject(type.ptr(), text);
+    Py_XDECREF(text);
 }
 
 }  // namespace
@@ -37,21 +50,22 @@ PYBIND11_MODULE(_core, m) {
         try {
             if (pointer) std::rethrow_exception(pointer);
         } catch (const FormatError& e) {
-            PyErr_SetString(format_error.ptr(), e.what());
+            raise(format_error, e.what());
         } catch (const IOError& e) {
-            PyErr_SetString(io_error.ptr(), e.what());
+            raise(io_error, e.what());
         } catch (const ShapeError& e) {
-            PyErr_SetString(shape_error.ptr(), e.what());
+            raise(shape_error, e.what());
         } catch (const ValueError& e) {
-            PyErr_SetString(value_error.ptr(), e.what());
+            raise(value_error, e.what());
         } catch (const ConfigError& e) {
-            PyErr_SetString(config_error.ptr(), e.what());
+            raise(config_error, e.what());
         } catch (const TokenizerError& e) {
-            PyErr_SetString(tokenizer_error.ptr(), e.what());
+            raise(tokenizer_error, e.what());
         } catch (const Error& e) {
-            PyErr_SetString(base.ptr(), e.what());
+            raise(base, e.what());
         }
     });
+    py::class_<BufferLease>(m, "_BufferLease", "Keeps the buffer behind NumPy views alive (see python/src/bindings.hpp).");
 
     m.def("num_threads", &num_threads, "Number of threads the C++ kernels use.");
     m.def("measure_read_bandwidth",

@@ -6,8 +6,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "c3/io/c3_checkpoint.hpp"
+#include "c3/io/latents.hpp"
 #include "c3/io/safetensors.hpp"
 #include "c3/text/bpe.hpp"
+#include "../fuzz/fuzz_common.hpp"
 
 namespace {
 std::vector<std::filesystem::path> inputs(const std::string& target) {
@@ -48,6 +51,44 @@ TEST(FuzzRegressions, TokenizerJson) {
         try {
             auto tokenizer = c3::text::BpeTokenizer::from_json_string(slurp(path));
             (void)tokenizer.decode(tokenizer.encode("Hello, world! 123"));
+        } catch (const c3::Error&) {
+        }
+    }
+}
+
+TEST(FuzzRegressions, HfConfig) {
+    const auto files = inputs("hf_config");
+    ASSERT_FALSE(files.empty());
+    for (const auto& path : files) {
+        try {
+            const auto config = c3::io::parse_hf_config(c3::parse_json_text(slurp(path), path.string()), path.string());
+            (void)c3::transformer_layout(config);
+        } catch (const c3::Error&) {
+        }
+    }
+}
+
+TEST(FuzzRegressions, C3Config) {
+    const auto files = inputs("c3_config");
+    ASSERT_FALSE(files.empty());
+    const c3::TransformerConfig encoder = c3::fuzz::small_encoder_config();
+    size_t accepted = 0;
+    for (const auto& path : files) {
+        try {
+            (void)c3::io::parse_c3_config(c3::parse_json_text(slurp(path), path.string()), path.string(), encoder, {});
+            ++accepted;
+        } catch (const c3::Error&) {
+        }
+    }
+    EXPECT_GE(accepted, 1u);  // the valid seed parses
+}
+
+TEST(FuzzRegressions, Latents) {
+    const auto files = inputs("latents");
+    ASSERT_FALSE(files.empty());
+    for (const auto& path : files) {
+        try {
+            (void)c3::io::read_latents(path.string());
         } catch (const c3::Error&) {
         }
     }

@@ -130,3 +130,14 @@ def test_malformed_tokenizer_files_raise(tmp_path):
 def test_invalid_utf8_is_an_error():
     with pytest.raises((UnicodeEncodeError, c3.TokenizerError)):
         c3.byte_tokenizer().encode("\ud800")
+
+
+@pytest.mark.parametrize("word", ["the" * 5000, "ab" * 3000 + "c", "aaaa" * 2000, None])
+def test_long_words_match_tokenizers(pair, word):
+    # The merge loop uses a priority queue; long words (one pre-token) must still give the tokenizers ids.
+    reference, path = pair
+    ours = c3.BpeTokenizer.from_file(path)
+    rng = np.random.default_rng(len(word or ""))
+    if word is None:  # a long random word over the letters the merges use most
+        word = "".join(rng.choice(list("theaisnor"), size=20000))
+    assert ours.encode(word).tolist() == reference.encode(word).ids

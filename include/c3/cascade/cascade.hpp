@@ -34,7 +34,19 @@ struct CascadeConfig {
     void validate() const {
         encoder.validate();
         decoder.validate();
-        C3_CHECK(num_latents > 0, ConfigError, "num_latents must be positive");
+        // The queries and their two markers must fit in the encoder's positions, the prompt in the decoder's;
+        // this also bounds every size computed from num_latents.
+        C3_CHECK(num_latents > 0 && encoder.max_position_embeddings >= 2 &&
+                     num_latents <= encoder.max_position_embeddings - 2,
+                 ConfigError,
+                 "num_latents must be positive and, with its 2 markers, fit in the encoder's ",
+                 encoder.max_position_embeddings, " positions; got ", num_latents);
+        C3_CHECK(prompt_length() <= decoder.max_position_embeddings, ConfigError, "the decoder prompt (",
+                 prompt_length(), " tokens with the latents) exceeds the decoder's ", decoder.max_position_embeddings,
+                 " positions");
+        for (int32_t token : stop_tokens)
+            C3_CHECK(token >= 0 && size_t(token) < decoder.vocab_size, ConfigError, "stop token ", token,
+                     " is outside the decoder vocabulary of ", decoder.vocab_size);
         for (int32_t token : {latent_start_token, latent_end_token, latent_pad_token}) {
             C3_CHECK(token >= 0 && size_t(token) < encoder.vocab_size && size_t(token) < decoder.vocab_size,
                      ConfigError, "special token id ", token, " is outside the encoder (", encoder.vocab_size,
@@ -398,6 +410,7 @@ public:
         for (const Batch& m : micro_batches)
             for (size_t i = 0; i < m.batch * m.answer_length; ++i) tokens += !m.answer_mask || m.answer_mask[i];
         C3_CHECK(tokens > 0, ValueError, "the batch has no answer tokens");
+        trainer.refresh_groups(cascade.parameter_groups());
         trainer.zero_gradients();
         double total = 0;
         for (const Batch& m : micro_batches)

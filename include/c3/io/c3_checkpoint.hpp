@@ -14,72 +14,75 @@ namespace c3::io {
 // The official special tokens of the shared Qwen2 tokenizer.
 constexpr int32_t kOfficialImageStart = 151857, kOfficialImageEnd = 151858, kOfficialImagePad = 151859;
 
-inline nlohmann::json read_json_file(const std::string& path) {
-    std::ifstream stream = detail::open_for_reading(path);
+// The cascade configuration from a C3 decoder config.json (already parsed) and the encoder's config.
+// `defaults` supplies what the file does not say (special tokens, prompt, stop tokens, projector) for
+// checkpoints written by the official code. Every value goes through detail::ConfigReader: integers are
+// range-checked before they are narrowed, and the result is validated (sizes, products, token ranges).
+inline CascadeConfig parse_c3_config(const nlohmann::json& json, const std::string& config_path,
+                                     const TransformerConfig& encoder, const CascadeConfig& defaults) {
+    C3_CHECK(json.is_object(), FormatError, "config '", config_path, "' must be a JSON object, got ", json.type_name());
+    const detail::ConfigReader reader{json, config_path};
+    CascadeConfig config = defaults;
+    const auto extra_found = json.find("c3");
+    const bool has_extra = extra_found != json.end() && !extra_found->is_null();
+    if (has_extra && !extra_found->is_object()) reader.wrong_type("c3", *extra_found, "an object");
+    // The official decoder is a Qwen2 ("C3" parses as qwen2); c3 records other decoder types under "c3".
+    nlohmann::json decoder_json = json;
+    if (has_extra && extra_found->contains("decoder_model_type"))
+        decoder_json["model_type"] = (*extra_found)["decoder_model_type"];
+    config.decoder = parse_hf_config(decoder_json, config_path);
+    config.encoder = encoder;
+    C3_CHECK(reader.has("latent_token_len"), ConfigError, "config '", config_path,
+             "': a C3 config needs an integer 'latent_token_len'");
+    config.num_latents = reader.required_size("latent_token_len");
+    if (reader.has("contexts_compression_llm_hidden_size"))
+        C3_CHECK(reader.required_size("contexts_compression_llm_hidden_size") == encoder.hidden_size, ConfigError,
+                 "config '", config_path, "': contexts_compression_llm_hidden_size does not match llm1/'s hidden size ",
+                 encoder.hidden_size);
+    if (has_extra) {
+        const detail::ConfigReader extra{*extra_found, config_path};
+        const std::string projector =
+            extra.optional_string("projector", config.projector == ProjectorKind::Mlp ? "mlp" : "linear");
+        C3_CHECK(projector == "mlp" || projector == "linear", ConfigError, "config '", config_path,
+                 "': c3.projector must be \"linear\" or \"mlp\", got \"", projector, "\"");
+        config.projector = projector == "mlp" ? ProjectorKind::Mlp : ProjectorKind::Linear;
+        config.latent_start_token = extra.optional_vocabulary_id("latent_start_token", config.latent_start_token);
+        config.latent_end_token = extra.optional_vocabulary_id("latent_end_token", config.latent_end_token);
+        config.latent_pad_token = extra.optional_vocabulary_id("latent_pad_token", config.latent_pad_token);
+        config.prompt_prefix = extra.optional_id_list("prompt_prefix", config.prompt_prefix);
+        config.prompt_suffix = extra.optional_id_list("prompt_suffix", config.prompt_suffix);
+        config.stop_tokens = extra.optional_id_list("stop_tokens", config.stop_tokens);
+    }
     try {
-        return nlohmann::json::parse(stream);
-    } catch (const nlohmann::json::exception& error) {
-        throw FormatError("'" + path + "' is not valid JSON: " + error.what());
+        config.validate();
+    } catch (const ConfigError& error) {
+        throw ConfigError("config '" + config_path + "': " + error.what());
     }
+    return config;
 }
 
-inline std::vector<int32_t> json_ids(const nlohmann::json& value, const std::string& what) {
-    std::vector<int32_t> ids;
-    C3_CHECK(value.is_array(), ConfigError, what, " must be a list of token ids");
-    for (const auto& id : value) {
-        C3_CHECK(id.is_number_integer(), ConfigError, what, " must hold integers, got ", id.dump());
-        ids.push_back(id.get<int32_t>());
-    }
-    return ids;
-}
-
-// Reads the cascade configuration of a C3 directory. `defaults` supplies what the files do not say
-// (special tokens, prompt, stop tokens, projector) for checkpoints written by the official code.
+// Reads the cascade configuration of a C3 directory (config.json and llm1/config.json).
 inline CascadeConfig read_c3_config(const std::string& directory, const CascadeConfig& defaults) {
     const std::string config_path = (std::filesystem::path(directory) / "config.json").string();
     const nlohmann::json json = read_json_file(config_path);
-    CascadeConfig config = defaults;
-    // The official decoder is a Qwen2 ("C3" parses as qwen2); c3 records other decoder types under "c3".
-    nlohmann::json decoder_json = json;
-    if (json.contains("c3") && json["c3"].is_object() && json["c3"].contains("decoder_model_type"))
-        decoder_json["model_type"] = json["c3"]["decoder_model_type"];
-    config.decoder = parse_hf_config(decoder_json, config_path);
-    C3_CHECK(json.contains("latent_token_len") && json["latent_token_len"].is_number_integer(), ConfigError,
-             config_path, ": a C3 config needs an integer 'latent_token_len'");
-    config.num_latents = json["latent_token_len"].get<size_t>();
     const std::string encoder_directory = (std::filesystem::path(directory) / "llm1").string();
     C3_CHECK(std::filesystem::is_directory(encoder_directory), FormatError, directory,
              ": a C3 checkpoint needs the encoder in the subfolder llm1/");
-    config.encoder = read_hf_config(encoder_directory);
-    if (json.contains("contexts_compression_llm_hidden_size")) {
-        C3_CHECK(json["contexts_compression_llm_hidden_size"].is_number_integer() &&
-                     json["contexts_compression_llm_hidden_size"].get<size_t>() == config.encoder.hidden_size,
-                 ConfigError, config_path, ": contexts_compression_llm_hidden_size does not match llm1/'s hidden size ",
-                 config.encoder.hidden_size);
-    }
-    if (json.contains("c3") && json["c3"].is_object()) {
-        const nlohmann::json& extra = json["c3"];
-        if (extra.contains("projector"))
-            config.projector = extra["projector"] == "mlp" ? ProjectorKind::Mlp : ProjectorKind::Linear;
-        if (extra.contains("latent_start_token")) config.latent_start_token = extra["latent_start_token"].get<int32_t>();
-        if (extra.contains("latent_end_token")) config.latent_end_token = extra["latent_end_token"].get<int32_t>();
-        if (extra.contains("latent_pad_token")) config.latent_pad_token = extra["latent_pad_token"].get<int32_t>();
-        if (extra.contains("prompt_prefix")) config.prompt_prefix = json_ids(extra["prompt_prefix"], "c3.prompt_prefix");
-        if (extra.contains("prompt_suffix")) config.prompt_suffix = json_ids(extra["prompt_suffix"], "c3.prompt_suffix");
-        if (extra.contains("stop_tokens")) config.stop_tokens = json_ids(extra["stop_tokens"], "c3.stop_tokens");
-    }
-    config.validate();
-    return config;
+    return parse_c3_config(json, config_path, read_hf_config(encoder_directory), defaults);
 }
 
 // With WeightStorage::Bf16 the encoder and decoder matrices stay bf16 in memory (a 1.5B + 3B pair in ~9 GB).
 template <typename T>
 Cascade<T> load_c3(const std::string& directory, const CascadeConfig& defaults,
                    WeightStorage storage = WeightStorage::Float) {
-    Cascade<T> cascade(read_c3_config(directory, defaults), storage);
+    const CascadeConfig config = read_c3_config(directory, defaults);
     const Checkpoint decoder_checkpoint = Checkpoint::open(directory);
     const std::string encoder_directory = (std::filesystem::path(directory) / "llm1").string();
     const Checkpoint encoder_checkpoint = Checkpoint::open(encoder_directory);
+    check_layout(decoder_checkpoint, transformer_layout(config.decoder), directory);
+    check_layout(decoder_checkpoint, bridge_layout(config), directory);
+    check_layout(encoder_checkpoint, transformer_layout(config.encoder), encoder_directory);
+    Cascade<T> cascade(config, storage);  // allocated only once the files are known to hold every tensor
     if (storage == WeightStorage::Bf16) {
         read_layout_bf16(decoder_checkpoint, cascade.decoder, directory);
         read_layout_bf16(encoder_checkpoint, cascade.encoder, encoder_directory);
@@ -94,7 +97,8 @@ Cascade<T> load_c3(const std::string& directory, const CascadeConfig& defaults,
 template <typename T>
 void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtype = DType::F32) {
     const CascadeConfig& c = cascade.config;
-    std::filesystem::create_directories(directory);
+    C3_CHECK(!cascade.encoder.stores_bf16() && !cascade.decoder.stores_bf16(), ValueError,
+             "saving a bf16-stored cascade is not supported; load it in float");
     nlohmann::json json = to_hf_config(c.decoder);
     json["model_type"] = "C3";
     json["architectures"] = {"C3QwenForCausalLM"};
@@ -109,13 +113,18 @@ void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtyp
                   {"prompt_suffix", c.prompt_suffix},
                   {"stop_tokens", c.stop_tokens}};
     const std::string text = json.dump(2) + "\n";
-    detail::write_atomically((std::filesystem::path(directory) / "config.json").string(),
-                             [&](std::ostream& out) { out.write(text.data(), std::streamsize(text.size())); });
     auto tensors = named_tensors(cascade.decoder.layout, cascade.decoder.parameters.data());
     auto bridge = named_tensors(cascade.bridge, cascade.bridge_parameters.data());
     tensors.insert(tensors.end(), bridge.begin(), bridge.end());
-    write_safetensors(directory + "/model.safetensors", tensors, dtype, {{"format", "pt"}});
-    save_transformer(cascade.encoder, (std::filesystem::path(directory) / "llm1").string(), dtype);
+    // Decoder, bridge and encoder are one unit: written into a staging directory that replaces the old one.
+    detail::write_directory_atomically(directory, [&](const std::string& staging) {
+        const std::filesystem::path root(staging);
+        detail::write_atomically((root / "config.json").string(),
+                                 [&](std::ostream& out) { out.write(text.data(), std::streamsize(text.size())); });
+        write_safetensors((root / "model.safetensors").string(), tensors, dtype, {{"format", "pt"}});
+        std::filesystem::create_directory(root / "llm1");
+        detail::write_transformer_files(cascade.encoder, (root / "llm1").string(), dtype);
+    });
 }
 
 }  // namespace c3::io

@@ -5,6 +5,7 @@
 #include <climits>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -61,6 +62,24 @@ struct ConfigReader {
         if (!value.is_string()) wrong_type(key, value, "a string");
         return value.get<std::string>();
     }
+    // A token id of the vocabulary: an integer in [0, 2^31).
+    int32_t vocabulary_id(const char* key, const nlohmann::json& value) const {
+        if (!value.is_number_integer() || (value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(INT32_MAX)) ||
+            (!value.is_number_unsigned() && (value.get<int64_t>() < 0 || value.get<int64_t>() > INT32_MAX)))
+            wrong_type(key, value, "a token id (an integer in [0, 2^31))");
+        return int32_t(value.get<int64_t>());
+    }
+    int32_t optional_vocabulary_id(const char* key, int32_t fallback) const {
+        return has(key) ? vocabulary_id(key, json.at(key)) : fallback;
+    }
+    std::vector<int32_t> optional_id_list(const char* key, const std::vector<int32_t>& fallback) const {
+        if (!has(key)) return fallback;
+        const nlohmann::json& value = json.at(key);
+        if (!value.is_array()) wrong_type(key, value, "a list of token ids");
+        std::vector<int32_t> ids;
+        for (const auto& id : value) ids.push_back(vocabulary_id(key, id));
+        return ids;
+    }
     // A token id: an integer, null (-1), or a list whose first entry is used (generation stops at any of them;
     // the model itself needs one).
     int token_id(const char* key) const {
@@ -109,6 +128,14 @@ inline double read_rope_theta(const ConfigReader& reader) {
 }
 
 }  // namespace detail
+
+// Parses a whole JSON file. Every failure (syntax, invalid UTF-8, nesting past kMaxJsonDepth) is a
+// FormatError naming the file; the message carries no raw bytes of the input.
+inline nlohmann::json read_json_file(const std::string& path) {
+    std::ifstream stream = detail::open_for_reading(path);
+    std::string text((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
+    return parse_json_text(text, "'" + path + "'");
+}
 
 inline TransformerConfig parse_hf_config(const nlohmann::json& json, const std::string& source_name) {
     C3_CHECK(json.is_object(), FormatError, "config '", source_name, "' must be a JSON object, got ", json.type_name());
@@ -176,14 +203,7 @@ inline TransformerConfig read_hf_config(const std::string& path_or_dir) {
     const std::string path = std::filesystem::is_directory(path_or_dir, error)
                                  ? (std::filesystem::path(path_or_dir) / "config.json").string()
                                  : path_or_dir;
-    std::ifstream stream = detail::open_for_reading(path);
-    nlohmann::json json;
-    try {
-        json = nlohmann::json::parse(stream);
-    } catch (const nlohmann::json::exception& parse_error) {
-        throw FormatError("config '" + path + "' is not valid JSON: " + parse_error.what());
-    }
-    return parse_hf_config(json, path);
+    return parse_hf_config(read_json_file(path), path);
 }
 
 inline nlohmann::json to_hf_config(const TransformerConfig& config) {

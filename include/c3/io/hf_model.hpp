@@ -8,30 +8,34 @@
 
 namespace c3::io {
 
-// Reads every tensor of `layout` from the checkpoint into `destination` (converted to T), checking shapes.
-// `prefix` is prepended to each name (e.g. "" for a plain model). Extra tensors in the file are ignored.
-template <typename T>
-void read_layout(const Checkpoint& checkpoint, const std::vector<ParameterInfo>& layout, T* destination,
-                 const std::string& source, const std::string& prefix = "") {
+// Checks that the checkpoint holds every tensor of `layout` with its shape. Loaders call it before they
+// allocate the model, so a config that claims sizes the file does not hold costs nothing.
+inline void check_layout(const Checkpoint& checkpoint, const std::vector<ParameterInfo>& layout,
+                         const std::string& source, const std::string& prefix = "") {
     for (const ParameterInfo& info : layout) {
         const std::string name = prefix + info.name;
         C3_CHECK(checkpoint.contains(name), FormatError, source, ": checkpoint has no tensor '", name, "'");
         const TensorInfo& stored = checkpoint.info(name);
         C3_CHECK(stored.shape == info.shape, ShapeError, source, ": tensor '", name, "' has shape ",
                  shape_string(stored.shape), ", the config implies ", shape_string(info.shape));
-        checkpoint.read_into(name, destination + info.offset, info.size);
     }
+}
+
+// Reads every tensor of `layout` from the checkpoint into `destination` (converted to T), checking shapes.
+// `prefix` is prepended to each name (e.g. "" for a plain model). Extra tensors in the file are ignored.
+template <typename T>
+void read_layout(const Checkpoint& checkpoint, const std::vector<ParameterInfo>& layout, T* destination,
+                 const std::string& source, const std::string& prefix = "") {
+    check_layout(checkpoint, layout, source, prefix);
+    for (const ParameterInfo& info : layout) checkpoint.read_into(prefix + info.name, destination + info.offset, info.size);
 }
 
 // Reads a checkpoint into a bf16-stored model: matrices to bf16 (exact when the file is bf16), the rest to T.
 template <typename T>
 void read_layout_bf16(const Checkpoint& checkpoint, Transformer<T>& model, const std::string& source) {
+    check_layout(checkpoint, model.layout, source);
     for (size_t e = 0; e < model.layout.size(); ++e) {
         const ParameterInfo& info = model.layout[e];
-        C3_CHECK(checkpoint.contains(info.name), FormatError, source, ": checkpoint has no tensor '", info.name, "'");
-        const TensorInfo& stored = checkpoint.info(info.name);
-        C3_CHECK(stored.shape == info.shape, ShapeError, source, ": tensor '", info.name, "' has shape ",
-                 shape_string(stored.shape), ", the config implies ", shape_string(info.shape));
         if (Transformer<T>::is_matrix(info)) {
             const std::vector<float> values = checkpoint.read<float>(info.name);
             uint16_t* target = model.bf16_parameters.data() + info.offset;
@@ -46,8 +50,9 @@ void read_layout_bf16(const Checkpoint& checkpoint, Transformer<T>& model, const
 template <typename T>
 Transformer<T> load_transformer(const std::string& directory, WeightStorage storage = WeightStorage::Float) {
     const TransformerConfig config = read_hf_config(directory);
-    Transformer<T> model(config, storage, /*random_init=*/false);  // every tensor is read below
     const Checkpoint checkpoint = Checkpoint::open(directory);
+    check_layout(checkpoint, transformer_layout(config), directory);
+    Transformer<T> model(config, storage, /*random_init=*/false);  // every tensor is read below
     if (storage == WeightStorage::Bf16) read_layout_bf16(checkpoint, model, directory);
     else read_layout(checkpoint, model.layout, model.parameters.data(), directory);
     return model;
@@ -61,14 +66,25 @@ std::vector<NamedTensor<T>> named_tensors(const std::vector<ParameterInfo>& layo
     return tensors;
 }
 
-// config.json + model.safetensors, loadable by transformers' from_pretrained.
+namespace detail {
+// The files of a model directory, written into `directory` (a staging directory of an atomic save).
+template <typename T>
+void write_transformer_files(const Transformer<T>& model, const std::string& directory, DType dtype) {
+    C3_CHECK(!model.stores_bf16(), ValueError, "saving a bf16-stored model is not supported; load it in float");
+    write_hf_config(model.config, directory);
+    write_safetensors((std::filesystem::path(directory) / "model.safetensors").string(),
+                      named_tensors(model.layout, model.parameters.data()), dtype, {{"format", "pt"}});
+}
+}  // namespace detail
+
+// config.json + model.safetensors, loadable by transformers' from_pretrained. The directory is replaced as a
+// whole (see write_directory_atomically): a failed save leaves the old one loadable.
 template <typename T>
 void save_transformer(const Transformer<T>& model, const std::string& directory, DType dtype = DType::F32) {
     C3_CHECK(!model.stores_bf16(), ValueError, "saving a bf16-stored model is not supported; load it in float");
-    std::filesystem::create_directories(directory);
-    write_hf_config(model.config, directory);
-    write_safetensors(directory + "/model.safetensors", named_tensors(model.layout, model.parameters.data()), dtype,
-                      {{"format", "pt"}});
+    detail::write_directory_atomically(directory, [&](const std::string& staging) {
+        detail::write_transformer_files(model, staging, dtype);
+    });
 }
 
 }  // namespace c3::io

@@ -6,6 +6,7 @@
 // rename, so a failed write never leaves half a file behind.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -13,13 +14,22 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
+
 #include "c3/core/errors.hpp"
+#include "c3/core/json.hpp"
 #include "c3/core/tensor.hpp"
 #include "c3/io/float16.hpp"
 
@@ -98,7 +108,6 @@ using Metadata = std::map<std::string, std::string>;
 namespace detail {
 
 constexpr size_t max_header_bytes = size_t(100) << 20;
-constexpr size_t max_header_depth = 16;  // a real header nests 3 deep; this keeps recursion bounded
 constexpr size_t conversion_chunk = size_t(1) << 16;  // elements converted per buffer fill
 
 inline bool multiply_checked(size_t a, size_t b, size_t& product) { return !__builtin_mul_overflow(a, b, &product); }
@@ -118,27 +127,6 @@ inline bool json_to_size(const nlohmann::json& value, size_t& out) {
         return true;
     }
     return false;
-}
-
-// Deepest bracket nesting outside strings. Checked before parsing so that no parser or destructor recursion
-// ever depends on a depth the file chooses.
-inline size_t json_nesting_depth(const std::string& text) {
-    size_t depth = 0, deepest = 0;
-    bool in_string = false, escaped = false;
-    for (char c : text) {
-        if (in_string) {
-            if (escaped) escaped = false;
-            else if (c == '\\') escaped = true;
-            else if (c == '"') in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '{' || c == '[') {
-            deepest = std::max(deepest, ++depth);
-        } else if ((c == '}' || c == ']') && depth > 0) {
-            --depth;
-        }
-    }
-    return deepest;
 }
 
 inline std::ifstream open_for_reading(const std::string& path) {
@@ -262,14 +250,7 @@ public:
 
         std::string header(size_t(header_length), '\0');
         detail::read_exactly(stream, path, 8, header.data(), header.size());
-        C3_CHECK(detail::json_nesting_depth(header) <= detail::max_header_depth, FormatError, where,
-                 "header JSON nests more than ", detail::max_header_depth, " levels deep");
-        nlohmann::json json;
-        try {
-            json = nlohmann::json::parse(header);
-        } catch (const nlohmann::json::exception& error) {
-            throw FormatError(where + "header is not valid JSON: " + error.what());
-        }
+        const nlohmann::json json = parse_json_text(header, where + "header");
         C3_CHECK(json.is_object(), FormatError, where, "header must be a JSON object, got ", json.type_name());
 
         file.data_offset_ = 8 + size_t(header_length);
@@ -515,9 +496,22 @@ PlannedTensor plan_converted(const NamedTensor<T>& tensor, DType dtype) {
     return planned;
 }
 
-// Writes `contents` to path + ".tmp", then renames it over path.
+// A name for a temporary sibling of `path` that no other writer uses at the same time: process id, a
+// per-process counter and a random draw (threads of one process and processes sharing a directory never
+// collide, so concurrent writers of one path never mix their bytes).
+inline std::string unique_sibling(const std::string& path, const char* kind) {
+    static std::atomic<uint64_t> counter{0};
+    static const uint64_t salt = std::random_device{}();
+    char suffix[96];
+    std::snprintf(suffix, sizeof suffix, ".%s-%ld-%llu-%llx", kind, long(::getpid()),
+                  static_cast<unsigned long long>(counter.fetch_add(1)), static_cast<unsigned long long>(salt));
+    return path + suffix;
+}
+
+// Writes `contents` to a uniquely named temporary file next to path, then renames it over path: readers see
+// the old file or the new one, never a mixture or half a file.
 inline void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& contents) {
-    const std::string temporary = path + ".tmp";
+    const std::string temporary = unique_sibling(path, "tmp");
     try {
         std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
         C3_CHECK(out.is_open(), IOError, "cannot open '", temporary, "' for writing: ", std::strerror(errno));
@@ -532,6 +526,85 @@ inline void write_atomically(const std::string& path, const std::function<void(s
         std::remove(temporary.c_str());
         throw;
     }
+}
+
+// Weight files: when a save replaces a directory, the old ones are not carried over (a stale index or shard
+// would describe other tensors).
+inline bool is_weights_file(const std::string& name) {
+    return name == "model.safetensors" || name == "model.safetensors.index.json" ||
+           (name.rfind("model-", 0) == 0 && name.find("-of-") != std::string::npos &&
+            name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0);
+}
+
+// Hard-links (or, across file systems, copies) `from` into `to`, recursively.
+inline void link_tree(const std::filesystem::path& from, const std::filesystem::path& to) {
+    namespace fs = std::filesystem;
+    if (fs::is_directory(from) && !fs::is_symlink(from)) {
+        fs::create_directory(to);
+        for (const auto& entry : fs::directory_iterator(from)) link_tree(entry.path(), to / entry.path().filename());
+        return;
+    }
+    if (fs::is_symlink(from)) {
+        fs::copy_symlink(from, to);
+        return;
+    }
+    std::error_code error;
+    fs::create_hard_link(from, to, error);
+    if (error) fs::copy_file(from, to);
+}
+
+// Writes a multi-file checkpoint as one unit: `fill` writes every file into a fresh temporary sibling directory,
+// the entries of an existing `directory` that the save does not produce (tokenizer.json, a README, ...) are
+// linked in beside them, and the new directory then takes the old one's place by rename. A save that fails at
+// any point leaves the old directory as it was, loadable; readers never see a mixture of old and new files.
+inline void write_directory_atomically(const std::string& directory,
+                                       const std::function<void(const std::string&)>& fill) {
+    namespace fs = std::filesystem;
+    std::string target = directory;
+    while (target.size() > 1 && (target.back() == '/' || target.back() == '\\')) target.pop_back();
+    std::error_code error;
+    const bool replacing = fs::exists(target, error);
+    C3_CHECK(!replacing || fs::is_directory(target, error), IOError, "cannot save into '", directory,
+             "': it exists and is not a directory");
+    const fs::path parent = fs::absolute(fs::path(target)).parent_path();
+    fs::create_directories(parent, error);
+    C3_CHECK(!error, IOError, "cannot create directory '", parent.string(), "': ", error.message());
+    std::string staging = unique_sibling(target, "saving");
+    C3_CHECK(fs::create_directory(staging, error) && !error, IOError, "cannot create '", staging, "': ",
+             error ? error.message() : std::string("it exists"));
+    std::string retired;
+    try {
+        fill(staging);
+        if (replacing) {
+            for (const auto& entry : fs::directory_iterator(target)) {
+                const std::string name = entry.path().filename().string();
+                if (is_weights_file(name) || fs::exists(fs::path(staging) / name)) continue;
+                link_tree(entry.path(), fs::path(staging) / name);
+            }
+#if defined(__linux__) && defined(SYS_renameat2)
+            // One atomic swap where the kernel and file system offer it: no moment without a directory.
+            if (::syscall(SYS_renameat2, AT_FDCWD, staging.c_str(), AT_FDCWD, target.c_str(), 2 /* RENAME_EXCHANGE */) == 0) {
+                fs::remove_all(staging, error);
+                return;
+            }
+#endif
+            retired = unique_sibling(target, "replaced");
+            C3_CHECK(std::rename(target.c_str(), retired.c_str()) == 0, IOError, "cannot move '", target, "' aside: ",
+                     std::strerror(errno));
+        }
+        if (std::rename(staging.c_str(), target.c_str()) != 0) {
+            const std::string reason = std::strerror(errno);
+            if (!retired.empty()) std::rename(retired.c_str(), target.c_str());  // put the old one back
+            throw IOError("cannot rename '" + staging + "' to '" + target + "': " + reason);
+        }
+    } catch (const fs::filesystem_error& failure) {  // linking or creating a folder failed
+        fs::remove_all(staging, error);
+        throw IOError("cannot save '" + target + "': " + failure.what());
+    } catch (...) {
+        fs::remove_all(staging, error);
+        throw;
+    }
+    if (!retired.empty()) fs::remove_all(retired, error);
 }
 
 inline void write_planned(const std::string& path, std::vector<PlannedTensor> tensors, const Metadata& metadata) {
@@ -660,11 +733,8 @@ private:
         nlohmann::json index;
         {
             std::ifstream stream = detail::open_for_reading(index_path);
-            try {
-                index = nlohmann::json::parse(stream);
-            } catch (const nlohmann::json::exception& error) {
-                throw FormatError(where + "not valid JSON: " + error.what());
-            }
+            const std::string text((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
+            index = parse_json_text(text, "checkpoint index '" + index_path + "'");
         }
         C3_CHECK(index.is_object(), FormatError, where, "must be a JSON object");
         const auto weight_map = index.find("weight_map");
@@ -715,10 +785,6 @@ inline std::vector<std::string> write_sharded_planned(const std::string& directo
     for (const PlannedTensor& tensor : tensors)
         C3_CHECK(seen.emplace(tensor.name, true).second, ValueError, "tensor name '", tensor.name,
                  "' appears twice in the checkpoint for '", directory, "'");
-    std::error_code error;
-    fs::create_directories(directory, error);
-    C3_CHECK(!error && fs::is_directory(directory), IOError, "cannot create directory '", directory,
-             "': ", error.message());
     std::vector<std::vector<PlannedTensor>> shards;
     size_t shard_bytes = 0, total_bytes = 0;
     for (PlannedTensor& tensor : tensors) {
@@ -730,33 +796,34 @@ inline std::vector<std::string> write_sharded_planned(const std::string& directo
         total_bytes += tensor.byte_count;
         shards.back().push_back(std::move(tensor));
     }
-    const fs::path single = fs::path(directory) / "model.safetensors";
-    const fs::path index_path = fs::path(directory) / "model.safetensors.index.json";
-    if (shards.size() <= 1) {
-        if (shards.empty()) shards.emplace_back();
-        write_planned(single.string(), std::move(shards[0]), metadata);
-        fs::remove(index_path, error);  // a stale index would describe other files
-        return {single.string()};
-    }
-    // Checkpoint::open prefers model.safetensors, so an old single file must not shadow the new shards.
-    fs::remove(single, error);
+    if (shards.empty()) shards.emplace_back();
     std::vector<std::string> written;
-    nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
-    std::map<std::string, std::string> sorted_map;
-    for (size_t i = 0; i < shards.size(); ++i) {
-        const std::string name = shard_file_name(i + 1, shards.size());
-        for (const PlannedTensor& tensor : shards[i]) sorted_map[tensor.name] = name;
-        const std::string shard_path = (fs::path(directory) / name).string();
-        write_planned(shard_path, std::move(shards[i]), metadata);
-        written.push_back(shard_path);
-    }
-    for (const auto& [tensor, shard] : sorted_map) weight_map[tensor] = shard;
-    nlohmann::ordered_json index = nlohmann::ordered_json::object();
-    index["metadata"] = {{"total_size", total_bytes}};
-    index["weight_map"] = weight_map;
-    const std::string text = index.dump(2) + "\n";
-    write_atomically(index_path.string(), [&](std::ostream& out) { out.write(text.data(), std::streamsize(text.size())); });
-    written.push_back(index_path.string());
+    const fs::path final_directory(directory);
+    if (shards.size() == 1) written.push_back((final_directory / "model.safetensors").string());
+    // Every file goes into a fresh staging directory that then replaces the old one as a whole, so an old
+    // single file or index never mixes with new shards, and a failed write leaves the old checkpoint.
+    write_directory_atomically(directory, [&](const std::string& staging) {
+        if (shards.size() == 1) {
+            write_planned((fs::path(staging) / "model.safetensors").string(), std::move(shards[0]), metadata);
+            return;
+        }
+        nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+        std::map<std::string, std::string> sorted_map;
+        for (size_t i = 0; i < shards.size(); ++i) {
+            const std::string name = shard_file_name(i + 1, shards.size());
+            for (const PlannedTensor& tensor : shards[i]) sorted_map[tensor.name] = name;
+            write_planned((fs::path(staging) / name).string(), std::move(shards[i]), metadata);
+            written.push_back((final_directory / name).string());
+        }
+        for (const auto& [tensor, shard] : sorted_map) weight_map[tensor] = shard;
+        nlohmann::ordered_json index = nlohmann::ordered_json::object();
+        index["metadata"] = {{"total_size", total_bytes}};
+        index["weight_map"] = weight_map;
+        const std::string text = index.dump(2) + "\n";
+        write_atomically((fs::path(staging) / "model.safetensors.index.json").string(),
+                         [&](std::ostream& out) { out.write(text.data(), std::streamsize(text.size())); });
+        written.push_back((final_directory / "model.safetensors.index.json").string());
+    });
     return written;
 }
 

@@ -1,5 +1,6 @@
 // Model dimensions: runtime values, read from a Hugging Face config.json or set by hand.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <string>
 
@@ -35,10 +36,23 @@ struct TransformerConfig {
         C3_CHECK(head_dim > 0 && head_dim % 2 == 0, ConfigError, "head_dim must be positive and even, got ", head_dim);
         C3_CHECK(max_position_embeddings > 0, ConfigError, "max_position_embeddings must be positive");
         C3_CHECK(rope_theta > 0 && rms_norm_eps > 0, ConfigError, "rope_theta and rms_norm_eps must be positive");
+        C3_CHECK(std::isfinite(rope_theta) && std::isfinite(rms_norm_eps) && std::isfinite(initializer_range) &&
+                     initializer_range >= 0,
+                 ConfigError, "rope_theta, rms_norm_eps and initializer_range must be finite (and the range >= 0)");
+        // Bounds on every size and on the products the kernels index with (heads * head_dim, cache rows), so
+        // that no size_t arithmetic below can wrap: every product of two bounded values fits in 52 bits.
         C3_CHECK(vocab_size < (size_t(1) << 31) && hidden_size < (size_t(1) << 20) &&
-                     intermediate_size < (size_t(1) << 22) && num_layers < 4096,
-                 ConfigError, "model dimensions are implausibly large");
+                     intermediate_size < (size_t(1) << 22) && num_layers < 4096 && num_heads <= kMaxHeads &&
+                     head_dim <= kMaxHeadDim && max_position_embeddings <= kMaxPositions,
+                 ConfigError, "model dimensions are implausibly large (vocab_size < 2^31, hidden_size < 2^20, "
+                 "intermediate_size < 2^22, num_layers < 4096, heads <= ", kMaxHeads, ", head_dim <= ", kMaxHeadDim,
+                 ", max_position_embeddings <= ", kMaxPositions, ")");
+        C3_CHECK(q_width() < (size_t(1) << 20), ConfigError, "num_attention_heads * head_dim = ", q_width(),
+                 " is implausibly large (limit 2^20)");
+        C3_CHECK(bos_token_id >= -1 && eos_token_id >= -1, ConfigError, "bos/eos token ids must be ids or -1 (none)");
     }
+    static constexpr size_t kMaxHeads = size_t(1) << 16, kMaxHeadDim = size_t(1) << 16;
+    static constexpr size_t kMaxPositions = size_t(1) << 31;
     // Llama's attention_bias also puts a bias on o_proj; Qwen2's q/k/v biases stop there.
     bool output_bias() const { return attention_bias && model_type == "llama"; }
     size_t q_width() const { return num_heads * head_dim; }

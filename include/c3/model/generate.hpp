@@ -81,7 +81,9 @@ template <typename T>
 GenerationResult generate(const Transformer<T>& model, const ForwardInput<T>& prompt, const GenerationOptions& options,
                           const std::vector<std::vector<int32_t>>* prompt_history = nullptr) {
     const size_t B = prompt.batch, vocab = model.config.vocab_size;
-    C3_CHECK(prompt.length + options.max_new_tokens <= model.config.max_position_embeddings, ValueError,
+    C3_CHECK(prompt.length <= model.config.max_position_embeddings &&
+                 options.max_new_tokens <= model.config.max_position_embeddings - prompt.length,
+             ValueError,
              "prompt of ", prompt.length, " tokens plus ", options.max_new_tokens,
              " new tokens exceeds the model's max_position_embeddings of ", model.config.max_position_embeddings);
     KVCache<T> cache;

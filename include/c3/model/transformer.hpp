@@ -152,9 +152,12 @@ public:
                 std::copy(from, from + info.size, small_parameters.begin() + small_offsets[e]);
         }
     }
-    // The views point into our own buffers, so copies must rebind them.
+    // The weight views point into our own buffers: a copy rebinds them to its buffers. A move keeps the
+    // buffers (a moved std::vector keeps its heap block), so loading into a shared_ptr copies nothing.
     Transformer(const Transformer& other) { *this = other; }
+    Transformer(Transformer&& other) noexcept { *this = std::move(other); }
     Transformer& operator=(const Transformer& other) {
+        if (this == &other) return *this;
         config = other.config;
         layout = other.layout;
         parameters = other.parameters;
@@ -164,14 +167,55 @@ public:
         small_parameters = other.small_parameters;
         small_offsets = other.small_offsets;
         bf16_compute = other.bf16_compute;
+        rebind();
+        return *this;
+    }
+    Transformer& operator=(Transformer&& other) noexcept {
+        if (this == &other) return *this;
+        config = std::move(other.config);
+        layout = std::move(other.layout);
+        parameters = std::move(other.parameters);
+        gradients = std::move(other.gradients);
+        trainable = std::move(other.trainable);
+        bf16_parameters = std::move(other.bf16_parameters);
+        small_parameters = std::move(other.small_parameters);
+        small_offsets = std::move(other.small_offsets);
+        bf16_compute = other.bf16_compute;
+        rebind();
+        other.weights = other.weight_gradients = TransformerWeights<T>{};
+        other.bf16 = Bf16Weights{};
+        return *this;
+    }
+    // Points the weight views at the current buffers (after a buffer was replaced).
+    void rebind() {
+        weights = weight_gradients = TransformerWeights<T>{};
+        bf16 = Bf16Weights{};
+        if (layout.empty()) return;
         if (stores_bf16()) {
             bind_bf16_weights(config, layout, bf16_parameters.data(), small_parameters.data(), small_offsets, weights, bf16);
-            return *this;
+            return;
         }
         weights = bind_transformer_weights(config, layout, parameters.data());
         weight_gradients =
             bind_transformer_weights(config, layout, gradients.empty() ? nullptr : gradients.data(), &trainable);
-        return *this;
+    }
+
+    // Overwrites tensor `e` of the layout from info.size floats, in either storage (bf16 matrices are rounded to
+    // nearest even). The caller has checked the shape.
+    void assign_parameter(size_t e, const float* values) {
+        const ParameterInfo& info = layout.at(e);
+        if (!stores_bf16()) {
+            std::copy(values, values + info.size, parameters.begin() + long(info.offset));
+        } else if (is_matrix(info)) {
+            for (size_t i = 0; i < info.size; ++i) bf16_parameters[info.offset + i] = io::float_to_bf16(values[i]);
+        } else {
+            std::copy(values, values + info.size, small_parameters.begin() + long(small_offsets[e]));
+        }
+    }
+    size_t parameter_index(const std::string& name) const {
+        for (size_t e = 0; e < layout.size(); ++e)
+            if (layout[e].name == name) return e;
+        throw ValueError("no parameter named '" + name + "'");
     }
 
     size_t num_parameters() const { return layout_size(layout); }

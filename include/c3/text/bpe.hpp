@@ -6,11 +6,13 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <queue>
 #include <nlohmann/json.hpp>
 #include <shared_mutex>
 #include <sstream>
 #include <unordered_map>
 
+#include "c3/core/json.hpp"
 #include "c3/text/pretokenize.hpp"
 
 namespace c3::text {
@@ -40,12 +42,7 @@ public:
     }
 
     static BpeTokenizer from_json_string(const std::string& text, const std::string& source = "tokenizer.json") {
-        nlohmann::json json;
-        try {
-            json = nlohmann::json::parse(text);
-        } catch (const nlohmann::json::exception& error) {
-            throw FormatError(source + ": not valid JSON: " + error.what());
-        }
+        const nlohmann::json json = parse_json_text(text, source);
         BpeTokenizer tokenizer;
         try {
             tokenizer.load(json, source);
@@ -193,24 +190,40 @@ private:
         C3_CHECK(!model.contains("byte_fallback") || !model["byte_fallback"].is_boolean() || !model["byte_fallback"].get<bool>(),
                  TokenizerError, source, ": byte_fallback BPE is not supported");
         ignore_merges_ = model.value("ignore_merges", false);
-        size_t size = 0;
-        for (const auto& [token, id] : model.at("vocab").items()) {
-            C3_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < (int64_t(1) << 24),
-                     FormatError, source, ": vocab id of '", token, "' is not a valid id");
-            vocab_[token] = id.get<int32_t>();
-            size = std::max(size, size_t(id.get<int32_t>()) + 1);
+        // Ids are checked as 64-bit integers before they are narrowed (2^32 + 5 must not become 5).
+        auto checked_id = [&](const nlohmann::json& id, const std::string& what) {
+            C3_CHECK(id.is_number_integer() && !(id.is_number_unsigned() && id.get<uint64_t>() > uint64_t(INT32_MAX)) &&
+                         id.get<int64_t>() >= 0 && id.get<int64_t>() <= INT32_MAX,
+                     FormatError, source, ": ", what, " has id ", id.dump(), ", which is not in [0, 2^31)");
+            return int32_t(id.get<int64_t>());
+        };
+        size_t size = 0, entries = 0;
+        const nlohmann::json& vocab = model.at("vocab");
+        C3_CHECK(vocab.is_object(), FormatError, source, ": model.vocab must be an object of token -> id");
+        for (const auto& [token, id] : vocab.items()) {
+            vocab_[token] = checked_id(id, "vocab token '" + token + "'");
+            size = std::max(size, size_t(vocab_[token]) + 1);
+            ++entries;
         }
-        for (const auto& added : json.value("added_tokens", nlohmann::json::array())) {
-            const int32_t id = added.at("id").get<int32_t>();
-            C3_CHECK(id >= 0 && id < (1 << 24), FormatError, source, ": added token id ", id, " is not valid");
-            size = std::max(size, size_t(id) + 1);
+        const nlohmann::json added_tokens = json.value("added_tokens", nlohmann::json::array());
+        C3_CHECK(added_tokens.is_array(), FormatError, source, ": added_tokens must be a list");
+        for (const auto& added : added_tokens) {
+            C3_CHECK(added.is_object() && added.contains("id") && added.contains("content") &&
+                         added["content"].is_string(),
+                     FormatError, source, ": an added token needs an integer 'id' and a string 'content'");
+            size = std::max(size, size_t(checked_id(added["id"], "added token")) + 1);
+            ++entries;
         }
+        // The id table is as long as the largest id: a few unused ids are normal (reserved slots), but a table
+        // far longer than the file's entries would let a small file allocate gigabytes.
+        C3_CHECK(size <= 2 * entries + 1024, FormatError, source, ": the largest token id (", size - 1,
+                 ") is far beyond the ", entries, " tokens the file defines");
         id_to_token_.assign(size, std::string());
         is_added_.assign(size, 0);
         is_special_.assign(size, 0);
         for (const auto& [token, id] : vocab_) id_to_token_[size_t(id)] = token;
-        for (const auto& added : json.value("added_tokens", nlohmann::json::array())) {
-            AddedToken token{added.at("content").get<std::string>(), {}, added.at("id").get<int32_t>(),
+        for (const auto& added : added_tokens) {
+            AddedToken token{added.at("content").get<std::string>(), {}, int32_t(added.at("id").get<int64_t>()),
                              added.value("special", false)};
             token.points = decode_utf8(token.content);
             if (token.points.empty()) continue;
@@ -314,6 +327,66 @@ private:
         }
     }
 
+public:
+    // Merges the lowest-ranked adjacent pair, leftmost first, until none is left (the definition of BPE), in
+    // O(n log n): the symbols form a linked list and a min-heap holds the candidate pairs by (rank, position).
+    // A popped candidate is used only if its pair is still adjacent and unchanged; every merge pushes the at
+    // most two new pairs it creates. Rescanning the word for each merge took quadratic time on long words.
+    void merge_symbols(std::vector<int32_t>& symbols) const {
+        const size_t n = symbols.size();
+        if (n < 2) return;
+        constexpr size_t none = SIZE_MAX;
+        std::vector<size_t> next(n), previous(n);
+        for (size_t i = 0; i < n; ++i) next[i] = i + 1 < n ? i + 1 : none, previous[i] = i > 0 ? i - 1 : none;
+        std::vector<uint8_t> alive(n, 1);
+        using Candidate = std::pair<int32_t, size_t>;  // (rank, position of the left symbol)
+        std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+        auto push = [&](size_t left) {
+            if (left == none || next[left] == none) return;
+            const auto found = merges_.find({symbols[left], symbols[next[left]]});
+            if (found != merges_.end()) heap.push({found->second.first, left});
+        };
+        for (size_t i = 0; i + 1 < n; ++i) push(i);
+        while (!heap.empty()) {
+            const auto [rank, left] = heap.top();
+            heap.pop();
+            if (!alive[left] || next[left] == none) continue;
+            const size_t right = next[left];
+            const auto found = merges_.find({symbols[left], symbols[right]});
+            if (found == merges_.end() || found->second.first != rank) continue;  // stale: the pair changed
+            symbols[left] = found->second.second;
+            alive[right] = 0;
+            next[left] = next[right];
+            if (next[right] != none) previous[next[right]] = left;
+            push(previous[left]);
+            push(left);
+        }
+        size_t kept = 0;
+        for (size_t i = 0; i != none; i = next[i]) symbols[kept++] = symbols[i];
+        symbols.resize(kept);
+    }
+
+    // The definition merge_symbols implements, step by step: rescan the word for the lowest-ranked pair
+    // (leftmost among equals), merge it, repeat. Quadratic; kept as the reference twin for tests and as the
+    // baseline of bench_text.
+    void merge_symbols_by_rescanning(std::vector<int32_t>& symbols) const {
+        while (symbols.size() > 1) {
+            int32_t best_rank = -1;
+            size_t best = 0;
+            for (size_t i = 0; i + 1 < symbols.size(); ++i) {
+                const auto found = merges_.find({symbols[i], symbols[i + 1]});
+                if (found != merges_.end() && (best_rank < 0 || found->second.first < best_rank)) {
+                    best_rank = found->second.first;
+                    best = i;
+                }
+            }
+            if (best_rank < 0) break;
+            symbols[best] = merges_.at({symbols[best], symbols[best + 1]}).second;
+            symbols.erase(symbols.begin() + long(best) + 1);
+        }
+    }
+
+private:
     void encode_word(const std::string& word_utf8, std::vector<int32_t>& ids) const {
         {
             std::shared_lock lock(cache_mutex_);
@@ -337,21 +410,7 @@ private:
             const auto whole = vocab_.find(mapped);
             if (whole != vocab_.end()) symbols = {whole->second};
         }
-        // Merge the lowest-ranked adjacent pair, leftmost first, until none is left.
-        while (symbols.size() > 1) {
-            int32_t best_rank = -1;
-            size_t best = 0;
-            for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-                const auto found = merges_.find({symbols[i], symbols[i + 1]});
-                if (found != merges_.end() && (best_rank < 0 || found->second.first < best_rank)) {
-                    best_rank = found->second.first;
-                    best = i;
-                }
-            }
-            if (best_rank < 0) break;
-            symbols[best] = merges_.at({symbols[best], symbols[best + 1]}).second;
-            symbols.erase(symbols.begin() + long(best) + 1);
-        }
+        merge_symbols(symbols);
         ids.insert(ids.end(), symbols.begin(), symbols.end());
         std::unique_lock lock(cache_mutex_);
         if (cache_.size() < 200000) cache_.emplace(word_utf8, std::move(symbols));

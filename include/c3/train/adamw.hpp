@@ -70,6 +70,19 @@ double clip_gradient_norm(std::vector<ParameterGroup<T>>& groups, double max_nor
     return norm;
 }
 
+// Checks optimiser state read from outside (a checkpoint, NumPy arrays) before it is used: a non-finite first
+// moment or a negative or non-finite second moment would turn every parameter it touches into NaN at the next
+// step. `what` names the source in the error.
+template <typename T>
+void check_moments(const T* first, const T* second, size_t count, const std::string& what) {
+    for (size_t i = 0; i < count; ++i) {
+        C3_CHECK(std::isfinite(first[i]), ValueError, what, ": first moment ", first[i], " at index ", i,
+                 " is not finite");
+        C3_CHECK(std::isfinite(second[i]) && second[i] >= 0, ValueError, what, ": second moment ", second[i],
+                 " at index ", i, " is not a finite non-negative number");
+    }
+}
+
 template <typename T>
 struct AdamW {
     AdamWConfig config;

@@ -30,27 +30,37 @@ io::Metadata load_training_checkpoint(const std::string& path, std::vector<Param
     const io::SafetensorsFile file = io::SafetensorsFile::open(path);
     const auto found = file.metadata().find("c3.step");
     C3_CHECK(found != file.metadata().end(), FormatError, path, ": not a c3 training checkpoint (no c3.step)");
-    optimizer.first_moment.assign(groups.size(), {});
-    optimizer.second_moment.assign(groups.size(), {});
+    size_t step = 0;
+    C3_CHECK(!found->second.empty() && found->second.size() < 20 &&
+                 found->second.find_first_not_of("0123456789") == std::string::npos,
+             FormatError, path, ": c3.step is not a number");
+    step = size_t(std::stoull(found->second));
+    // Everything is read and checked first; the groups and the optimiser change only when all of it is good.
+    std::vector<std::vector<T>> parameters(groups.size()), first(groups.size()), second(groups.size());
     bool has_moments = true;
     for (size_t g = 0; g < groups.size(); ++g) {
         const size_t size = groups[g].size();
-        file.read_into(groups[g].name + ".parameters", groups[g].parameters, size);
-        if (!file.contains(groups[g].name + ".first_moment")) {
+        const std::string name = groups[g].name;
+        C3_CHECK(file.contains(name + ".parameters"), FormatError, path, ": no tensor '", name, ".parameters'");
+        C3_CHECK(file.info(name + ".parameters").element_count() == size, ShapeError, path, ": group '", name,
+                 "' holds ", file.info(name + ".parameters").element_count(), " parameters, the model ", size);
+        parameters[g] = file.read<T>(name + ".parameters");
+        if (!file.contains(name + ".first_moment") || !file.contains(name + ".second_moment")) {
             has_moments = false;
             continue;
         }
-        optimizer.first_moment[g] = file.read<T>(groups[g].name + ".first_moment");
-        optimizer.second_moment[g] = file.read<T>(groups[g].name + ".second_moment");
-        C3_CHECK(optimizer.first_moment[g].size() == size && optimizer.second_moment[g].size() == size, ShapeError,
-                 path, ": optimizer state of group '", groups[g].name, "' does not match its parameters");
+        C3_CHECK(file.info(name + ".first_moment").element_count() == size &&
+                     file.info(name + ".second_moment").element_count() == size,
+                 ShapeError, path, ": optimizer state of group '", name, "' does not match its parameters");
+        first[g] = file.read<T>(name + ".first_moment");
+        second[g] = file.read<T>(name + ".second_moment");
+        check_moments(first[g].data(), second[g].data(), size, path + " (group '" + name + "')");
     }
-    if (!has_moments) optimizer.first_moment.clear(), optimizer.second_moment.clear();
-    try {
-        optimizer.step = size_t(std::stoull(found->second));
-    } catch (const std::exception&) {
-        throw FormatError(path + ": c3.step is not a number");
-    }
+    for (size_t g = 0; g < groups.size(); ++g)
+        std::copy(parameters[g].begin(), parameters[g].end(), groups[g].parameters);
+    optimizer.first_moment = has_moments ? std::move(first) : std::vector<std::vector<T>>{};
+    optimizer.second_moment = has_moments ? std::move(second) : std::vector<std::vector<T>>{};
+    optimizer.step = step;
     return file.metadata();
 }
 

@@ -127,6 +127,16 @@ public:
         schedule = {options.adamw.learning_rate, options.warmup_steps, options.total_steps, options.min_lr_ratio};
     }
 
+    // Takes the groups afresh at each step: a model may have replaced its buffers since (resize_vocabulary,
+    // store_as_bf16), and pointers kept from before would dangle. Optimiser state of another size is refused.
+    void refresh_groups(std::vector<ParameterGroup<T>> fresh) {
+        for (size_t g = 0; g < fresh.size() && g < optimizer.first_moment.size(); ++g)
+            C3_CHECK(optimizer.first_moment[g].size() == fresh[g].size() && fresh.size() == groups.size(), ValueError,
+                     "parameter group '", fresh[g].name, "' changed size since the optimiser state was made (",
+                     optimizer.first_moment[g].size(), " -> ", fresh[g].size(), "); make a new trainer");
+        groups = std::move(fresh);
+    }
+
     void zero_gradients() {
         for (auto& group : groups)
             parallel_ranges(group.size(), kOptimizerBlock, [&](size_t begin, size_t end) {
@@ -171,6 +181,7 @@ public:
         for (size_t m = 0; m < micro_batches.size(); ++m)
             tokens += count_targets(targets[m], micro_batches[m].batch * micro_batches[m].length);
         C3_CHECK(tokens > 0, ValueError, "the batch has no target tokens (all targets are the ignore index)");
+        trainer.refresh_groups({model.parameter_group("model")});
         trainer.zero_gradients();
         // The forward products read the weights transposed, a copy taken now: the parameters hold still
         // until apply() below.
