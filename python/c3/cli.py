@@ -1,4 +1,4 @@
-"""The c3 command line: demo, train, compress, reconstruct, eval, models.
+"""The c3 command line: demo, train, compress, reconstruct, eval, sweep, models.
 
 Results are JSON. A command's full result goes to its --output file, and stdout gets a one-line JSON summary; where
 --output is optional and left out, the full result goes to stdout. Progress bars and messages go to stderr, and
@@ -264,6 +264,18 @@ def command_eval(args):
     _print_json(dict({"output": args.output}, **{key: metrics[key] for key in SUMMARY}))
 
 
+def command_sweep(args):
+    from .sweep import run_sweep
+
+    results = run_sweep(args.output, methods=args.methods, ratios=args.ratios, seeds=args.seeds, size=args.size,
+                        steps=args.steps, minutes=args.minutes, eval_passages=args.eval_passages,
+                        continuation_weight=args.continuation_weight, progress=not args.quiet)
+    accuracy = results["summary"]["in_domain"]["token_accuracy"]
+    _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
+                 "token_accuracy": {method: {f"{ratio}x": values[0] for ratio, values in by_ratio.items()}
+                                    for method, by_ratio in accuracy.items()}})
+
+
 def command_models(args):
     from .models import smollm2
 
@@ -304,6 +316,27 @@ def _ratios(text: str) -> tuple:
     if not ratios or min(ratios) < 1:
         raise argparse.ArgumentTypeError(f"ratios must be at least 1, got {text!r}")
     return ratios
+
+
+def _names(text: str) -> tuple:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return names
+
+
+def _seeds(text: str) -> tuple:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def _weight(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 def _describe(summary: str, example: str) -> dict:
@@ -428,6 +461,33 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     truncate_option(evaluation, " and score what was kept")
     max_new_tokens_option(evaluation)
     batch_size_option(evaluation, "encoder and decoder")
+
+    sweep = command("sweep", command_sweep, "train and evaluate C3 and baselines under the same latent budget "
+                    "(methods x ratios x seeds), resumable, and write a report (Markdown, plots, JSON)",
+                    "c3 sweep --output reports/sweep --ratios 4,8,16 --seeds 0,1 --steps 3000",
+                    dict(output="output_directory"))
+    sweep.add_argument("--output", default="reports/sweep", metavar="DIR",
+                       help="directory for runs/, results.json, report.md and the plots; rerunning the same command "
+                       "continues its unfinished runs")
+    sweep.add_argument("--methods", type=_names, default=("c3", "mean_pool", "truncate", "no_context", "full_context"),
+                       metavar="M1,M2,...", help="methods, comma-separated: c3, mean_pool, truncate, truncate_last, "
+                       "no_context, full_context")
+    sweep.add_argument("--ratios", type=_ratios, default=(2, 4, 8, 16, 32), metavar="R1,R2,...",
+                       help="compression ratios (context bytes per latent), comma-separated")
+    sweep.add_argument("--seeds", type=_seeds, default=(0, 1), metavar="S1,S2,...", help="seeds, comma-separated")
+    sweep.add_argument("--size", choices=["default", "tiny"], default="default",
+                       help="model and evaluation size: default (hidden 128, 4 layers, N = 16, 512 held-out passages "
+                       "per ratio) or tiny (hidden 32, 1 layer, N = 4: a smoke test)")
+    sweep.add_argument("--steps", type=_positive_int, metavar="STEPS",
+                       help="optimiser steps per run (default: 3000 for default, 6 for tiny)")
+    sweep.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
+                       help="cap on each run's training time; the schedule still follows --steps, and a capped run "
+                       "does not reproduce")
+    sweep.add_argument("--eval-passages", type=_positive_int, metavar="COUNT",
+                       help="held-out passages per ratio (default: 512 for default, 6 for tiny)")
+    sweep.add_argument("--continuation-weight", type=_weight, default=0.0, metavar="W",
+                       help="train on (1 - W) x reconstruction + W x continuation loss (0: reconstruction only, as "
+                       "in the paper)")
 
     models = command("models", command_models, "prepare real pretrained weights that are available offline",
                      "c3 models smollm2", {})

@@ -59,6 +59,10 @@ inline CascadeConfig read_c3_config(const std::string& directory, const CascadeC
     }
     if (json.contains("c3") && json["c3"].is_object()) {
         const nlohmann::json& extra = json["c3"];
+        if (extra.contains("method")) {
+            C3_CHECK(extra["method"].is_string(), ConfigError, config_path, ": c3.method must be a string");
+            config.method = method_from_name(extra["method"].get<std::string>());
+        }
         if (extra.contains("projector"))
             config.projector = extra["projector"] == "mlp" ? ProjectorKind::Mlp : ProjectorKind::Linear;
         if (extra.contains("latent_start_token")) config.latent_start_token = extra["latent_start_token"].get<int32_t>();
@@ -101,6 +105,7 @@ void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtyp
     json["latent_token_len"] = c.num_latents;
     json["contexts_compression_llm_hidden_size"] = c.encoder.hidden_size;
     json["c3"] = {{"projector", c.projector == ProjectorKind::Mlp ? "mlp" : "linear"},
+                  {"method", method_name(c.method)},
                   {"decoder_model_type", c.decoder.model_type},
                   {"latent_start_token", c.latent_start_token},
                   {"latent_end_token", c.latent_end_token},
