@@ -243,7 +243,7 @@ def test_demo_prints_json_and_sends_messages_to_stderr(tmp_path, capsys):
     results = json.loads((output / "results.json").read_text())
     assert summary["report"] == str(output / "report.md") and os.path.getsize(summary["report"]) > 0
     assert summary["token_accuracy"] == {"2x": results["2"]["token_accuracy"]}
-    assert captured.err.startswith("2x: greedy token accuracy")
+    assert captured.err.startswith("c3 2x: greedy token accuracy")
 
 
 def test_reconstruction_length_rule_matches_the_decoder():
