@@ -232,3 +232,24 @@ def test_accuracy_curves_separate_propagation_from_loss():
     assert figure.axes
     table = surprisal.error_table([1 - strict], [np.linspace(0, 5, 10)], position_bins=5, surprisal_bins=2)
     assert surprisal.plot_error_heatmap(table).axes
+
+
+def test_full_context_masks_the_padding_of_shorter_texts(monkeypatch):
+    """Texts of unequal length score together as they do alone (encode's mask hides the padding; without it they
+    would not), and c3 eval's pipeline passes the mask on."""
+    shape = dict(hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+    config = dict(scratch_model_config(shape, 64, 4), initializer_range=0.5)
+    cascade = c3.Cascade.new(config, config, 4, method="full_context", seed=3)
+    texts = ["a short one", "a much longer text than the first"]
+    latents, mask = cascade.encode(texts)
+    together = cascade.score(latents, texts, latent_mask=mask)["log_probability"]
+    unmasked = cascade.score(latents, texts)["log_probability"]
+    short = cascade.score(*cascade.encode(texts[:1])[:1], texts[:1])["log_probability"][0]
+    np.testing.assert_allclose(together[0, :len(texts[0])], short, atol=1e-5)
+    assert np.abs(unmasked[0, :len(texts[0])] - short).max() > 1e-3
+    seen = []
+    score = c3.Cascade.score
+    monkeypatch.setattr(c3.Cascade, "score", lambda self, latents, rows, latent_mask=None: seen.append(
+        latent_mask) or score(self, latents, rows, latent_mask=latent_mask))
+    c3.evaluation.evaluate(cascade, texts, max_new_tokens=4)
+    assert len(seen) == 1 and seen[0] is not None and not seen[0].all()
