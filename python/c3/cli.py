@@ -190,7 +190,8 @@ def command_train(args):
         shape = dict(hidden_size=args.hidden_size, intermediate_size=args.hidden_size * 3, num_layers=args.layers,
                      num_heads=max(1, args.hidden_size // 16), num_kv_heads=max(1, args.hidden_size // 32))
         config = scratch_model_config(shape, length, args.latents)
-        cascade = Cascade.new(config, config, args.latents, tokenizer=byte_tokenizer(), seed=args.seed)
+        cascade = Cascade.new(config, config, args.latents, tokenizer=byte_tokenizer(), seed=args.seed,
+                              method=args.method)
     for part in args.freeze or []:
         cascade.model.set_trainable(part, False)
     trainer = cascade.trainer(learning_rate=args.learning_rate, warmup_steps=max(1, args.steps // 20),
@@ -408,6 +409,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     train.add_argument("--encoder", metavar="DIR", help="pretrained encoder (Hugging Face directory); needs --decoder")
     train.add_argument("--decoder", metavar="DIR", help="pretrained decoder (Hugging Face directory, with "
                        "tokenizer.json); needs --encoder")
+    train.add_argument("--method", default="c3",
+                       choices=["c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context"],
+                       help="c3, or a baseline with the same decoder and N (from scratch only; see docs/RESEARCH.md)")
     train.add_argument("--freeze", action="append", metavar="PART",
                        choices=["encoder", "decoder", "queries", "projector"],
                        help="keep this part fixed: encoder, decoder, queries or projector (repeatable)")
@@ -518,6 +522,9 @@ def main(argv=None) -> int:
                 args = build_parser(_train_config(args.config)).parse_args(argv)
             if bool(args.encoder) != bool(args.decoder):
                 raise _core.C3ValueError("--encoder and --decoder go together")
+            if args.encoder and args.method != "c3":
+                raise _core.C3ValueError("--method other than c3 trains from scratch: leave out --encoder and "
+                                         "--decoder")
         args.run(args)
     except BrokenPipeError:
         # The reader of stdout left (`c3 ... | head`): not an error of c3. Later writes go nowhere.

@@ -253,3 +253,16 @@ def test_full_context_masks_the_padding_of_shorter_texts(monkeypatch):
         latent_mask) or score(self, latents, rows, latent_mask=latent_mask))
     c3.evaluation.evaluate(cascade, texts, max_new_tokens=4)
     assert len(seen) == 1 and seen[0] is not None and not seen[0].all()
+
+
+def test_cli_trains_and_saves_a_baseline(tmp_path, capsys):
+    from c3 import cli
+
+    output = str(tmp_path / "pool")
+    assert cli.main(["train", "--output", output, "--method", "mean_pool", "--latents", "4", "--ratio", "2",
+                     "--steps", "2", "--batch", "2", "--hidden-size", "16", "--layers", "1", "--quiet"]) == 0
+    assert c3.Cascade.load(output).method == "mean_pool"
+    capsys.readouterr()
+    assert cli.main(["train", "--output", output, "--method", "truncate", "--encoder", output, "--decoder",
+                     output]) == 2
+    assert "--method other than c3 trains from scratch" in capsys.readouterr().err
