@@ -138,13 +138,23 @@ class Cascade:
     # ---- construction -------------------------------------------------------------------------------------
     @classmethod
     def new(cls, encoder_config: dict, decoder_config: dict, n_latents: int, tokenizer=None,
-            projector: str = "linear", prompt: str = "{latents}", seed: int = 0) -> "Cascade":
-        """A cascade of two freshly initialised transformers (seeded). Vocabulary sizes default to the tokenizer's."""
+            projector: str = "linear", prompt: str = "{latents}", seed: int = 0, method: str = "c3") -> "Cascade":
+        """A cascade of two freshly initialised transformers (seeded). Vocabulary sizes default to the tokenizer's.
+
+        method: 'c3', or a baseline with the same decoder and latent budget N: 'mean_pool' (means of N windows of
+        the encoder's token embeddings, then the projector), 'truncate' / 'truncate_last' (the decoder reads the
+        first / last N context tokens), 'no_context' (the decoder alone), 'full_context' (the whole context)."""
         tokenizer = tokenizer or byte_tokenizer()
         encoder_config = dict(encoder_config, vocab_size=encoder_config.get("vocab_size", tokenizer.vocab_size))
         decoder_config = dict(decoder_config, vocab_size=decoder_config.get("vocab_size", tokenizer.vocab_size))
-        return cls(_core.CascadeModel(cls._config(tokenizer, encoder_config, decoder_config, n_latents, projector,
-                                                  prompt), seed=seed), tokenizer)
+        config = cls._config(tokenizer, encoder_config, decoder_config, n_latents, projector, prompt)
+        config["method"] = method
+        return cls(_core.CascadeModel(config, seed=seed), tokenizer)
+
+    @property
+    def method(self) -> str:
+        """'c3' or the baseline this cascade is (see Cascade.new)."""
+        return str(self.model.config["method"])
 
     @classmethod
     def from_pretrained(cls, encoder_dir: str, decoder_dir: str, n_latents: int, tokenizer=None,
@@ -275,6 +285,12 @@ class Cascade:
         ids, mask = self.context_batch(_rows(texts), truncate=truncate)
         return self.model.compress(ids, mask)
 
+    def encode(self, texts, truncate: bool = False):
+        """(latents [B, W, d_dec], latent mask [B, W] or None): as compress, with the mask that full_context
+        needs for contexts of unequal length (pass it to score and reconstruct as latent_mask)."""
+        ids, mask = self.context_batch(_rows(texts), truncate=truncate)
+        return self.model.compress_with_mask(ids, mask)
+
     def reconstruct(self, latents: np.ndarray, max_new_tokens: Optional[int] = None, return_ids: bool = False,
                     source_tokens=None, **options):
         """Latents -> texts, greedy by default (sample=True, temperature, top_k, top_p, no_repeat_ngram_size...).
@@ -284,17 +300,22 @@ class Cascade:
         """
         if max_new_tokens is None:
             max_new_tokens = self.default_max_new_tokens(source_tokens)
+        wider = max(0, np.shape(latents)[1] - self.num_latents)  # a full-context block is wider than N
+        limit = self.max_new_tokens_limit - wider
+        if wider and int(max_new_tokens) > limit:
+            raise _core.C3ValueError(f"max_new_tokens {int(max_new_tokens)} does not fit after a latent block of "
+                                     f"{np.shape(latents)[1]} rows: at most {limit}")
         tokens, lengths = self.model.reconstruct(latents, max_new_tokens=self.check_max_new_tokens(max_new_tokens),
                                                  **options)
         if return_ids:
             return [row[:length][row[:length] != self.stop_token] for row, length in zip(tokens, lengths)]
         return self.decode(tokens, lengths)
 
-    def score(self, latents: np.ndarray, texts) -> dict:
+    def score(self, latents: np.ndarray, texts, latent_mask=None) -> dict:
         """Teacher-forced scores of the reference texts given latents: per-position log_probability, rank,
         predicted, correct, valid [B, L] (the stop token excluded)."""
         ids, mask = self.answer_batch(_rows(texts), add_stop=False)
-        scores = self.model.score(latents, ids, mask)
+        scores = self.model.score(latents, ids, mask, latent_mask=latent_mask)
         scores["correct"] = (scores["rank"] == 0) & scores["valid"]
         scores["reference"] = ids
         return scores
@@ -312,8 +333,21 @@ class Cascade:
         """An AdamW trainer over the trainable parts (see CascadeModel.set_trainable)."""
         return _core.CascadeTrainer(self.model, **options)
 
-    def train_step(self, trainer, contexts, answers=None, micro_batches: int = 1) -> dict:
-        """One step on texts (or id rows): answers default to the contexts themselves (reconstruction)."""
+    def train_step(self, trainer, contexts, answers=None, micro_batches: int = 1, continuation_contexts=None,
+                   continuations=None, continuation_weight: float = 0.0) -> dict:
+        """One step on texts (or id rows): answers default to the contexts themselves (reconstruction).
+
+        With continuation_weight w > 0 the loss is (1 - w) * reconstruction + w * continuation, the latter the
+        mean loss on `continuations` (no stop token) given `continuation_contexts`."""
+        if continuation_weight:
+            if not 0 < continuation_weight <= 1 or continuations is None or continuation_contexts is None:
+                raise _core.C3ValueError("continuation_weight must be in (0, 1] and needs continuation_contexts and "
+                                         "continuations")
+            groups = [self.context_batch(_rows(contexts)) + self.answer_batch(
+                          _rows(answers if answers is not None else contexts)),
+                      self.context_batch(_rows(continuation_contexts)) + self.answer_batch(
+                          _rows(continuations), add_stop=False)]
+            return trainer.step_weighted(groups, [1.0 - continuation_weight, continuation_weight])
         context_ids, context_mask = self.context_batch(_rows(contexts))
         answer_ids, answer_mask = self.answer_batch(_rows(answers if answers is not None else contexts))
         return trainer.step(context_ids, context_mask, answer_ids, answer_mask, micro_batches=micro_batches)

@@ -1,4 +1,4 @@
-"""The c3 command line: demo, train, compress, reconstruct, eval, models.
+"""The c3 command line: demo, train, compress, reconstruct, eval, sweep, models.
 
 Results are JSON. A command's full result goes to its --output file, and stdout gets a one-line JSON summary; where
 --output is optional and left out, the full result goes to stdout. Progress bars and messages go to stderr, and
@@ -204,7 +204,8 @@ def command_train(args):
         shape = dict(hidden_size=args.hidden_size, intermediate_size=args.hidden_size * 3, num_layers=args.layers,
                      num_heads=max(1, args.hidden_size // 16), num_kv_heads=max(1, args.hidden_size // 32))
         config = scratch_model_config(shape, length, args.latents)
-        cascade = Cascade.new(config, config, args.latents, tokenizer=byte_tokenizer(), seed=args.seed)
+        cascade = Cascade.new(config, config, args.latents, tokenizer=byte_tokenizer(), seed=args.seed,
+                              method=args.method)
     for part in args.freeze or []:
         cascade.model.set_trainable(part, False)
     trainer = cascade.trainer(learning_rate=args.learning_rate, warmup_steps=max(1, args.steps // 20),
@@ -299,6 +300,18 @@ def _ray_options(args) -> dict:
                 shard_size=args.shard_size, batch_size=args.batch_size, progress=not args.quiet)
 
 
+def command_sweep(args):
+    from .sweep import run_sweep
+
+    results = run_sweep(args.output, methods=args.methods, ratios=args.ratios, seeds=args.seeds, size=args.size,
+                        steps=args.steps, minutes=args.minutes, eval_passages=args.eval_passages,
+                        continuation_weight=args.continuation_weight, progress=not args.quiet)
+    accuracy = results["summary"]["in_domain"]["token_accuracy"]
+    _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
+                 "token_accuracy": {method: {f"{ratio}x": values[0] for ratio, values in by_ratio.items()}
+                                    for method, by_ratio in accuracy.items()}})
+
+
 def command_models(args):
     from .models import smollm2
 
@@ -341,6 +354,27 @@ def _ratios(text: str) -> tuple:
     return ratios
 
 
+def _names(text: str) -> tuple:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return names
+
+
+def _seeds(text: str) -> tuple:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def _weight(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def _describe(summary: str, example: str) -> dict:
     return dict(help=summary, description=textwrap.fill(f"{summary[0].upper()}{summary[1:]}.") +
                 f"\n\nexample:\n  {example}",
@@ -374,8 +408,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                    dict(output="output_directory"))
     demo.add_argument("--output", default="reports/demo", metavar="DIR",
                       help="directory for report.md, results.json and the plots")
-    demo.add_argument("--minutes", type=_positive_float, default=10.0,
-                      help="time budget in minutes, all ratios together")
+    demo.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
+                      help="time budget in minutes, all ratios together, instead of the fixed steps per ratio "
+                      "(1000 at 2x and 4x, 100 at 8x, 40 at 16x, 20 at 32x: about 10 minutes on 2 cores) that "
+                      "make the default reproducible")
     demo.add_argument("--ratios", type=_ratios, default=(4, 8, 16), metavar="R1,R2,...",
                       help="compression ratios (text bytes per latent), comma-separated")
     demo.add_argument("--size", choices=["default", "tiny"], default="default",
@@ -410,6 +446,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     train.add_argument("--encoder", metavar="DIR", help="pretrained encoder (Hugging Face directory); needs --decoder")
     train.add_argument("--decoder", metavar="DIR", help="pretrained decoder (Hugging Face directory, with "
                        "tokenizer.json); needs --encoder")
+    train.add_argument("--method", default="c3",
+                       choices=["c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context"],
+                       help="c3, or a baseline with the same decoder and N (from scratch only; see docs/RESEARCH.md)")
     train.add_argument("--freeze", action="append", metavar="PART",
                        choices=["encoder", "decoder", "queries", "projector"],
                        help="keep this part fixed: encoder, decoder, queries or projector (repeatable)")
@@ -468,6 +507,33 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     batch_size_option(evaluation, "encoder and decoder")
     distributed.add_arguments(evaluation, "eval", _positive_int)
 
+    sweep = command("sweep", command_sweep, "train and evaluate C3 and baselines under the same latent budget "
+                    "(methods x ratios x seeds), resumable, and write a report (Markdown, plots, JSON)",
+                    "c3 sweep --output reports/sweep --ratios 4,8,16 --seeds 0,1 --steps 3000",
+                    dict(output="output_directory"))
+    sweep.add_argument("--output", default="reports/sweep", metavar="DIR",
+                       help="directory for runs/, results.json, report.md and the plots; rerunning the same command "
+                       "continues its unfinished runs")
+    sweep.add_argument("--methods", type=_names, default=("c3", "mean_pool", "truncate", "no_context", "full_context"),
+                       metavar="M1,M2,...", help="methods, comma-separated: c3, mean_pool, truncate, truncate_last, "
+                       "no_context, full_context")
+    sweep.add_argument("--ratios", type=_ratios, default=(2, 4, 8, 16, 32), metavar="R1,R2,...",
+                       help="compression ratios (context bytes per latent), comma-separated")
+    sweep.add_argument("--seeds", type=_seeds, default=(0, 1), metavar="S1,S2,...", help="seeds, comma-separated")
+    sweep.add_argument("--size", choices=["default", "tiny"], default="default",
+                       help="model and evaluation size: default (hidden 128, 4 layers, N = 16, 512 held-out passages "
+                       "per ratio) or tiny (hidden 32, 1 layer, N = 4: a smoke test)")
+    sweep.add_argument("--steps", type=_positive_int, metavar="STEPS",
+                       help="optimiser steps per run (default: 3000 for default, 6 for tiny)")
+    sweep.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
+                       help="cap on each run's training time; the schedule still follows --steps, and a capped run "
+                       "does not reproduce")
+    sweep.add_argument("--eval-passages", type=_positive_int, metavar="COUNT",
+                       help="held-out passages per ratio (default: 512 for default, 6 for tiny)")
+    sweep.add_argument("--continuation-weight", type=_weight, default=0.0, metavar="W",
+                       help="train on (1 - W) x reconstruction + W x continuation loss (0: reconstruction only, as "
+                       "in the paper)")
+
     models = command("models", command_models, "prepare real pretrained weights that are available offline",
                      "c3 models smollm2", {})
     models.add_argument("name", choices=["smollm2"], help="smollm2: convert the SmolLM2-135M-Instruct GGUF of the "
@@ -498,6 +564,9 @@ def main(argv=None) -> int:
                 args = build_parser(_train_config(args.config)).parse_args(argv)
             if bool(args.encoder) != bool(args.decoder):
                 raise _core.C3ValueError("--encoder and --decoder go together")
+            if args.encoder and args.method != "c3":
+                raise _core.C3ValueError("--method other than c3 trains from scratch: leave out --encoder and "
+                                         "--decoder")
         args.run(args)
     except BrokenPipeError:
         # The reader of stdout left (`c3 ... | head`): not an error of c3. Later writes go nowhere.

@@ -78,10 +78,11 @@ def evaluate_part(cascade, texts: Sequence[str], truncate: bool = False, max_new
     hypothesis_ids, teacher = [], []
     for part in batch_slices(len(texts), batch_size, progress, "evaluating"):
         rows = references[part]
-        latents = cascade.compress(rows)
+        latents, latent_mask = cascade.encode(rows)  # the mask: full_context's padding
         hypothesis_ids += [np.asarray(row, dtype=np.int32) for row in cascade.reconstruct(
-            latents, max_new_tokens=max_new_tokens, source_tokens=[len(row) for row in rows], return_ids=True)]
-        scores = cascade.score(latents, rows)
+            latents, max_new_tokens=max_new_tokens, source_tokens=[len(row) for row in rows], return_ids=True,
+            latent_mask=latent_mask)]
+        scores = cascade.score(latents, rows, latent_mask=latent_mask)
         teacher += [scores["correct"][row][scores["valid"][row]] for row in range(len(rows))]
     hypotheses = [cascade.tokenizer.decode(row) for row in hypothesis_ids]
     decay = _core.position_profile(list(zip(references, hypothesis_ids)), bins=DECAY_BINS)

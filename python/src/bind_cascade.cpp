@@ -21,6 +21,7 @@ py::dict cascade_config_to_dict(const CascadeConfig& c) {
     d["decoder"] = config_to_dict(c.decoder);
     d["num_latents"] = c.num_latents;
     d["projector"] = c.projector == ProjectorKind::Mlp ? "mlp" : "linear";
+    d["method"] = method_name(c.method);
     d["latent_start_token"] = c.latent_start_token;
     d["latent_end_token"] = c.latent_end_token;
     d["latent_pad_token"] = c.latent_pad_token;
@@ -47,7 +48,8 @@ void cascade_keys_from_dict(const py::dict& d, CascadeConfig& c, bool models_all
             const std::string kind = string_from_python(key, value);
             C3_CHECK(kind == "linear" || kind == "mlp", ConfigError, "projector must be 'linear' or 'mlp', got '", kind, "'");
             c.projector = kind == "mlp" ? ProjectorKind::Mlp : ProjectorKind::Linear;
-        } else if (key == "latent_start_token") c.latent_start_token = int32_t(integer_from_python(key, value, 0, INT32_MAX));
+        } else if (key == "method") c.method = method_from_name(string_from_python(key, value));
+        else if (key == "latent_start_token") c.latent_start_token = int32_t(integer_from_python(key, value, 0, INT32_MAX));
         else if (key == "latent_end_token") c.latent_end_token = int32_t(integer_from_python(key, value, 0, INT32_MAX));
         else if (key == "latent_pad_token") c.latent_pad_token = int32_t(integer_from_python(key, value, 0, INT32_MAX));
         else if (key == "prompt_prefix") c.prompt_prefix = token_list_from_python(key, value);
@@ -64,13 +66,23 @@ CascadeConfig cascade_config_from_dict(const py::dict& d) {
     return c;
 }
 
-// Latents [B, N, d_dec] from NumPy, checked.
+// Latents [B, W, d_dec] from NumPy, checked: W is N, 0 without context, any width with the full context.
 Array<float> latents_from_array(const CascadeModel& cascade, const py::object& object) {
     auto latents = Array<float>::ensure(object);
     C3_CHECK(latents, ValueError, "latents must be a float array");
-    expect_shape(latents, {0, cascade.config.num_latents, cascade.config.decoder.hidden_size}, "latents");
+    C3_CHECK(latents.ndim() == 3, ShapeError, "latents must be [batch, width, d_dec], got ", latents.ndim(),
+             " dimensions");
+    const bool any_width = cascade.config.method == CompressionMethod::FullContext;
+    expect_shape(latents, {0, any_width ? size_t(latents.shape(1)) : cascade.config.block_width(0),
+                           cascade.config.decoder.hidden_size}, "latents");
     check_finite(latents.data(), size_t(latents.size()), "latents");
     return latents;
+}
+
+// The latent block's mask [B, W] (None: every row real).
+std::vector<uint8_t> latent_mask_from_object(const py::object& object, const Array<float>& latents) {
+    if (object.is_none()) return {};
+    return mask_from_array(object, size_t(latents.shape(0)), size_t(latents.shape(1)));
 }
 
 struct IdBatch {
@@ -186,32 +198,56 @@ void bind_cascade(py::module_& m) {
                      self.compress(batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a, false);
                  }
                  return move_to_array(std::move(a.latents),
-                                      {batch.batch, self.config.num_latents, self.config.decoder.hidden_size});
+                                      {batch.batch, a.block_width, self.config.decoder.hidden_size});
              },
              py::arg("contexts"), py::arg("attention_mask") = py::none(),
-             "Contexts [B, L] (left-padded) -> latents [B, N, d_dec].")
+             "Contexts [B, L] (left-padded) -> latents [B, W, d_dec] (W = N; 0 for no_context, L for full_context).")
+        .def("compress_with_mask",
+             [](const CascadeModel& self, py::object contexts, py::object attention_mask) {
+                 IdBatch batch(contexts, attention_mask, "contexts");
+                 check_vocabulary(batch.ids, self.config.encoder.vocab_size, "contexts");
+                 CascadeActivations<float> a;
+                 {
+                     py::gil_scoped_release release;
+                     self.compress(batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a, false);
+                 }
+                 py::object mask = py::none();
+                 if (!a.block_mask.empty())
+                     mask = move_to_array(std::move(a.block_mask), {batch.batch, a.block_width}).attr("astype")("bool");
+                 return py::make_tuple(move_to_array(std::move(a.latents),
+                                                     {batch.batch, a.block_width, self.config.decoder.hidden_size}),
+                                       mask);
+             },
+             py::arg("contexts"), py::arg("attention_mask") = py::none(),
+             "(latents [B, W, d_dec], their mask [B, W] or None when every row is real): full_context masks the "
+             "contexts' padding.")
         .def("reconstruct",
              [](const CascadeModel& self, py::object latents_object, size_t max_new_tokens,
                 std::optional<std::vector<int32_t>> stop_tokens, bool sample, double temperature, size_t top_k,
-                double top_p, size_t no_repeat_ngram_size, uint64_t seed, int32_t pad_token) {
+                double top_p, size_t no_repeat_ngram_size, uint64_t seed, int32_t pad_token, py::object latent_mask) {
                  auto latents = latents_from_array(self, latents_object);
+                 const std::vector<uint8_t> mask = latent_mask_from_object(latent_mask, latents);
                  const GenerationOptions options = generation_options(
                      max_new_tokens, stop_tokens ? *stop_tokens : self.config.stop_tokens,  // [] = never stop
                      sample, temperature, top_k, top_p, no_repeat_ngram_size, seed, pad_token);
                  GenerationResult result;
                  {
                      py::gil_scoped_release release;
-                     result = self.reconstruct(latents.data(), size_t(latents.shape(0)), options);
+                     result = self.reconstruct(latents.data(), size_t(latents.shape(1)), mask.empty() ? nullptr : mask.data(),
+                                               size_t(latents.shape(0)), options);
                  }
                  return generation_result_to_python(std::move(result));
              },
              py::arg("latents"), py::arg("max_new_tokens") = 256, py::arg("stop_tokens") = py::none(),
              py::arg("sample") = false, py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
              py::arg("no_repeat_ngram_size") = 0, py::arg("seed") = 0, py::arg("pad_token") = 0,
+             py::arg("latent_mask") = py::none(),
              "Latents -> (tokens [B, steps], lengths [B]) by greedy or sampled decoding with the KV cache.")
         .def("score",
-             [](const CascadeModel& self, py::object latents_object, py::object answers, py::object answer_mask) {
+             [](const CascadeModel& self, py::object latents_object, py::object answers, py::object answer_mask,
+                py::object latent_mask) {
                  auto latents = latents_from_array(self, latents_object);
+                 const std::vector<uint8_t> mask = latent_mask_from_object(latent_mask, latents);
                  IdBatch batch(answers, answer_mask, "answers");
                  check_vocabulary(batch.ids, self.config.decoder.vocab_size, "answers");
                  C3_CHECK(batch.batch == size_t(latents.shape(0)), ShapeError, "answers have batch ", batch.batch,
@@ -220,7 +256,8 @@ void bind_cascade(py::module_& m) {
                  AnswerScores scores;
                  {
                      py::gil_scoped_release release;
-                     scores = self.score(latents.data(), batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a);
+                     scores = self.score(latents.data(), size_t(latents.shape(1)), mask.empty() ? nullptr : mask.data(),
+                                         batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a);
                  }
                  py::dict out;
                  const Shape shape = {scores.batch, scores.length};
@@ -231,6 +268,7 @@ void bind_cascade(py::module_& m) {
                  return out;
              },
              py::arg("latents"), py::arg("answers"), py::arg("attention_mask") = py::none(),
+             py::arg("latent_mask") = py::none(),
              "Teacher-forced per-position scores of reference answers [B, La] (right-padded) given latents.")
         .def("loss",
              [](CascadeModel& self, py::object contexts, py::object context_mask, py::object answers,
@@ -319,6 +357,31 @@ void bind_cascade(py::module_& m) {
              },
              py::arg("contexts"), py::arg("context_mask") = py::none(), py::arg("answers") = py::none(),
              py::arg("answer_mask") = py::none(), py::arg("micro_batches") = 1)
+        .def("step_weighted",
+             [](CascadeTrainer<float>& self, const py::list& groups, const std::vector<double>& weights) {
+                 // Each group: (contexts, context_mask, answers, answer_mask); kept alive for the step.
+                 std::vector<ContextsAndAnswers> batches;
+                 batches.reserve(groups.size());
+                 for (auto group : groups) {
+                     auto items = group.cast<py::tuple>();
+                     C3_CHECK(items.size() == 4, ValueError,
+                              "each group is (contexts, context_mask, answers, answer_mask)");
+                     batches.emplace_back(self.cascade.config, items[0], items[1], items[2], items[3]);
+                 }
+                 std::vector<std::vector<CascadeTrainer<float>::Batch>> parts;
+                 for (const ContextsAndAnswers& b : batches)
+                     parts.push_back({{b.contexts.ids.data(), b.contexts.mask_data(), b.contexts.length,
+                                       b.answers.ids.data(), b.answers.mask_data(), b.answers.length, b.contexts.batch}});
+                 StepReport report;
+                 {
+                     py::gil_scoped_release release;
+                     report = weighted_cascade_step(self.cascade, self.trainer, self.activations, parts, weights);
+                 }
+                 return step_report_to_dict(report);
+             },
+             py::arg("groups"), py::arg("weights"),
+             "One step on sum_g weights[g] * (mean answer-token loss of group g); groups are (contexts, "
+             "context_mask, answers, answer_mask) tuples (reconstruction and continuation, say).")
         .def_property_readonly("step_count", [](const CascadeTrainer<float>& self) { return self.trainer.optimizer.step; })
         .def("optimizer_state",
              [](py::object self_object) {

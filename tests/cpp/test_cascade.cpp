@@ -39,9 +39,8 @@ CascadeConfig tiny_cascade(ProjectorKind projector) {
 
 class CascadeGradient : public ::testing::TestWithParam<ProjectorKind> {};
 
-TEST_P(CascadeGradient, EveryPartMatchesCentralDifferences) {
-    Cascade<double> cascade(tiny_cascade(GetParam()));
-    cascade.init_random(1);
+// Every trainable tensor's gradient against central differences, on left-padded contexts of 4 and 5 tokens.
+void expect_cascade_gradients(Cascade<double>& cascade) {
     const size_t B = 2, Lc = 5, La = 4;
     std::vector<int32_t> contexts = {0, 5, 6, 7, 8, 9, 10, 11, 12, 13};
     std::vector<uint8_t> context_mask = {0, 1, 1, 1, 1, 1, 1, 1, 1, 1};
@@ -69,7 +68,61 @@ TEST_P(CascadeGradient, EveryPartMatchesCentralDifferences) {
     }
 }
 
+TEST_P(CascadeGradient, EveryPartMatchesCentralDifferences) {
+    Cascade<double> cascade(tiny_cascade(GetParam()));
+    cascade.init_random(1);
+    expect_cascade_gradients(cascade);
+}
+
 INSTANTIATE_TEST_SUITE_P(Projectors, CascadeGradient, ::testing::Values(ProjectorKind::Linear, ProjectorKind::Mlp));
+
+// The baselines train through the same loss: mean pooling into the encoder's embeddings and the projector, the
+// token methods into the decoder's embeddings of the kept context tokens.
+class BaselineGradient : public ::testing::TestWithParam<CompressionMethod> {};
+
+TEST_P(BaselineGradient, EveryPartMatchesCentralDifferences) {
+    CascadeConfig config = tiny_cascade(ProjectorKind::Linear);
+    config.method = GetParam();
+    Cascade<double> cascade(config);
+    cascade.init_random(3);
+    expect_cascade_gradients(cascade);
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, BaselineGradient,
+                         ::testing::Values(CompressionMethod::MeanPool, CompressionMethod::Truncate,
+                                           CompressionMethod::TruncateLast, CompressionMethod::NoContext,
+                                           CompressionMethod::FullContext));
+
+TEST(Baselines, TruncationScoresEqualTheDecoderOnTheKeptTokens) {
+    CascadeConfig config = tiny_cascade(ProjectorKind::Linear);
+    config.method = CompressionMethod::TruncateLast;
+    Cascade<float> cascade(config);
+    cascade.init_random(4);
+    const std::vector<int32_t> context = {5, 6, 7, 8, 9}, answer = {10, 11, 4};
+    CascadeActivations<float> a;
+    cascade.compress(context.data(), nullptr, 1, context.size(), a, false);
+    ASSERT_EQ(a.block_width, 3u);
+    const AnswerScores scores = cascade.score(a.latents.data(), a.block_width, nullptr, answer.data(), nullptr, 1,
+                                              answer.size(), a);
+    // prefix, <img>, the last N = 3 context tokens, </img>, suffix, answer
+    const std::vector<int32_t> ids = {1, 2, 17, 7, 8, 9, 18, 3, 10, 11, 4};
+    Activations<float> d;
+    ForwardInput<float> in{1, ids.size(), ids.data(), nullptr, nullptr, nullptr};
+    cascade.decoder.forward(in, d, LogitsMode::All, false);
+    const size_t V = config.decoder.vocab_size, P = 8;
+    for (size_t t = 0; t < answer.size(); ++t) {
+        const float* logits = d.logits.data() + (P + t - 1) * V;
+        double total = 0;
+        const float top = *std::max_element(logits, logits + V);
+        for (size_t v = 0; v < V; ++v) total += std::exp(double(logits[v] - top));
+        EXPECT_NEAR(scores.log_probability[t], double(logits[answer[t]] - top) - std::log(total), 1e-5);
+    }
+}
+
+TEST(Baselines, MethodNamesRoundTripAndUnknownOnesAreConfigErrors) {
+    for (const std::string& name : method_names()) EXPECT_EQ(method_name(method_from_name(name)), name);
+    EXPECT_THROW(method_from_name("gist"), ConfigError);
+}
 
 TEST(Cascade, FrozenPartsGetNoGradient) {
     Cascade<float> cascade(tiny_cascade(ProjectorKind::Linear));

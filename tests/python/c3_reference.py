@@ -7,6 +7,11 @@ It follows the released model as DESIGN.md describes it, written independently o
   decoder input  = prompt prefix + <img> + N slots + </img> + prompt suffix + answer (right-padded); the slot
                    embeddings are the latents
   loss           = next-token cross-entropy on the answer tokens only (mean over them)
+  baselines      = the same decoder with another latent block (block_for): mean_pool (means of N contiguous windows
+                   i*L//N .. (i+1)*L//N of the context's encoder embeddings -> mm_projector), truncate /
+                   truncate_last (the decoder's embeddings of the first / last N context tokens), no_context (an
+                   empty block), full_context (every context token, the padding masked)
+  continuation   = sum of -log p(continuation token | block, earlier continuation tokens), in nats
   greedy decode  = a loop of full forwards (no cache) with argmax, optionally through transformers'
                    NoRepeatNGramLogitsProcessor over the whole decoder input ids (prompt included, as
                    generate() sees them in the official model).
@@ -71,8 +76,9 @@ class ReferenceCascade(nn.Module):
                 parameters[name].copy_(torch.from_numpy(np.array(value, dtype=np.float32)))
 
     # ---- the layout -------------------------------------------------------------------------------------------
-    def prompt_ids(self) -> list:
-        return (self.prompt_prefix + [self.latent_start] + [self.latent_pad] * self.num_latents + [self.latent_end]
+    def prompt_ids(self, width=None) -> list:
+        width = self.num_latents if width is None else width
+        return (self.prompt_prefix + [self.latent_start] + [self.latent_pad] * width + [self.latent_end]
                 + self.prompt_suffix)
 
     @property
@@ -103,11 +109,17 @@ class ReferenceCascade(nn.Module):
         return self.bridge.model.mm_projector(slots)
 
     # ---- decoder side -----------------------------------------------------------------------------------------
-    def decoder_logits(self, latents, answers=None, answer_mask=None):
-        """Logits [B, P + La, V] for the prompt with latents followed by the (right-padded) answers."""
+    def decoder_logits(self, latents, answers=None, answer_mask=None, latent_mask=None):
+        """Logits [B, P + La, V] for the prompt with latents [B, W, d] (rows masked out by latent_mask [B, W])
+        followed by the (right-padded) answers."""
         latents = torch.as_tensor(latents) if not isinstance(latents, torch.Tensor) else latents
-        batch = latents.shape[0]
-        prompt = torch.tensor(self.prompt_ids()).expand(batch, -1)
+        batch, width = latents.shape[0], latents.shape[1]
+        prompt = torch.tensor(self.prompt_ids(width)).expand(batch, -1)
+        prompt_mask = torch.ones_like(prompt)
+        if latent_mask is not None:
+            prompt_mask = prompt_mask.clone()
+            prompt_mask[:, self.slot_start:self.slot_start + width] = torch.as_tensor(np.asarray(latent_mask),
+                                                                                      dtype=torch.long)
         if answers is None:
             answers = torch.zeros(batch, 0, dtype=torch.long)
             answer_mask = answers
@@ -115,7 +127,7 @@ class ReferenceCascade(nn.Module):
         answer_mask = (torch.ones_like(answers) if answer_mask is None
                        else torch.as_tensor(np.asarray(answer_mask), dtype=torch.long))
         ids = torch.cat([prompt, answers * answer_mask], dim=1)
-        mask = torch.cat([torch.ones_like(prompt), answer_mask], dim=1)
+        mask = torch.cat([prompt_mask, answer_mask], dim=1)
         embeddings = self._replace_rows(self.decoder.get_input_embeddings()(ids), self.slot_start, latents)
         return self.decoder(inputs_embeds=embeddings, attention_mask=mask, position_ids=positions_for(mask)).logits
 
@@ -125,6 +137,59 @@ class ReferenceCascade(nn.Module):
         P = len(self.prompt_ids())
         La = np.asarray(answers).shape[1]
         return torch.log_softmax(logits[:, P - 1:P - 1 + La].double(), dim=-1)
+
+    def block_for(self, method, contexts, context_mask):
+        """(latents [B, W, d_dec], latent mask [B, W] or None) of a method (see the module docstring)."""
+        contexts = torch.as_tensor(np.asarray(contexts), dtype=torch.long)
+        context_mask = torch.as_tensor(np.asarray(context_mask), dtype=torch.long)
+        batch, length = contexts.shape
+        N = self.num_latents
+        if method == "c3":
+            return self.compress(contexts, context_mask), None
+        if method == "no_context":
+            return torch.zeros(batch, 0, self.decoder.config.hidden_size), None
+        if method == "full_context":
+            return self.decoder.get_input_embeddings()(contexts * context_mask), context_mask
+        rows = []
+        for b in range(batch):
+            real = contexts[b][context_mask[b] == 1]
+            if method == "mean_pool":
+                embeddings = self.encoder.get_input_embeddings()(real)
+                L = len(real)
+                rows.append(torch.stack([embeddings[i * L // N:(i + 1) * L // N].mean(dim=0) for i in range(N)]))
+            elif method == "truncate":
+                rows.append(self.decoder.get_input_embeddings()(real[:N]))
+            elif method == "truncate_last":
+                rows.append(self.decoder.get_input_embeddings()(real[len(real) - N:]))
+            else:
+                raise ValueError(method)
+        block = torch.stack(rows)
+        return (self.bridge.model.mm_projector(block) if method == "mean_pool" else block), None
+
+    def method_answer_logits(self, method, contexts, context_mask, answers, answer_mask):
+        """(logits [B, La, V] predicting each answer token with the method's block, answers, answer_mask) as
+        tensors."""
+        latents, latent_mask = self.block_for(method, contexts, context_mask)
+        logits = self.decoder_logits(latents, answers, answer_mask, latent_mask)
+        P = len(self.prompt_ids(latents.shape[1]))
+        answers = torch.as_tensor(np.asarray(answers), dtype=torch.long)
+        answer_mask = torch.as_tensor(np.asarray(answer_mask), dtype=torch.long)
+        return logits[:, P - 1:P - 1 + answers.shape[1]], answers, answer_mask
+
+    def continuation_nats(self, method, contexts, context_mask, continuations, continuation_mask):
+        """Per-row sum of -log p(continuation token | the method's block, earlier tokens), float64 [B]."""
+        logits, continuations, mask = self.method_answer_logits(method, contexts, context_mask, continuations,
+                                                                continuation_mask)
+        picked = torch.log_softmax(logits.double(), dim=-1).gather(-1, continuations[..., None])[..., 0]
+        return (-(picked * mask)).sum(dim=1).detach().numpy()
+
+    def method_loss(self, method, contexts, context_mask, answers, answer_mask):
+        """Mean answer-token cross-entropy with the method's block (autograd through every part it uses)."""
+        predictions, answers, answer_mask = self.method_answer_logits(method, contexts, context_mask, answers,
+                                                                      answer_mask)
+        targets = torch.where(answer_mask == 1, answers, torch.full_like(answers, -100))
+        return nn.functional.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1),
+                                           ignore_index=-100)
 
     def loss(self, contexts, context_mask, answers, answer_mask):
         latents = self.compress(contexts, context_mask)

@@ -34,19 +34,19 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def cascade_config(projector="linear"):
+def cascade_config(projector="linear", method="c3"):
     return dict(num_latents=N, projector=projector, latent_start_token=START, latent_end_token=END,
-                latent_pad_token=PAD, prompt_prefix=PREFIX, prompt_suffix=SUFFIX, stop_tokens=[STOP])
+                latent_pad_token=PAD, prompt_prefix=PREFIX, prompt_suffix=SUFFIX, stop_tokens=[STOP], method=method)
 
 
-def build(tmp_path, projector="linear", tied_decoder=False, seed=0):
+def build(tmp_path, projector="linear", tied_decoder=False, seed=0, method="c3"):
     """(c3 CascadeModel, reference) with different encoder and decoder widths (32 vs 48), so that a transposed
     projector or a swapped hidden size shows; the encoder is a Qwen2 (QKV bias), the decoder a Llama (GQA 4:1)."""
     encoder = make_hf_model(kind="qwen2", heads=4, kv_heads=2, hidden=32, intermediate=48, vocab=VOCAB,
                             seed=seed + 1, max_positions=64)
     decoder = make_hf_model(kind="llama", heads=4, kv_heads=1, hidden=48, intermediate=64, vocab=VOCAB,
                             tied=tied_decoder, seed=seed + 2, max_positions=64)
-    model, reference = make_cascade_pair(tmp_path, encoder, decoder, cascade_config(projector), seed=seed + 3)
+    model, reference = make_cascade_pair(tmp_path, encoder, decoder, cascade_config(projector, method), seed=seed + 3)
     # Larger Q and projector than the default init, so that the latents steer the decoder visibly.
     rng = np.random.default_rng(seed)
     for name, value in model.bridge_parameters().items():

@@ -213,7 +213,7 @@ def test_debug_shows_the_traceback(workspace):
 def test_every_option_has_help_and_every_command_an_example(capsys):
     parser = cli.build_parser()
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    assert set(commands.choices) == {"demo", "train", "compress", "reconstruct", "eval", "models"}
+    assert set(commands.choices) == {"demo", "train", "compress", "reconstruct", "eval", "sweep", "models"}
     for name, sub in commands.choices.items():
         for action in sub._actions:
             assert action.help and action.help.strip(), (name, action.dest)
@@ -243,7 +243,7 @@ def test_demo_prints_json_and_sends_messages_to_stderr(tmp_path, capsys):
     results = json.loads((output / "results.json").read_text())
     assert summary["report"] == str(output / "report.md") and os.path.getsize(summary["report"]) > 0
     assert summary["token_accuracy"] == {"2x": results["2"]["token_accuracy"]}
-    assert captured.err.startswith("2x: greedy token accuracy")
+    assert captured.err.startswith("c3 2x: greedy token accuracy")
 
 
 def test_reconstruction_length_rule_matches_the_decoder():

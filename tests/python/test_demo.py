@@ -16,7 +16,8 @@ def test_corpus_split_keeps_held_out_apart():
 
 
 def test_tiny_demo_writes_report(tmp_path):
-    results = c3.demo.run_demo(str(tmp_path), ratios=(2, 4), minutes=0.1, size="tiny", progress=False)
+    """Fixed steps by default, with mean pooling and truncation beside C3 at the lowest ratio."""
+    results = c3.demo.run_demo(str(tmp_path), ratios=(2, 4), size="tiny", progress=False)
     for name in ("report.md", "results.json", "decay_curves.png", "ratio_position_heatmap.png",
                  "precision_vs_ratio.png", "teacher_forced_decay.png"):
         assert os.path.getsize(tmp_path / name) > 0, name
@@ -27,3 +28,8 @@ def test_tiny_demo_writes_report(tmp_path):
     for ratio in results.values():
         assert 0.0 <= ratio["token_accuracy"] <= 1.0
         assert len(ratio["decay"]["accuracy"]) == 20
+        assert ratio["steps"] == c3.demo.steps_for("tiny", ratio["ratio"])
+    baselines = json.loads((tmp_path / "baselines.json").read_text())
+    assert set(baselines) == {"mean_pool", "truncate"}
+    assert all(m["steps"] == results[2]["steps"] and m["ratio"] == 2 for m in baselines.values())
+    assert "## C3 against baselines at 2x" in report and "| mean_pool |" in report and "| truncate |" in report

@@ -10,6 +10,7 @@
 #pragma once
 #include <chrono>
 
+#include "c3/cascade/baselines.hpp"
 #include "c3/model/generate.hpp"
 #include "c3/ops/gelu.hpp"
 #include "c3/train/trainer.hpp"
@@ -22,13 +23,23 @@ struct CascadeConfig {
     TransformerConfig encoder, decoder;
     size_t num_latents = 16;
     ProjectorKind projector = ProjectorKind::Linear;
+    CompressionMethod method = CompressionMethod::C3;  // C3 or a baseline (cascade/baselines.hpp)
     // Token ids in the shared vocabulary (the official tokenizer: 151857, 151858, 151859).
     int32_t latent_start_token = 0, latent_end_token = 0, latent_pad_token = 0;
     std::vector<int32_t> prompt_prefix, prompt_suffix;  // decoder prompt around the latent block
     std::vector<int32_t> stop_tokens;                   // end of an answer (<|im_end|> in the official model)
 
     size_t encoder_length(size_t context_length) const { return context_length + num_latents + 2; }
-    size_t prompt_length() const { return prompt_prefix.size() + num_latents + 2 + prompt_suffix.size(); }
+    size_t prompt_length() const { return prompt_length(num_latents); }
+    size_t prompt_length(size_t block_width) const {
+        return prompt_prefix.size() + block_width + 2 + prompt_suffix.size();
+    }
+    // Rows of the decoder's latent block for contexts of `context_length` tokens.
+    size_t block_width(size_t context_length) const {
+        return method == CompressionMethod::NoContext ? 0
+               : method == CompressionMethod::FullContext ? context_length
+                                                          : num_latents;
+    }
     size_t decoder_slot_start() const { return prompt_prefix.size() + 1; }
 
     void validate() const {
@@ -88,7 +99,11 @@ struct CascadeActivations {
     std::vector<int32_t> encoder_ids, decoder_ids;
     std::vector<T> slot_states;   // [B, N, d_enc]: encoder hidden at the slots
     std::vector<T> projector_hidden, projector_activation;  // [B, N, d_dec] (MLP projector only)
-    std::vector<T> latents;       // [B, N, d_dec]
+    std::vector<T> latents;       // [B, W, d_dec]
+    size_t block_width = 0;       // W: rows of the decoder's latent block (N for C3)
+    std::vector<uint8_t> block_mask;  // [B, W] (empty: all rows real)
+    std::vector<int32_t> block_ids;   // [B, W]: the context tokens in the block (truncation, full context)
+    std::vector<size_t> pool_windows; // [B, N, 2]: mean pooling's [begin, end) in the context
 };
 
 // Per-position teacher-forced scores of reference answers.
@@ -166,6 +181,18 @@ public:
         }
         a.batch = batch;
         a.context_length = context_length;
+        a.block_width = N;
+        a.block_mask.clear();
+        a.block_ids.clear();
+        if (config.method == CompressionMethod::MeanPool) {
+            baselines::mean_pool_forward(*this, contexts, context_mask, batch, context_length, a);
+            project(a);
+            return;
+        }
+        if (config.method != CompressionMethod::C3) {
+            baselines::context_tokens_forward(*this, contexts, context_mask, batch, context_length, a);
+            return;
+        }
         a.encoder_ids.assign(batch * Le, config.latent_pad_token);
         a.encoder_mask.assign(batch * Le, 1);
         for (size_t b = 0; b < batch; ++b) {
@@ -194,8 +221,18 @@ public:
     // Decoder input for given latents [B, N, d_dec] and answers [B, La] (right-padded, may be empty: La = 0).
     void build_decoder_input(const T* latents, const int32_t* answers, const uint8_t* answer_mask, size_t batch,
                              size_t answer_length, CascadeActivations<T>& a) const {
-        const size_t N = config.num_latents, dd = config.decoder.hidden_size, P = config.prompt_length();
+        build_decoder_input(latents, config.num_latents, nullptr, answers, answer_mask, batch, answer_length, a);
+    }
+    // The same for a block of W latent rows [B, W, d_dec] with a mask [B, W] (null: all real). a.block_ids, when
+    // it holds B * W ids, names the tokens in the block (for the decoder's embedding gradient).
+    void build_decoder_input(const T* latents, size_t block_width, const uint8_t* block_mask, const int32_t* answers,
+                             const uint8_t* answer_mask, size_t batch, size_t answer_length,
+                             CascadeActivations<T>& a) const {
+        const size_t N = block_width, dd = config.decoder.hidden_size, P = config.prompt_length(N);
         const size_t Ld = P + answer_length;
+        if (block_mask != a.block_mask.data()) a.block_mask.assign(block_mask, block_mask ? block_mask + batch * N : block_mask);
+        if (a.block_ids.size() != batch * N) a.block_ids.clear();
+        a.block_width = N;
         a.batch = batch;
         a.answer_length = answer_length;
         a.decoder_ids.assign(batch * Ld, config.latent_pad_token);
@@ -204,6 +241,10 @@ public:
             int32_t* row = a.decoder_ids.data() + b * Ld;
             std::copy(config.prompt_prefix.begin(), config.prompt_prefix.end(), row);
             row[config.prompt_prefix.size()] = config.latent_start_token;
+            for (size_t i = 0; i < N; ++i) {
+                if (!a.block_ids.empty()) row[config.decoder_slot_start() + i] = a.block_ids[b * N + i];
+                if (!a.block_mask.empty()) a.decoder_mask[b * Ld + config.decoder_slot_start() + i] = a.block_mask[b * N + i];
+            }
             row[config.decoder_slot_start() + N] = config.latent_end_token;
             std::copy(config.prompt_suffix.begin(), config.prompt_suffix.end(), row + config.decoder_slot_start() + N + 1);
             for (size_t t = 0; t < answer_length; ++t) {
@@ -214,14 +255,14 @@ public:
         }
         a.decoder_input.resize(batch * Ld * dd);
         decoder.embed(a.decoder_input.data(), a.decoder_ids.data(), batch * Ld);
-        for (size_t b = 0; b < batch; ++b)
+        for (size_t b = 0; b < batch && N > 0; ++b)
             std::memcpy(a.decoder_input.data() + (b * Ld + config.decoder_slot_start()) * dd, latents + b * N * dd,
                         N * dd * sizeof(T));
     }
 
     // Targets for the decoder rows: the row before each real answer token predicts it.
     std::vector<int32_t> answer_targets(const CascadeActivations<T>& a) const {
-        const size_t P = config.prompt_length(), Ld = P + a.answer_length;
+        const size_t P = config.prompt_length(a.block_width), Ld = P + a.answer_length;
         std::vector<int32_t> targets(a.batch * Ld, ops::kIgnoreIndex);
         for (size_t b = 0; b < a.batch; ++b)
             for (size_t t = 0; t < a.answer_length; ++t)
@@ -235,10 +276,11 @@ public:
                 CascadeActivations<T>& a, size_t* token_count = nullptr, std::vector<T>* row_losses = nullptr) {
         const bool encoder_side = backward && (encoder.any_trainable() || any_bridge_trainable());
         compress(contexts, context_mask, batch, context_length, a, encoder_side);
-        build_decoder_input(a.latents.data(), answers, answer_mask, batch, answer_length, a);
+        build_decoder_input(a.latents.data(), a.block_width, a.block_mask.empty() ? nullptr : a.block_mask.data(),
+                            answers, answer_mask, batch, answer_length, a);
         const std::vector<int32_t> targets = answer_targets(a);
         if (token_count) *token_count = count_targets(targets.data(), targets.size());
-        const size_t Ld = config.prompt_length() + answer_length, dd = config.decoder.hidden_size;
+        const size_t Ld = config.prompt_length(a.block_width) + answer_length, dd = config.decoder.hidden_size;
         ForwardInput<T> in{batch, Ld, nullptr, a.decoder_input.data(), a.decoder_mask.data(), nullptr};
         std::vector<T> dinput;
         if (encoder_side) dinput.assign(batch * Ld * dd, T(0));
@@ -254,8 +296,14 @@ public:
     // Latents [B, N, d_dec] -> per-position scores of the reference answers (teacher forcing).
     AnswerScores score(const T* latents, const int32_t* answers, const uint8_t* answer_mask, size_t batch,
                        size_t answer_length, CascadeActivations<T>& a) const {
-        build_decoder_input(latents, answers, answer_mask, batch, answer_length, a);
-        const size_t P = config.prompt_length(), Ld = P + answer_length, V = config.decoder.vocab_size;
+        return score(latents, config.num_latents, nullptr, answers, answer_mask, batch, answer_length, a);
+    }
+    // The same for a latent block of W rows [B, W, d_dec] with a mask [B, W] (null: all real).
+    AnswerScores score(const T* latents, size_t block_width, const uint8_t* block_mask, const int32_t* answers,
+                       const uint8_t* answer_mask, size_t batch, size_t answer_length, CascadeActivations<T>& a) const {
+        a.block_ids.clear();
+        build_decoder_input(latents, block_width, block_mask, answers, answer_mask, batch, answer_length, a);
+        const size_t P = config.prompt_length(block_width), Ld = P + answer_length, V = config.decoder.vocab_size;
         ForwardInput<T> in{batch, Ld, nullptr, a.decoder_input.data(), a.decoder_mask.data(), nullptr};
         decoder.forward(in, a.decoder, LogitsMode::All, false);
         AnswerScores s;
@@ -288,12 +336,20 @@ public:
     // Greedy or sampled reconstruction from latents [B, N, d_dec]. The n-gram rule sees the prompt ids.
     // options.stop_tokens are used as given (config.stop_tokens holds the cascade's own; empty: no stop).
     GenerationResult reconstruct(const T* latents, size_t batch, const GenerationOptions& options) const {
+        return reconstruct(latents, config.num_latents, nullptr, batch, options);
+    }
+    // The same for a latent block of W rows [B, W, d_dec] with a mask [B, W] (null: all real).
+    GenerationResult reconstruct(const T* latents, size_t block_width, const uint8_t* block_mask, size_t batch,
+                                 const GenerationOptions& options) const {
         CascadeActivations<T> a;
-        build_decoder_input(latents, nullptr, nullptr, batch, 0, a);
-        const size_t P = config.prompt_length();
+        build_decoder_input(latents, block_width, block_mask, nullptr, nullptr, batch, 0, a);
+        const size_t P = config.prompt_length(block_width);
         std::vector<std::vector<int32_t>> history(batch);
-        for (size_t b = 0; b < batch; ++b) history[b].assign(a.decoder_ids.begin() + b * P, a.decoder_ids.begin() + (b + 1) * P);
-        ForwardInput<T> in{batch, P, nullptr, a.decoder_input.data(), nullptr, nullptr};
+        for (size_t b = 0; b < batch; ++b)
+            for (size_t t = 0; t < P; ++t)
+                if (a.decoder_mask[b * P + t]) history[b].push_back(a.decoder_ids[b * P + t]);
+        ForwardInput<T> in{batch, P, nullptr, a.decoder_input.data(), block_mask ? a.decoder_mask.data() : nullptr,
+                           nullptr};
         return generate(decoder, in, options, &history);
     }
 
@@ -328,18 +384,22 @@ private:
     // table (token rows) and the latents (slot rows), then runs projector and encoder backward.
     void backward_from_decoder_input(CascadeActivations<T>& a, const std::vector<T>& dinput) {
         const size_t B = a.batch, N = config.num_latents, de = config.encoder.hidden_size, dd = config.decoder.hidden_size;
-        const size_t Ld = config.prompt_length() + a.answer_length, slot = config.decoder_slot_start();
+        const size_t W = a.block_width, Ld = config.prompt_length(W) + a.answer_length, slot = config.decoder_slot_start();
         if (dinput.empty()) return;
+        // Truncation and full context put the decoder's own token embeddings in the block: they train them too.
+        const bool block_holds_tokens = uses_context_tokens(config.method);
         if (decoder.any_trainable() && decoder.weight_gradients.embed) {
             for (size_t b = 0; b < B; ++b)
                 for (size_t t = 0; t < Ld; ++t) {
-                    if (t >= slot && t < slot + N) continue;
+                    if (t >= slot && t < slot + W && !block_holds_tokens) continue;
+                    if (!a.decoder_mask[b * Ld + t]) continue;
                     T* row = decoder.weight_gradients.embed + size_t(a.decoder_ids[b * Ld + t]) * dd;
                     const T* g = dinput.data() + (b * Ld + t) * dd;
                     for (size_t i = 0; i < dd; ++i) row[i] += g[i];
                 }
         }
         if (!(encoder.any_trainable() || any_bridge_trainable())) return;
+        if (config.method != CompressionMethod::C3 && config.method != CompressionMethod::MeanPool) return;
         std::vector<T> dlatents(B * N * dd);
         for (size_t b = 0; b < B; ++b)
             std::memcpy(dlatents.data() + b * N * dd, dinput.data() + (b * Ld + slot) * dd, N * dd * sizeof(T));
@@ -359,6 +419,10 @@ private:
             ops::linear_backward(dslots.data(), bridge_gradient("model.mm_projector.0.weight"),
                                  bridge_gradient("model.mm_projector.0.bias"), dhidden.data(), a.slot_states.data(),
                                  bridge_data("model.mm_projector.0.weight"), rows, de, dd);
+        }
+        if (config.method == CompressionMethod::MeanPool) {
+            baselines::mean_pool_backward(*this, a, dslots.data());
+            return;
         }
         const bool queries_trainable = bridge_trainable[0];
         if (!encoder.any_trainable() && !queries_trainable) return;

@@ -46,6 +46,7 @@ inline CascadeConfig parse_c3_config(const nlohmann::json& json, const std::stri
         C3_CHECK(projector == "mlp" || projector == "linear", ConfigError, "config '", config_path,
                  "': c3.projector must be \"linear\" or \"mlp\", got \"", projector, "\"");
         config.projector = projector == "mlp" ? ProjectorKind::Mlp : ProjectorKind::Linear;
+        config.method = method_from_name(extra.optional_string("method", method_name(config.method)));
         config.latent_start_token = extra.optional_vocabulary_id("latent_start_token", config.latent_start_token);
         config.latent_end_token = extra.optional_vocabulary_id("latent_end_token", config.latent_end_token);
         config.latent_pad_token = extra.optional_vocabulary_id("latent_pad_token", config.latent_pad_token);
@@ -105,6 +106,7 @@ void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtyp
     json["latent_token_len"] = c.num_latents;
     json["contexts_compression_llm_hidden_size"] = c.encoder.hidden_size;
     json["c3"] = {{"projector", c.projector == ProjectorKind::Mlp ? "mlp" : "linear"},
+                  {"method", method_name(c.method)},
                   {"decoder_model_type", c.decoder.model_type},
                   {"latent_start_token", c.latent_start_token},
                   {"latent_end_token", c.latent_end_token},

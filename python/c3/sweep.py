@@ -1,0 +1,504 @@
+"""Ratio sweeps: methods x ratios x seeds at a fixed number of latents N, resumable, with a report.
+
+    c3 sweep --output reports/sweep [--methods c3,mean_pool,truncate,no_context,full_context]
+             [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 3000] [--size default|tiny]
+
+Design. As in the C3 paper (which reads Fox's ratios off length bins of one model), each (method, seed) trains ONE
+model on contexts of mixed length: every step draws a ratio r from the sweep's ratios and a batch of r * N-token
+contexts. Each ratio is then read off held-out contexts of exactly r * N tokens. This costs methods x seeds runs
+instead of methods x ratios x seeds, and every ratio sees the same model, so the curves compare positions and
+ratios without one model per point. (A model trained at one ratio only would do somewhat better at that ratio.)
+
+Every run checkpoints its parameters, AdamW moments and data-order state every `checkpoint_every` steps (one
+safetensors file, replaced atomically). Rerunning the same command continues each run from its last checkpoint;
+finished runs (trained.json) and finished evaluations (evaluation.json) are skipped. A run's data order is drawn
+from its own seeded generator, so a resumed run ends bit-identical to an uninterrupted one at the same thread count.
+
+Data. Byte-level. In-domain: CPython's pydoc topics (corpus.LICENCE), split by contiguous blocks into training
+and held-out text. Out-of-domain: the docstrings of the standard library's top-level modules (OOD_LICENCE), never
+trained on. Each evaluation passage is a context of r * N bytes followed by a continuation of `continuation`
+bytes.
+
+Evaluation, per method, seed and ratio, on held-out passages: greedy reconstruction (strict and aligned token
+accuracy, Fox precision, edit distance), teacher-forced accuracy, accuracy-by-position curves of all three,
+continuation loss in bits per byte, and the errors by (position x surprisal) with a logistic regression of error
+on position and surprisal. Surprisal is under the sweep's trained no_context model of the same seed (a language
+model of the corpus) when no_context is among the methods, else under each cascade's decoder prior.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import glob
+import json
+import math
+import os
+import time
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import _core, analysis, corpus, surprisal
+from .cascade import Cascade, byte_tokenizer, scratch_model_config
+
+METHODS = ("c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context")
+DEFAULT_METHODS = ("c3", "mean_pool", "truncate", "no_context", "full_context")
+DEFAULT_RATIOS = (2, 4, 8, 16, 32)
+OOD_LICENCE = ("docstrings of the CPython standard library's top-level modules (Lib/*.py of the running Python), "
+               "Python Software Foundation License; shipped with Python itself")
+
+SIZES = {
+    "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=8, num_kv_heads=4),
+                    latents=16, batch=32, learning_rate=3e-3, steps=3000, eval_passages=512, ood_passages=256,
+                    continuation=64, checkpoint_every=100, eval_batch=32),
+    "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
+                 latents=4, batch=4, learning_rate=3e-3, steps=6, eval_passages=6, ood_passages=4, continuation=8,
+                 checkpoint_every=3, eval_batch=8),
+}
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def ood_text() -> str:
+    """Docstrings of the standard library's top-level modules, in file-name order (OOD_LICENCE)."""
+    root = os.path.dirname(os.__file__)
+    parts = []
+    for path in sorted(glob.glob(os.path.join(root, "*.py"))):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                tree = ast.parse(handle.read())
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                doc = ast.get_docstring(node)
+                if doc:
+                    parts.append(doc)
+    return "\n\n".join(parts)
+
+
+def _ids(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
+
+
+def split_regions(ids: np.ndarray, held_out_fraction: float = 0.1, blocks: int = 100):
+    """(train regions, held-out regions): the token stream cut into `blocks` contiguous blocks, a fixed seeded
+    tenth of them held out (the same split for every seed, so that seeds differ only in the model)."""
+    bounds = np.linspace(0, len(ids), blocks + 1).astype(np.int64)
+    chunks = [ids[bounds[i]:bounds[i + 1]] for i in range(blocks)]
+    train, held_out = corpus.split(list(range(blocks)), held_out_fraction, seed=0)
+    return [chunks[i] for i in train], [chunks[i] for i in held_out]
+
+
+def evaluation_passages(regions, length: int, count: int):
+    """Up to `count` windows of `length` tokens from the regions, evenly spread (overlapping when the text is
+    short), in a fixed order."""
+    per_region = np.array([max(0, len(region) - length + 1) for region in regions], np.int64)
+    total = int(per_region.sum())
+    if total == 0:
+        return []
+    first = np.concatenate([[0], np.cumsum(per_region)])
+    passages = []
+    for index in np.unique(np.linspace(0, total - 1, min(count, total)).astype(np.int64)):
+        region = int(np.searchsorted(first, index, side="right") - 1)
+        start = int(index - first[region])
+        passages.append(regions[region][start:start + length])
+    return passages
+
+
+class MixedBatches:
+    """Training batches of mixed ratio from the training regions: each draw picks a ratio, then `batch` windows of
+    ratio * N + continuation tokens. The generator's state travels in the checkpoint."""
+
+    def __init__(self, regions, ratios, latents, batch, continuation, seed):
+        self.regions = [r for r in regions if len(r) > max(ratios) * latents + continuation]
+        if not self.regions:
+            raise _core.C3ValueError("the training text is too short for the longest ratio")
+        self.weights = np.array([len(r) for r in self.regions], np.float64)
+        self.weights /= self.weights.sum()
+        self.ratios, self.latents, self.batch, self.continuation = list(ratios), latents, batch, continuation
+        self.rng = np.random.default_rng(seed)
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def restore(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def draw(self):
+        """(contexts [B, r * N], continuations [B, C]) as int32 arrays."""
+        ratio = self.ratios[int(self.rng.integers(len(self.ratios)))]
+        length = ratio * self.latents
+        contexts, continuations = [], []
+        for region_index in self.rng.choice(len(self.regions), size=self.batch, p=self.weights):
+            region = self.regions[region_index]
+            start = int(self.rng.integers(0, len(region) - length - self.continuation + 1))
+            contexts.append(region[start:start + length])
+            continuations.append(region[start + length:start + length + self.continuation])
+        return np.stack(contexts), np.stack(continuations)
+
+
+# ---- one run --------------------------------------------------------------------------------------------------
+def build_cascade(method: str, settings: dict, max_ratio: int, seed: int) -> Cascade:
+    """A byte-level cascade of the sweep's shape for `method`. The decoder has room for the full context, the
+    reconstruction and the continuation."""
+    latents, longest = settings["latents"], max_ratio * settings["latents"]
+    encoder = scratch_model_config(settings["model"], longest, latents)
+    decoder = scratch_model_config(settings["model"], 2 * longest + settings["continuation"], latents)
+    return Cascade.new(encoder, decoder, latents, tokenizer=byte_tokenizer(), seed=seed, method=method)
+
+
+def _write_json_atomically(path: str, value) -> None:
+    temporary = path + ".partial"
+    with open(temporary, "w") as handle:
+        json.dump(_jsonable(value), handle, indent=1)
+    os.replace(temporary, path)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def train_run(directory: str, method: str, seed: int, settings: dict, ratios, train_regions, steps: int,
+              minutes: Optional[float] = None, continuation_weight: float = 0.0, progress: bool = True,
+              on_step: Optional[Callable[[int], None]] = None) -> Cascade:
+    """Trains (or resumes, or loads when finished) one run; returns its cascade."""
+    os.makedirs(directory, exist_ok=True)
+    cascade = build_cascade(method, settings, max(ratios), seed)
+    checkpoint = os.path.join(directory, "checkpoint.safetensors")
+    finished = os.path.join(directory, "trained.json")
+    trainer = cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, steps // 20),
+                              total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0)
+    data = MixedBatches(train_regions, ratios, settings["latents"], settings["batch"], settings["continuation"],
+                        seed=seed + 1000)
+    step, seconds = 0, 0.0
+    if os.path.exists(checkpoint):
+        extra = load_checkpoint(checkpoint, cascade, trainer)
+        data.restore(extra["data"])
+        step, seconds = int(extra["step"]), float(extra.get("seconds", 0.0))
+    if os.path.exists(finished):
+        return cascade
+    started = time.perf_counter() - seconds
+    losses = []
+    bar = tqdm(total=steps, initial=step, desc=f"{method} seed {seed}", disable=not progress, leave=False,
+               mininterval=1.0)
+    try:
+        while step < steps:
+            if minutes is not None and time.perf_counter() - started > minutes * 60:
+                break
+            contexts, continuations = data.draw()
+            if continuation_weight:
+                report = cascade.train_step(trainer, contexts, continuation_contexts=contexts,
+                                            continuations=continuations, continuation_weight=continuation_weight)
+            else:
+                report = cascade.train_step(trainer, contexts)
+            step += 1
+            losses.append(float(report["loss"]))
+            bar.set_postfix(loss=f"{report['loss']:.3f}")
+            bar.update(1)
+            if step % settings["checkpoint_every"] == 0 or step == steps:
+                _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started)
+            if on_step is not None:
+                on_step(step)
+    finally:
+        bar.close()
+    _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started)
+    _write_json_atomically(finished, dict(method=method, seed=seed, steps=step, planned_steps=steps,
+                                          train_seconds=time.perf_counter() - started,
+                                          final_loss=losses[-1] if losses else None))
+    return cascade
+
+
+def cascade_state(model) -> dict:
+    """Every parameter of a CascadeModel by prefixed name: encoder.*, decoder.*, bridge.*."""
+    state = {}
+    for part, values in (("encoder", model.encoder.parameters()), ("decoder", model.decoder.parameters()),
+                         ("bridge", model.bridge_parameters())):
+        state.update({f"{part}.{name}": np.array(value) for name, value in values.items()})
+    return state
+
+
+def save_checkpoint(path: str, cascade: Cascade, trainer, extra: dict) -> None:
+    """Parameters, AdamW moments and step of a cascade run, plus `extra` (JSON), in one safetensors file written
+    under a temporary name and renamed into place, so that an interruption leaves the previous checkpoint."""
+    tensors = cascade_state(cascade.model)
+    state = trainer.optimizer_state()
+    tensors.update({f"optimizer.{name}": np.array(value) for name, value in state.items() if name != "step"})
+    temporary = path + ".partial"
+    _core.write_safetensors(temporary, tensors, "F32", {"c3.step": str(state["step"]), "c3.extra": json.dumps(extra)})
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: str, cascade: Cascade, trainer) -> dict:
+    """Restores what save_checkpoint wrote; returns its extra."""
+    tensors = _core.read_safetensors(path)
+    metadata = _core.safetensors_metadata(path)
+    model = cascade.model
+    model.encoder.set_parameters({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")}, strict=True)
+    model.decoder.set_parameters({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")}, strict=True)
+    bridge = model.bridge_parameters()
+    for name in bridge:
+        bridge[name][...] = tensors["bridge." + name]
+    state = {k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")}
+    state["step"] = int(metadata["c3.step"])
+    trainer.load_optimizer_state(state)
+    return json.loads(metadata["c3.extra"])
+
+
+def _save_checkpoint(path, cascade, trainer, data, step, seconds):
+    save_checkpoint(path, cascade, trainer, dict(step=step, seconds=seconds, data=data.state()))
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------------
+def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior, progress: bool = False) -> dict:
+    """Every measure of one (model, ratio) on passages of ratio * N + continuation tokens. `prior` maps token rows
+    to their surprisal (bits)."""
+    length = ratio * settings["latents"]
+    contexts = [p[:length] for p in passages]
+    continuations = [p[length:] for p in passages]
+    references, hypotheses, teacher, nats = [], [], [], 0.0
+    for start in tqdm(range(0, len(passages), settings["eval_batch"]), desc=f"{cascade.method} {ratio}x",
+                      disable=not progress, leave=False):
+        rows = contexts[start:start + settings["eval_batch"]]
+        latents, mask = cascade.encode(rows)
+        hypotheses += cascade.reconstruct(latents, source_tokens=[len(r) for r in rows], return_ids=True,
+                                          latent_mask=mask)
+        scores = cascade.score(latents, rows, latent_mask=mask)
+        teacher += [scores["correct"][k][scores["valid"][k]].astype(np.int8) for k in range(len(rows))]
+        follow = continuations[start:start + settings["eval_batch"]]
+        follow_scores = cascade.score(latents, follow, latent_mask=mask)
+        nats -= float(np.where(follow_scores["valid"], follow_scores["log_probability"].astype(np.float64), 0).sum())
+        references += rows
+    continuation_bytes = sum(len(c) for c in continuations)  # byte-level: one token per byte
+    strict = [surprisal.strict_correct(r, h) for r, h in zip(references, hypotheses)]
+    aligned = [surprisal.aligned_correct(r, h) for r, h in zip(references, hypotheses)]
+    bits = prior(references)
+    teacher_table = surprisal.error_table([1 - c for c in teacher], bits)
+    aligned_table = surprisal.error_table([1 - c for c in aligned], bits, edges=teacher_table["surprisal_edges"])
+    decode = lambda row: bytes(int(t) for t in row if int(t) < 256).decode("utf-8", errors="replace")  # noqa: E731
+    fox = analysis.fox_metrics([decode(r) for r in references], [decode(h) for h in hypotheses])
+    return dict(
+        ratio=ratio, passages=len(passages), context_tokens=length,
+        token_accuracy=float(np.mean([c.mean() for c in strict])),
+        aligned_accuracy=float(np.mean([c.mean() for c in aligned])),
+        teacher_forced_accuracy=float(np.mean(np.concatenate(teacher))),
+        fox_precision=fox["precision"], edit_distance=fox["edit_distance"],
+        continuation_bits_per_byte=nats / math.log(2.0) / max(continuation_bytes, 1),
+        curves=surprisal.accuracy_curves(references, hypotheses, teacher),
+        teacher_errors=teacher_table, aligned_errors=aligned_table,
+        teacher_regression=surprisal.position_surprisal_regression([1 - c for c in teacher], bits),
+        aligned_regression=surprisal.position_surprisal_regression([1 - c for c in aligned], bits),
+    )
+
+
+# ---- the sweep ------------------------------------------------------------------------------------------------
+def _check_list(name, values, allowed=None):
+    values = list(values)
+    if not values:
+        raise _core.C3ValueError(f"{name}: give at least one")
+    if len(set(values)) != len(values):
+        raise _core.C3ValueError(f"{name}: {values} repeats a value")
+    for value in values:
+        if allowed is not None and value not in allowed:
+            raise _core.C3ValueError(f"{name}: unknown {value!r} (known: {', '.join(allowed)})")
+    return values
+
+
+def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Sequence[int] = DEFAULT_RATIOS,
+              seeds: Sequence[int] = (0, 1), size: str = "default", steps: Optional[int] = None,
+              minutes: Optional[float] = None, eval_passages: Optional[int] = None,
+              continuation_weight: float = 0.0, progress: bool = True,
+              on_step: Optional[Callable[[str, int, int], None]] = None) -> dict:
+    """Trains, evaluates and reports every (method, seed); returns the results written to results.json.
+
+    steps: optimiser steps per run (default: the size's). minutes: a cap on each run's training time (the
+    schedule still follows `steps`; a capped run is not reproducible). eval_passages: held-out passages per ratio
+    (default: the size's; out-of-domain passages are capped at the size's ood_passages). on_step(method, seed,
+    step) is called after every step (tests interrupt a run with it)."""
+    if size not in SIZES:
+        raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    methods = _check_list("methods", methods, METHODS)
+    ratios = sorted(_check_list("ratios", [int(r) for r in ratios]))
+    seeds = _check_list("seeds", [int(s) for s in seeds])
+    if min(ratios) < 1:
+        raise _core.C3ValueError(f"ratios must be at least 1, got {ratios}")
+    if not 0.0 <= continuation_weight <= 1.0:
+        raise _core.C3ValueError(f"continuation_weight must be in [0, 1], got {continuation_weight}")
+    settings = dict(SIZES[size])
+    steps = int(steps or settings["steps"])
+    eval_count = int(eval_passages or settings["eval_passages"])
+    plan = dict(methods=methods, ratios=ratios, seeds=seeds, size=size, steps=steps, minutes=minutes,
+                eval_passages=eval_count, continuation_weight=continuation_weight)
+    os.makedirs(output, exist_ok=True)
+    plan_path = os.path.join(output, "sweep.json")
+    if os.path.exists(plan_path):
+        with open(plan_path) as handle:
+            previous = json.load(handle)
+        if previous != _jsonable(plan):
+            changed = sorted(key for key in plan if previous.get(key) != _jsonable(plan)[key])
+            raise _core.ConfigError(f"{output} holds a sweep with other settings ({', '.join(changed)}); use a new "
+                                    "--output or the same options to continue it")
+    else:
+        _write_json_atomically(plan_path, plan)
+
+    text_ids = _ids(corpus.default_text())
+    train_regions, held_out_regions = split_regions(text_ids)
+    passage_length = max(ratios) * settings["latents"] + settings["continuation"]
+    in_domain = evaluation_passages(held_out_regions, passage_length, eval_count)
+    out_of_domain = evaluation_passages([_ids(ood_text())], passage_length, min(eval_count, settings["ood_passages"]))
+
+    runs = [(method, seed) for seed in seeds for method in methods]
+    cascades = {}
+    for method, seed in tqdm(runs, desc="training runs", disable=not progress):
+        directory = os.path.join(output, "runs", f"{method}-seed{seed}")
+        hook = (lambda step, m=method, s=seed: on_step(m, s, step)) if on_step else None
+        cascades[method, seed] = train_run(directory, method, seed, settings, ratios, train_regions, steps, minutes,
+                                           continuation_weight, progress, hook)
+
+    results = dict(plan=plan, settings=settings, corpus=corpus.LICENCE, out_of_domain_corpus=OOD_LICENCE, runs={})
+    for method, seed in tqdm(runs, desc="evaluating runs", disable=not progress):
+        directory = os.path.join(output, "runs", f"{method}-seed{seed}")
+        path = os.path.join(directory, "evaluation.json")
+        if os.path.exists(path):
+            with open(path) as handle:
+                results["runs"][f"{method}-seed{seed}"] = json.load(handle)
+            continue
+        prior_model = cascades.get(("no_context", seed), cascades[method, seed])
+        prior = lambda rows, p=prior_model: surprisal.prior_surprisal(p, rows)  # noqa: E731
+        with open(os.path.join(directory, "trained.json")) as handle:
+            evaluation = dict(training=json.load(handle), in_domain={}, out_of_domain={})
+        for ratio in ratios:
+            evaluation["in_domain"][str(ratio)] = evaluate_ratio(
+                cascades[method, seed], [p[:ratio * settings["latents"] + settings["continuation"]] for p in in_domain],
+                ratio, settings, prior, progress)
+            evaluation["out_of_domain"][str(ratio)] = evaluate_ratio(
+                cascades[method, seed],
+                [p[:ratio * settings["latents"] + settings["continuation"]] for p in out_of_domain],
+                ratio, settings, prior, progress)
+        evaluation = _jsonable(evaluation)
+        _write_json_atomically(path, evaluation)
+        results["runs"][f"{method}-seed{seed}"] = evaluation
+    results["summary"] = summarise(results, methods, ratios, seeds)
+    _write_json_atomically(os.path.join(output, "results.json"), results)
+    write_report(output, results)
+    return results
+
+
+METRICS = ("token_accuracy", "aligned_accuracy", "teacher_forced_accuracy", "fox_precision",
+           "continuation_bits_per_byte")
+
+
+def summarise(results: dict, methods, ratios, seeds) -> dict:
+    """{domain: {metric: {method: {ratio: [mean, standard deviation over seeds]}}}}."""
+    summary = {}
+    for domain in ("in_domain", "out_of_domain"):
+        summary[domain] = {}
+        for metric in METRICS:
+            table = {}
+            for method in methods:
+                table[method] = {}
+                for ratio in ratios:
+                    values = [results["runs"][f"{method}-seed{seed}"][domain][str(ratio)][metric] for seed in seeds]
+                    values = [v for v in values if v is not None]
+                    table[method][str(ratio)] = [float(np.mean(values)) if values else None,
+                                                 float(np.std(values)) if values else None]
+            summary[domain][metric] = table
+    return summary
+
+
+# ---- the report -----------------------------------------------------------------------------------------------
+def _figure(rows=1, columns=1, width=6.4, height=4.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width * columns, height * rows))
+    FigureCanvasAgg(figure)
+    return figure, [figure.add_subplot(rows, columns, k + 1) for k in range(rows * columns)]
+
+
+def _save(figure, output, name):
+    figure.tight_layout()
+    figure.savefig(os.path.join(output, name), dpi=72)
+    return name
+
+
+def write_report(output: str, results: dict) -> None:
+    """report.md and the plots from results (as run_sweep returns them)."""
+    plan, summary = results["plan"], results["summary"]
+    methods, ratios, seeds = plan["methods"], plan["ratios"], plan["seeds"]
+    plots = []
+    for metric, label in (("token_accuracy", "greedy token accuracy (strict)"),
+                          ("continuation_bits_per_byte", "continuation bits per byte")):
+        figure, (axis,) = _figure()
+        for method in methods:
+            values = summary["in_domain"][metric][method]
+            mean = np.array([np.nan if values[str(r)][0] is None else values[str(r)][0] for r in ratios])
+            spread = np.array([0.0 if values[str(r)][1] is None else values[str(r)][1] for r in ratios])
+            axis.errorbar(ratios, mean, yerr=spread, marker="o", capsize=3, label=method)
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(ratios)
+        axis.set_xticklabels([f"{r}x" for r in ratios])
+        axis.set_xlabel("compression ratio (context tokens per latent)")
+        axis.set_ylabel(label)
+        axis.set_title(f"{label} against ratio (held-out, mean and sd over {len(seeds)} seeds)")
+        axis.legend()
+        plots.append(_save(figure, output, f"{metric}_vs_ratio.png"))
+    first = f"{methods[0]}-seed{seeds[0]}"
+    for method in methods:
+        run = results["runs"][f"{method}-seed{seeds[0]}"]["in_domain"]
+        figure, axes = _figure(1, len(ratios), width=4.0, height=3.2)
+        for axis, ratio in zip(axes, ratios):
+            surprisal.plot_accuracy_curves({k: {kk: np.asarray(vv, dtype=float) for kk, vv in v.items()}
+                                            for k, v in run[str(ratio)]["curves"].items()},
+                                           title=f"{method} {ratio}x", ax=axis)
+        plots.append(_save(figure, output, f"decay_{method}.png"))
+        figure, axes = _figure(1, len(ratios), width=4.0, height=3.2)
+        for axis, ratio in zip(axes, ratios):
+            table = {k: np.asarray(v, dtype=float) for k, v in run[str(ratio)]["teacher_errors"].items()}
+            surprisal.plot_error_heatmap(table, title=f"{method} {ratio}x teacher-forced errors", ax=axis)
+        plots.append(_save(figure, output, f"heatmap_{method}.png"))
+    lines = ["# c3 sweep: C3 against baselines under the same latent budget", "",
+             f"Methods {', '.join(methods)}; ratios {', '.join(f'{r}x' for r in ratios)} at N = "
+             f"{results['settings']['latents']} latents; seeds {', '.join(map(str, seeds))}; {plan['steps']} steps "
+             f"per run ({plan['size']} size). One model per method and seed, trained on contexts of mixed length; "
+             "each ratio is read off held-out contexts of exactly ratio x N bytes.", "",
+             f"In-domain text: {results['corpus']}. Out-of-domain text: {results['out_of_domain_corpus']}.", ""]
+    for domain in ("in_domain", "out_of_domain"):
+        passages = results["runs"][first][domain][str(ratios[0])]["passages"]
+        lines += [f"## {domain.replace('_', '-')} ({passages} passages per ratio)", ""]
+        for metric in METRICS:
+            lines += [f"**{metric}** (mean ± sd over seeds)", "",
+                      "| method | " + " | ".join(f"{r}x" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+            for method in methods:
+                cells = []
+                for r in ratios:
+                    mean, spread = summary[domain][metric][method][str(r)]
+                    cells.append("n/a" if mean is None else f"{mean:.3f} ± {spread:.3f}")
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["## Position decay or content difficulty", "",
+              "Logistic regression of each token's teacher-forced error on its relative position (0..1) and its "
+              "prior surprisal (bits), seed " + str(seeds[0]) + ", in-domain: coefficient (standard error).", "",
+              "| method | ratio | position | surprisal | error rate |", "|---|---|---|---|---|"]
+    for method in methods:
+        run = results["runs"][f"{method}-seed{seeds[0]}"]["in_domain"]
+        for r in ratios:
+            fit = run[str(r)]["teacher_regression"]
+            cells = [("n/a" if c is None else f"{c:.3f} ({s:.3f})") for c, s in
+                     zip(fit["coefficients"][1:], fit["stderr"][1:])]
+            lines.append(f"| {method} | {r}x | {cells[0]} | {cells[1]} | {fit['error_rate']:.3f} |")
+    lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
+    with open(os.path.join(output, "report.md.partial"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(os.path.join(output, "report.md.partial"), os.path.join(output, "report.md"))

@@ -1,0 +1,101 @@
+"""c3 sweep in its tiny configuration: the whole pipeline writes its report; an interrupted run, resumed, ends
+bit-identical to an uninterrupted one; finished runs are skipped; other settings in the same directory are refused;
+the CLI follows its conventions."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import c3
+from c3 import _core, sweep
+
+TINY = dict(ratios=(2, 4), seeds=(0,), size="tiny", progress=False)
+
+
+def checkpoint_tensors(output, method, seed=0):
+    return _core.read_safetensors(os.path.join(output, "runs", f"{method}-seed{seed}", "checkpoint.safetensors"))
+
+
+def test_tiny_sweep_writes_its_report(tmp_path):
+    output = str(tmp_path / "sweep")
+    results = sweep.run_sweep(output, methods=("c3", "mean_pool", "truncate", "no_context", "full_context"), **TINY)
+    for name in ("results.json", "report.md", "token_accuracy_vs_ratio.png", "continuation_bits_per_byte_vs_ratio.png",
+                 "decay_c3.png", "heatmap_mean_pool.png"):
+        assert os.path.getsize(os.path.join(output, name)) > 0, name
+    assert os.path.getsize(os.path.join(output, "decay_c3.png")) < 300_000
+    with open(os.path.join(output, "results.json")) as handle:
+        written = json.load(handle)
+    run = written["runs"]["c3-seed0"]
+    for domain in ("in_domain", "out_of_domain"):
+        for ratio in ("2", "4"):
+            metrics = run[domain][ratio]
+            assert metrics["passages"] > 0 and metrics["context_tokens"] == int(ratio) * 4
+            assert 0 <= metrics["token_accuracy"] <= 1 and metrics["continuation_bits_per_byte"] > 0
+            assert set(metrics["curves"]) == {"teacher_forced", "strict_greedy", "aligned_greedy"}
+            # Every context token is binned: the prior's prompt gives even the first token a surprisal.
+            assert np.asarray(metrics["teacher_errors"]["count"]).sum() == metrics["passages"] * int(ratio) * 4
+    report = open(os.path.join(output, "report.md")).read()
+    assert "| mean_pool |" in report and "Position decay or content difficulty" in report
+    assert "Python Software Foundation License" in report
+    assert results["summary"]["in_domain"]["token_accuracy"]["c3"]["2"][0] is not None
+
+
+def test_interrupted_sweep_resumes_bit_identical_and_skips_finished_runs(tmp_path):
+    whole, broken = str(tmp_path / "whole"), str(tmp_path / "broken")
+    sweep.run_sweep(whole, methods=("c3",), steps=7, eval_passages=2, **TINY)
+
+    def interrupt(method, seed, step):
+        if step == 5:  # after the checkpoint at step 3: steps 4 and 5 are lost and redone
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(broken, methods=("c3",), steps=7, eval_passages=2, on_step=interrupt, **TINY)
+    partial = checkpoint_tensors(broken, "c3")
+    assert not os.path.exists(os.path.join(broken, "runs", "c3-seed0", "trained.json"))
+    sweep.run_sweep(broken, methods=("c3",), steps=7, eval_passages=2, **TINY)
+    expected, resumed = checkpoint_tensors(whole, "c3"), checkpoint_tensors(broken, "c3")
+    assert sorted(expected) == sorted(resumed)
+    assert any((partial[name] != resumed[name]).any() for name in resumed)  # the resumed run did train
+    for name in expected:
+        np.testing.assert_array_equal(expected[name], resumed[name], err_msg=name)
+    # A finished sweep is not trained or evaluated again.
+    path = os.path.join(broken, "runs", "c3-seed0", "checkpoint.safetensors")
+    before = os.stat(path).st_mtime_ns
+
+    def must_not_train(method, seed, step):
+        raise AssertionError("a finished run was trained again")
+
+    sweep.run_sweep(broken, methods=("c3",), steps=7, eval_passages=2, on_step=must_not_train, **TINY)
+    assert os.stat(path).st_mtime_ns == before
+
+
+def test_other_settings_in_the_same_directory_are_refused(tmp_path):
+    output = str(tmp_path / "sweep")
+    os.makedirs(output)
+    with open(os.path.join(output, "sweep.json"), "w") as handle:
+        json.dump(dict(methods=["c3"], ratios=[2, 4], seeds=[0], size="tiny", steps=99, minutes=None,
+                       eval_passages=6, continuation_weight=0.0), handle)
+    with pytest.raises(c3.ConfigError, match="steps"):
+        sweep.run_sweep(output, methods=("c3",), **TINY)
+    with pytest.raises(c3.C3ValueError, match="unknown 'gist'"):
+        sweep.run_sweep(str(tmp_path / "other"), methods=("gist",), **TINY)
+
+
+def test_cli_sweep_help_and_one_line_errors(tmp_path):
+    def run(*arguments):
+        return subprocess.run([sys.executable, "-m", "c3.cli", *arguments], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+
+    help_text = run("sweep", "--help").stdout
+    for option in ("--methods", "--ratios", "--seeds", "--steps", "--minutes", "--eval-passages",
+                   "--continuation-weight", "--size", "--output"):
+        assert option in help_text
+    result = run("sweep", "--output", "out", "--methods", "c3,gist", "--size", "tiny")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == ["c3 sweep: error: methods: unknown 'gist' (known: c3, mean_pool, "
+                                                  "truncate, truncate_last, no_context, full_context)"]
+    result = run("sweep", "--continuation-weight", "2")
+    assert result.returncode == 2 and "between 0 and 1" in result.stderr
