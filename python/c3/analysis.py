@@ -189,16 +189,16 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#0
 
 def ratio_value(key) -> Optional[float]:
     """The compression ratio a key stands for: 4, 4.0 and "4x" give 4.0; a method label ("greedy") gives None."""
+    value = None
     if isinstance(key, (int, float, np.integer, np.floating)) and not isinstance(key, bool):
-        return float(key)
-    if isinstance(key, str):
+        value = float(key)
+    elif isinstance(key, str):
         text = key.strip()
-        text = text[:-1] if text[-1:] in ("x", "X", "\u00d7") else text
         try:
-            return float(text)
+            value = float(text[:-1] if text[-1:] in ("x", "X", "\u00d7") else text)
         except ValueError:
             return None
-    return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def ratio_label(key) -> str:

@@ -421,6 +421,9 @@ def test_ratios_sort_numerically_and_keep_their_colour_in_every_plot():
     precision = analysis.plot_precision_vs_ratio([16, 4, 8], [0.5, 0.9, 0.7], [0.4, 0.1, 0.2]).axes[0]
     assert [tick.get_text() for tick in precision.get_xticklabels()] == ["4x", "8x", "16x"]
     assert [to_hex(c) for c in precision.collections[0].get_facecolors()] == [to_hex(colors[k]) for k in ("4x", "8x", "16x")]
+    assert [analysis.ratio_value(key) for key in (4, "4x", " 2.5X ", "greedy", "nan", float("inf"), True)] == [
+        4.0, 4.0, 2.5, None, None, None, None]
+    assert analysis.color_for("nan") == analysis.color_for("nan") and analysis.ratio_label(2.5) == "2.5x"
     # Methods (not ratios) keep their colour too, and their given order.
     assert analysis.color_for("teacher-forced") == analysis.color_for("teacher-forced")
     assert list(line_colors(analysis.plot_decay_curves({"b": np.ones(4), "a": np.ones(4)}).axes[0])) == ["b", "a"]
