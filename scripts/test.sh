@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is needed, builds and runs the C++ tests (GoogleTest via ctest), checks that a
-# separate CMake project can find_package(c3), then runs the Python tests (which include the notebooks).
+# separate CMake project can find_package(c3), runs the Python tests (which include the notebooks), then builds
+# the documentation site (any warning fails) and opens it in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
@@ -25,3 +26,7 @@ cmake --build build/consumer >/dev/null
 
 echo "== Python tests"
 python3 -m pytest -q -ra tests/python
+
+echo "== documentation site (warnings are errors), then headless Chromium on its pages"
+bash scripts/docs.sh   # reuses the notebooks the Python tests executed (build/notebooks)
+python3 -m pytest -q -ra -s tests/docs

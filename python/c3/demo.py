@@ -1,5 +1,5 @@
 """The main job: train small byte-level cascades from scratch on the CPU at several compression ratios, evaluate
-them on held-out text, and write a report (Markdown, PNG plots, JSON) on where the information is lost.
+them on held-out text, and write a report (Markdown, plots as PNG and PDF, JSON) on where the information is lost.
 
     c3 demo --output reports/demo [--minutes 10] [--ratios 4,8,16] [--size default|tiny]
 
@@ -126,17 +126,19 @@ def run_demo(output_dir: str = "reports/demo", ratios=(4, 8, 16), minutes: Optio
 def write_report(output_dir: str, results: dict, config: dict, size: str, seconds: float,
                  baselines: Optional[dict] = None, minutes: Optional[float] = None) -> None:
     ratios = sorted(results)
-    decay = {f"{r}x": results[r]["decay"] for r in ratios}
-    analysis.plot_decay_curves(decay, title="Greedy reconstruction: kept rate by position").savefig(
-        os.path.join(output_dir, "decay_curves.png"), dpi=120)
-    analysis.plot_decay_curves({f"{r}x": results[r]["teacher_decay"] for r in ratios},
-                               title="Teacher-forced accuracy by position").savefig(
-        os.path.join(output_dir, "teacher_forced_decay.png"), dpi=120)
-    analysis.plot_ratio_heatmap([f"{r}x" for r in ratios], np.stack([results[r]["decay"]["accuracy"] for r in ratios])
-                                ).savefig(os.path.join(output_dir, "ratio_position_heatmap.png"), dpi=120)
-    analysis.plot_precision_vs_ratio(ratios, [results[r]["fox_precision"] for r in ratios],
-                                     [results[r]["edit_distance"] for r in ratios]).savefig(
-        os.path.join(output_dir, "precision_vs_ratio.png"), dpi=120)
+    plots = {  # each written as PNG (for report.md) and PDF (for a paper)
+        "decay_curves": analysis.plot_decay_curves({r: results[r]["decay"] for r in ratios},
+                                                   title="Greedy reconstruction: kept rate by position"),
+        "teacher_forced_decay": analysis.plot_decay_curves({r: results[r]["teacher_decay"] for r in ratios},
+                                                           title="Teacher-forced accuracy by position"),
+        "ratio_position_heatmap": analysis.plot_ratio_heatmap(
+            ratios, np.stack([results[r]["decay"]["accuracy"] for r in ratios]),
+            title="Greedy reconstruction: kept rate by ratio and position"),
+        "precision_vs_ratio": analysis.plot_precision_vs_ratio(
+            ratios, [results[r]["fox_precision"] for r in ratios], [results[r]["edit_distance"] for r in ratios]),
+    }
+    for name, figure in plots.items():
+        analysis.save_figure(figure, os.path.join(output_dir, name), formats=("png", "pdf"))
     goal = results.get(4, {}).get("token_accuracy")
     budget = "fixed steps per ratio" if minutes is None else f"a budget of {minutes:g} minutes"
     lines = ["# c3 demo: where the information goes", "",
@@ -169,6 +171,7 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
         lines.append("")
     lines += ["## Decay by position", "", "![decay](decay_curves.png)", "", "![teacher](teacher_forced_decay.png)", "",
               "![heatmap](ratio_position_heatmap.png)", "", "![precision](precision_vs_ratio.png)", "",
+              "Each plot is also saved as PDF beside its PNG.", "",
               "Kept rate by relative position (20 bins, alignment-based):", "",
               "| ratio | " + " | ".join(f"{b}" for b in range(1, 21)) + " |", "|---|" + "---|" * 20]
     for r in ratios:

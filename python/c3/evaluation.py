@@ -113,6 +113,7 @@ def merge_parts(parts: Sequence[dict], num_latents: int, examples: int = 3) -> d
                                 for key in analysis.FOX_SCORES})
     teacher_decay = summed("teacher_decay", analysis.CORRECTNESS_COUNTS)
     correct, total = int(teacher_decay["correct"].sum()), int(teacher_decay["total"].sum())
+    count = len(joined("source_tokens"))
     return dict(
         token_accuracy=float(np.mean(np.asarray(joined("token_accuracy"), dtype=np.float64))),
         # The mean of the concatenated 0/1 scores, as an exact count over a count.
@@ -120,8 +121,8 @@ def merge_parts(parts: Sequence[dict], num_latents: int, examples: int = 3) -> d
         fox_precision=fox["precision"], recall=fox["recall"], f1=fox["f1"], bleu=fox["bleu"],
         edit_distance=fox["edit_distance"],
         compression_ratio=float(np.mean(joined("source_tokens")) / num_latents),
-        count=len(joined("source_tokens")),
-        decay=analysis.decay_from_counts(summed("decay", analysis.PROFILE_COUNTS)),
-        teacher_decay=analysis.decay_from_counts(teacher_decay),
+        count=count,
+        decay=analysis.decay_from_counts(summed("decay", analysis.PROFILE_COUNTS), passages=count),
+        teacher_decay=analysis.decay_from_counts(teacher_decay, passages=count),
         examples=[tuple(pair) for pair in joined("examples")[:examples]],
     )
