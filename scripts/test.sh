@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is needed, builds and runs the C++ tests (GoogleTest via ctest), checks that a
-# separate CMake project can find_package(c3), then runs the Python tests (which include the notebooks).
+# separate CMake project can find_package(c3), then runs the Python tests (which include the notebooks), then
+# builds the wheel with every instruction-set level and runs the Python tests against each level.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
@@ -25,3 +26,6 @@ cmake --build build/consumer >/dev/null
 
 echo "== Python tests"
 python3 -m pytest -q -ra tests/python
+
+echo "== the wheel: c3._core at the generic, avx2 and avx512 levels, tested at each level this CPU runs"
+bash scripts/test_wheel.sh

@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from ._loader import VersionAction
+
 
 def _read_texts(path: str | None, passage_bytes: int):
     from . import corpus
@@ -130,6 +132,7 @@ def command_models(args):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="c3", description="Context Cascade Compression: train, compress, "
                                      "reconstruct and analyse text cascades on the CPU.")
+    parser.add_argument("--version", action=VersionAction, help="print the version and the build information, then exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="train small cascades at several ratios and write a report")
