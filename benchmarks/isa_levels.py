@@ -5,6 +5,7 @@ training comparison's), in one run. A process loads one build, so each level run
 PyTorch's training step on the same model, in the same process, as a fixed reference.
 
     python benchmarks/isa_levels.py [--threads 2] [--quick] [--levels generic,avx2,avx512] [--json out.json]
+    python benchmarks/isa_levels.py --threads 1 --cpu-time   # on a machine shared with other jobs
 
 Needs c3 with the level builds: a wheel (C3_ISA_LEVELS), or a build folder made with
     cmake -S . -B build/isa -G Ninja -DC3_BUILD_PYTHON=ON -DC3_BUILD_TESTS=OFF -DC3_INSTALL=OFF \\
@@ -21,10 +22,11 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import numpy as np
 
-from timing import median_time
+import timing
 
 SMOLLM2_135M = dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
                     num_heads=9, num_kv_heads=3, head_dim=64, attention_bias=False, tie_word_embeddings=True,
@@ -33,6 +35,13 @@ TRAINING = {"d128": dict(vocab_size=256, hidden_size=128, intermediate_size=352,
                          num_kv_heads=4, head_dim=16, attention_bias=False, tie_word_embeddings=True),
             "d256": dict(vocab_size=256, hidden_size=256, intermediate_size=704, num_layers=4, num_heads=8,
                          num_kv_heads=4, head_dim=32, attention_bias=False, tie_word_embeddings=True)}
+
+
+CLOCK = time.perf_counter
+
+
+def median_time(function, repeats=3, warmup=1):
+    return timing.median_time(function, repeats, warmup, clock=CLOCK)
 
 
 def decode_rate(generate, new_tokens, repeats):
@@ -109,14 +118,21 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats and decoded tokens")
     parser.add_argument("--levels", default="generic,avx2,avx512")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--cpu-time", action="store_true", help="time with the process's CPU time instead of wall "
+                        "time (needs --threads 1): figures that other jobs on the machine do not slow")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cpu_time and args.threads != 1:
+        parser.error("--cpu-time needs --threads 1 (CPU time adds up over threads)")
     if args.child:
+        global CLOCK
+        CLOCK = time.process_time if args.cpu_time else time.perf_counter
         print(json.dumps(measure(args.threads, args.quick)))
         return
     table = {}
     for level in args.levels.split(","):
-        command = [sys.executable, __file__, "--child", "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+        command = [sys.executable, __file__, "--child", "--threads", str(args.threads)]
+        command += (["--quick"] if args.quick else []) + (["--cpu-time"] if args.cpu_time else [])
         result = subprocess.run(command, env={**os.environ, "C3_ISA": level}, capture_output=True, text=True)
         if result.returncode != 0:
             print(f"{level}: skipped ({result.stderr.strip().splitlines()[-1]})", flush=True)
@@ -127,8 +143,9 @@ def main():
         sys.exit("no level could be loaded")
     baseline = "generic" if "generic" in table else next(iter(table))
     columns = [key for key in table[baseline] if key != "level"]
-    print(f"c3 per instruction-set level, {args.threads} threads, {platform.machine()}; tokens/s, and the ratio "
-          f"to {baseline}")
+    clock = "CPU time" if args.cpu_time else "wall time"
+    print(f"c3 per instruction-set level, {args.threads} threads, {platform.machine()}, {clock}; tokens/s, and the "
+          f"ratio to {baseline}")
     print(f"{'measurement':22s}" + "".join(f"{level:>20s}" for level in table))
     for column in columns:
         cells = []
