@@ -163,3 +163,18 @@ def test_version_prints_the_build_information():
     assert lines[1].startswith(f"build:            {info['level']} (")
     assert f"module:           {info['module']}" in lines
     assert any(line.startswith("Eigen:            " + info["eigen"]) for line in lines)
+
+
+def test_intrinsics_headers_are_included_only_behind_feature_macros():
+    # aarch64 and the generic level compile the portable paths: <immintrin.h> (and so every x86 intrinsic) only
+    # behind an x86 feature macro. The generic build (-march=x86-64-v2) checks the intrinsics' own guards.
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "include", "c3")
+    includes = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            lines = open(os.path.join(directory, name), encoding="utf-8").read().splitlines()
+            for number, line in enumerate(lines):
+                if re.match(r"\s*#\s*include\s*<(imm|x86|[a-z]mm)intrin\.h>", line):
+                    includes += 1
+                    assert re.match(r"#if defined\(__AVX", lines[number - 1]), f"{name}:{number + 1}: {line}"
+    assert includes >= 3
