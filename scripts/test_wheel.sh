@@ -32,7 +32,7 @@ run "$python" -m c3.cli --version
 kernel_tests=(tests/python/test_isa.py tests/python/test_model.py tests/python/test_training.py
               tests/python/test_cascade.py tests/python/test_reliability.py)
 for level in $levels; do
-  echo "== wheel, C3_ISA=$level"
+  echo "== wheel, C3_ISA=$level ($((SECONDS - started)) s so far)"
   if [ "$level" = generic ]; then
     run C3_ISA=$level "$python" -m pytest -q -ra -p no:cacheprovider tests/python
   else
