@@ -138,7 +138,7 @@ def main():
             print(f"{level}: skipped ({result.stderr.strip().splitlines()[-1]})", flush=True)
             continue
         table[level] = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"{level}: done", flush=True)
+        print(f"{level}: {json.dumps(table[level])}", flush=True)  # kept if a later level is cut short
     if not table:
         sys.exit("no level could be loaded")
     baseline = "generic" if "generic" in table else next(iter(table))
