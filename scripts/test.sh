@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is needed, builds and runs the C++ tests (GoogleTest via ctest), checks that a
-# separate CMake project can find_package(c3), runs the Python tests (which include the notebooks), then builds
-# the documentation site (any warning fails) and opens it in headless Chromium.
+# separate CMake project can find_package(c3), runs the Python tests (which include the notebooks), builds
+# the documentation site (any warning fails) and opens it in headless Chromium, then builds the wheel with
+# every instruction-set level and runs the kernel tests against each level.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
@@ -30,3 +31,6 @@ python3 -m pytest -q -ra tests/python
 echo "== documentation site (warnings are errors), then headless Chromium on its pages"
 bash scripts/docs.sh   # reuses the notebooks the Python tests executed (build/notebooks)
 python3 -m pytest -q -ra -s tests/docs
+
+echo "== the wheel: c3._core at the generic, avx2 and avx512 levels, tested at each level this CPU runs"
+bash scripts/test_wheel.sh

@@ -9,7 +9,10 @@ import os as _os
 if _os.environ.get("C3_CORE_DIR"):
     __path__.append(_os.environ["C3_CORE_DIR"])  # noqa: F821
 
-from . import _core  # noqa: E402
+from . import _loader  # noqa: E402
+
+# The best build of the module that this CPU runs (or the one C3_ISA names), imported as c3._core.
+_core = _loader.load(__name__, __path__)  # noqa: F821
 from ._core import (  # noqa: E402,F401
     C3Error,
     C3IOError,
@@ -32,6 +35,15 @@ from ._core import (  # noqa: E402,F401
 )
 
 __version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """How the loaded c3._core was built and why it was chosen: level (generic, avx2, avx512, or native for a
+    module built for its machine), selected_by, module (its file), available (the builds installed), cpu_levels
+    and cpu_flags (what this CPU supports), compiler, compile_flags, instruction_sets and kernels (compile-time),
+    openmp (None without), eigen and eigen_simd."""
+    return _loader.build_info(_core)
+
 
 from ._core import BpeTokenizer, ByteTokenizer, LanguageModelTrainer, Transformer, set_trainable  # noqa: E402,F401
 from .data import TokenBatches  # noqa: E402,F401

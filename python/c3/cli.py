@@ -21,6 +21,7 @@ import numpy as np
 
 from . import _core
 from .cascade import RECONSTRUCTION_MARGIN
+from ._loader import VersionAction
 
 # Built-in training settings; a --config file replaces them, and options given on the command line replace both.
 TRAIN_DEFAULTS = dict(latents=16, ratio=4, steps=200, batch=16, learning_rate=3e-3, hidden_size=128, layers=4, seed=0)
@@ -391,7 +392,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
         description="Context Cascade Compression: train, compress, reconstruct and evaluate text cascades on the "
                     "CPU.\n\nResults are JSON on stdout (or in --output); progress bars and messages go to stderr.\n"
                     "Errors print one line and exit with status 2.")
-    # Options of c3 itself (before the command) go here.
+    parser.add_argument("--version", action=VersionAction,
+                        help="print the version and the build information (instruction-set level, compiler, flags, "
+                        "OpenMP, Eigen), then exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars on stderr")

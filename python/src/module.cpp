@@ -5,7 +5,16 @@
 #include <cstring>
 
 #include "bindings.hpp"
+#include "c3/core/build_info.hpp"
 #include "c3/core/parallel.hpp"
+
+// Set by python/CMakeLists.txt for each build of the module.
+#ifndef C3_ISA_LEVEL
+#define C3_ISA_LEVEL "native"
+#endif
+#ifndef C3_COMPILE_FLAGS
+#define C3_COMPILE_FLAGS ""
+#endif
 
 namespace c3::python {
 namespace {
@@ -95,6 +104,19 @@ PYBIND11_MODULE(_core, m) {
               return best;
           },
           py::arg("megabytes") = 1024, py::arg("repeats") = 5, "Measured memory read bandwidth in bytes/s (all threads).");
+    m.def("build_info", [] {
+        const BuildInfo info = c3::build_info();
+        py::dict result;
+        result["level"] = C3_ISA_LEVEL;
+        result["compiler"] = info.compiler;
+        result["compile_flags"] = C3_COMPILE_FLAGS;
+        result["instruction_sets"] = info.instruction_sets;
+        result["openmp"] = info.openmp.empty() ? py::object(py::none()) : py::object(py::str(info.openmp));
+        result["eigen"] = info.eigen;
+        result["eigen_simd"] = info.eigen_simd;
+        result["kernels"] = info.kernels;
+        return result;
+    }, "What this build of the module was compiled with (compile-time facts).");
     m.def("set_num_threads", &set_num_threads, py::arg("threads"), "Set the number of threads the C++ kernels use.");
 
     bind_io(m);

@@ -146,10 +146,13 @@ def test_bf16_compute_matches_torch_with_bf16_rounded_linear_inputs(hf_model_dir
     error = np.abs(logits[valid] - expected[valid])
     float_error = np.abs(float_compute[valid] - expected[valid])
     # Equal up to float summation order, except where such a difference flips one activation's bf16 rounding
-    # (2^-8 relative), which moves the rest of that sequence a little. Float compute on the same bf16 weights is
-    # far from the oracle everywhere: the rounding really happens.
+    # (2^-8 relative). A flip moves that position's logits by up to about half of what float compute moves them,
+    # and where it happens depends on the summation order, so on the build's instruction set (the generic and
+    # avx2 builds sum in another order than AVX-512's kernel). Float compute on the same bf16 weights is far from
+    # the oracle everywhere: the rounding really happens.
     assert np.mean(error < 1e-5) > 0.9
-    assert error.mean() < 0.02 * float_error.mean() and error.max() < 0.25 * float_error.max()
+    assert np.mean((error < 1e-4).all(axis=-1)) > 0.85  # positions untouched by a flip
+    assert error.mean() < 0.05 * float_error.mean() and error.max() < float_error.max()
     with pytest.raises(c3.C3ValueError, match="bf16 storage"):
         c3.load_model(directory, compute="bf16")
     with pytest.raises(c3.C3ValueError, match="compute"):

@@ -1,0 +1,82 @@
+// What the including translation unit was compiled with: the compiler, the x86 instruction sets it may use,
+// OpenMP, Eigen, and the hand-written kernels those select. Compile-time facts only, so that a program reports
+// the code it runs, not what the machine offers.
+#pragma once
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "c3/ops/broadcast_gemm.hpp"
+#include "c3/ops/matmul_bf16.hpp"
+
+namespace c3 {
+
+struct BuildInfo {
+    std::string compiler;                       // "GCC 12.2.0", "clang 16.0.6"
+    std::vector<std::string> instruction_sets;  // enabled at compile time, e.g. SSE4.2, AVX2, FMA, AVX512F
+    std::string openmp;                         // "" without OpenMP, else "4.5 (201511)"
+    std::string eigen;                          // "3.4.0"
+    std::string eigen_simd;                     // Eigen's vector paths, e.g. "AVX512, FMA, AVX2, AVX, SSE, SSE2, ..."
+    std::vector<std::string> kernels;           // the instruction-set-specific kernels compiled in
+};
+
+inline BuildInfo build_info() {
+    BuildInfo info;
+#if defined(__clang__)
+    info.compiler = "clang " __clang_version__;
+#elif defined(__GNUC__)
+    info.compiler = "GCC " __VERSION__;
+#else
+    info.compiler = "unknown";
+#endif
+#if defined(__SSE4_2__)
+    info.instruction_sets.push_back("SSE4.2");
+#endif
+#if defined(__POPCNT__)
+    info.instruction_sets.push_back("POPCNT");
+#endif
+#if defined(__AVX__)
+    info.instruction_sets.push_back("AVX");
+#endif
+#if defined(__AVX2__)
+    info.instruction_sets.push_back("AVX2");
+#endif
+#if defined(__FMA__)
+    info.instruction_sets.push_back("FMA");
+#endif
+#if defined(__F16C__)
+    info.instruction_sets.push_back("F16C");
+#endif
+#if defined(__AVX512F__)
+    info.instruction_sets.push_back("AVX512F");
+#endif
+#if defined(__AVX512BW__)
+    info.instruction_sets.push_back("AVX512BW");
+#endif
+#if defined(__AVX512VL__)
+    info.instruction_sets.push_back("AVX512VL");
+#endif
+#if defined(__AVX512BF16__)
+    info.instruction_sets.push_back("AVX512BF16");
+#endif
+#if defined(__ARM_NEON)
+    info.instruction_sets.push_back("NEON");
+#endif
+#if defined(_OPENMP)
+    const long date = _OPENMP;
+    const char* version = date >= 202011 ? "5.1" : date >= 201811 ? "5.0" : date >= 201511 ? "4.5" : "4.0 or older";
+    info.openmp = std::string(version) + " (" + std::to_string(date) + ")";
+#endif
+    info.eigen = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                 std::to_string(EIGEN_MINOR_VERSION);
+    info.eigen_simd = Eigen::SimdInstructionSetsInUse();
+#if defined(__AVX512F__)
+    info.kernels.push_back("AVX-512 reductions (ops/vector_math.hpp)");
+#endif
+    if (ops::kBroadcastGemm) info.kernels.push_back("AVX-512 broadcast_gemm (ops/broadcast_gemm.hpp)");
+    if (ops::bf16_dot_product_available) info.kernels.push_back("AVX512-BF16 dot products (ops/matmul_bf16.hpp)");
+    return info;
+}
+
+}  // namespace c3
