@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test: installs what is needed, builds and runs the C++ tests (GoogleTest via ctest), checks that a
+# Runs every test: installs what is needed, checks the documents (scripts/check_docs.py), builds and runs the C++ tests (GoogleTest via ctest), checks that a
 # separate CMake project can find_package(c3), then runs the Python tests (which include the notebooks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 
 jobs=$(nproc)
+echo "== documents describe the project as it is"
+python3 scripts/check_docs.py
+
 echo "== C++ tests"
 cmake -S . -B build/tests -G Ninja -DC3_BUILD_TESTS=ON -DC3_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build build/tests -j "$jobs"
