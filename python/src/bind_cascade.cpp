@@ -4,6 +4,7 @@
 #include "config_convert.hpp"
 #include "model_arrays.hpp"
 #include "c3/io/c3_checkpoint.hpp"
+#include "c3/train/cascade_trainer.hpp"
 
 namespace c3::python {
 
