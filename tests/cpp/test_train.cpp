@@ -236,7 +236,9 @@ TEST(Training, NonFiniteLossStopsBeforeTheUpdate) {
     LanguageModelTrainer<float> trainer(model, TrainingOptions{});
     EXPECT_THROW(trainer.step({{1, 4, ids.data(), nullptr, nullptr, nullptr}}, {targets.data()}), ValueError);
     for (size_t i = 0; i < before.size(); ++i)
-        if (!std::isnan(before[i])) ASSERT_EQ(model.parameters[i], before[i]);
+        if (!std::isnan(before[i])) {
+            ASSERT_EQ(model.parameters[i], before[i]);
+        }
 }
 
 #include "c3/train/checkpoint.hpp"

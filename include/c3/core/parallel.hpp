@@ -7,7 +7,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include <Eigen/Core>
+#include "c3/core/simd.hpp"
 
 namespace c3 {
 

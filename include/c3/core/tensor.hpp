@@ -1,7 +1,6 @@
 // Views and storage. A view is a pointer and a shape and owns nothing; storage is a std::vector that owns.
 // Matrix products go through Eigen maps over the same memory, so nothing is copied to multiply.
 #pragma once
-#include <Eigen/Core>
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
@@ -9,6 +8,7 @@
 #include <vector>
 
 #include "c3/core/errors.hpp"
+#include "c3/core/simd.hpp"
 
 namespace c3 {
 

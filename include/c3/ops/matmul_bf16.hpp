@@ -16,12 +16,9 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
-#include "c3/core/parallel.hpp"
 #include "c3/core/float16.hpp"
+#include "c3/core/parallel.hpp"
+#include "c3/core/simd.hpp"
 #include "c3/ops/linear_bf16.hpp"
 
 namespace c3::ops {
