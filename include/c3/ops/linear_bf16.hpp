@@ -31,16 +31,4 @@ void linear_forward_bf16(T* output, const T* input, const uint16_t* weight, cons
     }, rows * block * in);
 }
 
-// Embedding rows widened to float.
-template <typename T>
-void embedding_forward_bf16(T* output, const int32_t* ids, const uint16_t* table, size_t count, size_t vocab, size_t dim) {
-    for (size_t i = 0; i < count; ++i)
-        C3_CHECK(ids[i] >= 0 && size_t(ids[i]) < vocab, ValueError, "token id ", ids[i], " at index ", i,
-                 " is outside the vocabulary of ", vocab);
-    parallel_for(count, [&](size_t i) {
-        const uint16_t* row = table + size_t(ids[i]) * dim;
-        for (size_t d = 0; d < dim; ++d) output[i * dim + d] = T(bf16_to_float(row[d]));
-    }, dim);
-}
-
 }  // namespace c3::ops

@@ -4,7 +4,6 @@
 #pragma once
 #include <algorithm>
 #include <chrono>
-#include <exception>
 
 #include "c3/model/loss.hpp"
 #include "c3/train/adamw.hpp"
@@ -184,7 +183,6 @@ private:
         replica_activations.resize(threads - 1);
         replica_gradients.resize(threads - 1);
         std::vector<double> losses(threads, 0.0);
-        std::vector<std::exception_ptr> errors(threads);
         std::vector<size_t> passes(micro_batches.size());
         for (size_t m = 0; m < micro_batches.size(); ++m) {
             const size_t share = (micro_batches[m].batch + threads - 1) / threads;
@@ -193,33 +191,26 @@ private:
                                : auto_sequences_per_pass(model.config, micro_batches[m].length, share,
                                                          model.gradients.size());
         }
-        // One share per thread; a loop rather than thread ids, so that a smaller team still runs every share.
-#pragma omp parallel for schedule(static) num_threads(int(threads))
-        for (long long share = 0; share < (long long)threads; ++share) {
-            const size_t t = size_t(share);
-            try {
-                if (t > 0) replica_gradients[t - 1].assign(model.gradients.size(), T(0));  // zeroed by its user
-                Activations<T>& a = t == 0 ? activations : replica_activations[t - 1];
-                const TransformerWeights<T> gradients =
-                    t == 0 ? model.weight_gradients : model.bind_gradients(replica_gradients[t - 1].data());
-                for (size_t m = 0; m < micro_batches.size(); ++m) {
-                    const ForwardInput<T>& batch = micro_batches[m];
-                    const size_t begin = batch.batch * t / threads, end = batch.batch * (t + 1) / threads;
-                    const size_t pass = passes[m];
-                    for (size_t first = begin; first < end; first += pass) {
-                        const size_t last = std::min(end, first + pass);
-                        losses[t] += language_model_loss_into(model, shard(batch, first, last, model.config.hidden_size),
-                                                              targets[m] + first * batch.length, true, token_weight,
-                                                              a, &gradients, static_cast<T*>(nullptr),
-                                                              static_cast<std::vector<T>*>(nullptr), weights_transposed);
-                    }
+        // One share per thread; a loop over shares rather than thread ids, so that a smaller team still runs
+        // every share. An exception in a share reaches the caller after the loop.
+        parallel_for_checked(threads, [&](size_t t) {
+            if (t > 0) replica_gradients[t - 1].assign(model.gradients.size(), T(0));  // zeroed by its user
+            Activations<T>& a = t == 0 ? activations : replica_activations[t - 1];
+            const TransformerWeights<T> gradients =
+                t == 0 ? model.weight_gradients : model.bind_gradients(replica_gradients[t - 1].data());
+            for (size_t m = 0; m < micro_batches.size(); ++m) {
+                const ForwardInput<T>& batch = micro_batches[m];
+                const size_t begin = batch.batch * t / threads, end = batch.batch * (t + 1) / threads;
+                const size_t pass = passes[m];
+                for (size_t first = begin; first < end; first += pass) {
+                    const size_t last = std::min(end, first + pass);
+                    losses[t] += language_model_loss_into(model, shard(batch, first, last, model.config.hidden_size),
+                                                          targets[m] + first * batch.length, true, token_weight, a,
+                                                          &gradients, static_cast<T*>(nullptr),
+                                                          static_cast<std::vector<T>*>(nullptr), weights_transposed);
                 }
-            } catch (...) {
-                errors[t] = std::current_exception();
             }
-        }
-        for (const auto& error : errors)
-            if (error) std::rethrow_exception(error);
+        });
         T* total = model.gradients.data();
         parallel_ranges(model.gradients.size(), 4096, [&](size_t begin, size_t end) {
             for (const auto& buffer : replica_gradients)
