@@ -4,7 +4,7 @@
 
 #include "c3/model/generate.hpp"
 #include "c3/ops/attention.hpp"
-#include "c3/io/float16.hpp"
+#include "c3/core/float16.hpp"
 #include "c3/ops/linear.hpp"
 #include "c3/ops/matmul_bf16.hpp"
 #include "c3/ops/rmsnorm.hpp"
@@ -74,7 +74,7 @@ BENCHMARK(BM_Gemm)->ArgsProduct({{128}, {128}, {128, 512}, {0, ops::kBroadcastGe
 static std::vector<uint16_t> random_bf16(size_t count, uint64_t seed) {
     const auto values = random_floats(count, seed);
     std::vector<uint16_t> bits(count);
-    for (size_t i = 0; i < count; ++i) bits[i] = io::float_to_bf16(values[i]);
+    for (size_t i = 0; i < count; ++i) bits[i] = float_to_bf16(values[i]);
     return bits;
 }
 template <bool Compute>

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Runs every test: installs what is needed, builds and runs the C++ tests (GoogleTest via ctest), checks that a
-# separate CMake project can find_package(c3), runs the Python tests (which include the notebooks), builds
-# the documentation site (any warning fails) and opens it in headless Chromium, then builds the wheel with
-# every instruction-set level and runs the kernel tests against each level.
+# Runs every test: installs what is needed, checks the documents (scripts/check_docs.py) and the layering of the
+# headers (scripts/check_layers.py), builds and runs the C++ tests (GoogleTest via ctest), checks that a separate
+# CMake project can find_package(c3), runs the Python tests (which include the notebooks), builds the
+# documentation site (any warning fails) and opens it in headless Chromium, then builds the wheel with every
+# instruction-set level and runs the kernel tests against each level.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 
 jobs=$(nproc)
+echo "== documents describe the project as it is"
+python3 scripts/check_docs.py
+echo "== headers include only their own and lower layers"
+python3 scripts/check_layers.py
+
 echo "== C++ tests"
 cmake -S . -B build/tests -G Ninja -DC3_BUILD_TESTS=ON -DC3_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build build/tests -j "$jobs"

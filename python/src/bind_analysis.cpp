@@ -195,7 +195,7 @@ ca::PositionProfile profile_of(const std::vector<TokenPair>& pairs, size_t bins)
     std::vector<ca::PositionProfile> parts(pairs.size());
     {
         py::gil_scoped_release release;
-        ca::detail::parallel_for_checked(pairs.size(), [&](size_t k) {
+        c3::parallel_for_checked(pairs.size(), [&](size_t k) {
             parts[k] = ca::make_position_profile(bins);
             ca::add_alignment(parts[k], visit_pair(pairs[k].reference, pairs[k].hypothesis,
                                                    [](const auto* a, size_t n, const auto* b, size_t m) {
@@ -335,7 +335,7 @@ void bind_analysis(py::module_& m) {
             std::vector<ca::Alignment> alignments(pairs.size());
             {
                 py::gil_scoped_release release;
-                ca::detail::parallel_for_checked(pairs.size(), [&](size_t k) {
+                c3::parallel_for_checked(pairs.size(), [&](size_t k) {
                     alignments[k] = visit_pair(pairs[k].reference, pairs[k].hypothesis,
                                                [](const auto* a, size_t n, const auto* b, size_t m) { return ca::align(a, n, b, m); });
                 });

@@ -6,6 +6,7 @@
 #include <climits>
 
 #include "c3/io/c3_checkpoint.hpp"
+#include "c3/train/cascade_trainer.hpp"
 
 namespace c3::python {
 
@@ -375,7 +376,7 @@ void bind_cascade(py::module_& m) {
                  StepReport report;
                  {
                      py::gil_scoped_release release;
-                     report = weighted_cascade_step(self.cascade, self.trainer, self.activations, parts, weights);
+                     report = self.step_weighted(parts, weights);
                  }
                  return step_report_to_dict(report);
              },

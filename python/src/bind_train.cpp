@@ -32,18 +32,6 @@ py::dict step_report_to_dict(const StepReport& r) {
     return d;
 }
 
-// Targets for next-token prediction: targets[t] = ids[t + 1] where both are real tokens, else ignored.
-std::vector<int32_t> shifted_targets(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask, size_t batch,
-                                     size_t length) {
-    std::vector<int32_t> targets(ids.size(), ops::kIgnoreIndex);
-    for (size_t b = 0; b < batch; ++b)
-        for (size_t t = 0; t + 1 < length; ++t) {
-            const size_t i = b * length + t;
-            if (mask.empty() || (mask[i] && mask[i + 1])) targets[i] = ids[i + 1];
-        }
-    return targets;
-}
-
 struct TrainBatch {
     BatchInput batch;
     std::vector<int32_t> targets;

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "bindings.hpp"
-#include "c3/core/build_info.hpp"
+#include "c3/ops/build_info.hpp"
 #include "c3/core/parallel.hpp"
 
 // Set by python/CMakeLists.txt for each build of the module.

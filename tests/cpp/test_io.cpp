@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "c3/io/float16.hpp"
+#include "c3/core/float16.hpp"
 #include "c3/io/hf_config.hpp"
 #include "c3/io/safetensors.hpp"
 

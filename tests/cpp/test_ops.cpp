@@ -436,7 +436,7 @@ TEST(Attention, GradientCheckAcrossQueryBlocks) {
     }
 }
 
-#include "c3/io/float16.hpp"
+#include "c3/core/float16.hpp"
 #include "c3/ops/linear_bf16.hpp"
 
 TEST(LinearBf16, SmallAndLargeRowPathsMatchReferenceOnRoundedWeights) {
@@ -445,7 +445,7 @@ TEST(LinearBf16, SmallAndLargeRowPathsMatchReferenceOnRoundedWeights) {
         auto x = to_float(random_vector(rows * in, 50)), w = to_float(random_vector(out * in, 51)),
              b = to_float(random_vector(out, 52));
         std::vector<uint16_t> w16(w.size());
-        for (size_t i = 0; i < w.size(); ++i) w16[i] = io::float_to_bf16(w[i]), w[i] = io::bf16_to_float(w16[i]);
+        for (size_t i = 0; i < w.size(); ++i) w16[i] = float_to_bf16(w[i]), w[i] = bf16_to_float(w16[i]);
         std::vector<float> fast(rows * out), slow(rows * out);
         ops::linear_forward_bf16(fast.data(), x.data(), w16.data(), b.data(), rows, in, out);
         ops::reference::linear_forward(slow.data(), x.data(), w.data(), b.data(), rows, in, out);
@@ -463,7 +463,7 @@ struct Bf16ComputeCase {
     Bf16ComputeCase(size_t rows, size_t in, size_t out, uint64_t seed)
         : x(to_float(random_vector(rows * in, seed))), bias(to_float(random_vector(out, seed + 1))), w(out * in) {
         const auto values = random_vector(out * in, seed + 2);
-        for (size_t i = 0; i < w.size(); ++i) w[i] = io::float_to_bf16(float(values[i]));
+        for (size_t i = 0; i < w.size(); ++i) w[i] = float_to_bf16(float(values[i]));
     }
 };
 
@@ -541,7 +541,7 @@ TEST(LinearBf16Compute, InputIsRoundedToBf16TiesToEven) {
             expected[r * n + j] = sign * scale * (1.f + std::ldexp(std::nearbyint(float(j) / 8), -7));
         }
     std::vector<uint16_t> identity(n * n, 0);
-    for (size_t j = 0; j < n; ++j) identity[j * n + j] = io::float_to_bf16(1.f);
+    for (size_t j = 0; j < n; ++j) identity[j * n + j] = float_to_bf16(1.f);
     EXPECT_EQ(expected[1], 1.f) << "1 + 2^-10 rounds down";
     EXPECT_EQ(expected[4], 1.f) << "1 + 2^-8 is a tie, to even";
     EXPECT_EQ(expected[12], 1.f + std::ldexp(1.f, -6)) << "1 + 3 2^-8 is a tie, to even";
@@ -555,7 +555,7 @@ TEST(LinearBf16Compute, InputIsRoundedToBf16TiesToEven) {
     EXPECT_EQ(fast, expected);
     // One column: in = 1, a pair padded with zero.
     const float one_plus = 1.f + std::ldexp(1.f, -10);
-    const uint16_t one = io::float_to_bf16(1.f);
+    const uint16_t one = float_to_bf16(1.f);
     float y = 0;
     ops::linear_forward_bf16_compute(&y, &one_plus, &one, static_cast<const float*>(nullptr), 1, 1, 1);
     EXPECT_EQ(y, 1.f);

@@ -26,6 +26,16 @@ std::vector<int32_t> shifted_targets(const std::vector<int32_t>& ids, size_t bat
 }
 }  // namespace
 
+TEST(Loss, ShiftedTargetsPredictTheNextRealToken) {
+    const std::vector<int32_t> ids = {1, 2, 3, 4, 5, 6, 7, 8};  // [2, 4]
+    const std::vector<uint8_t> mask = {1, 1, 1, 0, 0, 1, 1, 1};  // right padding, then left padding
+    const int32_t x = ops::kIgnoreIndex;
+    const std::vector<int32_t> expected = {2, 3, x, x, x, 7, 8, x};
+    EXPECT_EQ(c3::shifted_targets(ids, mask, 2, 4), expected);
+    EXPECT_EQ(count_targets(expected.data(), expected.size()), 4u);
+    EXPECT_EQ(c3::shifted_targets(ids, {}, 2, 4), shifted_targets(ids, 2, 4));  // no mask: every next token
+}
+
 TEST(AdamW, MatchesScalarTranscription) {
     std::vector<ParameterInfo> layout = {{"w", {3}, 0, 3, ParameterKind::Matrix}, {"b", {2}, 3, 2, ParameterKind::Bias}};
     std::vector<double> p = {0.5, -1.0, 2.0, 0.1, 0.2}, g(5);
@@ -226,7 +236,9 @@ TEST(Training, NonFiniteLossStopsBeforeTheUpdate) {
     LanguageModelTrainer<float> trainer(model, TrainingOptions{});
     EXPECT_THROW(trainer.step({{1, 4, ids.data(), nullptr, nullptr, nullptr}}, {targets.data()}), ValueError);
     for (size_t i = 0; i < before.size(); ++i)
-        if (!std::isnan(before[i])) ASSERT_EQ(model.parameters[i], before[i]);
+        if (!std::isnan(before[i])) {
+            ASSERT_EQ(model.parameters[i], before[i]);
+        }
 }
 
 #include "c3/train/checkpoint.hpp"

@@ -1,6 +1,6 @@
 """A PyTorch reference for C3 (Context Cascade Compression) on top of transformers' causal LMs.
 
-It follows the released model as DESIGN.md describes it, written independently of c3:
+It follows the released model (the official C3 code and checkpoint layout), written independently of c3:
   encoder input  = context ids (left-padded) + <img> + N slots + </img>; the slot embeddings are Q [N, d_enc];
                    attention mask over the real tokens, position_ids = cumsum(mask) - 1 for the real tokens
   latents        = the encoder's last hidden_states (after the final norm) at the slots -> mm_projector

@@ -105,7 +105,7 @@ std::vector<Alignment> align_batch(const std::vector<SequenceView<T>>& reference
     C3_CHECK(references.size() == hypotheses.size(), ShapeError, "align_batch: ", references.size(),
              " references against ", hypotheses.size(), " hypotheses");
     std::vector<Alignment> alignments(references.size());
-    detail::parallel_for_checked(references.size(), [&](size_t k) {
+    parallel_for_checked(references.size(), [&](size_t k) {
         alignments[k] = align(references[k].data, references[k].size, hypotheses[k].data, hypotheses[k].size);
     });
     return alignments;

@@ -5,13 +5,13 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <exception>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "c3/core/errors.hpp"
 #include "c3/core/parallel.hpp"
+#include "c3/core/utf8.hpp"
 
 namespace c3::analysis {
 
@@ -28,55 +28,9 @@ SequenceView<typename Sequence::value_type> view_of(const Sequence& sequence) {
     return {sequence.data(), sequence.size()};
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// UTF-8
-
-// Decodes the code point starting at text[offset] and returns its byte length. Strict, as Python's
-// bytes.decode("utf-8") is: overlong forms, surrogates, values past U+10FFFF and truncated sequences throw
-// ValueError naming the byte offset, so text Python would refuse is refused here too.
-inline size_t decode_code_point(std::string_view text, size_t offset, char32_t& code_point) {
-    const auto byte = [&](size_t i) { return static_cast<uint8_t>(text[i]); };
-    const uint8_t lead = byte(offset);
-    if (lead < 0x80) {
-        code_point = lead;
-        return 1;
-    }
-    size_t length = 0;
-    char32_t value = 0, minimum = 0;
-    if (lead >= 0xC2 && lead <= 0xDF) {
-        length = 2, value = lead & 0x1F, minimum = 0x80;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-        length = 3, value = lead & 0x0F, minimum = 0x800;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-        length = 4, value = lead & 0x07, minimum = 0x10000;
-    } else {
-        throw ValueError(::c3::detail::concat("invalid UTF-8 at byte offset ", offset, ": unexpected byte 0x", std::hex,
-                                        unsigned(lead)));
-    }
-    for (size_t i = 1; i < length; ++i) {
-        C3_CHECK(offset + i < text.size(), ValueError, "invalid UTF-8 at byte offset ", offset,
-                 ": truncated sequence");
-        const uint8_t continuation = byte(offset + i);
-        C3_CHECK((continuation & 0xC0) == 0x80, ValueError, "invalid UTF-8 at byte offset ", offset + i,
-                 ": expected a continuation byte");
-        value = (value << 6) | (continuation & 0x3F);
-    }
-    C3_CHECK(value >= minimum && value <= 0x10FFFF && !(value >= 0xD800 && value <= 0xDFFF), ValueError,
-             "invalid UTF-8 at byte offset ", offset, ": overlong form, surrogate or value past U+10FFFF");
-    code_point = value;
-    return length;
-}
-
-inline std::u32string decode_utf8(std::string_view text) {
-    std::u32string code_points;
-    code_points.reserve(text.size());
-    for (size_t offset = 0; offset < text.size();) {
-        char32_t code_point = 0;
-        offset += decode_code_point(text, offset, code_point);
-        code_points.push_back(code_point);
-    }
-    return code_points;
-}
+// UTF-8, decoded as Python decodes it (c3/core/utf8.hpp); invalid text is a ValueError naming the byte offset.
+using c3::decode_code_point;
+using c3::decode_utf8;
 
 // ---------------------------------------------------------------------------------------------------------
 // Levenshtein distance: unit costs for insertion, deletion and substitution (nltk.edit_distance's defaults,
@@ -197,24 +151,6 @@ inline double normalized_char_edit_distance(std::string_view a, std::string_view
 // ---------------------------------------------------------------------------------------------------------
 // Batches
 
-namespace detail {
-// parallel_for for bodies that may throw: an exception must not leave an OpenMP region, so each index keeps
-// its own and the one at the lowest index is rethrown afterwards (the same error whatever the thread count).
-template <typename Body>
-void parallel_for_checked(size_t count, Body&& body) {
-    std::vector<std::exception_ptr> errors(count);
-    parallel_for(count, [&](size_t i) {
-        try {
-            body(i);
-        } catch (...) {
-            errors[i] = std::current_exception();
-        }
-    });
-    for (const std::exception_ptr& error : errors)
-        if (error) std::rethrow_exception(error);
-}
-}  // namespace detail
-
 template <typename T>
 std::vector<size_t> edit_distances(const std::vector<SequenceView<T>>& a, const std::vector<SequenceView<T>>& b) {
     C3_CHECK(a.size() == b.size(), ShapeError, "edit_distances: ", a.size(), " sequences against ", b.size());
@@ -229,7 +165,7 @@ inline std::vector<double> normalized_char_edit_distances(const std::vector<std:
     C3_CHECK(a.size() == b.size(), ShapeError, "normalized_char_edit_distances: ", a.size(), " strings against ",
              b.size());
     std::vector<double> distances(a.size());
-    detail::parallel_for_checked(a.size(), [&](size_t i) { distances[i] = normalized_char_edit_distance(a[i], b[i]); });
+    parallel_for_checked(a.size(), [&](size_t i) { distances[i] = normalized_char_edit_distance(a[i], b[i]); });
     return distances;
 }
 

@@ -342,7 +342,7 @@ inline std::vector<FoxScores> fox_scores_batch(const std::vector<std::string>& r
     C3_CHECK(references.size() == hypotheses.size(), ShapeError, "fox_scores_batch: ", references.size(),
              " references against ", hypotheses.size(), " hypotheses");
     std::vector<FoxScores> scores(references.size());
-    detail::parallel_for_checked(references.size(),
+    parallel_for_checked(references.size(),
                                  [&](size_t k) { scores[k] = fox_scores(references[k], hypotheses[k]); });
     return scores;
 }

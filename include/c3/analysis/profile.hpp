@@ -101,7 +101,7 @@ PositionProfile position_profile(const std::vector<SequenceView<T>>& references,
     C3_CHECK(references.size() == hypotheses.size(), ShapeError, "position_profile: ", references.size(),
              " references against ", hypotheses.size(), " hypotheses");
     std::vector<PositionProfile> parts(references.size());
-    detail::parallel_for_checked(references.size(), [&](size_t k) {
+    parallel_for_checked(references.size(), [&](size_t k) {
         parts[k] = make_position_profile(bins);
         add_alignment(parts[k], align(references[k].data, references[k].size, hypotheses[k].data, hypotheses[k].size));
     });

@@ -12,13 +12,11 @@
 // The decoder's block between <img> and </img> is `block_width` rows wide: N, except 0 (no_context) and the
 // context length (full_context, whose left padding is masked out).
 #pragma once
-#include <chrono>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "c3/core/errors.hpp"
-#include "c3/train/trainer.hpp"
 
 namespace c3 {
 
@@ -156,38 +154,5 @@ void context_tokens_forward(const Cascade<T>& cascade, const int32_t* contexts, 
 }
 
 }  // namespace baselines
-
-// A weighted sum of mean losses over groups of micro-batches (reconstruction and continuation, say), in one
-// optimiser step: loss = sum_g weights[g] * (sum of group g's token losses / group g's tokens).
-// groups[g] are (context, answer) batches for Cascade<T>::loss; a group of weight 0 is skipped.
-template <typename T, typename Batch>
-StepReport weighted_cascade_step(Cascade<T>& cascade, Trainer<T>& trainer, CascadeActivations<T>& activations,
-                                 const std::vector<std::vector<Batch>>& groups, const std::vector<double>& weights) {
-    C3_CHECK(groups.size() == weights.size(), ValueError, groups.size(), " batch groups but ", weights.size(),
-             " weights");
-    const auto start = std::chrono::steady_clock::now();
-    trainer.zero_gradients();
-    double weighted = 0;
-    size_t all_tokens = 0;
-    for (size_t g = 0; g < groups.size(); ++g) {
-        C3_CHECK(std::isfinite(weights[g]) && weights[g] >= 0, ValueError, "weight ", g, " must be finite and >= 0");
-        if (weights[g] == 0) continue;
-        size_t tokens = 0;
-        for (const Batch& m : groups[g])
-            for (size_t i = 0; i < m.batch * m.answer_length; ++i) tokens += !m.answer_mask || m.answer_mask[i];
-        C3_CHECK(tokens > 0, ValueError, "batch group ", g, " has no answer tokens");
-        double total = 0;
-        for (const Batch& m : groups[g])
-            total += cascade.loss(m.contexts, m.context_mask, m.context_length, m.answers, m.answer_mask,
-                                  m.answer_length, m.batch, true, T(weights[g] / double(tokens)), activations);
-        weighted += weights[g] * total / double(tokens);
-        all_tokens += tokens;
-    }
-    C3_CHECK(all_tokens > 0, ValueError, "every weight is 0");
-    // apply() reports loss_sum / tokens: pass the weighted mean scaled back by the token count.
-    StepReport report = trainer.apply(weighted * double(all_tokens), all_tokens);
-    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return report;
-}
 
 }  // namespace c3

@@ -8,12 +8,10 @@
 //   loss:           next-token cross-entropy on the answer tokens only
 // Backward runs the same path in reverse: decoder -> latents -> projector -> encoder slots -> Q and encoder.
 #pragma once
-#include <chrono>
-
 #include "c3/cascade/baselines.hpp"
 #include "c3/model/generate.hpp"
+#include "c3/model/loss.hpp"
 #include "c3/ops/gelu.hpp"
-#include "c3/train/trainer.hpp"
 
 namespace c3 {
 
@@ -444,53 +442,6 @@ private:
                 if (target)
                     for (size_t i = 0; i < de; ++i) target[i] += g[i];
             }
-    }
-};
-
-// Trains a cascade on (context, answer) batches with any part frozen.
-template <typename T>
-class CascadeTrainer {
-public:
-    Cascade<T>& cascade;
-    Trainer<T> trainer;
-    CascadeActivations<T> activations;
-
-    CascadeTrainer(Cascade<T>& model, const TrainingOptions& options)
-        : cascade(model), trainer(model.parameter_groups(), options) {}
-
-    struct Batch {
-        const int32_t* contexts;
-        const uint8_t* context_mask;
-        size_t context_length;
-        const int32_t* answers;
-        const uint8_t* answer_mask;
-        size_t answer_length;
-        size_t batch;
-    };
-
-    StepReport step(const std::vector<Batch>& micro_batches) {
-        const auto start = std::chrono::steady_clock::now();
-        size_t tokens = 0;
-        for (const Batch& m : micro_batches)
-            for (size_t i = 0; i < m.batch * m.answer_length; ++i) tokens += !m.answer_mask || m.answer_mask[i];
-        C3_CHECK(tokens > 0, ValueError, "the batch has no answer tokens");
-        trainer.refresh_groups(cascade.parameter_groups());
-        trainer.zero_gradients();
-        double total = 0;
-        for (const Batch& m : micro_batches)
-            total += cascade.loss(m.contexts, m.context_mask, m.context_length, m.answers, m.answer_mask,
-                                  m.answer_length, m.batch, true, T(1.0 / double(tokens)), activations);
-        StepReport report = trainer.apply(total, tokens);
-        report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        return report;
-    }
-
-    double evaluate(const Batch& m) {
-        size_t tokens = 0;
-        const double total = cascade.loss(m.contexts, m.context_mask, m.context_length, m.answers, m.answer_mask,
-                                          m.answer_length, m.batch, false, T(0), activations, &tokens);
-        C3_CHECK(tokens > 0, ValueError, "the batch has no answer tokens");
-        return total / double(tokens);
     }
 };
 

@@ -4,10 +4,12 @@
 #pragma once
 #include <algorithm>
 #include <cstddef>
+#include <exception>
+#include <vector>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include <Eigen/Core>
+#include "c3/core/simd.hpp"
 
 namespace c3 {
 
@@ -46,6 +48,23 @@ void parallel_for(size_t count, Body&& body, size_t work_per_item = 0) {
     }
 #endif
     for (size_t i = 0; i < count; ++i) body(i);
+}
+
+// parallel_for for bodies that may throw. An exception must not leave an OpenMP region (it would terminate the
+// process), so each index keeps its own and the one at the lowest index is rethrown to the caller once the loop
+// is done: the same error whatever the thread count. Every index runs, even after one has thrown.
+template <typename Body>
+void parallel_for_checked(size_t count, Body&& body, size_t work_per_item = 0) {
+    std::vector<std::exception_ptr> errors(count);
+    parallel_for(count, [&](size_t i) {
+        try {
+            body(i);
+        } catch (...) {
+            errors[i] = std::current_exception();
+        }
+    }, work_per_item);
+    for (const std::exception_ptr& error : errors)
+        if (error) std::rethrow_exception(error);
 }
 
 // body(begin, end) for the consecutive ranges of `chunk` indices that cover [0, count), across the threads

@@ -1,7 +1,6 @@
-// Views and storage. A view is a pointer and a shape and owns nothing; storage is a std::vector that owns.
-// Matrix products go through Eigen maps over the same memory, so nothing is copied to multiply.
+// Shapes, and Eigen maps over plain buffers: matrix products read and write the memory in place, so nothing is
+// copied to multiply.
 #pragma once
-#include <Eigen/Core>
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
@@ -9,6 +8,7 @@
 #include <vector>
 
 #include "c3/core/errors.hpp"
+#include "c3/core/simd.hpp"
 
 namespace c3 {
 
@@ -38,38 +38,6 @@ inline std::string shape_string(const Shape& shape) {
     std::string text = "[";
     for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
     return text + "]";
-}
-
-// A non-owning n-d view.
-template <typename T>
-struct TensorView {
-    T* data = nullptr;
-    Shape shape;
-
-    size_t size() const { return shape_size(shape); }
-    size_t dim(size_t axis) const { return shape.at(axis); }
-};
-
-// Owning n-d storage; view() hands out non-owning views of it.
-template <typename T>
-struct Tensor {
-    std::vector<T> values;
-    Shape shape;
-
-    Tensor() = default;
-    explicit Tensor(Shape tensor_shape, T fill = T(0)) : values(shape_size(tensor_shape), fill), shape(std::move(tensor_shape)) {}
-
-    size_t size() const { return values.size(); }
-    T* data() { return values.data(); }
-    const T* data() const { return values.data(); }
-    TensorView<T> view() { return {values.data(), shape}; }
-    TensorView<const T> view() const { return {values.data(), shape}; }
-};
-
-template <typename T>
-void check_shape(const TensorView<T>& view, const Shape& expected, const char* what) {
-    C3_CHECK(view.shape == expected, ShapeError, what, ": expected shape ", shape_string(expected), ", got ",
-             shape_string(view.shape));
 }
 
 // Grows a buffer to at least `count` elements; never shrinks, so repeated calls at one size allocate once.

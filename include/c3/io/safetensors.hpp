@@ -31,7 +31,7 @@
 #include "c3/core/errors.hpp"
 #include "c3/core/json.hpp"
 #include "c3/core/tensor.hpp"
-#include "c3/io/float16.hpp"
+#include "c3/core/float16.hpp"
 
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "c3 safetensors IO assumes a little-endian host");

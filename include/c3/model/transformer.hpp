@@ -11,7 +11,7 @@
 #include <memory>
 #include <vector>
 
-#include "c3/io/float16.hpp"
+#include "c3/core/float16.hpp"
 #include "c3/model/config.hpp"
 #include "c3/model/weights.hpp"
 #include "c3/ops/attention.hpp"
@@ -147,7 +147,7 @@ public:
             const ParameterInfo& info = layout[e];
             const T* from = source.data() + info.offset;
             if (is_matrix(info))
-                for (size_t i = 0; i < info.size; ++i) bf16_parameters[info.offset + i] = io::float_to_bf16(float(from[i]));
+                for (size_t i = 0; i < info.size; ++i) bf16_parameters[info.offset + i] = float_to_bf16(float(from[i]));
             else
                 std::copy(from, from + info.size, small_parameters.begin() + small_offsets[e]);
         }

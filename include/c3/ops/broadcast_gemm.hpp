@@ -12,9 +12,8 @@
 #pragma once
 #include <cstddef>
 #include <utility>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+
+#include "c3/core/simd.hpp"
 
 namespace c3::ops {
 

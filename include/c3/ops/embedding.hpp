@@ -1,8 +1,9 @@
-// Token embedding lookup and its scatter-add backward.
+// Token embedding lookup (from a float or a bfloat16 table) and its scatter-add backward.
 #pragma once
 #include <cstring>
 
 #include "c3/core/errors.hpp"
+#include "c3/core/float16.hpp"
 #include "c3/core/parallel.hpp"
 
 namespace c3::ops {
@@ -14,6 +15,18 @@ void embedding_forward(T* output, const int32_t* ids, const T* table, size_t cou
         C3_CHECK(ids[i] >= 0 && size_t(ids[i]) < vocab, ValueError, "token id ", ids[i], " at index ", i,
                  " is outside the vocabulary of ", vocab);
     parallel_for(count, [&](size_t i) { std::memcpy(output + i * dim, table + size_t(ids[i]) * dim, dim * sizeof(T)); }, dim);
+}
+
+// The same from a bfloat16 table [vocab, dim], its rows widened to float.
+template <typename T>
+void embedding_forward_bf16(T* output, const int32_t* ids, const uint16_t* table, size_t count, size_t vocab, size_t dim) {
+    for (size_t i = 0; i < count; ++i)
+        C3_CHECK(ids[i] >= 0 && size_t(ids[i]) < vocab, ValueError, "token id ", ids[i], " at index ", i,
+                 " is outside the vocabulary of ", vocab);
+    parallel_for(count, [&](size_t i) {
+        const uint16_t* row = table + size_t(ids[i]) * dim;
+        for (size_t d = 0; d < dim; ++d) output[i * dim + d] = T(bf16_to_float(row[d]));
+    }, dim);
 }
 
 // Accumulates dtable[ids[i]] += doutput[i]. Serial: repeated ids would race.

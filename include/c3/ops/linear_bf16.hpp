@@ -6,7 +6,7 @@
 
 #include "c3/core/parallel.hpp"
 #include "c3/core/tensor.hpp"
-#include "c3/io/float16.hpp"
+#include "c3/core/float16.hpp"
 #include "c3/ops/small_rows.hpp"
 
 namespace c3::ops {
@@ -24,23 +24,11 @@ void linear_forward_bf16(T* output, const T* input, const uint16_t* weight, cons
         const size_t o0 = index * block, o1 = std::min(out, o0 + block), width = o1 - o0;
         if (scratch.size() < width * in) scratch.resize(width * in);
         const uint16_t* source = weight + o0 * in;
-        for (size_t i = 0; i < width * in; ++i) scratch[i] = T(io::bf16_to_float(source[i]));
+        for (size_t i = 0; i < width * in; ++i) scratch[i] = T(bf16_to_float(source[i]));
         StridedMap<T> y(output + o0, rows, width, Eigen::OuterStride<>(out));
         y.noalias() = ConstMatrixMap<T>(input, rows, in) * ConstMatrixMap<T>(scratch.data(), width, in).transpose();
         if (bias) y.rowwise() += ConstVectorMap<T>(bias + o0, width).transpose();
     }, rows * block * in);
-}
-
-// Embedding rows widened to float.
-template <typename T>
-void embedding_forward_bf16(T* output, const int32_t* ids, const uint16_t* table, size_t count, size_t vocab, size_t dim) {
-    for (size_t i = 0; i < count; ++i)
-        C3_CHECK(ids[i] >= 0 && size_t(ids[i]) < vocab, ValueError, "token id ", ids[i], " at index ", i,
-                 " is outside the vocabulary of ", vocab);
-    parallel_for(count, [&](size_t i) {
-        const uint16_t* row = table + size_t(ids[i]) * dim;
-        for (size_t d = 0; d < dim; ++d) output[i * dim + d] = T(io::bf16_to_float(row[d]));
-    }, dim);
 }
 
 }  // namespace c3::ops

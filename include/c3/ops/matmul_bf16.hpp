@@ -16,12 +16,9 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
+#include "c3/core/float16.hpp"
 #include "c3/core/parallel.hpp"
-#include "c3/io/float16.hpp"
+#include "c3/core/simd.hpp"
 #include "c3/ops/linear_bf16.hpp"
 
 namespace c3::ops {
@@ -37,8 +34,8 @@ namespace detail {
 // One value rounded to bf16 bits, ties to even; a double is rounded once (no double rounding through float).
 template <typename T>
 uint16_t round_to_bf16(T value) {
-    if constexpr (std::is_same_v<T, double>) return io::double_to_bf16(value);
-    else return io::float_to_bf16(float(value));
+    if constexpr (std::is_same_v<T, double>) return double_to_bf16(value);
+    else return float_to_bf16(float(value));
 }
 
 // Portable path, same numerics class: round the input to bf16, then the widening float product.
@@ -49,7 +46,7 @@ void linear_bf16_compute_portable(T* output, const T* input, const uint16_t* wei
     storage.resize(rows * in);
     T* rounded = storage.data();  // a pointer: inside the loop, `storage` would name each worker's own vector
     parallel_for(rows, [&](size_t r) {
-        for (size_t i = 0; i < in; ++i) rounded[r * in + i] = T(io::bf16_to_float(round_to_bf16(input[r * in + i])));
+        for (size_t i = 0; i < in; ++i) rounded[r * in + i] = T(bf16_to_float(round_to_bf16(input[r * in + i])));
     }, in);
     linear_forward_bf16(output, rounded, weight, bias, rows, in, out);
 }
@@ -68,7 +65,7 @@ constexpr size_t kPanels = 3;
 constexpr size_t kBlockPairs = 192;    // k pairs (384 k) per packed block
 constexpr size_t kBlockColumns = 384;  // columns per packed block, a multiple of 3 panels
 
-// 16 floats (as bits) -> 16 bf16, exactly io::float_to_bf16: nearest, ties to even, NaNs stay quiet NaNs.
+// 16 floats (as bits) -> 16 bf16, exactly float_to_bf16: nearest, ties to even, NaNs stay quiet NaNs.
 inline __m256i round_16(__m512i bits) {
     const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
     __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
@@ -91,7 +88,7 @@ inline void round_input(uint32_t* a, const float* input, size_t rows, size_t in)
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + k / 2 + 8), round_16(_mm512_loadu_si512(x + k + 16)));
         }
         for (; k < in; k += 2)
-            y[k / 2] = uint32_t(io::float_to_bf16(x[k])) | (k + 1 < in ? uint32_t(io::float_to_bf16(x[k + 1])) << 16 : 0u);
+            y[k / 2] = uint32_t(float_to_bf16(x[k])) | (k + 1 < in ? uint32_t(float_to_bf16(x[k + 1])) << 16 : 0u);
     }, in);
 }
 
@@ -276,8 +273,8 @@ void linear_forward_bf16_compute(T* output, const T* input, const uint16_t* weig
         for (size_t o = 0; o < out; ++o) {
             double sum = 0;
             for (size_t i = 0; i < in; ++i)
-                sum += double(io::bf16_to_float(detail::round_to_bf16(input[r * in + i]))) *
-                       double(io::bf16_to_float(weight[o * in + i]));
+                sum += double(bf16_to_float(detail::round_to_bf16(input[r * in + i]))) *
+                       double(bf16_to_float(weight[o * in + i]));
             output[r * out + o] = T(sum + (bias ? double(bias[o]) : 0.0));
         }
 }

@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "c3/core/parallel.hpp"
-#include "c3/io/float16.hpp"
+#include "c3/core/float16.hpp"
 
 namespace c3::ops {
 
@@ -15,7 +15,7 @@ namespace detail {
 
 template <typename T>
 T widen(T value) { return value; }
-inline float widen(uint16_t bf16) { return io::bf16_to_float(bf16); }
+inline float widen(uint16_t bf16) { return bf16_to_float(bf16); }
 
 // output [Rows, out] = input [Rows, in] * weight [out, in]^T + bias (bias may be null); W is T or bf16 bits.
 template <size_t Rows, typename T, typename W>

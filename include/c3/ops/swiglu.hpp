@@ -12,7 +12,7 @@ inline T sigmoid(T x) {
     return T(1) / (T(1) + exp_fast(-x));
 }
 
-// act, gate, up [count]
+// act, gate, up [rows, width]
 template <typename T>
 void swiglu_forward(T* act, const T* gate, const T* up, size_t rows, size_t width) {
     parallel_for(rows, [&](size_t r) {

@@ -7,10 +7,7 @@
 #include <cstring>
 #include <limits>
 
-#include <Eigen/Core>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "c3/core/simd.hpp"
 
 namespace c3::ops {
 

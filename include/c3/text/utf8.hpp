@@ -6,29 +6,19 @@
 #include <vector>
 
 #include "c3/core/errors.hpp"
+#include "c3/core/utf8.hpp"
 #include "c3/text/unicode_tables.hpp"
 
 namespace c3::text {
 
-// Decodes UTF-8; invalid input is a TokenizerError naming the byte offset.
+// Decodes UTF-8 (c3/core/utf8.hpp); invalid input is a TokenizerError naming the byte offset.
 inline std::vector<uint32_t> decode_utf8(std::string_view text) {
     std::vector<uint32_t> points;
     points.reserve(text.size());
-    const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
-    for (size_t i = 0; i < text.size();) {
-        const unsigned char lead = bytes[i];
-        size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 0;
-        C3_CHECK(length != 0 && i + length <= text.size(), TokenizerError, "invalid UTF-8 at byte offset ", i);
-        uint32_t point = length == 1 ? lead : lead & (0x7F >> length);
-        for (size_t k = 1; k < length; ++k) {
-            C3_CHECK((bytes[i + k] & 0xC0) == 0x80, TokenizerError, "invalid UTF-8 at byte offset ", i + k);
-            point = (point << 6) | (bytes[i + k] & 0x3F);
-        }
-        const bool overlong = (length == 2 && point < 0x80) || (length == 3 && point < 0x800) || (length == 4 && point < 0x10000);
-        C3_CHECK(!overlong && point <= 0x10FFFF && !(point >= 0xD800 && point <= 0xDFFF), TokenizerError,
-                 "invalid UTF-8 at byte offset ", i);
-        points.push_back(point);
-        i += length;
+    for (size_t offset = 0; offset < text.size();) {
+        char32_t point = 0;
+        offset += decode_code_point<TokenizerError>(text, offset, point);
+        points.push_back(uint32_t(point));
     }
     return points;
 }

@@ -1,13 +1,11 @@
-// Training: a loss that accumulates gradients into parameter groups, then one optimiser step with clipping,
-// a schedule and a guard against NaN. Gradient accumulation weights every token equally across micro-batches,
-// so k micro-batches give the same update as one batch of all their rows.
+// Training: a loss (model/loss.hpp) that accumulates gradients into parameter groups, then one optimiser step
+// with clipping, a schedule and a guard against NaN. Gradient accumulation weights every token equally across
+// micro-batches, so k micro-batches give the same update as one batch of all their rows.
 #pragma once
 #include <algorithm>
 #include <chrono>
-#include <exception>
 
-#include "c3/model/transformer.hpp"
-#include "c3/ops/cross_entropy.hpp"
+#include "c3/model/loss.hpp"
 #include "c3/train/adamw.hpp"
 
 namespace c3 {
@@ -62,55 +60,6 @@ struct StepReport {
     size_t tokens = 0;
     double seconds = 0;
 };
-
-inline size_t count_targets(const int32_t* targets, size_t count) {
-    size_t counted = 0;
-    for (size_t i = 0; i < count; ++i) counted += targets[i] != ops::kIgnoreIndex;
-    return counted;
-}
-
-// Mean-free language-model loss: returns the sum of token losses over counted targets. With backward, the
-// gradient of token_weight * (that sum) is accumulated into `gradients` (a buffer of the model's layout; null:
-// none) and into dinput when given. Does not modify the model, so threads may run it at once on their own
-// activations and gradient buffers.
-// targets [batch, length] are aligned with the rows: targets[t] is the token to predict after row t.
-// transposed: the model's current weights from transpose_weights, or null (see Transformer::forward).
-template <typename T>
-double language_model_loss_into(const Transformer<T>& model, const ForwardInput<T>& input, const int32_t* targets,
-                                bool backward, T token_weight, Activations<T>& activations,
-                                const TransformerWeights<T>* gradients, T* dinput = nullptr,
-                                std::vector<T>* row_losses = nullptr,
-                                const TransformerWeights<T>* transposed = nullptr) {
-    const size_t N = input.batch * input.length, V = model.config.vocab_size;
-    model.forward(input, activations, LogitsMode::All, backward, nullptr, transposed);
-    std::vector<T> losses(N);
-    if (backward) {
-        const std::vector<T> weights(N, token_weight);
-        ops::cross_entropy_loss_and_gradient_in_place(losses.data(), activations.logits.data(), targets,
-                                                      weights.data(), N, V);
-    } else {
-        ops::cross_entropy_forward(losses.data(), activations.logits.data(), targets, N, V);
-    }
-    double total = 0;
-    for (size_t i = 0; i < N; ++i) total += double(losses[i]);
-    if (backward && (gradients || dinput))
-        model.backward_into(activations, activations.logits.data(), nullptr, dinput, gradients);
-    if (row_losses) *row_losses = std::move(losses);
-    return total;
-}
-
-// The same, accumulating into the model's own gradient buffer (its trainable tensors).
-template <typename T>
-double language_model_loss(Transformer<T>& model, const ForwardInput<T>& input, const int32_t* targets,
-                           bool backward, T token_weight, Activations<T>& activations, T* dinput = nullptr,
-                           std::vector<T>* row_losses = nullptr,
-                           const TransformerWeights<T>* transposed = nullptr) {
-    const bool parameter_gradients = backward && model.any_trainable();
-    if (parameter_gradients) model.enable_gradients();
-    return language_model_loss_into(model, input, targets, backward, token_weight, activations,
-                                    parameter_gradients ? &model.weight_gradients : nullptr, dinput, row_losses,
-                                    transposed);
-}
 
 // The optimiser side of training, shared by language models and cascades.
 template <typename T>
@@ -245,7 +194,6 @@ private:
         replica_activations.resize(threads - 1);
         replica_gradients.resize(threads - 1);
         std::vector<double> losses(threads, 0.0);
-        std::vector<std::exception_ptr> errors(threads);
         std::vector<size_t> passes(micro_batches.size());
         for (size_t m = 0; m < micro_batches.size(); ++m) {
             const size_t share = (micro_batches[m].batch + threads - 1) / threads;
@@ -254,33 +202,26 @@ private:
                                : auto_sequences_per_pass(model.config, micro_batches[m].length, share,
                                                          model.gradients.size());
         }
-        // One share per thread; a loop rather than thread ids, so that a smaller team still runs every share.
-#pragma omp parallel for schedule(static) num_threads(int(threads))
-        for (long long share = 0; share < (long long)threads; ++share) {
-            const size_t t = size_t(share);
-            try {
-                if (t > 0) replica_gradients[t - 1].assign(model.gradients.size(), T(0));  // zeroed by its user
-                Activations<T>& a = t == 0 ? activations : replica_activations[t - 1];
-                const TransformerWeights<T> gradients =
-                    t == 0 ? model.weight_gradients : model.bind_gradients(replica_gradients[t - 1].data());
-                for (size_t m = 0; m < micro_batches.size(); ++m) {
-                    const ForwardInput<T>& batch = micro_batches[m];
-                    const size_t begin = batch.batch * t / threads, end = batch.batch * (t + 1) / threads;
-                    const size_t pass = passes[m];
-                    for (size_t first = begin; first < end; first += pass) {
-                        const size_t last = std::min(end, first + pass);
-                        losses[t] += language_model_loss_into(model, shard(batch, first, last, model.config.hidden_size),
-                                                              targets[m] + first * batch.length, true, token_weight,
-                                                              a, &gradients, static_cast<T*>(nullptr),
-                                                              static_cast<std::vector<T>*>(nullptr), weights_transposed);
-                    }
+        // One share per thread; a loop over shares rather than thread ids, so that a smaller team still runs
+        // every share. An exception in a share reaches the caller after the loop.
+        parallel_for_checked(threads, [&](size_t t) {
+            if (t > 0) replica_gradients[t - 1].assign(model.gradients.size(), T(0));  // zeroed by its user
+            Activations<T>& a = t == 0 ? activations : replica_activations[t - 1];
+            const TransformerWeights<T> gradients =
+                t == 0 ? model.weight_gradients : model.bind_gradients(replica_gradients[t - 1].data());
+            for (size_t m = 0; m < micro_batches.size(); ++m) {
+                const ForwardInput<T>& batch = micro_batches[m];
+                const size_t begin = batch.batch * t / threads, end = batch.batch * (t + 1) / threads;
+                const size_t pass = passes[m];
+                for (size_t first = begin; first < end; first += pass) {
+                    const size_t last = std::min(end, first + pass);
+                    losses[t] += language_model_loss_into(model, shard(batch, first, last, model.config.hidden_size),
+                                                          targets[m] + first * batch.length, true, token_weight, a,
+                                                          &gradients, static_cast<T*>(nullptr),
+                                                          static_cast<std::vector<T>*>(nullptr), weights_transposed);
                 }
-            } catch (...) {
-                errors[t] = std::current_exception();
             }
-        }
-        for (const auto& error : errors)
-            if (error) std::rethrow_exception(error);
+        });
         T* total = model.gradients.data();
         parallel_ranges(model.gradients.size(), 4096, [&](size_t begin, size_t end) {
             for (const auto& buffer : replica_gradients)

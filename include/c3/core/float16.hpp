@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace c3::io {
+namespace c3 {
 
 inline uint32_t float_bits(float value) {
     uint32_t bits;
@@ -85,4 +85,4 @@ inline float double_to_float_round_to_odd(double value) {
 inline uint16_t double_to_half(double value) { return float_to_half(double_to_float_round_to_odd(value)); }
 inline uint16_t double_to_bf16(double value) { return float_to_bf16(double_to_float_round_to_odd(value)); }
 
-}  // namespace c3::io
+}  // namespace c3
