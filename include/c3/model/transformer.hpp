@@ -207,7 +207,7 @@ public:
         if (!stores_bf16()) {
             std::copy(values, values + info.size, parameters.begin() + long(info.offset));
         } else if (is_matrix(info)) {
-            for (size_t i = 0; i < info.size; ++i) bf16_parameters[info.offset + i] = io::float_to_bf16(values[i]);
+            for (size_t i = 0; i < info.size; ++i) bf16_parameters[info.offset + i] = float_to_bf16(values[i]);
         } else {
             std::copy(values, values + info.size, small_parameters.begin() + long(small_offsets[e]));
         }
