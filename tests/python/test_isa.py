@@ -177,4 +177,5 @@ def test_intrinsics_headers_are_included_only_behind_feature_macros():
                 if re.match(r"\s*#\s*include\s*<(imm|x86|[a-z]mm)intrin\.h>", line):
                     includes += 1
                     assert re.match(r"#if defined\(__AVX", lines[number - 1]), f"{name}:{number + 1}: {line}"
-    assert includes >= 3
+    # core/simd.hpp is the one place that includes them (so that the check cannot pass by finding nothing).
+    assert includes >= 1
