@@ -6,6 +6,11 @@ causal LMs, and Q and the projector sit under the official checkpoint names (``m
 path)`` writes the official C3 layout (decoder directory, encoder in ``llm1/``) in float32 or bf16, which
 ``c3.Cascade.load`` reads back.
 
+Every compression method of c3 converts (``method`` in the cascade configuration): C3 itself and the baselines
+under the same latent budget, mean_pool, truncate, truncate_last, no_context and full_context
+(include/c3/cascade/baselines.hpp). Their latent block is W rows wide: N, 0 for no_context, the context length for
+full_context, whose padding rows are masked (``encode`` gives that mask; score and generate take it).
+
 This half of c3 needs only torch, transformers and safetensors (``pip install c3[torch]``): ``load(path)`` and
 ``from_torch`` read and write c3 directories without c3's compiled core, so a GPU machine with PyTorch alone can
 train (examples/train_torch.py).
@@ -22,14 +27,17 @@ import torch
 from torch import nn
 
 try:  # typed errors when c3's core is present; plain ones where only this file is used
-    from ._core import ConfigError, FormatError
+    from ._core import C3ValueError, ConfigError, FormatError
 except ImportError:  # pragma: no cover - exercised on machines without the compiled core
-    ConfigError = FormatError = ValueError
+    C3ValueError = ConfigError = FormatError = ValueError
 
 __all__ = ["CascadeModule", "to_torch", "from_torch", "load", "ByteCodec", "codec_for"]
 
 PARTS = ("encoder", "decoder", "queries", "projector")
 BRIDGE_PREFIX = ("model.Q.", "model.mm_projector.")
+# c3's compression methods (baselines.hpp), and those whose latent block holds the decoder's own token embeddings.
+METHODS = ("c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context")
+CONTEXT_TOKEN_METHODS = ("truncate", "truncate_last", "no_context", "full_context")
 
 
 def positions_for(mask: torch.Tensor) -> torch.Tensor:
@@ -61,34 +69,53 @@ class CascadeModule(nn.Module):
                                                     nn.Linear(decoder_hidden, decoder_hidden))
         else:
             raise ConfigError(f"unknown projector kind {c3_config['projector']!r} (known: linear, mlp)")
+        self.method = str(c3_config.get("method", "c3"))
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown compression method {self.method!r} (known: {', '.join(METHODS)})")
         self.prompt_prefix = [int(i) for i in c3_config["prompt_prefix"]]
         self.prompt_suffix = [int(i) for i in c3_config["prompt_suffix"]]
-        self.latent_block = ([int(c3_config["latent_start_token"])] + [int(c3_config["latent_pad_token"])]
-                             * self.num_latents + [int(c3_config["latent_end_token"])])
+        self.latent_start_token = int(c3_config["latent_start_token"])
+        self.latent_end_token = int(c3_config["latent_end_token"])
+        self.latent_pad_token = int(c3_config["latent_pad_token"])
+        self.latent_block = [self.latent_start_token] + [self.latent_pad_token] * self.num_latents + \
+            [self.latent_end_token]
         self.stop_tokens = [int(i) for i in c3_config["stop_tokens"]]
         # Fixed token ids as buffers (not saved): they follow the module to the GPU once, not every forward.
         self.register_buffer("_latent_block", torch.tensor(self.latent_block), persistent=False)
-        self.register_buffer("_prompt", torch.tensor(self.prompt_prefix + self.latent_block + self.prompt_suffix,
-                                                     dtype=torch.long), persistent=False)
+        self.register_buffer("_prompt_before", torch.tensor(self.prompt_prefix + [self.latent_start_token],
+                                                            dtype=torch.long), persistent=False)
+        self.register_buffer("_prompt_after", torch.tensor([self.latent_end_token] + self.prompt_suffix,
+                                                           dtype=torch.long), persistent=False)
         # The encoder's own output head never sees a gradient (only its hidden states are used); frozen, so that
         # DDP does not wait for it. It is saved back unchanged.
         head = encoder.get_output_embeddings()
         if head is not None and head.weight is not encoder.get_input_embeddings().weight:
             head.weight.requires_grad_(False)
+        # Parts a baseline never runs are frozen for the same reason, and set_trainable leaves them so.
+        self.unused_parameters = set()
+        if self.method != "c3":
+            embedding = encoder.get_input_embeddings().weight
+            self.unused_parameters = {"model.Q.weight"} | {
+                f"encoder.{name}" for name, p in encoder.named_parameters()
+                if self.method in CONTEXT_TOKEN_METHODS or p is not embedding}
+            if self.method in CONTEXT_TOKEN_METHODS:
+                self.unused_parameters |= {f"model.mm_projector.{name}"
+                                           for name, _ in self.model.mm_projector.named_parameters()}
+            for name, parameter in self.named_parameters():
+                if name in self.unused_parameters:
+                    parameter.requires_grad_(False)
 
     # ---- parts ------------------------------------------------------------------------------------------------
     def part_parameters(self, part: str) -> list:
-        if part == "encoder":
-            head = self.encoder.get_output_embeddings()
-            tied = head is None or head.weight is self.encoder.get_input_embeddings().weight
-            return [p for p in self.encoder.parameters() if tied or p is not head.weight]
-        if part == "decoder":
-            return list(self.decoder.parameters())
-        if part == "queries":
-            return list(self.model.Q.parameters())
-        if part == "projector":
-            return list(self.model.mm_projector.parameters())
-        raise ValueError(f"unknown part {part!r} (known: {', '.join(PARTS)})")
+        """The part's parameters that its method uses (every one for C3)."""
+        if part not in PARTS:
+            raise ValueError(f"unknown part {part!r} (known: {', '.join(PARTS)})")
+        prefix = {"encoder": "encoder.", "decoder": "decoder.", "queries": "model.Q.",
+                  "projector": "model.mm_projector."}[part]
+        head = self.encoder.get_output_embeddings()
+        untied_head = head is not None and head.weight is not self.encoder.get_input_embeddings().weight
+        return [p for name, p in self.named_parameters() if name.startswith(prefix)
+                and name not in self.unused_parameters and not (untied_head and p is head.weight)]
 
     def set_trainable(self, part: str, trainable: bool) -> None:
         """Freeze (False) or unfreeze a part: 'encoder', 'decoder', 'queries' or 'projector', as in c3."""
@@ -97,13 +124,66 @@ class CascadeModule(nn.Module):
 
     @property
     def prompt_length(self) -> int:
-        return len(self.prompt_prefix) + len(self.latent_block) + len(self.prompt_suffix)
+        """Tokens of the decoder prompt with a latent block of N rows (C3, mean_pool, truncate, truncate_last)."""
+        return self.prompt_length_for(self.num_latents)
+
+    def prompt_length_for(self, block_width: int) -> int:
+        return len(self.prompt_prefix) + block_width + 2 + len(self.prompt_suffix)
 
     # ---- encoder side -----------------------------------------------------------------------------------------
     def compress(self, context_ids: torch.Tensor, context_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Contexts [B, L] (left-padded) -> latents [B, N, d_dec]: the encoder's final hidden states (after its
-        norm) at the N query slots, through the projector. No mask means every token is real: positions are then
-        0, 1, 2, ... and transformers' causal fast path runs without building a mask."""
+        """Contexts [B, L] (left-padded) -> latents [B, W, d_dec] (W = N; 0 for no_context, L for full_context,
+        whose padding rows need the mask that encode gives)."""
+        return self.encode(context_ids, context_mask)[0]
+
+    def encode(self, context_ids: torch.Tensor, context_mask: Optional[torch.Tensor] = None):
+        """(latents [B, W, d_dec], latent mask [B, W] or None when every row is real), by the cascade's method."""
+        if self.method == "c3":
+            return self._compress_c3(context_ids, context_mask), None
+        device = self.model.Q.weight.device
+        context_ids = context_ids.to(device).long()
+        batch, length = context_ids.shape
+        if context_mask is None:
+            counts = torch.full((batch,), length, dtype=torch.long, device=device)
+        else:
+            context_mask = context_mask.to(device).long()
+            counts = context_mask.sum(dim=1)  # real tokens per row; left padding puts them at the end
+        if self.method in ("mean_pool", "truncate", "truncate_last") and int(counts.min()) < self.num_latents:
+            raise C3ValueError(f"{self.method} needs at least N = {self.num_latents} context tokens; a context has "
+                               f"{int(counts.min())}")
+        if self.method == "mean_pool":
+            return self.model.mm_projector(self._mean_pool(context_ids, counts)), None
+        if self.method == "no_context":
+            block_ids, block_mask = context_ids[:, :0], None
+        elif self.method == "full_context":
+            block_ids = context_ids if context_mask is None else \
+                torch.where(context_mask == 1, context_ids, torch.full_like(context_ids, self.latent_pad_token))
+            block_mask = context_mask
+        else:
+            first = length - counts if self.method == "truncate" else torch.full_like(counts, length - self.num_latents)
+            columns = first[:, None] + torch.arange(self.num_latents, device=device)[None, :]  # [B, N]
+            block_ids, block_mask = context_ids.gather(1, columns), None
+        return self.decoder.get_input_embeddings()(block_ids), block_mask  # [B, W, d_dec]
+
+    def _mean_pool(self, context_ids: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """[B, N, d_enc]: slot i is the mean of the encoder's token embeddings over window
+        [first + i*count/N, first + (i+1)*count/N) of the row's real tokens, as c3 cuts them (integer division)."""
+        batch, length = context_ids.shape
+        device = context_ids.device
+        first = (length - counts)[:, None]  # [B, 1]
+        slots = torch.arange(self.num_latents, device=device)[None, :]  # [1, N]
+        begin = first + slots * counts[:, None] // self.num_latents  # [B, N]
+        end = first + (slots + 1) * counts[:, None] // self.num_latents
+        columns = torch.arange(length, device=device)[None, None, :]  # [1, 1, L]
+        inside = (columns >= begin[..., None]) & (columns < end[..., None])  # [B, N, L]
+        embeddings = self.encoder.get_input_embeddings()(context_ids)  # [B, L, d_enc]
+        weights = inside.to(embeddings.dtype) / (end - begin)[..., None].to(embeddings.dtype)
+        return torch.bmm(weights, embeddings)
+
+    def _compress_c3(self, context_ids: torch.Tensor, context_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """C3: the encoder's final hidden states (after its norm) at the N query slots, through the projector. No
+        mask means every token is real: positions are then 0, 1, 2, ... and transformers' causal fast path runs
+        without building a mask."""
         batch, length = context_ids.shape
         device = self.model.Q.weight.device
         context_ids = context_ids.to(device).long()
@@ -124,42 +204,50 @@ class CascadeModule(nn.Module):
         return self.model.mm_projector(hidden[:, length + 1:length + 1 + self.num_latents])
 
     # ---- decoder side -----------------------------------------------------------------------------------------
-    def _decoder_inputs(self, latents: torch.Tensor, answer_ids: Optional[torch.Tensor],
-                        answer_mask: Optional[torch.Tensor]):
-        """(embeddings [B, P + La, d_dec], mask or None when every token is real, positions or None, answers)."""
-        batch, device = latents.shape[0], latents.device
-        prompt = self._prompt.to(device).expand(batch, -1)
+    def _decoder_inputs(self, latents: torch.Tensor, latent_mask: Optional[torch.Tensor],
+                        answer_ids: Optional[torch.Tensor], answer_mask: Optional[torch.Tensor]):
+        """(embeddings [B, P + La, d_dec], mask or None when every token is real, positions or None, answers) for a
+        latent block of W = latents.shape[1] rows."""
+        batch, width, device = latents.shape[0], latents.shape[1], latents.device
+        block = torch.full((batch, width), self.latent_pad_token, dtype=torch.long, device=device)
+        prompt = torch.cat([self._prompt_before.to(device).expand(batch, -1), block,
+                            self._prompt_after.to(device).expand(batch, -1)], dim=1)
         if answer_ids is None:
             answer_ids = torch.zeros(batch, 0, dtype=torch.long, device=device)
         answer_ids = answer_ids.to(device).long()
-        if answer_mask is None:
+        if answer_mask is None and latent_mask is None:
             ids, mask, positions = torch.cat([prompt, answer_ids], dim=1), None, None
         else:
-            answer_mask = answer_mask.to(device).long()
+            answer_mask = torch.ones_like(answer_ids) if answer_mask is None else answer_mask.to(device).long()
+            prompt_mask = torch.ones_like(prompt)
+            if latent_mask is not None:
+                start = len(self.prompt_prefix) + 1
+                prompt_mask[:, start:start + width] = latent_mask.to(device).long()
             ids = torch.cat([prompt, answer_ids * answer_mask], dim=1)
-            mask = torch.cat([torch.ones_like(prompt), answer_mask], dim=1)
+            mask = torch.cat([prompt_mask, answer_mask], dim=1)
             positions = positions_for(mask)
         embeddings = self.decoder.get_input_embeddings()(ids)  # [B, P + La, d_dec]
         start = len(self.prompt_prefix) + 1
         embeddings = torch.cat([embeddings[:, :start], latents.to(embeddings.dtype),
-                                embeddings[:, start + self.num_latents:]], dim=1)
+                                embeddings[:, start + width:]], dim=1)
         return embeddings, mask, positions, answer_ids
 
     def answer_logits(self, latents: torch.Tensor, answer_ids: torch.Tensor,
-                      answer_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                      answer_mask: Optional[torch.Tensor] = None,
+                      latent_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits [B, La, V]: the decoder's prediction for each answer position (teacher forcing). Only these rows
         go through the output head."""
-        embeddings, mask, positions, answer_ids = self._decoder_inputs(latents, answer_ids, answer_mask)
+        embeddings, mask, positions, answer_ids = self._decoder_inputs(latents, latent_mask, answer_ids, answer_mask)
         hidden = self.decoder.base_model(inputs_embeds=embeddings, attention_mask=mask,
                                          position_ids=positions).last_hidden_state
-        start = self.prompt_length - 1
+        start = self.prompt_length_for(latents.shape[1]) - 1
         return self.decoder.get_output_embeddings()(hidden[:, start:start + answer_ids.shape[1]])
 
     def forward(self, context_ids, context_mask, answer_ids, answer_mask, reduction: str = "mean"):
         """C3's loss: next-token cross-entropy on the answer tokens only; 'mean' over them (Cascade.loss) or 'sum'
         (for gradient accumulation over micro-batches of unequal token counts). A mask of None means no padding."""
-        latents = self.compress(context_ids, context_mask)
-        logits = self.answer_logits(latents, answer_ids, answer_mask)
+        latents, latent_mask = self.encode(context_ids, context_mask)
+        logits = self.answer_logits(latents, answer_ids, answer_mask, latent_mask)
         targets = answer_ids.to(logits.device).long()
         if answer_mask is not None:
             targets = torch.where(answer_mask.to(logits.device) == 1, targets, torch.full_like(targets, -100))
@@ -167,31 +255,38 @@ class CascadeModule(nn.Module):
                                            ignore_index=-100, reduction=reduction)
 
     @torch.no_grad()
-    def score(self, latents, answer_ids, answer_mask=None) -> dict:
+    def score(self, latents, answer_ids, answer_mask=None, latent_mask=None) -> dict:
         """Teacher-forced log_probability of each reference token and the predicted (argmax) token, [B, La]."""
-        logits = self.answer_logits(latents, answer_ids, answer_mask).float()
+        logits = self.answer_logits(latents, answer_ids, answer_mask, latent_mask).float()
         log_softmax = torch.log_softmax(logits, dim=-1)
         answer_ids = answer_ids.to(logits.device).long()
         return {"log_probability": log_softmax.gather(-1, answer_ids[..., None])[..., 0],
                 "predicted": logits.argmax(dim=-1)}
 
     @torch.no_grad()
-    def generate(self, latents: torch.Tensor, max_new_tokens: int = 256, stop_tokens=None, pad_token: int = 0):
+    def generate(self, latents: torch.Tensor, max_new_tokens: int = 256, stop_tokens=None, pad_token: int = 0,
+                 latent_mask: Optional[torch.Tensor] = None, return_log_probabilities: bool = False):
         """Greedy decoding with the KV cache, as CascadeModel.reconstruct: (tokens [B, steps], lengths [B]); a row
-        ends after a stop token (counted in its length) and is filled with pad_token after."""
+        ends after a stop token (counted in its length) and is filled with pad_token after. With
+        return_log_probabilities, also each chosen token's log-probability [B, steps] (what scoring the output by
+        teacher forcing gives)."""
         stop_tokens = self.stop_tokens if stop_tokens is None else [int(t) for t in stop_tokens]
-        embeddings, _, _, _ = self._decoder_inputs(latents, None, None)
+        embeddings, mask, _, _ = self._decoder_inputs(latents, latent_mask, None, None)
         batch, device = latents.shape[0], latents.device
-        mask = torch.ones(batch, embeddings.shape[1], dtype=torch.long, device=device)
+        if mask is None:
+            mask = torch.ones(batch, embeddings.shape[1], dtype=torch.long, device=device)
         output = self.decoder(inputs_embeds=embeddings, attention_mask=mask, position_ids=positions_for(mask),
                               use_cache=True)
         stops = torch.tensor(stop_tokens, dtype=torch.long, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         lengths = torch.zeros(batch, dtype=torch.long, device=device)
-        rows = []
-        position = mask.shape[1]
+        rows, log_probabilities = [], []
+        position = mask.sum(dim=1, keepdim=True)  # [B, 1]: positions count the real tokens before
         for _ in range(max_new_tokens):
-            choice = output.logits[:, -1].float().argmax(dim=-1)
+            logits = output.logits[:, -1].float()
+            choice = logits.argmax(dim=-1)
+            if return_log_probabilities:
+                log_probabilities.append(torch.log_softmax(logits, dim=-1).gather(-1, choice[:, None])[:, 0])
             rows.append(torch.where(done, torch.full_like(choice, pad_token), choice))
             lengths += (~done).long()
             done = done | torch.isin(choice, stops)
@@ -199,9 +294,12 @@ class CascadeModule(nn.Module):
                 break
             mask = torch.cat([mask, torch.ones(batch, 1, dtype=mask.dtype, device=device)], dim=1)
             output = self.decoder(input_ids=choice[:, None], attention_mask=mask, **_cache_argument(output),
-                                  position_ids=torch.full((batch, 1), position, device=device), use_cache=True)
-            position += 1
+                                  position_ids=position, use_cache=True)
+            position = position + 1
         tokens = torch.stack(rows, dim=1) if rows else torch.zeros(batch, 0, dtype=torch.long, device=device)
+        if return_log_probabilities:
+            return tokens, lengths, (torch.stack(log_probabilities, dim=1) if rows else
+                                     torch.zeros(batch, 0, device=device))
         return tokens, lengths
 
 
@@ -279,7 +377,8 @@ def load(path: str, attn_implementation: Optional[str] = None) -> CascadeModule:
     c3_config = dict(num_latents=int(config["latent_token_len"]), projector=extra.get("projector", "linear"),
                      latent_start_token=extra["latent_start_token"], latent_end_token=extra["latent_end_token"],
                      latent_pad_token=extra["latent_pad_token"], prompt_prefix=extra["prompt_prefix"],
-                     prompt_suffix=extra["prompt_suffix"], stop_tokens=extra["stop_tokens"])
+                     prompt_suffix=extra["prompt_suffix"], stop_tokens=extra["stop_tokens"],
+                     method=extra.get("method", "c3"))
     tokenizer_file = os.path.join(path, "tokenizer.json")
     module = CascadeModule(encoder, decoder, c3_config, tokenizer_file if os.path.exists(tokenizer_file) else None)
     expected = dict(module.model.named_parameters(prefix="model"))
@@ -358,7 +457,8 @@ def from_torch(module: CascadeModule, path: str, dtype: str = "float32") -> None
         c3_config = module.c3_config
         config.update(model_type="C3", architectures=["C3QwenForCausalLM"], latent_token_len=module.num_latents,
                       contexts_compression_llm_hidden_size=module.encoder.config.hidden_size)
-        config["c3"] = {"projector": c3_config["projector"], "decoder_model_type": module.decoder.config.model_type,
+        config["c3"] = {"projector": c3_config["projector"], "method": module.method,
+                        "decoder_model_type": module.decoder.config.model_type,
                         **{key: c3_config[key] for key in ("latent_start_token", "latent_end_token", "latent_pad_token",
                                                            "prompt_prefix", "prompt_suffix", "stop_tokens")}}
         _write_json(os.path.join(staging, "config.json"), config)
