@@ -220,12 +220,20 @@ class Pool:
         remote = ray.remote(ShardWorker).options(num_cpus=self.threads, max_restarts=max_restarts,
                                                  max_task_retries=0)
         self.workers = [remote.remote(cascade_path, self.threads) for _ in range(int(actors))]
-        self.description = _get(self.workers[0].describe.remote())
+        self.description = self.describe()
 
     def describe(self, max_new_tokens: Optional[int] = None) -> dict:
         if not self.use_ray:
             return self.workers[0].describe(max_new_tokens)
-        return _get(self.workers[0].describe.remote(max_new_tokens))
+        import ray
+
+        # Any live actor can answer: one that died (or is being restarted) passes the question on.
+        for attempt in range(2 * len(self.workers)):
+            try:
+                return _get(self.workers[attempt % len(self.workers)].describe.remote(max_new_tokens))
+            except ray.exceptions.RayActorError:
+                if attempt == 2 * len(self.workers) - 1:
+                    raise
 
     def pids(self) -> List[int]:
         if not self.use_ray:
@@ -244,14 +252,21 @@ class Pool:
             return
         import ray
 
-        pending = collections.deque((shard, 0) for shard in shards)
+        # Each pending shard carries its attempts and the worker it failed on (None: none), so that a retry goes to
+        # another actor while Ray restarts the dead one.
+        pending = collections.deque((shard, 0, None) for shard in shards)
         in_flight = {}  # object ref -> (shard, attempts, worker index)
         load = [0] * len(self.workers)
         per_worker = 2  # one running, one queued: no actor waits on the driver
+
+        def free_worker(avoid):
+            candidates = [i for i in range(len(load)) if load[i] < per_worker and (i != avoid or len(load) == 1)]
+            return min(candidates, key=lambda i: load[i]) if candidates else None
+
         while pending or in_flight:
-            while pending and min(load) < per_worker:
-                index = int(np.argmin(load))
-                shard, attempts = pending.popleft()
+            while pending and free_worker(pending[0][2]) is not None:
+                index = free_worker(pending[0][2])
+                shard, attempts, _ = pending.popleft()
                 reference = self.workers[index].run.remote(task, work, shard.name, shard.texts(), options)
                 in_flight[reference] = (shard, attempts, index)
                 load[index] += 1
@@ -260,12 +275,14 @@ class Pool:
             load[index] -= 1
             try:
                 report = _get(done[0])
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-                    ray.exceptions.ObjectLostError):
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
+                    ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError):
+                # The actor died or is restarting; the shard may or may not have run there, and redoing it is safe
+                # (every shard's files are written whole, under unique temporary names).
                 if attempts >= retries:
                     raise
                 self.retried.append(shard.name)
-                pending.appendleft((shard, attempts + 1))  # its actor died: another one takes it
+                pending.appendleft((shard, attempts + 1, index))  # another actor takes it
                 continue
             callback and callback(report)
 
