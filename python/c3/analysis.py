@@ -219,6 +219,10 @@ def length_bins(token_counts: Sequence[int], width: int = 100) -> Dict[str, obje
 
 # Okabe & Ito's colour-blind-safe palette (yellow left out: it vanishes on white), then black and grey.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#999999")
+# The compression methods keep distinct colours of the palette (a hash could give two of them the same one); the
+# bounds are grey and black.
+METHOD_COLORS = {"c3": "#D55E00", "mean_pool": "#0072B2", "truncate": "#009E73", "truncate_last": "#CC79A7",
+                 "no_context": "#999999", "full_context": "#000000"}
 
 
 def ratio_value(key) -> Optional[float]:
@@ -251,9 +255,12 @@ def sort_keys(keys: Iterable) -> list:
 def color_for(key) -> str:
     """The one colour of a ratio or method in every plot.
 
-    Powers of two take the palette in order (2x, 4x, 8x, 16x, ... ); any other ratio or label takes a colour
-    chosen by a hash of its label, so the same key gets the same colour in every figure and every process.
+    Powers of two take the palette in order (2x, 4x, 8x, 16x, ... ); the compression methods (c3, mean_pool, ...)
+    take METHOD_COLORS; any other ratio or label takes a colour chosen by a hash of its label, so the same key gets
+    the same colour in every figure and every process.
     """
+    if isinstance(key, str) and key in METHOD_COLORS:
+        return METHOD_COLORS[key]
     value = ratio_value(key)
     if value is not None and value > 0:
         octave = math.log2(value)

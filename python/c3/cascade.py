@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from typing import Optional, Sequence
 
 import numpy as np
@@ -105,15 +104,34 @@ class Cascade:
         self.max_context_tokens = min(max_context_tokens or limit, limit)
 
     @property
-    def prompt_length(self) -> int:
-        """Tokens of the decoder prompt: prefix, <img>, N latents, </img>, suffix."""
+    def block_width(self) -> int:
+        """Rows between <img> and </img> for this cascade's method: N, 0 for no_context, and the longest context the
+        encoder reads for full_context (whose block is as wide as its context)."""
+        if self.method == "no_context":
+            return 0
+        if self.method == "full_context":
+            return self.max_context_tokens
+        return self.num_latents
+
+    def prompt_length_for(self, block_width: int) -> int:
+        """Tokens of the decoder prompt around a latent block of `block_width` rows: prefix, <img>, the block,
+        </img>, suffix."""
         config = self.model.config
-        return len(config["prompt_prefix"]) + self.num_latents + 2 + len(config["prompt_suffix"])
+        return len(config["prompt_prefix"]) + int(block_width) + 2 + len(config["prompt_suffix"])
+
+    @property
+    def prompt_length(self) -> int:
+        """Tokens of the decoder prompt for a block of block_width rows."""
+        return self.prompt_length_for(self.block_width)
 
     @property
     def max_new_tokens_limit(self) -> int:
-        """The most tokens a reconstruction can write: the decoder's positions left after its prompt."""
-        return int(self.model.config["decoder"]["max_position_embeddings"]) - self.prompt_length
+        """The most tokens a reconstruction can write after a block of block_width rows: the decoder's positions
+        left after its prompt."""
+        return self.max_new_tokens_limit_for(self.block_width)
+
+    def max_new_tokens_limit_for(self, block_width: int) -> int:
+        return int(self.model.config["decoder"]["max_position_embeddings"]) - self.prompt_length_for(block_width)
 
     def default_max_new_tokens(self, source_tokens=None) -> int:
         """The reconstruction length to allow: the longest source (token counts, as load_latents returns them;
@@ -123,14 +141,17 @@ class Cascade:
             self.max_context_tokens
         return max(0, min(self.max_new_tokens_limit, longest + RECONSTRUCTION_MARGIN))
 
-    def check_max_new_tokens(self, max_new_tokens: int) -> int:
-        """max_new_tokens itself, or a C3ValueError that names the limit."""
-        limit = self.max_new_tokens_limit
+    def check_max_new_tokens(self, max_new_tokens: int, block_width: Optional[int] = None) -> int:
+        """max_new_tokens itself, or a C3ValueError that names the limit after a block of `block_width` rows
+        (default: block_width)."""
+        width = self.block_width if block_width is None else int(block_width)
+        limit = self.max_new_tokens_limit_for(width)
         if int(max_new_tokens) > limit or limit < 1:
             raise _core.C3ValueError(
                 f"max_new_tokens {int(max_new_tokens)} does not fit: the decoder's max_position_embeddings of "
                 f"{self.model.config['decoder']['max_position_embeddings']} minus its prompt of "
-                f"{self.prompt_length} tokens leaves at most {limit}")
+                f"{self.prompt_length_for(width)} tokens (around a latent block of {width} rows) leaves at most "
+                f"{limit}")
         if int(max_new_tokens) < 1:
             raise _core.C3ValueError(f"max_new_tokens must be at least 1, got {int(max_new_tokens)}")
         return int(max_new_tokens)
@@ -224,11 +245,12 @@ class Cascade:
     def save(self, path: str, dtype: str = "F32") -> None:
         """Save in the official C3 layout (plus c3's own keys), loadable by Cascade.load. The tokenizer.json the
         tokenizer came from is copied along, so that the reloaded cascade tokenizes the same way."""
-        self.model.save(str(path), dtype)
+        extra = {}
         if self.tokenizer_file:
             target = os.path.join(str(path), "tokenizer.json")
             if not (os.path.exists(target) and os.path.samefile(self.tokenizer_file, target)):
-                shutil.copyfile(self.tokenizer_file, target)
+                extra["tokenizer.json"] = str(self.tokenizer_file)  # copied in before the directory swap
+        self.model.save(str(path), dtype, extra_files=extra)
 
     # ---- text <-> ids -------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list:
@@ -296,17 +318,14 @@ class Cascade:
         """Latents -> texts, greedy by default (sample=True, temperature, top_k, top_p, no_repeat_ngram_size...).
 
         max_new_tokens defaults to default_max_new_tokens(source_tokens): source_tokens are the texts' token
-        counts (load_latents gives them as metadata["source_tokens"]). A value above max_new_tokens_limit raises.
+        counts (load_latents gives them as metadata["source_tokens"]). A value that does not fit after the given
+        latent block (its width: N, 0 for no_context, a context's for full_context) raises.
         """
         if max_new_tokens is None:
             max_new_tokens = self.default_max_new_tokens(source_tokens)
-        wider = max(0, np.shape(latents)[1] - self.num_latents)  # a full-context block is wider than N
-        limit = self.max_new_tokens_limit - wider
-        if wider and int(max_new_tokens) > limit:
-            raise _core.C3ValueError(f"max_new_tokens {int(max_new_tokens)} does not fit after a latent block of "
-                                     f"{np.shape(latents)[1]} rows: at most {limit}")
-        tokens, lengths = self.model.reconstruct(latents, max_new_tokens=self.check_max_new_tokens(max_new_tokens),
-                                                 **options)
+        width = int(np.shape(latents)[1])  # the block given: N, 0 (no_context) or a context's width
+        tokens, lengths = self.model.reconstruct(
+            latents, max_new_tokens=self.check_max_new_tokens(max_new_tokens, width), **options)
         if return_ids:
             return [row[:length][row[:length] != self.stop_token] for row, length in zip(tokens, lengths)]
         return self.decode(tokens, lengths)

@@ -445,7 +445,8 @@ def write_report(output: str, results: dict) -> None:
             values = summary["in_domain"][metric][method]
             mean = np.array([np.nan if values[str(r)][0] is None else values[str(r)][0] for r in ratios])
             spread = np.array([0.0 if values[str(r)][1] is None else values[str(r)][1] for r in ratios])
-            axis.errorbar(ratios, mean, yerr=spread, marker="o", capsize=3, label=method)
+            axis.errorbar(ratios, mean, yerr=spread, marker="o", capsize=3, label=method,
+                          color=analysis.color_for(method))
         axis.set_xscale("log", base=2)
         axis.set_xticks(ratios)
         axis.set_xticklabels([f"{r}x" for r in ratios])

@@ -164,12 +164,13 @@ void bind_cascade(py::module_& m) {
                     py::arg("directory"), py::arg("defaults") = py::dict(), py::arg("storage") = "float32",
                     "Load the official C3 layout (decoder directory with llm1/ encoder).")
         .def("save",
-             [](const CascadeModel& self, const std::string& directory, const std::string& dtype) {
+             [](const CascadeModel& self, const std::string& directory, const std::string& dtype,
+                const std::map<std::string, std::string>& extra_files) {
                  const io::DType stored = io::dtype_from_name(dtype);
                  py::gil_scoped_release release;
-                 io::save_c3(self, directory, stored);
+                 io::save_c3(self, directory, stored, extra_files);
              },
-             py::arg("directory"), py::arg("dtype") = "F32")
+             py::arg("directory"), py::arg("dtype") = "F32", py::arg("extra_files") = std::map<std::string, std::string>{})
         .def_property_readonly("config", [](const CascadeModel& self) { return cascade_config_to_dict(self.config); })
         .def_property_readonly("num_parameters", &CascadeModel::num_parameters)
         .def_property_readonly("encoder", [](CascadeModel& self) -> Transformer<float>& { return self.encoder; },

@@ -426,6 +426,9 @@ def test_ratios_sort_numerically_and_keep_their_colour_in_every_plot():
     assert analysis.color_for("nan") == analysis.color_for("nan") and analysis.ratio_label(2.5) == "2.5x"
     # Methods (not ratios) keep their colour too, and their given order.
     assert analysis.color_for("teacher-forced") == analysis.color_for("teacher-forced")
+    # The compression methods never share a colour (a hash of their names did: three got the same green).
+    methods = ("c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context")
+    assert len({analysis.color_for(method) for method in methods}) == len(methods)
     assert list(line_colors(analysis.plot_decay_curves({"b": np.ones(4), "a": np.ones(4)}).axes[0])) == ["b", "a"]
 
 

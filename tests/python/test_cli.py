@@ -267,3 +267,25 @@ def test_reconstruction_length_rule_matches_the_decoder():
     assert cascade.default_max_new_tokens() == min(limit, cascade.max_context_tokens + margin)
     assert cascade.reconstruct(latents, source_tokens=[5, 18]) == cascade.reconstruct(
         latents, max_new_tokens=min(limit, 18 + margin))
+
+
+@pytest.mark.parametrize("method", ["no_context", "full_context"])
+def test_reconstruction_length_rule_follows_the_block_width(method):
+    """For blocks other than N rows wide (no_context: 0, full_context: the context's width) the limit comes from
+    the block actually given, with the C++ position check as the oracle."""
+    shape = dict(hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+    latents_count, context = 4, 20
+    config = c3.cascade.scratch_model_config(shape, context, latents_count)
+    cascade = c3.Cascade.new(config, config, latents_count, prompt="ab{latents}cde", seed=0, method=method)
+    latents, mask = cascade.encode(["hello", "a longer text"])
+    width = latents.shape[1]
+    assert width == (0 if method == "no_context" else len("a longer text"))
+    limit = config["max_position_embeddings"] - (2 + width + 2 + 3)
+    cascade.model.reconstruct(latents, max_new_tokens=limit, latent_mask=mask)  # the decoder accepts the limit...
+    with pytest.raises(c3.C3ValueError, match="max_position_embeddings"):
+        cascade.model.reconstruct(latents, max_new_tokens=limit + 1, latent_mask=mask)  # ...and refuses one more
+    cascade.reconstruct(latents, max_new_tokens=limit, latent_mask=mask)
+    with pytest.raises(c3.C3ValueError, match=f"at most {limit}"):
+        cascade.reconstruct(latents, max_new_tokens=limit + 1, latent_mask=mask)
+    if method == "no_context":
+        assert cascade.max_new_tokens_limit == limit

@@ -479,3 +479,26 @@ def test_load_checkpoint_of_a_foreign_file_is_a_format_error(tmp_path):
     c3.write_safetensors(path, {"x": np.zeros(3, np.float32)}, "F32", {"c3.step": "3"})
     with pytest.raises(c3.FormatError, match="missing tensors"):
         c3.load_checkpoint(path, model, trainer)
+
+
+def test_cascade_save_brings_its_tokenizer_in_the_same_swap(tmp_path):
+    """The tokenizer.json travels inside the staging directory: a save whose tokenizer cannot be copied leaves the
+    old cascade directory exactly as it was, and a good save holds the tokenizer the moment it appears."""
+    shape = dict(hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+    config = c3.cascade.scratch_model_config(shape, 20, 4)
+    old = c3.Cascade.new(config, config, 4, seed=0)
+    directory = str(tmp_path / "cascade")
+    old.save(directory)
+    before = {name: open(os.path.join(directory, name), "rb").read() for name in ("config.json", "model.safetensors")}
+    newer = c3.Cascade(c3.Cascade.new(config, config, 4, seed=1).model, old.tokenizer,
+                       tokenizer_file=str(tmp_path / "missing" / "tokenizer.json"))
+    with pytest.raises(c3.C3IOError, match="cannot copy"):
+        newer.save(directory)
+    assert {name: open(os.path.join(directory, name), "rb").read() for name in before} == before
+    assert sorted(os.listdir(tmp_path)) == ["cascade"]  # no staging directory left behind
+    source = tmp_path / "tokenizer.json"
+    source.write_text('{"a tokenizer": 1}')
+    newer.tokenizer_file = str(source)
+    newer.save(directory)
+    assert (tmp_path / "cascade" / "tokenizer.json").read_text() == '{"a tokenizer": 1}'
+    assert sorted(os.listdir(tmp_path)) == ["cascade", "tokenizer.json"]

@@ -5,6 +5,7 @@
 // "c3" key of the decoder config; when it is absent the caller supplies them.
 #pragma once
 #include <filesystem>
+#include <map>
 
 #include "c3/cascade/cascade.hpp"
 #include "c3/io/hf_model.hpp"
@@ -95,8 +96,11 @@ Cascade<T> load_c3(const std::string& directory, const CascadeConfig& defaults,
     return cascade;
 }
 
+// `extra_files` (name in the directory -> source path), e.g. the tokenizer.json, are copied into the staging
+// directory, so they arrive with the weights in the one swap and a failed copy leaves the old directory intact.
 template <typename T>
-void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtype = DType::F32) {
+void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtype = DType::F32,
+             const std::map<std::string, std::string>& extra_files = {}) {
     const CascadeConfig& c = cascade.config;
     C3_CHECK(!cascade.encoder.stores_bf16() && !cascade.decoder.stores_bf16(), ValueError,
              "saving a bf16-stored cascade is not supported; load it in float");
@@ -126,6 +130,13 @@ void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtyp
         write_safetensors((root / "model.safetensors").string(), tensors, dtype, {{"format", "pt"}});
         std::filesystem::create_directory(root / "llm1");
         detail::write_transformer_files(cascade.encoder, (root / "llm1").string(), dtype);
+        for (const auto& [name, source] : extra_files) {
+            C3_CHECK(!name.empty() && std::filesystem::path(name).filename() == std::filesystem::path(name), ValueError,
+                     "extra file name '", name, "' must be a plain file name");
+            std::error_code error;
+            std::filesystem::copy_file(source, root / name, std::filesystem::copy_options::overwrite_existing, error);
+            C3_CHECK(!error, IOError, "cannot copy '", source, "' into '", directory, "': ", error.message());
+        }
     });
 }
 
