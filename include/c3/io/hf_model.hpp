@@ -36,13 +36,10 @@ void read_layout_bf16(const ShardedSafetensorsReader& checkpoint, Transformer<T>
     check_layout(checkpoint, model.layout, source);
     for (size_t e = 0; e < model.layout.size(); ++e) {
         const ParameterInfo& info = model.layout[e];
-        if (Transformer<T>::is_matrix(info)) {
-            const std::vector<float> values = checkpoint.read<float>(info.name);
-            uint16_t* target = model.bf16_parameters.data() + info.offset;
-            for (size_t i = 0; i < info.size; ++i) target[i] = float_to_bf16(values[i]);
-        } else {
-            checkpoint.read_into(info.name, model.small_parameters.data() + model.small_offsets[e], info.size);
-        }
+        if (Bf16Storage<T>::is_matrix(info))
+            model.bf16.assign(model.layout, e, checkpoint.read<float>(info.name).data());
+        else
+            checkpoint.read_into(info.name, model.bf16.vectors.data() + model.bf16.vector_offsets[e], info.size);
     }
 }
 
