@@ -280,8 +280,11 @@ void bind_cascade(py::module_& m) {
                  CascadeActivations<float> activations;
                  size_t tokens = 0;
                  py::gil_scoped_release release;
-                 const double total = self.loss(c.ids.data(), c.mask_data(), c.length, a.ids.data(), a.mask_data(),
-                                                a.length, c.batch, false, 0.f, activations, &tokens);
+                 CascadeLossOptions<float> options;
+                 options.token_count = &tokens;
+                 const double total = self.loss(
+                     {c.ids.data(), c.mask_data(), c.length, a.ids.data(), a.mask_data(), a.length, c.batch},
+                     activations, options);
                  C3_CHECK(tokens > 0, ValueError, "the answers hold no tokens");
                  return total / double(tokens);
              },
@@ -303,8 +306,9 @@ void bind_cascade(py::module_& m) {
                  self.decoder.zero_gradients();
                  std::fill(self.bridge_gradients.begin(), self.bridge_gradients.end(), 0.f);
                  CascadeActivations<float> activations;
-                 const double total = self.loss(c.ids.data(), c.mask_data(), c.length, a.ids.data(), a.mask_data(),
-                                                a.length, c.batch, true, float(1.0 / double(tokens)), activations);
+                 const double total = self.loss(
+                     {c.ids.data(), c.mask_data(), c.length, a.ids.data(), a.mask_data(), a.length, c.batch},
+                     activations, {true, float(1.0 / double(tokens))});
                  return total / double(tokens);
              },
              py::arg("contexts"), py::arg("context_mask") = py::none(), py::arg("answers") = py::none(),

@@ -148,7 +148,7 @@ py::dict read_all(const Source& source, const std::vector<io::TensorInfo>& infos
     return result;
 }
 
-// A SafetensorsFile with the Checkpoint's file_for, so that read_all serves both.
+// A SafetensorsFile with the ShardedSafetensorsReader's file_for, so that read_all serves both.
 struct SingleFile {
     const io::SafetensorsFile& file;
     const io::SafetensorsFile& file_for(const std::string&) const { return file; }
@@ -340,11 +340,11 @@ void bind_io(py::module_& m) {
           "even), through a temporary file and a rename.");
     m.def("read_checkpoint",
           [](const std::string& path) {
-              std::optional<io::Checkpoint> checkpoint;
+              std::optional<io::ShardedSafetensorsReader> checkpoint;
               std::vector<io::TensorInfo> infos;
               {
                   py::gil_scoped_release release;
-                  checkpoint.emplace(io::Checkpoint::open(path));
+                  checkpoint.emplace(io::ShardedSafetensorsReader::open(path));
                   for (const std::string& name : checkpoint->names()) infos.push_back(checkpoint->info(name));
               }
               return read_all(*checkpoint, infos);
@@ -354,11 +354,11 @@ void bind_io(py::module_& m) {
           "read_safetensors returns them.");
     m.def("checkpoint_info",
           [](const std::string& path) {
-              std::optional<io::Checkpoint> checkpoint;
+              std::optional<io::ShardedSafetensorsReader> checkpoint;
               std::vector<io::TensorInfo> infos;
               {
                   py::gil_scoped_release release;
-                  checkpoint.emplace(io::Checkpoint::open(path));
+                  checkpoint.emplace(io::ShardedSafetensorsReader::open(path));
                   for (const std::string& name : checkpoint->names()) infos.push_back(checkpoint->info(name));
               }
               return info_list(infos);

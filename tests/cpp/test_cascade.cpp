@@ -49,11 +49,11 @@ void expect_cascade_gradients(Cascade<double>& cascade) {
     CascadeActivations<double> a;
     auto loss = [&]() {
         CascadeActivations<double> scratch;
-        return cascade.loss(contexts.data(), context_mask.data(), Lc, answers.data(), answer_mask.data(), La, B, false,
-                            1.0, scratch);
+        return cascade.loss({contexts.data(), context_mask.data(), Lc, answers.data(), answer_mask.data(), La, B},
+                            scratch, {false, 1.0});
     };
     for (auto& group : cascade.parameter_groups()) std::fill(group.gradients, group.gradients + group.size(), 0.0);
-    cascade.loss(contexts.data(), context_mask.data(), Lc, answers.data(), answer_mask.data(), La, B, true, 1.0, a);
+    cascade.loss({contexts.data(), context_mask.data(), Lc, answers.data(), answer_mask.data(), La, B}, a, {true, 1.0});
     for (auto group : cascade.parameter_groups()) {
         for (const auto& info : *group.layout) {
             std::vector<double> values(group.parameters + info.offset, group.parameters + info.offset + info.size);
@@ -132,7 +132,7 @@ TEST(Cascade, FrozenPartsGetNoGradient) {
     std::vector<int32_t> contexts = {5, 6, 7}, answers = {5, 6, 7, 4};
     CascadeActivations<float> a;
     for (auto& group : cascade.parameter_groups()) std::fill(group.gradients, group.gradients + group.size(), 0.f);
-    cascade.loss(contexts.data(), nullptr, 3, answers.data(), nullptr, 4, 1, true, 1.f, a);
+    cascade.loss({contexts.data(), nullptr, 3, answers.data(), nullptr, 4, 1}, a, {true, 1.f});
     for (float g : cascade.encoder.gradients) ASSERT_EQ(g, 0.f);
     for (float g : cascade.decoder.gradients) ASSERT_EQ(g, 0.f);
     double queries = 0;

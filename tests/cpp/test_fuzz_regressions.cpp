@@ -8,7 +8,7 @@
 
 #include "c3/io/c3_checkpoint.hpp"
 #include "c3/io/latents.hpp"
-#include "c3/io/safetensors.hpp"
+#include "c3/io/safetensors_reader.hpp"
 #include "c3/text/bpe.hpp"
 #include "../fuzz/fuzz_common.hpp"
 

@@ -485,7 +485,7 @@ TEST(SafetensorsMalformed, TruncationsAndCorruptionsNeverCrash) {
 // ------------------------------------------------------------------------------------------------------------
 // Checkpoints
 
-TEST(Checkpoint, ShardedRoundTrip) {
+TEST(ShardedSafetensorsReader, ShardedRoundTrip) {
     TempDir directory;
     std::vector<std::vector<float>> storage;
     std::vector<NamedTensor<float>> tensors;
@@ -503,7 +503,7 @@ TEST(Checkpoint, ShardedRoundTrip) {
     EXPECT_EQ(index["metadata"]["total_size"], 5 * 128);
     EXPECT_EQ(index["weight_map"]["model.layers.4.weight"], "model-00003-of-00003.safetensors");
 
-    const Checkpoint checkpoint = Checkpoint::open(directory.path());
+    const ShardedSafetensorsReader checkpoint = ShardedSafetensorsReader::open(directory.path());
     EXPECT_EQ(checkpoint.names().size(), 5u);
     EXPECT_EQ(checkpoint.files().size(), 3u);
     for (size_t layer = 0; layer < 5; ++layer) {
@@ -519,20 +519,20 @@ TEST(Checkpoint, ShardedRoundTrip) {
     // Rewriting small gives a single file, and the stale index goes away.
     write_sharded(directory.path(), std::vector<NamedTensor<float>>{tensors[0]}, DType::F32, 1 << 20);
     EXPECT_FALSE(fs::exists(directory.file("model.safetensors.index.json")));
-    const Checkpoint single = Checkpoint::open(directory.path());
+    const ShardedSafetensorsReader single = ShardedSafetensorsReader::open(directory.path());
     EXPECT_EQ(single.names(), std::vector<std::string>{"model.layers.0.weight"});
     EXPECT_EQ(single.read<float>("model.layers.0.weight"), storage[0]);
     // A single file opens directly too.
-    EXPECT_EQ(Checkpoint::open(directory.file("model.safetensors")).names().size(), 1u);
+    EXPECT_EQ(ShardedSafetensorsReader::open(directory.file("model.safetensors")).names().size(), 1u);
 }
 
-TEST(Checkpoint, BadIndexesAreFormatErrors) {
+TEST(ShardedSafetensorsReader, BadIndexesAreFormatErrors) {
     TempDir directory;
     const std::vector<float> values = {1, 2};
     write_safetensors<float>(directory.file("shard-a.safetensors"), {{"a", {2}, values.data()}}, DType::F32);
     auto index_with = [&](const std::string& text) {
         write_bytes(directory.file("model.safetensors.index.json"), text);
-        return expect_error<FormatError>([&] { Checkpoint::open(directory.path()); });
+        return expect_error<FormatError>([&] { ShardedSafetensorsReader::open(directory.path()); });
     };
     EXPECT_NE(index_with(R"({"weight_map": {"a": "missing.safetensors"}})").find("missing.safetensors"),
               std::string::npos);
@@ -542,10 +542,10 @@ TEST(Checkpoint, BadIndexesAreFormatErrors) {
     EXPECT_NE(index_with(R"({"weight_map": [1]})").find("weight_map"), std::string::npos);
     EXPECT_NE(index_with("{not json").find("not valid JSON"), std::string::npos);
     write_bytes(directory.file("model.safetensors.index.json"), R"({"weight_map": {"a": "shard-a.safetensors"}})");
-    EXPECT_EQ(Checkpoint::open(directory.path()).read<float>("a"), values);
+    EXPECT_EQ(ShardedSafetensorsReader::open(directory.path()).read<float>("a"), values);
 
     TempDir empty;
-    EXPECT_THROW(Checkpoint::open(empty.path()), IOError);
+    EXPECT_THROW(ShardedSafetensorsReader::open(empty.path()), IOError);
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 // Fuzzes the safetensors reader: open arbitrary bytes, then read every tensor it accepted.
-#include "c3/io/safetensors.hpp"
+#include "c3/io/safetensors_reader.hpp"
 #include "fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -8,6 +8,8 @@
 //   loss:           next-token cross-entropy on the answer tokens only
 // Backward runs the same path in reverse: decoder -> latents -> projector -> encoder slots -> Q and encoder.
 #pragma once
+#include <utility>
+
 #include "c3/cascade/baselines.hpp"
 #include "c3/model/generate.hpp"
 #include "c3/model/loss.hpp"
@@ -70,7 +72,7 @@ struct CascadeConfig {
     }
 };
 
-// Q and the projector, named as in the official checkpoint.
+// Q and the projector, named as in the official checkpoint. Q is the first entry; the projector's tensors follow.
 inline std::vector<ParameterInfo> bridge_layout(const CascadeConfig& c) {
     LayoutBuilder b;
     const size_t de = c.encoder.hidden_size, dd = c.decoder.hidden_size;
@@ -86,6 +88,57 @@ inline std::vector<ParameterInfo> bridge_layout(const CascadeConfig& c) {
     }
     return b.entries;
 }
+
+// Pointers to Q and the projector in a buffer of bridge_layout (parameters or gradients), as TransformerWeights
+// has for a transformer. The MLP projector is projector_weight, GELU, then output_weight; the linear one has no
+// output layer (null).
+template <typename T>
+struct BridgeWeights {
+    T* queries = nullptr;                                   // Q [N, d_enc]
+    T *projector_weight = nullptr, *projector_bias = nullptr;  // [d_dec, d_enc], [d_dec]
+    T *output_weight = nullptr, *output_bias = nullptr;        // [d_dec, d_dec], [d_dec] (MLP projector only)
+};
+
+// With a trainable mask (one byte per layout entry), frozen entries get null pointers.
+template <typename T>
+BridgeWeights<T> bind_bridge_weights(const CascadeConfig& c, const std::vector<ParameterInfo>& layout, T* base,
+                                     const std::vector<uint8_t>* trainable = nullptr) {
+    size_t index = 0;
+    auto next = [&]() -> T* {
+        const size_t entry = index++;
+        return (trainable && !(*trainable)[entry]) ? nullptr : base + layout.at(entry).offset;
+    };
+    BridgeWeights<T> w;
+    w.queries = next();
+    w.projector_weight = next();
+    w.projector_bias = next();
+    if (c.projector == ProjectorKind::Mlp) {
+        w.output_weight = next();
+        w.output_bias = next();
+    }
+    return w;
+}
+
+// One batch of (context, answer) pairs for Cascade::loss. Contexts are left-padded, answers right-padded; a null
+// mask means every position is a token.
+struct CascadeBatch {
+    const int32_t* contexts = nullptr;    // [batch, context_length]
+    const uint8_t* context_mask = nullptr;
+    size_t context_length = 0;
+    const int32_t* answers = nullptr;     // [batch, answer_length]
+    const uint8_t* answer_mask = nullptr;
+    size_t answer_length = 0;
+    size_t batch = 0;
+};
+
+// How Cascade::loss runs, and what it reports besides the sum.
+template <typename T>
+struct CascadeLossOptions {
+    bool backward = false;                 // accumulate token_weight * d(sum) into every trainable part
+    T token_weight = T(0);                 // 1 / tokens makes the gradient that of the mean
+    size_t* token_count = nullptr;         // when set: receives the number of answer tokens scored
+    std::vector<T>* row_losses = nullptr;  // when set: receives each decoder row's loss [B * Ld]
+};
 
 template <typename T>
 struct CascadeActivations {
@@ -137,26 +190,21 @@ public:
         decoder.init_random(seed * 3 + 2);
         init_parameters(bridge_parameters.data(), bridge, config.encoder.initializer_range, seed * 3 + 3);
     }
-    T* bridge_data(const std::string& name) { return bridge_parameters.data() + find_parameter(bridge, name).offset; }
-    const T* bridge_data(const std::string& name) const {
-        return bridge_parameters.data() + find_parameter(bridge, name).offset;
+    // Views of Q and the projector, bound on each call (so that a copied cascade points at its own buffers).
+    BridgeWeights<T> bridge_weights() { return bind_bridge_weights(config, bridge, bridge_parameters.data()); }
+    BridgeWeights<const T> bridge_weights() const {
+        return bind_bridge_weights(config, bridge, static_cast<const T*>(bridge_parameters.data()));
     }
-    T* bridge_gradient(const std::string& name) {
-        const size_t e = entry_index(name);
-        return bridge_trainable[e] ? bridge_gradients.data() + bridge[e].offset : nullptr;
-    }
-    size_t entry_index(const std::string& name) const {
-        for (size_t e = 0; e < bridge.size(); ++e)
-            if (bridge[e].name == name) return e;
-        throw ValueError("no cascade parameter named '" + name + "'");
+    // Their gradients: null where frozen.
+    BridgeWeights<T> bridge_weight_gradients() {
+        return bind_bridge_weights(config, bridge, bridge_gradients.data(), &bridge_trainable);
     }
     // Freezing by part: "encoder", "decoder", "queries" (Q) or "projector".
     void set_trainable(const std::string& part, bool value) {
         if (part == "encoder") encoder.set_trainable("", value);
         else if (part == "decoder") decoder.set_trainable("", value);
-        else if (part == "queries") bridge_trainable[0] = value;
-        else if (part == "projector")
-            for (size_t e = 1; e < bridge.size(); ++e) bridge_trainable[e] = value;
+        else if (part == "queries") bridge_trainable.front() = value;  // Q leads bridge_layout
+        else if (part == "projector") std::fill(bridge_trainable.begin() + 1, bridge_trainable.end(), value);
         else throw ValueError("unknown cascade part '" + part + "' (encoder, decoder, queries, projector)");
     }
     std::vector<ParameterGroup<T>> parameter_groups() {
@@ -204,7 +252,7 @@ public:
         }
         a.encoder_input.resize(batch * Le * de);
         encoder.embed(a.encoder_input.data(), a.encoder_ids.data(), batch * Le);
-        const T* queries = bridge_data("model.Q.weight");
+        const T* queries = bridge_weights().queries;
         for (size_t b = 0; b < batch; ++b)
             std::memcpy(a.encoder_input.data() + (b * Le + context_length + 1) * de, queries, N * de * sizeof(T));
         ForwardInput<T> in{batch, Le, nullptr, a.encoder_input.data(), a.encoder_mask.data(), nullptr};
@@ -268,25 +316,26 @@ public:
         return targets;
     }
 
-    // Sum of answer-token losses; with backward, accumulates token_weight * d(sum) into every trainable part.
-    double loss(const int32_t* contexts, const uint8_t* context_mask, size_t context_length, const int32_t* answers,
-                const uint8_t* answer_mask, size_t answer_length, size_t batch, bool backward, T token_weight,
-                CascadeActivations<T>& a, size_t* token_count = nullptr, std::vector<T>* row_losses = nullptr) {
+    // Sum of answer-token losses over the batch; options.backward also accumulates token_weight * d(sum) into
+    // every trainable part.
+    double loss(const CascadeBatch& batch, CascadeActivations<T>& a, const CascadeLossOptions<T>& options = {}) {
+        const bool backward = options.backward;
+        const size_t B = batch.batch;
         const bool encoder_side = backward && (encoder.any_trainable() || any_bridge_trainable());
-        compress(contexts, context_mask, batch, context_length, a, encoder_side);
+        compress(batch.contexts, batch.context_mask, B, batch.context_length, a, encoder_side);
         build_decoder_input(a.latents.data(), a.block_width, a.block_mask.empty() ? nullptr : a.block_mask.data(),
-                            answers, answer_mask, batch, answer_length, a);
+                            batch.answers, batch.answer_mask, B, batch.answer_length, a);
         const std::vector<int32_t> targets = answer_targets(a);
-        if (token_count) *token_count = count_targets(targets.data(), targets.size());
-        const size_t Ld = config.prompt_length(a.block_width) + answer_length, dd = config.decoder.hidden_size;
-        ForwardInput<T> in{batch, Ld, nullptr, a.decoder_input.data(), a.decoder_mask.data(), nullptr};
+        if (options.token_count) *options.token_count = count_targets(targets.data(), targets.size());
+        const size_t Ld = config.prompt_length(a.block_width) + batch.answer_length, dd = config.decoder.hidden_size;
+        ForwardInput<T> in{B, Ld, nullptr, a.decoder_input.data(), a.decoder_mask.data(), nullptr};
         std::vector<T> dinput;
-        if (encoder_side) dinput.assign(batch * Ld * dd, T(0));
+        if (encoder_side) dinput.assign(B * Ld * dd, T(0));
         // The decoder's own embedding rows get their gradient below, from dinput, so that latent rows stay apart.
-        double total = language_model_loss(decoder, in, targets.data(), backward, token_weight, a.decoder,
-                                           encoder_side || decoder.any_trainable() ? ensure_dinput(dinput, batch * Ld * dd)
+        double total = language_model_loss(decoder, in, targets.data(), backward, options.token_weight, a.decoder,
+                                           encoder_side || decoder.any_trainable() ? ensure_dinput(dinput, B * Ld * dd)
                                                                                    : nullptr,
-                                           row_losses);
+                                           options.row_losses);
         if (backward) backward_from_decoder_input(a, dinput);
         return total;
     }
@@ -364,17 +413,17 @@ private:
     void project(CascadeActivations<T>& a) const {
         const size_t rows = a.batch * config.num_latents, de = config.encoder.hidden_size, dd = config.decoder.hidden_size;
         a.latents.resize(rows * dd);
+        const BridgeWeights<const T> w = bridge_weights();
         if (config.projector == ProjectorKind::Linear) {
-            ops::linear_forward(a.latents.data(), a.slot_states.data(), bridge_data("model.mm_projector.weight"),
-                                bridge_data("model.mm_projector.bias"), rows, de, dd);
+            ops::linear_forward(a.latents.data(), a.slot_states.data(), w.projector_weight, w.projector_bias, rows, de, dd);
         } else {
             a.projector_hidden.resize(rows * dd);
             a.projector_activation.resize(rows * dd);
-            ops::linear_forward(a.projector_hidden.data(), a.slot_states.data(), bridge_data("model.mm_projector.0.weight"),
-                                bridge_data("model.mm_projector.0.bias"), rows, de, dd);
+            ops::linear_forward(a.projector_hidden.data(), a.slot_states.data(), w.projector_weight, w.projector_bias,
+                                rows, de, dd);
             ops::gelu_forward(a.projector_activation.data(), a.projector_hidden.data(), rows * dd);
-            ops::linear_forward(a.latents.data(), a.projector_activation.data(), bridge_data("model.mm_projector.2.weight"),
-                                bridge_data("model.mm_projector.2.bias"), rows, dd, dd);
+            ops::linear_forward(a.latents.data(), a.projector_activation.data(), w.output_weight, w.output_bias, rows,
+                                dd, dd);
         }
     }
 
@@ -403,27 +452,26 @@ private:
             std::memcpy(dlatents.data() + b * N * dd, dinput.data() + (b * Ld + slot) * dd, N * dd * sizeof(T));
         // Projector.
         const size_t rows = B * N;
+        const BridgeWeights<const T> w = std::as_const(*this).bridge_weights();
+        const BridgeWeights<T> g = bridge_weight_gradients();
         std::vector<T> dslots(rows * de, T(0));
         if (config.projector == ProjectorKind::Linear) {
-            ops::linear_backward(dslots.data(), bridge_gradient("model.mm_projector.weight"),
-                                 bridge_gradient("model.mm_projector.bias"), dlatents.data(), a.slot_states.data(),
-                                 bridge_data("model.mm_projector.weight"), rows, de, dd);
+            ops::linear_backward(dslots.data(), g.projector_weight, g.projector_bias, dlatents.data(),
+                                 a.slot_states.data(), w.projector_weight, rows, de, dd);
         } else {
             std::vector<T> dactivation(rows * dd, T(0)), dhidden(rows * dd, T(0));
-            ops::linear_backward(dactivation.data(), bridge_gradient("model.mm_projector.2.weight"),
-                                 bridge_gradient("model.mm_projector.2.bias"), dlatents.data(),
-                                 a.projector_activation.data(), bridge_data("model.mm_projector.2.weight"), rows, dd, dd);
+            ops::linear_backward(dactivation.data(), g.output_weight, g.output_bias, dlatents.data(),
+                                 a.projector_activation.data(), w.output_weight, rows, dd, dd);
             ops::gelu_backward(dhidden.data(), dactivation.data(), a.projector_hidden.data(), rows * dd);
-            ops::linear_backward(dslots.data(), bridge_gradient("model.mm_projector.0.weight"),
-                                 bridge_gradient("model.mm_projector.0.bias"), dhidden.data(), a.slot_states.data(),
-                                 bridge_data("model.mm_projector.0.weight"), rows, de, dd);
+            ops::linear_backward(dslots.data(), g.projector_weight, g.projector_bias, dhidden.data(),
+                                 a.slot_states.data(), w.projector_weight, rows, de, dd);
         }
         if (config.method == CompressionMethod::MeanPool) {
             baselines::mean_pool_backward(*this, a, dslots.data());
             return;
         }
-        const bool queries_trainable = bridge_trainable[0];
-        if (!encoder.any_trainable() && !queries_trainable) return;
+        T* dqueries = g.queries;  // null when Q is frozen
+        if (!encoder.any_trainable() && !dqueries) return;
         // Encoder: the gradient enters at the slot rows of its final hidden states.
         const size_t Lc = a.context_length, Le = config.encoder_length(Lc);
         std::vector<T> dhidden(B * Le * de, T(0)), dencoder_input(B * Le * de, T(0));
@@ -431,7 +479,6 @@ private:
             std::memcpy(dhidden.data() + (b * Le + Lc + 1) * de, dslots.data() + b * N * de, N * de * sizeof(T));
         encoder.backward(a.encoder, nullptr, dhidden.data(), dencoder_input.data(), encoder.any_trainable());
         // Slot rows feed Q; token rows feed the encoder's embedding table.
-        T* dqueries = bridge_gradient("model.Q.weight");
         for (size_t b = 0; b < B; ++b)
             for (size_t t = 0; t < Le; ++t) {
                 const T* g = dencoder_input.data() + (b * Le + t) * de;

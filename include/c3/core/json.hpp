@@ -2,6 +2,7 @@
 // tokenizer.json): one parser entry point, so every malformed input ends in the same typed FormatError.
 #pragma once
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -55,6 +56,23 @@ inline nlohmann::json parse_json_text(const std::string& text, const std::string
         }
         throw FormatError(what + " is not valid JSON: " + message);
     }
+}
+
+// A JSON integer >= 0 that fits size_t; false for negative numbers, floats and anything else.
+inline bool json_to_size(const nlohmann::json& value, size_t& out) {
+    if (value.is_number_unsigned()) {
+        const uint64_t number = value.get<uint64_t>();
+        if (number > uint64_t(SIZE_MAX)) return false;
+        out = size_t(number);
+        return true;
+    }
+    if (value.is_number_integer()) {
+        const int64_t number = value.get<int64_t>();
+        if (number < 0) return false;
+        out = size_t(number);
+        return true;
+    }
+    return false;
 }
 
 }  // namespace c3

@@ -78,9 +78,9 @@ template <typename T>
 Cascade<T> load_c3(const std::string& directory, const CascadeConfig& defaults,
                    WeightStorage storage = WeightStorage::Float) {
     const CascadeConfig config = read_c3_config(directory, defaults);
-    const Checkpoint decoder_checkpoint = Checkpoint::open(directory);
+    const ShardedSafetensorsReader decoder_checkpoint = ShardedSafetensorsReader::open(directory);
     const std::string encoder_directory = (std::filesystem::path(directory) / "llm1").string();
-    const Checkpoint encoder_checkpoint = Checkpoint::open(encoder_directory);
+    const ShardedSafetensorsReader encoder_checkpoint = ShardedSafetensorsReader::open(encoder_directory);
     check_layout(decoder_checkpoint, transformer_layout(config.decoder), directory);
     check_layout(decoder_checkpoint, bridge_layout(config), directory);
     check_layout(encoder_checkpoint, transformer_layout(config.encoder), encoder_directory);

@@ -10,7 +10,8 @@
 #include <string>
 
 #include "c3/core/errors.hpp"
-#include "c3/io/safetensors.hpp"
+#include "c3/core/json.hpp"
+#include "c3/io/files.hpp"
 #include "c3/model/config.hpp"
 
 namespace c3::io {

@@ -3,14 +3,14 @@
 #include <filesystem>
 
 #include "c3/io/hf_config.hpp"
-#include "c3/io/safetensors.hpp"
+#include "c3/io/sharded_safetensors.hpp"
 #include "c3/model/transformer.hpp"
 
 namespace c3::io {
 
 // Checks that the checkpoint holds every tensor of `layout` with its shape. Loaders call it before they
 // allocate the model, so a config that claims sizes the file does not hold costs nothing.
-inline void check_layout(const Checkpoint& checkpoint, const std::vector<ParameterInfo>& layout,
+inline void check_layout(const ShardedSafetensorsReader& checkpoint, const std::vector<ParameterInfo>& layout,
                          const std::string& source, const std::string& prefix = "") {
     for (const ParameterInfo& info : layout) {
         const std::string name = prefix + info.name;
@@ -24,7 +24,7 @@ inline void check_layout(const Checkpoint& checkpoint, const std::vector<Paramet
 // Reads every tensor of `layout` from the checkpoint into `destination` (converted to T), checking shapes.
 // `prefix` is prepended to each name (e.g. "" for a plain model). Extra tensors in the file are ignored.
 template <typename T>
-void read_layout(const Checkpoint& checkpoint, const std::vector<ParameterInfo>& layout, T* destination,
+void read_layout(const ShardedSafetensorsReader& checkpoint, const std::vector<ParameterInfo>& layout, T* destination,
                  const std::string& source, const std::string& prefix = "") {
     check_layout(checkpoint, layout, source, prefix);
     for (const ParameterInfo& info : layout) checkpoint.read_into(prefix + info.name, destination + info.offset, info.size);
@@ -32,17 +32,14 @@ void read_layout(const Checkpoint& checkpoint, const std::vector<ParameterInfo>&
 
 // Reads a checkpoint into a bf16-stored model: matrices to bf16 (exact when the file is bf16), the rest to T.
 template <typename T>
-void read_layout_bf16(const Checkpoint& checkpoint, Transformer<T>& model, const std::string& source) {
+void read_layout_bf16(const ShardedSafetensorsReader& checkpoint, Transformer<T>& model, const std::string& source) {
     check_layout(checkpoint, model.layout, source);
     for (size_t e = 0; e < model.layout.size(); ++e) {
         const ParameterInfo& info = model.layout[e];
-        if (Transformer<T>::is_matrix(info)) {
-            const std::vector<float> values = checkpoint.read<float>(info.name);
-            uint16_t* target = model.bf16_parameters.data() + info.offset;
-            for (size_t i = 0; i < info.size; ++i) target[i] = float_to_bf16(values[i]);
-        } else {
-            checkpoint.read_into(info.name, model.small_parameters.data() + model.small_offsets[e], info.size);
-        }
+        if (Bf16Storage<T>::is_matrix(info))
+            model.bf16.assign(model.layout, e, checkpoint.read<float>(info.name).data());
+        else
+            checkpoint.read_into(info.name, model.bf16.vectors.data() + model.bf16.vector_offsets[e], info.size);
     }
 }
 
@@ -50,7 +47,7 @@ void read_layout_bf16(const Checkpoint& checkpoint, Transformer<T>& model, const
 template <typename T>
 Transformer<T> load_transformer(const std::string& directory, WeightStorage storage = WeightStorage::Float) {
     const TransformerConfig config = read_hf_config(directory);
-    const Checkpoint checkpoint = Checkpoint::open(directory);
+    const ShardedSafetensorsReader checkpoint = ShardedSafetensorsReader::open(directory);
     check_layout(checkpoint, transformer_layout(config), directory);
     Transformer<T> model(config, storage, /*random_init=*/false);  // every tensor is read below
     if (storage == WeightStorage::Bf16) read_layout_bf16(checkpoint, model, directory);

@@ -4,7 +4,7 @@
 #pragma once
 #include <cmath>
 
-#include "c3/io/safetensors.hpp"
+#include "c3/io/safetensors_reader.hpp"
 
 namespace c3::io {
 

@@ -11,14 +11,12 @@
 #include <memory>
 #include <vector>
 
-#include "c3/core/float16.hpp"
+#include "c3/model/bf16_storage.hpp"
 #include "c3/model/config.hpp"
 #include "c3/model/weights.hpp"
 #include "c3/ops/attention.hpp"
 #include "c3/ops/embedding.hpp"
 #include "c3/ops/linear.hpp"
-#include "c3/ops/linear_bf16.hpp"
-#include "c3/ops/matmul_bf16.hpp"
 #include "c3/ops/rmsnorm.hpp"
 #include "c3/ops/rope.hpp"
 #include "c3/ops/swiglu.hpp"
@@ -102,12 +100,9 @@ public:
     std::vector<T> gradients;         // empty until enable_gradients()
     std::vector<uint8_t> trainable;   // per layout entry; a frozen tensor gets no gradient work
     TransformerWeights<T> weights, weight_gradients;  // weight_gradients: null where frozen
-    // bf16 storage (inference only): matrices in bf16_parameters (same offsets as the float layout), norms and
-    // biases in small_parameters; `parameters` is then empty and weights' matrix pointers are null.
-    std::vector<uint16_t> bf16_parameters;
-    std::vector<T> small_parameters;
-    std::vector<size_t> small_offsets;
-    Bf16Weights bf16;
+    // bf16 storage (inference only; empty with float storage). `parameters` is then empty, and weights holds
+    // only the norm and bias pointers, into bf16.vectors.
+    Bf16Storage<T> bf16;
     // With bf16 storage: passes over more than 4 rows (a prompt) round their activations to bf16 and multiply with
     // bf16 dot products (AVX512-BF16 where compiled for it), as bf16 inference in PyTorch does; twice the rate of
     // float products. Decode steps (memory-bound) keep float compute. Off by default: float compute is closer
@@ -123,7 +118,8 @@ public:
         layout = transformer_layout(config);
         trainable.assign(layout.size(), 1);
         if (storage == WeightStorage::Bf16) {
-            allocate_bf16();
+            bf16.allocate(layout);
+            bf16.bind(config, layout, weights);
             return;
         }
         parameters.assign(layout_size(layout), T(0));
@@ -131,10 +127,7 @@ public:
         if (random_init) init_parameters(parameters.data(), layout, config.initializer_range, 0);
     }
 
-    bool stores_bf16() const { return !bf16_parameters.empty(); }
-    static bool is_matrix(const ParameterInfo& info) {
-        return info.kind == ParameterKind::Matrix || info.kind == ParameterKind::Embedding;
-    }
+    bool stores_bf16() const { return !bf16.empty(); }
 
     // Converts float storage to bf16 (round to nearest even) and frees the float buffer.
     void store_as_bf16() {
@@ -142,15 +135,10 @@ public:
         const std::vector<T> source = std::move(parameters);
         parameters = {};
         gradients = {};
-        allocate_bf16();
-        for (size_t e = 0; e < layout.size(); ++e) {
-            const ParameterInfo& info = layout[e];
-            const T* from = source.data() + info.offset;
-            if (is_matrix(info))
-                for (size_t i = 0; i < info.size; ++i) bf16_parameters[info.offset + i] = float_to_bf16(float(from[i]));
-            else
-                std::copy(from, from + info.size, small_parameters.begin() + small_offsets[e]);
-        }
+        weight_gradients = TransformerWeights<T>{};
+        bf16.allocate(layout);
+        for (size_t e = 0; e < layout.size(); ++e) bf16.assign(layout, e, source.data() + layout[e].offset);
+        bf16.bind(config, layout, weights);
     }
     // The weight views point into our own buffers: a copy rebinds them to its buffers. A move keeps the
     // buffers (a moved std::vector keeps its heap block), so loading into a shared_ptr copies nothing.
@@ -163,9 +151,7 @@ public:
         parameters = other.parameters;
         gradients = other.gradients;
         trainable = other.trainable;
-        bf16_parameters = other.bf16_parameters;
-        small_parameters = other.small_parameters;
-        small_offsets = other.small_offsets;
+        bf16 = other.bf16;
         bf16_compute = other.bf16_compute;
         rebind();
         return *this;
@@ -177,22 +163,20 @@ public:
         parameters = std::move(other.parameters);
         gradients = std::move(other.gradients);
         trainable = std::move(other.trainable);
-        bf16_parameters = std::move(other.bf16_parameters);
-        small_parameters = std::move(other.small_parameters);
-        small_offsets = std::move(other.small_offsets);
+        bf16 = std::move(other.bf16);
         bf16_compute = other.bf16_compute;
         rebind();
         other.weights = other.weight_gradients = TransformerWeights<T>{};
-        other.bf16 = Bf16Weights{};
+        other.bf16.weights = Bf16Weights{};
         return *this;
     }
     // Points the weight views at the current buffers (after a buffer was replaced).
     void rebind() {
         weights = weight_gradients = TransformerWeights<T>{};
-        bf16 = Bf16Weights{};
+        bf16.weights = Bf16Weights{};
         if (layout.empty()) return;
         if (stores_bf16()) {
-            bind_bf16_weights(config, layout, bf16_parameters.data(), small_parameters.data(), small_offsets, weights, bf16);
+            bf16.bind(config, layout, weights);
             return;
         }
         weights = bind_transformer_weights(config, layout, parameters.data());
@@ -204,13 +188,8 @@ public:
     // nearest even). The caller has checked the shape.
     void assign_parameter(size_t e, const float* values) {
         const ParameterInfo& info = layout.at(e);
-        if (!stores_bf16()) {
-            std::copy(values, values + info.size, parameters.begin() + long(info.offset));
-        } else if (is_matrix(info)) {
-            for (size_t i = 0; i < info.size; ++i) bf16_parameters[info.offset + i] = float_to_bf16(values[i]);
-        } else {
-            std::copy(values, values + info.size, small_parameters.begin() + long(small_offsets[e]));
-        }
+        if (stores_bf16()) bf16.assign(layout, e, values);
+        else std::copy(values, values + info.size, parameters.begin() + long(info.offset));
     }
     size_t parameter_index(const std::string& name) const {
         for (size_t e = 0; e < layout.size(); ++e)
@@ -220,17 +199,17 @@ public:
 
     size_t num_parameters() const { return layout_size(layout); }
     void init_random(uint64_t seed) {
-        C3_CHECK(!stores_bf16(), ValueError, "init_random needs float storage");
+        require_float_storage("init_random");
         init_parameters(parameters.data(), layout, config.initializer_range, seed);
     }
     const ParameterInfo& parameter(const std::string& name) const { return find_parameter(layout, name); }
     T* parameter_data(const std::string& name) {
-        C3_CHECK(!stores_bf16(), ValueError, "parameter_data needs float storage");
+        require_float_storage("parameter_data");
         return parameters.data() + parameter(name).offset;
     }
 
     void enable_gradients() {
-        C3_CHECK(!stores_bf16(), ValueError, "a model stored in bf16 is for inference only; load it in float to train");
+        require_trainable_storage();
         if (gradients.size() != parameters.size()) gradients.assign(parameters.size(), T(0));
         weight_gradients = bind_transformer_weights(config, layout, gradients.data(), &trainable);
     }
@@ -247,7 +226,7 @@ public:
     // old rows plus small seeded noise (as transformers' resize_token_embeddings does), so new special tokens
     // begin as an average token rather than an outlier.
     void resize_vocabulary(size_t vocab_size, uint64_t seed) {
-        C3_CHECK(!stores_bf16(), ValueError, "resize_vocabulary needs float storage");
+        require_float_storage("resize_vocabulary");
         C3_CHECK(vocab_size > 0, ValueError, "vocab_size must be positive");
         const std::vector<ParameterInfo> old_layout = layout;
         const std::vector<T> old = std::move(parameters);
@@ -290,10 +269,8 @@ public:
 
     // Embedding lookup: output [count, hidden].
     void embed(T* output, const int32_t* ids, size_t count) const {
-        if (stores_bf16())
-            ops::embedding_forward_bf16(output, ids, bf16.embed, count, config.vocab_size, config.hidden_size);
-        else
-            ops::embedding_forward(output, ids, weights.embed, count, config.vocab_size, config.hidden_size);
+        if (stores_bf16()) bf16.embed(output, ids, count, config.vocab_size, config.hidden_size);
+        else ops::embedding_forward(output, ids, weights.embed, count, config.vocab_size, config.hidden_size);
     }
 
     // The float matrices transposed to [in, out] (see TransposedWeights), built in parallel. Leaves `out` empty
@@ -391,11 +368,11 @@ public:
                                   cache ? cache->capacity * kvw : L * kvw, key_stride};
 
         a.layers.resize(save_for_backward ? c.num_layers : 1);
+        const ForwardMatrices matrices = forward_matrices(transposed);
         const T* layer_input = x;
         for (size_t l = 0; l < c.num_layers; ++l) {
-            const LayerWeights<T>& w = weights.layers[l];
-            const Bf16LayerWeights h = stores_bf16() ? bf16.layers[l] : Bf16LayerWeights{};
-            const LayerWeights<T> t = transposed ? transposed->layers[l] : LayerWeights<T>{};
+            const LayerWeights<T>& w = weights.layers[l];  // norms and biases, in either storage
+            const LayerMatrices& m = matrices.layers[l];
             LayerActivations<T>& s = a.layers[save_for_backward ? l : 0];
             T* norm1 = ensure_size(s.norm1, N * d);
             T* rstd1 = ensure_size(s.rstd1, N);
@@ -413,9 +390,9 @@ public:
             T* output = ensure_size(s.output, N * d);
 
             ops::rmsnorm_forward(norm1, rstd1, layer_input, w.input_norm, N, d, c.rms_norm_eps);
-            project(q, norm1, w.q_weight, h.q_weight, w.q_bias, N, d, qw, t.q_weight);
-            project(k, norm1, w.k_weight, h.k_weight, w.k_bias, N, d, kvw, t.k_weight);
-            project(v, norm1, w.v_weight, h.v_weight, w.v_bias, N, d, kvw, t.v_weight);
+            project(q, norm1, m.q, w.q_bias, N, d, qw);
+            project(k, norm1, m.k, w.k_bias, N, d, kvw);
+            project(v, norm1, m.v, w.v_bias, N, d, kvw);
             ops::rope_forward(q, a.rope_cos.data(), a.rope_sin.data(), N, c.num_heads, c.head_dim, qw);
             ops::rope_forward(k, a.rope_cos.data(), a.rope_sin.data(), N, c.num_kv_heads, c.head_dim, kvw);
             const T* keys = k;
@@ -430,13 +407,13 @@ public:
                 values = cache->values[l].data();
             }
             ops::attention_forward(attention, probs, q, keys, values, key_valid, shape);
-            project(middle, attention, w.o_weight, h.o_weight, w.o_bias, N, qw, d, t.o_weight);
+            project(middle, attention, m.o, w.o_bias, N, qw, d);
             add_in_place(middle, layer_input, N * d);  // residual
             ops::rmsnorm_forward(norm2, rstd2, middle, w.post_norm, N, d, c.rms_norm_eps);
-            project(gate, norm2, w.gate_weight, h.gate_weight, static_cast<const T*>(nullptr), N, d, ff, t.gate_weight);
-            project(up, norm2, w.up_weight, h.up_weight, static_cast<const T*>(nullptr), N, d, ff, t.up_weight);
+            project(gate, norm2, m.gate, nullptr, N, d, ff);
+            project(up, norm2, m.up, nullptr, N, d, ff);
             ops::swiglu_forward(act, gate, up, N, ff);
-            project(output, act, w.down_weight, h.down_weight, static_cast<const T*>(nullptr), N, ff, d, t.down_weight);
+            project(output, act, m.down, nullptr, N, ff, d);
             add_in_place(output, middle, N * d);  // residual
             layer_input = output;
         }
@@ -446,15 +423,15 @@ public:
         ops::rmsnorm_forward(hidden, ensure_size(a.rstd_final, N), layer_input, weights.final_norm, N, d,
                              c.rms_norm_eps);
         if (logits_mode == LogitsMode::All) {
-            project(ensure_size(a.logits, N * c.vocab_size), hidden, weights.lm_head, bf16.lm_head,
-                    static_cast<const T*>(nullptr), N, d, c.vocab_size, transposed ? transposed->lm_head : nullptr);
+            project(ensure_size(a.logits, N * c.vocab_size), hidden, matrices.lm_head, nullptr, N, d, c.vocab_size);
         } else if (logits_mode == LogitsMode::Last) {
             // The last row of each sequence: with left padding, the last real token.
             std::vector<T> last(B * d);
             for (size_t b = 0; b < B; ++b)
                 std::memcpy(last.data() + b * d, hidden + (b * L + L - 1) * d, d * sizeof(T));
-            project(ensure_size(a.logits, B * c.vocab_size), last.data(), weights.lm_head, bf16.lm_head,
-                                static_cast<const T*>(nullptr), B, d, c.vocab_size);
+            StoredMatrix head = matrices.lm_head;
+            head.transposed = nullptr;  // B rows: the plain product
+            project(ensure_size(a.logits, B * c.vocab_size), last.data(), head, nullptr, B, d, c.vocab_size);
         }
     }
 
@@ -479,7 +456,7 @@ public:
                        const TransformerWeights<T>* g) const {
         const TransformerConfig& c = config;
         C3_CHECK(a.saved, ValueError, "backward needs a forward run with save_for_backward");
-        C3_CHECK(!stores_bf16(), ValueError, "a model stored in bf16 is for inference only; load it in float to train");
+        require_trainable_storage();
         const size_t B = a.batch, L = a.length, N = B * L, d = c.hidden_size;
         const size_t qw = c.q_width(), kvw = c.kv_width(), ff = c.intermediate_size;
         auto grad = [&](T* TransformerWeights<T>::*field) -> T* { return g ? g->*field : nullptr; };
@@ -556,23 +533,61 @@ public:
     }
 
 private:
-    void allocate_bf16() {
-        bf16_parameters.assign(layout_size(layout), 0);
-        small_offsets.assign(layout.size(), 0);
-        size_t small = 0;
-        for (size_t e = 0; e < layout.size(); ++e)
-            if (!is_matrix(layout[e])) small_offsets[e] = small, small += layout[e].size;
-        small_parameters.assign(small, T(0));
-        bind_bf16_weights(config, layout, bf16_parameters.data(), small_parameters.data(), small_offsets, weights, bf16);
+    // A matrix as a forward product reads it: bf16 [out, in] with bf16 storage; with float storage, the matrix
+    // [out, in] and, where the caller passed TransposedWeights, its copy transposed to [in, out].
+    struct StoredMatrix {
+        const T* weight = nullptr;
+        const T* transposed = nullptr;
+        const uint16_t* bf16 = nullptr;
+    };
+    struct LayerMatrices {
+        StoredMatrix q, k, v, o, gate, up, down;
+    };
+    struct ForwardMatrices {
+        std::vector<LayerMatrices> layers;
+        StoredMatrix lm_head;
+    };
+
+    // The one place a forward pass chooses between bf16 and float storage (and the transposed float copy).
+    ForwardMatrices forward_matrices(const TransformerWeights<T>* transposed) const {
+        ForwardMatrices m;
+        m.layers.resize(config.num_layers);
+        if (stores_bf16()) {
+            for (size_t l = 0; l < config.num_layers; ++l) {
+                const Bf16LayerWeights& h = bf16.weights.layers[l];
+                m.layers[l] = {{nullptr, nullptr, h.q_weight},    {nullptr, nullptr, h.k_weight},
+                               {nullptr, nullptr, h.v_weight},    {nullptr, nullptr, h.o_weight},
+                               {nullptr, nullptr, h.gate_weight}, {nullptr, nullptr, h.up_weight},
+                               {nullptr, nullptr, h.down_weight}};
+            }
+            m.lm_head = {nullptr, nullptr, bf16.weights.lm_head};
+            return m;
+        }
+        for (size_t l = 0; l < config.num_layers; ++l) {
+            const LayerWeights<T>& w = weights.layers[l];
+            const LayerWeights<T> t = transposed ? transposed->layers[l] : LayerWeights<T>{};
+            m.layers[l] = {{w.q_weight, t.q_weight, nullptr},       {w.k_weight, t.k_weight, nullptr},
+                           {w.v_weight, t.v_weight, nullptr},       {w.o_weight, t.o_weight, nullptr},
+                           {w.gate_weight, t.gate_weight, nullptr}, {w.up_weight, t.up_weight, nullptr},
+                           {w.down_weight, t.down_weight, nullptr}};
+        }
+        m.lm_head = {weights.lm_head, transposed ? transposed->lm_head : nullptr, nullptr};
+        return m;
     }
 
-    // A linear layer on float or bf16 weights, or on the float weight transposed ([in, out]) where given.
-    void project(T* output, const T* input, const T* weight, const uint16_t* weight_bf16, const T* bias,
-                 size_t rows, size_t in, size_t out, const T* weight_transposed = nullptr) const {
-        if (weight_transposed) ops::matmul_pretransposed(output, input, weight_transposed, bias, rows, in, out);
-        else if (!weight_bf16) ops::linear_forward(output, input, weight, bias, rows, in, out);
-        else if (bf16_compute && rows > 4) ops::linear_forward_bf16_compute(output, input, weight_bf16, bias, rows, in, out);
-        else ops::linear_forward_bf16(output, input, weight_bf16, bias, rows, in, out);
+    // output [rows, out] = input [rows, in] * matrix^T + bias, by the kernel of the matrix's storage.
+    void project(T* output, const T* input, const StoredMatrix& matrix, const T* bias, size_t rows, size_t in,
+                 size_t out) const {
+        if (matrix.bf16) bf16.linear_forward(output, input, matrix.bf16, bias, rows, in, out, bf16_compute);
+        else if (matrix.transposed) ops::matmul_pretransposed(output, input, matrix.transposed, bias, rows, in, out);
+        else ops::linear_forward(output, input, matrix.weight, bias, rows, in, out);
+    }
+
+    void require_float_storage(const char* what) const {
+        C3_CHECK(!stores_bf16(), ValueError, what, " needs float storage");
+    }
+    void require_trainable_storage() const {
+        C3_CHECK(!stores_bf16(), ValueError, "a model stored in bf16 is for inference only; load it in float to train");
     }
 
     static void add_in_place(T* target, const T* source, size_t count) {

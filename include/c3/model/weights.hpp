@@ -130,53 +130,6 @@ TransformerWeights<T> bind_transformer_weights(const TransformerConfig& c, const
     return w;
 }
 
-// bf16 views of the matrices (embedding, projections, lm_head) of a model stored in bfloat16.
-struct Bf16LayerWeights {
-    const uint16_t *q_weight, *k_weight, *v_weight, *o_weight, *gate_weight, *up_weight, *down_weight;
-};
-struct Bf16Weights {
-    const uint16_t* embed = nullptr;
-    const uint16_t* lm_head = nullptr;
-    std::vector<Bf16LayerWeights> layers;
-};
-
-// Matrices and embeddings live in bf16 storage (same offsets as the float layout); norms and biases stay in a
-// small float buffer, at offsets given by small_offsets (one per layout entry, unused for matrices).
-template <typename T>
-void bind_bf16_weights(const TransformerConfig& c, const std::vector<ParameterInfo>& layout, const uint16_t* bf16,
-                       T* small, const std::vector<size_t>& small_offsets, TransformerWeights<T>& w, Bf16Weights& h) {
-    size_t index = 0;
-    auto matrix = [&]() { return bf16 + layout.at(index++).offset; };
-    auto vector = [&]() -> T* {
-        const size_t entry = index++;
-        return small + small_offsets.at(entry);
-    };
-    w = TransformerWeights<T>{};
-    h = Bf16Weights{};
-    h.embed = matrix();
-    for (size_t l = 0; l < c.num_layers; ++l) {
-        LayerWeights<T> lw{};
-        Bf16LayerWeights hl{};
-        lw.input_norm = vector();
-        hl.q_weight = matrix();
-        lw.q_bias = c.attention_bias ? vector() : nullptr;
-        hl.k_weight = matrix();
-        lw.k_bias = c.attention_bias ? vector() : nullptr;
-        hl.v_weight = matrix();
-        lw.v_bias = c.attention_bias ? vector() : nullptr;
-        hl.o_weight = matrix();
-        lw.o_bias = c.output_bias() ? vector() : nullptr;
-        lw.post_norm = vector();
-        hl.gate_weight = matrix();
-        hl.up_weight = matrix();
-        hl.down_weight = matrix();
-        w.layers.push_back(lw);
-        h.layers.push_back(hl);
-    }
-    w.final_norm = vector();
-    h.lm_head = c.tie_word_embeddings ? h.embed : matrix();
-}
-
 // Normal(0, std) for matrices and embeddings, zeros for biases, ones for norms: the transformers default.
 template <typename T>
 void init_parameters(T* base, const std::vector<ParameterInfo>& layout, double std, uint64_t seed) {

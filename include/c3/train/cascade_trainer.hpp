@@ -20,15 +20,7 @@ public:
     CascadeTrainer(Cascade<T>& model, const TrainingOptions& options)
         : cascade(model), trainer(model.parameter_groups(), options) {}
 
-    struct Batch {
-        const int32_t* contexts;
-        const uint8_t* context_mask;
-        size_t context_length;
-        const int32_t* answers;
-        const uint8_t* answer_mask;
-        size_t answer_length;
-        size_t batch;
-    };
+    using Batch = CascadeBatch;
 
     StepReport step(const std::vector<Batch>& micro_batches) {
         const auto start = std::chrono::steady_clock::now();
@@ -40,8 +32,7 @@ public:
         trainer.zero_gradients();
         double total = 0;
         for (const Batch& m : micro_batches)
-            total += cascade.loss(m.contexts, m.context_mask, m.context_length, m.answers, m.answer_mask,
-                                  m.answer_length, m.batch, true, T(1.0 / double(tokens)), activations);
+            total += cascade.loss(m, activations, {true, T(1.0 / double(tokens))});
         StepReport report = trainer.apply(total, tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         return report;
@@ -68,8 +59,7 @@ public:
             C3_CHECK(tokens > 0, ValueError, "batch group ", g, " has no answer tokens");
             double total = 0;
             for (const Batch& m : groups[g])
-                total += cascade.loss(m.contexts, m.context_mask, m.context_length, m.answers, m.answer_mask,
-                                      m.answer_length, m.batch, true, T(weights[g] / double(tokens)), activations);
+                total += cascade.loss(m, activations, {true, T(weights[g] / double(tokens))});
             weighted += weights[g] * total / double(tokens);
             all_tokens += tokens;
         }
@@ -82,8 +72,9 @@ public:
 
     double evaluate(const Batch& m) {
         size_t tokens = 0;
-        const double total = cascade.loss(m.contexts, m.context_mask, m.context_length, m.answers, m.answer_mask,
-                                          m.answer_length, m.batch, false, T(0), activations, &tokens);
+        CascadeLossOptions<T> options;
+        options.token_count = &tokens;
+        const double total = cascade.loss(m, activations, options);
         C3_CHECK(tokens > 0, ValueError, "the batch has no answer tokens");
         return total / double(tokens);
     }

@@ -1,7 +1,8 @@
 // Exact save and resume of training: every parameter group's flat parameters and AdamW moments, and the step,
 // in one safetensors file (F32 or F64, so nothing is rounded). A resumed run continues bit for bit.
 #pragma once
-#include "c3/io/safetensors.hpp"
+#include "c3/io/safetensors_reader.hpp"
+#include "c3/io/safetensors_writer.hpp"
 #include "c3/train/adamw.hpp"
 
 namespace c3 {
