@@ -163,6 +163,14 @@ public:
         return {encoder.parameter_group("encoder"), decoder.parameter_group("decoder"),
                 {"bridge", bridge_parameters.data(), bridge_gradients.data(), &bridge, &bridge_trainable}};
     }
+    // Zeroes every gradient buffer, frozen parts included, so that those read as exact zeros.
+    void zero_gradients() {
+        encoder.enable_gradients();
+        decoder.enable_gradients();
+        encoder.zero_gradients();
+        decoder.zero_gradients();
+        std::fill(bridge_gradients.begin(), bridge_gradients.end(), T(0));
+    }
     size_t num_parameters() const {
         return encoder.num_parameters() + decoder.num_parameters() + bridge_parameters.size();
     }
