@@ -21,6 +21,7 @@ from ._core import (  # noqa: E402,F401
     FormatError,
     ShapeError,
     TokenizerError,
+    Utf8Error,
     checkpoint_info,
     num_threads,
     read_checkpoint,
@@ -34,7 +35,7 @@ from ._core import (  # noqa: E402,F401
     set_num_threads,
 )
 
-__version__ = "0.1.0"
+__version__ = _core.__version__  # the file VERSION, compiled in
 
 
 def build_info() -> dict:

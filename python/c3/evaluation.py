@@ -85,11 +85,11 @@ def evaluate_part(cascade, texts: Sequence[str], truncate: bool = False, max_new
         scores = cascade.score(latents, rows, latent_mask=latent_mask)
         teacher += [scores["correct"][row][scores["valid"][row]] for row in range(len(rows))]
     hypotheses = [cascade.tokenizer.decode(row) for row in hypothesis_ids]
-    decay = _core.position_profile(list(zip(references, hypothesis_ids)), bins=DECAY_BINS)
+    decay = analysis.position_profile(references, hypothesis_ids, bins=DECAY_BINS)
     teacher_decay = _core.correctness_profile([np.asarray(row) for row in teacher], bins=DECAY_BINS)
     return dict(
         source_tokens=[len(row) for row in references],
-        token_accuracy=_core.token_accuracy_batch(references, hypothesis_ids)["accuracy"].tolist(),
+        token_accuracy=analysis.token_accuracy_batch(references, hypothesis_ids)["accuracy"].tolist(),
         fox={key: [None if np.isnan(value) else float(value) for value in values]
              for key, values in analysis.fox_page_scores(texts, hypotheses).items()},
         decay={key: decay[key].tolist() for key in analysis.PROFILE_COUNTS},

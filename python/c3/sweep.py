@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from . import _core, analysis, corpus, surprisal
 from .cascade import Cascade, byte_tokenizer, scratch_model_config
+from .training import load_checkpoint, save_checkpoint
 
 METHODS = ("c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context")
 DEFAULT_METHODS = ("c3", "mean_pool", "truncate", "no_context", "full_context")
@@ -184,7 +185,7 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
                         seed=seed + 1000)
     step, seconds = 0, 0.0
     if os.path.exists(checkpoint):
-        extra = load_checkpoint(checkpoint, cascade, trainer)
+        extra = load_checkpoint(checkpoint, cascade.model, trainer)
         data.restore(extra["data"])
         step, seconds = int(extra["step"]), float(extra.get("seconds", 0.0))
     if os.path.exists(finished):
@@ -220,44 +221,9 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
     return cascade
 
 
-def cascade_state(model) -> dict:
-    """Every parameter of a CascadeModel by prefixed name: encoder.*, decoder.*, bridge.*."""
-    state = {}
-    for part, values in (("encoder", model.encoder.parameters()), ("decoder", model.decoder.parameters()),
-                         ("bridge", model.bridge_parameters())):
-        state.update({f"{part}.{name}": np.array(value) for name, value in values.items()})
-    return state
-
-
-def save_checkpoint(path: str, cascade: Cascade, trainer, extra: dict) -> None:
-    """Parameters, AdamW moments and step of a cascade run, plus `extra` (JSON), in one safetensors file written
-    under a temporary name and renamed into place, so that an interruption leaves the previous checkpoint."""
-    tensors = cascade_state(cascade.model)
-    state = trainer.optimizer_state()
-    tensors.update({f"optimizer.{name}": np.array(value) for name, value in state.items() if name != "step"})
-    temporary = path + ".partial"
-    _core.write_safetensors(temporary, tensors, "F32", {"c3.step": str(state["step"]), "c3.extra": json.dumps(extra)})
-    os.replace(temporary, path)
-
-
-def load_checkpoint(path: str, cascade: Cascade, trainer) -> dict:
-    """Restores what save_checkpoint wrote; returns its extra."""
-    tensors = _core.read_safetensors(path)
-    metadata = _core.safetensors_metadata(path)
-    model = cascade.model
-    model.encoder.set_parameters({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")}, strict=True)
-    model.decoder.set_parameters({k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")}, strict=True)
-    bridge = model.bridge_parameters()
-    for name in bridge:
-        bridge[name][...] = tensors["bridge." + name]
-    state = {k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")}
-    state["step"] = int(metadata["c3.step"])
-    trainer.load_optimizer_state(state)
-    return json.loads(metadata["c3.extra"])
-
-
 def _save_checkpoint(path, cascade, trainer, data, step, seconds):
-    save_checkpoint(path, cascade, trainer, dict(step=step, seconds=seconds, data=data.state()))
+    # The one training-checkpoint format (train/checkpoint.hpp), written atomically.
+    save_checkpoint(path, cascade.model, trainer, dict(step=step, seconds=seconds, data=data.state()))
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ import json
 import time
 from typing import Callable, Iterable, Optional
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from . import _core
@@ -39,35 +38,27 @@ def fit(trainer, batches: Iterable, steps: int, *, callback: Optional[Callable[[
 
 
 def save_checkpoint(path: str, model, trainer, extra: Optional[dict] = None) -> None:
-    """Model parameters, AdamW moments and step, plus `extra` (JSON: data position, ...) in one safetensors file.
+    """The trainer's parameters, AdamW moments and step, plus `extra` (JSON: data position, ...), in one
+    safetensors file written atomically (the C++ training checkpoint, for either trainer).
 
-    Float32 throughout, so a resumed run continues bit for bit.
+    Float32 throughout, so a resumed run continues bit for bit. `model` is the trainer's model; its config is
+    recorded beside the tensors.
     """
-    tensors = {name: np.asarray(value) for name, value in model.parameters().items()}
-    state = trainer.optimizer_state()
-    tensors["optimizer.first_moment"] = np.asarray(state["first_moment"])
-    tensors["optimizer.second_moment"] = np.asarray(state["second_moment"])
-    metadata = {"c3.step": str(state["step"]), "c3.extra": json.dumps(extra or {}),
-                "c3.config": json.dumps(model.config)}
-    _core.write_safetensors(path, tensors, "F32", metadata)
+    metadata = {"c3.extra": json.dumps(extra or {})}
+    config = getattr(model, "config", None)
+    if isinstance(config, dict):
+        metadata["c3.config"] = json.dumps(config)
+    trainer.save_checkpoint(path, metadata)
 
 
 def load_checkpoint(path: str, model, trainer) -> dict:
-    """Restores what save_checkpoint wrote; returns its `extra` dict. Everything is checked before anything is
-    written: a foreign file is a c3.FormatError, non-finite optimiser moments a c3.C3ValueError."""
+    """Restores what save_checkpoint wrote into the trainer and its model; returns its `extra` dict. Everything
+    is checked before anything is written: a foreign file is a c3.FormatError, non-finite optimiser moments a
+    c3.C3ValueError."""
     metadata = _core.safetensors_metadata(path)
-    step = metadata.get("c3.step", "")
-    if not step.isdigit() or len(step) > 18:
-        raise _core.FormatError(f"{path}: not a c3 training checkpoint (metadata c3.step is missing or not a number)")
     try:
         extra = json.loads(metadata.get("c3.extra", "{}"))
     except ValueError as error:
         raise _core.FormatError(f"{path}: metadata c3.extra is not valid JSON: {error}") from None
-    tensors = _core.read_safetensors(path)
-    wanted = list(model.parameters()) + ["optimizer.first_moment", "optimizer.second_moment"]
-    missing = [name for name in wanted if name not in tensors]
-    if missing:
-        raise _core.FormatError(f"{path}: not a checkpoint of this model (missing tensors: {', '.join(missing[:5])})")
-    trainer.load_optimizer_state(int(step), tensors["optimizer.first_moment"], tensors["optimizer.second_moment"])
-    model.set_parameters({name: tensors[name] for name in model.parameters()}, strict=True)
+    trainer.load_checkpoint(path)
     return extra

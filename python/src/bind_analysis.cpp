@@ -1,9 +1,8 @@
 // c3._core analysis functions: edit distance, alignment, Fox metrics, BLEU and position profiles.
 //
-// A sequence argument may be text (str, or bytes holding UTF-8), a list of words (list/tuple of str) or token
-// ids (a 1-d integer array or a list of ints). What a str means depends on the metric, as in Fox: edit
-// distance, alignment and accuracy read it as characters (code points); set precision/recall and BLEU read
-// it as whitespace-split words. Both sides of a pair must be of one kind (an empty list fits any kind).
+// Every sequence here is token ids: a 1-d integer array (or list of ints). c3.analysis turns text and word lists
+// into ids first (characters as code points, words through a vocabulary of the pair), so that what a str means
+// for each metric is decided once, in Python. Fox's page scores (fox_scores, char_accuracy) take text as Fox does.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -18,131 +17,36 @@ namespace c3::python {
 namespace {
 namespace ca = c3::analysis;
 
-enum class TextAs { Chars, Words };
+using Ids = Array<int64_t>;
 
-// One converted sequence. It owns what it points to (or holds the NumPy array that does), so it can be used
-// with the GIL released.
-struct Tokens {
-    enum Kind { Chars, Words, Ids } kind = Ids;
-    std::u32string chars;
-    std::vector<std::string> owned_words;
-    std::vector<std::string_view> words;  // views into owned_words, or into `text`
-    std::string text;
-    Array<int64_t> ids_array;
-    const int64_t* ids = nullptr;
-    size_t size = 0;
+// A checked view of one sequence of ids. The arrays stay owned by the caller's Python objects (arguments of
+// the call), so the views may be read with the GIL released.
+ca::SequenceView<int64_t> view(const Ids& ids, const char* what) {
+    C3_CHECK(ids.ndim() == 1, ShapeError, what, ": token ids must be 1-d, got shape ", shape_string(array_shape(ids)));
+    return {ids.data(), size_t(ids.size())};
+}
+
+std::vector<ca::SequenceView<int64_t>> views(const std::vector<Ids>& ids, const char* what) {
+    std::vector<ca::SequenceView<int64_t>> result;
+    for (const Ids& sequence : ids) result.push_back(view(sequence, what));
+    return result;
+}
+
+struct Pairs {
+    std::vector<ca::SequenceView<int64_t>> references, hypotheses;
+    Pairs(const std::vector<Ids>& reference_ids, const std::vector<Ids>& hypothesis_ids, const char* what)
+        : references(views(reference_ids, what)), hypotheses(views(hypothesis_ids, what)) {
+        C3_CHECK(references.size() == hypotheses.size(), ShapeError, what, ": ", references.size(),
+                 " references against ", hypotheses.size(), " hypotheses");
+    }
+    size_t size() const { return references.size(); }
 };
 
-bool is_text(py::handle object) { return py::isinstance<py::str>(object) || py::isinstance<py::bytes>(object); }
-
-std::string text_bytes(py::handle object) {
-    if (py::isinstance<py::bytes>(object)) return std::string(py::reinterpret_borrow<py::bytes>(object));
-    return py::reinterpret_borrow<py::str>(object).cast<std::string>();
-}
-
-// Not copyable cheaply (views into its own strings), so it is built in place.
-void to_tokens(py::handle object, TextAs text_as, const char* what, Tokens& tokens) {
-    if (is_text(object)) {
-        tokens.text = text_bytes(object);
-        if (text_as == TextAs::Chars) {
-            tokens.kind = Tokens::Chars;
-            tokens.chars = ca::decode_utf8(tokens.text);
-            tokens.size = tokens.chars.size();
-        } else {
-            tokens.kind = Tokens::Words;
-            tokens.words = ca::split_words(tokens.text);
-            tokens.size = tokens.words.size();
-        }
-        return;
-    }
-    if ((py::isinstance<py::list>(object) || py::isinstance<py::tuple>(object)) && py::len(object) > 0 &&
-        py::isinstance<py::str>(object[py::int_(0)])) {
-        tokens.kind = Tokens::Words;
-        for (py::handle word : object) {
-            if (!py::isinstance<py::str>(word))
-                throw py::type_error(std::string(what) + ": a list of words must hold only str");
-            tokens.owned_words.push_back(word.cast<std::string>());
-        }
-        for (const std::string& word : tokens.owned_words) tokens.words.emplace_back(word);
-        tokens.size = tokens.words.size();
-        return;
-    }
-    py::array array = py::array::ensure(object);
-    if (!array) {
-        PyErr_Clear();
-        throw py::type_error(std::string(what) + ": expected str, a list of str, or a 1-d sequence of integer ids");
-    }
-    if (array.size() > 0) {
-        const char kind = array.dtype().kind();
-        if (kind != 'i' && kind != 'u' && kind != 'b')
-            throw py::type_error(std::string(what) + ": token ids must be integers, got dtype " +
-                                 std::string(py::str(array.dtype())));
-        if (array.ndim() != 1)
-            throw ShapeError(std::string(what) + ": token ids must be 1-d, got shape " + shape_string(array_shape(array)));
-    }
-    tokens.kind = Tokens::Ids;
-    tokens.ids_array = Array<int64_t>::ensure(array.size() > 0 ? array : py::array_t<int64_t>(py::ssize_t(0)));
-    tokens.ids = tokens.ids_array.data();
-    tokens.size = size_t(tokens.ids_array.size());
-}
-
-// An empty sequence takes the kind of the other side ([] against text is an empty text).
-void match_kinds(Tokens& a, Tokens& b, const char* what) {
-    if (a.kind == b.kind) return;
-    if (a.size == 0) {
-        a.kind = b.kind;
-        return;
-    }
-    if (b.size == 0) {
-        b.kind = a.kind;
-        return;
-    }
-    static const char* names[] = {"characters", "words", "token ids"};
-    throw py::type_error(std::string(what) + ": reference is " + names[a.kind] + " but hypothesis is " + names[b.kind]);
-}
-
-// Calls function(reference data, size, hypothesis data, size) with the pair's token type.
+// function(reference data, size, hypothesis data, size) for pair k.
 template <typename Function>
-auto visit_pair(const Tokens& a, const Tokens& b, Function&& function) {
-    switch (a.kind) {
-        case Tokens::Chars: return function(a.chars.data(), a.size, b.chars.data(), b.size);
-        case Tokens::Words: return function(a.words.data(), a.size, b.words.data(), b.size);
-        default: return function(a.ids, a.size, b.ids, b.size);
-    }
-}
-
-struct TokenPair {
-    Tokens reference, hypothesis;
-};
-
-void to_pair(py::handle reference, py::handle hypothesis, TextAs text_as, const char* what, TokenPair& pair) {
-    to_tokens(reference, text_as, what, pair.reference);
-    to_tokens(hypothesis, text_as, what, pair.hypothesis);
-    match_kinds(pair.reference, pair.hypothesis, what);
-}
-
-std::vector<TokenPair> to_pairs(py::handle references, py::handle hypotheses, TextAs text_as, const char* what) {
-    const py::sequence refs = py::reinterpret_borrow<py::sequence>(references);
-    const py::sequence hyps = py::reinterpret_borrow<py::sequence>(hypotheses);
-    C3_CHECK(py::len(refs) == py::len(hyps), ShapeError, what, ": ", py::len(refs), " references against ",
-             py::len(hyps), " hypotheses");
-    std::vector<TokenPair> pairs(py::len(refs));
-    for (size_t k = 0; k < pairs.size(); ++k) to_pair(refs[k], hyps[k], text_as, what, pairs[k]);
-    return pairs;
-}
-
-// From an iterable of (reference, hypothesis) tuples.
-std::vector<TokenPair> to_pairs(py::handle samples, TextAs text_as, const char* what) {
-    const py::list list = py::list(py::reinterpret_borrow<py::iterable>(samples));
-    std::vector<TokenPair> pairs(list.size());
-    for (size_t k = 0; k < pairs.size(); ++k) {
-        const py::sequence sample = py::reinterpret_borrow<py::sequence>(list[k]);
-        if (!py::isinstance<py::sequence>(list[k]) || is_text(list[k]) || py::len(sample) != 2)
-            throw py::type_error(std::string(what) + ": sample " + std::to_string(k) +
-                                 " is not a (reference, hypothesis) pair");
-        to_pair(sample[0], sample[1], text_as, what, pairs[k]);
-    }
-    return pairs;
+auto on_pair(const Pairs& pairs, size_t k, Function&& function) {
+    return function(pairs.references[k].data, pairs.references[k].size, pairs.hypotheses[k].data,
+                    pairs.hypotheses[k].size);
 }
 
 ca::BleuOptions bleu_options(const std::vector<double>& weights, const py::object& smoothing, double epsilon) {
@@ -190,17 +94,16 @@ py::dict profile_dict(const ca::PositionProfile& profile) {
 }
 
 // Aligns every pair with the GIL released and sums the profiles in sample order.
-ca::PositionProfile profile_of(const std::vector<TokenPair>& pairs, size_t bins) {
+ca::PositionProfile profile_of(const Pairs& pairs, size_t bins) {
     ca::PositionProfile total = ca::make_position_profile(bins);
     std::vector<ca::PositionProfile> parts(pairs.size());
     {
         py::gil_scoped_release release;
         c3::parallel_for_checked(pairs.size(), [&](size_t k) {
             parts[k] = ca::make_position_profile(bins);
-            ca::add_alignment(parts[k], visit_pair(pairs[k].reference, pairs[k].hypothesis,
-                                                   [](const auto* a, size_t n, const auto* b, size_t m) {
-                                                       return ca::align(a, n, b, m);
-                                                   }));
+            ca::add_alignment(parts[k], on_pair(pairs, k, [](const int64_t* a, size_t n, const int64_t* b, size_t m) {
+                                  return ca::align(a, n, b, m);
+                              }));
         });
     }
     for (const ca::PositionProfile& part : parts) ca::add_profile(total, part);
@@ -251,42 +154,43 @@ std::vector<Row<T>> to_rows(py::handle rows, const py::object& lengths, const ch
 }  // namespace
 
 void bind_analysis(py::module_& m) {
+    m.def(
+        "decode_utf8",
+        [](const py::bytes& text) {
+            const std::u32string points = c3::decode_utf8(std::string(text));
+            return vector_array(std::vector<int64_t>(points.begin(), points.end()));
+        },
+        py::arg("text"), "The code points of UTF-8 bytes (int64); invalid UTF-8 is a Utf8Error naming the byte offset.");
+
     // Edit distance and alignment --------------------------------------------------------------------------
     m.def(
         "edit_distance",
-        [](py::object reference, py::object hypothesis) {
-            TokenPair pair;
-            to_pair(reference, hypothesis, TextAs::Chars, "edit_distance", pair);
+        [](const Ids& reference, const Ids& hypothesis) {
+            const auto a = view(reference, "edit_distance"), b = view(hypothesis, "edit_distance");
             py::gil_scoped_release release;
-            return visit_pair(pair.reference, pair.hypothesis,
-                              [](const auto* a, size_t n, const auto* b, size_t m) { return ca::edit_distance(a, n, b, m); });
+            return ca::edit_distance(a.data, a.size, b.data, b.size);
         },
-        py::arg("reference"), py::arg("hypothesis"),
-        "Levenshtein distance (unit costs). str: characters (code points); list of str: words; ints: token ids.");
+        py::arg("reference"), py::arg("hypothesis"), "Levenshtein distance (unit costs) of two id sequences.");
     m.def(
         "normalized_edit_distance",
-        [](py::object reference, py::object hypothesis) {
-            TokenPair pair;
-            to_pair(reference, hypothesis, TextAs::Chars, "normalized_edit_distance", pair);
+        [](const Ids& reference, const Ids& hypothesis) {
+            const auto a = view(reference, "normalized_edit_distance"), b = view(hypothesis, "normalized_edit_distance");
             py::gil_scoped_release release;
-            return visit_pair(pair.reference, pair.hypothesis, [](const auto* a, size_t n, const auto* b, size_t m) {
-                return ca::normalized_edit_distance(a, n, b, m);
-            });
+            return ca::normalized_edit_distance(a.data, a.size, b.data, b.size);
         },
         py::arg("reference"), py::arg("hypothesis"),
-        "distance / max(len(reference), len(hypothesis)), Fox's edit_dist on str; 0.0 when both are empty.");
+        "distance / max(len(reference), len(hypothesis)), Fox's edit_dist; 0.0 when both are empty.");
     m.def(
         "edit_distance_batch",
-        [](py::object references, py::object hypotheses) {
-            const std::vector<TokenPair> pairs = to_pairs(references, hypotheses, TextAs::Chars, "edit_distance_batch");
+        [](const std::vector<Ids>& references, const std::vector<Ids>& hypotheses) {
+            const Pairs pairs(references, hypotheses, "edit_distance_batch");
             std::vector<int64_t> distances(pairs.size());
             {
                 py::gil_scoped_release release;
                 parallel_for(pairs.size(), [&](size_t k) {
-                    distances[k] = int64_t(visit_pair(pairs[k].reference, pairs[k].hypothesis,
-                                                      [](const auto* a, size_t n, const auto* b, size_t m) {
-                                                          return ca::edit_distance(a, n, b, m);
-                                                      }));
+                    distances[k] = int64_t(on_pair(pairs, k, [](const int64_t* a, size_t n, const int64_t* b, size_t m) {
+                        return ca::edit_distance(a, n, b, m);
+                    }));
                 });
             }
             return vector_array(std::move(distances));
@@ -294,17 +198,15 @@ void bind_analysis(py::module_& m) {
         py::arg("references"), py::arg("hypotheses"), "edit_distance over pairs, in parallel: int64 array.");
     m.def(
         "normalized_edit_distance_batch",
-        [](py::object references, py::object hypotheses) {
-            const std::vector<TokenPair> pairs =
-                to_pairs(references, hypotheses, TextAs::Chars, "normalized_edit_distance_batch");
+        [](const std::vector<Ids>& references, const std::vector<Ids>& hypotheses) {
+            const Pairs pairs(references, hypotheses, "normalized_edit_distance_batch");
             std::vector<double> distances(pairs.size());
             {
                 py::gil_scoped_release release;
                 parallel_for(pairs.size(), [&](size_t k) {
-                    distances[k] = visit_pair(pairs[k].reference, pairs[k].hypothesis,
-                                              [](const auto* a, size_t n, const auto* b, size_t m) {
-                                                  return ca::normalized_edit_distance(a, n, b, m);
-                                              });
+                    distances[k] = on_pair(pairs, k, [](const int64_t* a, size_t n, const int64_t* b, size_t m) {
+                        return ca::normalized_edit_distance(a, n, b, m);
+                    });
                 });
             }
             return vector_array(std::move(distances));
@@ -312,14 +214,12 @@ void bind_analysis(py::module_& m) {
         py::arg("references"), py::arg("hypotheses"), "normalized_edit_distance over pairs, in parallel: float64 array.");
     m.def(
         "align",
-        [](py::object reference, py::object hypothesis) {
-            TokenPair pair;
-            to_pair(reference, hypothesis, TextAs::Chars, "align", pair);
+        [](const Ids& reference, const Ids& hypothesis) {
+            const auto a = view(reference, "align"), b = view(hypothesis, "align");
             ca::Alignment alignment;
             {
                 py::gil_scoped_release release;
-                alignment = visit_pair(pair.reference, pair.hypothesis,
-                                       [](const auto* a, size_t n, const auto* b, size_t m) { return ca::align(a, n, b, m); });
+                alignment = ca::align(a.data, a.size, b.data, b.size);
             }
             return alignment_arrays(std::move(alignment));
         },
@@ -330,15 +230,12 @@ void bind_analysis(py::module_& m) {
         "left to right, so tokens are kept as early as possible.");
     m.def(
         "align_batch",
-        [](py::object references, py::object hypotheses) {
-            const std::vector<TokenPair> pairs = to_pairs(references, hypotheses, TextAs::Chars, "align_batch");
-            std::vector<ca::Alignment> alignments(pairs.size());
+        [](const std::vector<Ids>& references, const std::vector<Ids>& hypotheses) {
+            const Pairs pairs(references, hypotheses, "align_batch");
+            std::vector<ca::Alignment> alignments;
             {
                 py::gil_scoped_release release;
-                c3::parallel_for_checked(pairs.size(), [&](size_t k) {
-                    alignments[k] = visit_pair(pairs[k].reference, pairs[k].hypothesis,
-                                               [](const auto* a, size_t n, const auto* b, size_t m) { return ca::align(a, n, b, m); });
-                });
+                alignments = ca::align_batch(pairs.references, pairs.hypotheses);
             }
             py::list result;
             for (ca::Alignment& alignment : alignments) result.append(alignment_arrays(std::move(alignment)));
@@ -350,24 +247,20 @@ void bind_analysis(py::module_& m) {
     const auto set_metric = [&m](const char* name, double (*metric)(const ca::SetOverlap&), const char* doc) {
         m.def(
             name,
-            [name, metric](py::object reference, py::object hypothesis) {
-                TokenPair pair;
-                to_pair(reference, hypothesis, TextAs::Words, name, pair);
+            [name, metric](const Ids& reference, const Ids& hypothesis) {
+                const auto a = view(reference, name), b = view(hypothesis, name);
                 py::gil_scoped_release release;
-                return metric(visit_pair(pair.reference, pair.hypothesis, [](const auto* a, size_t n, const auto* b, size_t m) {
-                    using T = std::decay_t<decltype(*a)>;
-                    return ca::set_overlap(std::vector<T>(a, a + n), std::vector<T>(b, b + m));
-                }));
+                return metric(ca::set_overlap(std::vector<int64_t>(a.data, a.data + a.size),
+                                              std::vector<int64_t>(b.data, b.data + b.size)));
             },
             py::arg("reference"), py::arg("hypothesis"), doc);
     };
     set_metric("fox_precision", &ca::set_precision,
-               "Fox's precision: |set(ref words) & set(hyp words)| / |set(hyp words)| (nltk.metrics.precision on "
-               "str.split() sets). NaN where nltk returns None (no hypothesis words).");
+               "Fox's precision: |set(ref) & set(hyp)| / |set(hyp)| (nltk.metrics.precision). NaN where nltk returns "
+               "None (no hypothesis tokens).");
     set_metric("set_recall", &ca::set_recall,
                "|set(ref) & set(hyp)| / |set(ref)| (nltk.metrics.recall); NaN for an empty reference.");
-    set_metric("set_f1", &ca::set_f1,
-               "nltk.metrics.f_measure (alpha 0.5) on the word sets; NaN where nltk returns None.");
+    set_metric("set_f1", &ca::set_f1, "nltk.metrics.f_measure (alpha 0.5) on the sets; NaN where nltk returns None.");
 
     m.def(
         "fox_scores",
@@ -416,12 +309,9 @@ void bind_analysis(py::module_& m) {
     // Accuracy --------------------------------------------------------------------------------------------
     m.def(
         "token_accuracy",
-        [](py::object reference, py::object hypothesis) {
-            TokenPair pair;
-            to_pair(reference, hypothesis, TextAs::Chars, "token_accuracy", pair);
-            return ca::match_rate(visit_pair(pair.reference, pair.hypothesis, [](const auto* a, size_t n, const auto* b, size_t m) {
-                return ca::position_matches(a, n, b, m);
-            }));
+        [](const Ids& reference, const Ids& hypothesis) {
+            const auto a = view(reference, "token_accuracy"), b = view(hypothesis, "token_accuracy");
+            return ca::match_rate(ca::position_matches(a.data, a.size, b.data, b.size));
         },
         py::arg("reference"), py::arg("hypothesis"),
         "Position-by-position exact match over the reference length (missing positions are wrong, extra ones "
@@ -434,17 +324,16 @@ void bind_analysis(py::module_& m) {
         py::arg("reference_text"), py::arg("hypothesis_text"), "token_accuracy over the code points of two texts.");
     m.def(
         "token_accuracy_batch",
-        [](py::object references, py::object hypotheses) {
-            const std::vector<TokenPair> pairs = to_pairs(references, hypotheses, TextAs::Chars, "token_accuracy_batch");
+        [](const std::vector<Ids>& references, const std::vector<Ids>& hypotheses) {
+            const Pairs pairs(references, hypotheses, "token_accuracy_batch");
             std::vector<int64_t> correct(pairs.size()), total(pairs.size());
             std::vector<double> accuracy(pairs.size());
             {
                 py::gil_scoped_release release;
                 parallel_for(pairs.size(), [&](size_t k) {
-                    const ca::MatchCount count = visit_pair(pairs[k].reference, pairs[k].hypothesis,
-                                                            [](const auto* a, size_t n, const auto* b, size_t m) {
-                                                                return ca::position_matches(a, n, b, m);
-                                                            });
+                    const ca::MatchCount count = on_pair(pairs, k, [](const int64_t* a, size_t n, const int64_t* b, size_t m) {
+                        return ca::position_matches(a, n, b, m);
+                    });
                     correct[k] = int64_t(count.correct), total[k] = int64_t(count.total);
                     accuracy[k] = ca::match_rate(count);
                 });
@@ -463,34 +352,25 @@ void bind_analysis(py::module_& m) {
     const std::vector<double> default_weights = {0.25, 0.25, 0.25, 0.25};
     m.def(
         "bleu",
-        [](py::object reference, py::object hypothesis, const std::vector<double>& weights, py::object smoothing,
+        [](const Ids& reference, const Ids& hypothesis, const std::vector<double>& weights, py::object smoothing,
            double epsilon) {
             const ca::BleuOptions options = bleu_options(weights, smoothing, epsilon);
-            TokenPair pair;
-            to_pair(reference, hypothesis, TextAs::Words, "bleu", pair);
+            const auto a = view(reference, "bleu"), b = view(hypothesis, "bleu");
             py::gil_scoped_release release;
-            return visit_pair(pair.reference, pair.hypothesis, [&](const auto* a, size_t n, const auto* b, size_t m) {
-                return ca::sentence_bleu(a, n, b, m, options);
-            });
+            return ca::sentence_bleu(a.data, a.size, b.data, b.size, options);
         },
         py::arg("reference"), py::arg("hypothesis"), py::arg("weights") = default_weights,
         py::arg("smoothing") = py::none(), py::arg("epsilon") = 0.1,
-        "nltk sentence_bleu([reference], hypothesis): str is split into words. smoothing: None / 'method0' "
-        "(none) or 'method1' (epsilon added to zero counts).");
+        "nltk sentence_bleu([reference], hypothesis) on ids. smoothing: None / 'method0' (none) or 'method1' "
+        "(epsilon added to zero counts).");
     m.def(
         "corpus_bleu",
-        [](py::object references, py::object hypotheses, const std::vector<double>& weights, py::object smoothing,
-           double epsilon) {
+        [](const std::vector<Ids>& references, const std::vector<Ids>& hypotheses, const std::vector<double>& weights,
+           py::object smoothing, double epsilon) {
             const ca::BleuOptions options = bleu_options(weights, smoothing, epsilon);
-            const std::vector<TokenPair> pairs = to_pairs(references, hypotheses, TextAs::Words, "corpus_bleu");
+            const Pairs pairs(references, hypotheses, "corpus_bleu");
             py::gil_scoped_release release;
-            ca::BleuStats stats = ca::make_bleu_stats(options.weights.size());
-            for (const TokenPair& pair : pairs)
-                visit_pair(pair.reference, pair.hypothesis, [&](const auto* a, size_t n, const auto* b, size_t m) {
-                    ca::add_bleu_stats(stats, a, n, b, m);
-                    return 0;
-                });
-            return ca::bleu_from_stats(stats, options);
+            return ca::corpus_bleu(pairs.references, pairs.hypotheses, options);
         },
         py::arg("references"), py::arg("hypotheses"), py::arg("weights") = default_weights,
         py::arg("smoothing") = py::none(), py::arg("epsilon") = 0.1,
@@ -499,21 +379,22 @@ void bind_analysis(py::module_& m) {
     // Profiles --------------------------------------------------------------------------------------------
     m.def(
         "position_profile",
-        [](py::object samples, size_t bins) {
+        [](const std::vector<Ids>& references, const std::vector<Ids>& hypotheses, size_t bins) {
             C3_CHECK(bins > 0, ValueError, "position_profile: bins must be positive");
-            return profile_dict(profile_of(to_pairs(samples, TextAs::Chars, "position_profile"), bins));
+            return profile_dict(profile_of(Pairs(references, hypotheses, "position_profile"), bins));
         },
-        py::arg("samples"), py::arg("bins") = 20,
+        py::arg("references"), py::arg("hypotheses"), py::arg("bins") = 20,
         "Alignment-based error profile over (reference, hypothesis) pairs: reference position p of length n falls "
         "in bin p * bins // n. Returns a dict of arrays [bins]: kept, substituted, deleted, inserted, "
         "reference_tokens (int64 counts summed over samples) and kept_rate, substituted_rate, deleted_rate, "
         "inserted_rate (float64, per reference token in the bin, NaN for empty bins).");
     m.def(
         "position_profile_grid",
-        [](py::object groups, size_t bins) {
+        [](const std::vector<std::pair<std::vector<Ids>, std::vector<Ids>>>& groups, size_t bins) {
             C3_CHECK(bins > 0, ValueError, "position_profile_grid: bins must be positive");
             std::vector<ca::PositionProfile> profiles;
-            for (py::handle group : groups) profiles.push_back(profile_of(to_pairs(group, TextAs::Chars, "position_profile_grid"), bins));
+            for (const auto& [references, hypotheses] : groups)
+                profiles.push_back(profile_of(Pairs(references, hypotheses, "position_profile_grid"), bins));
             const ca::ProfileGrid grid = ca::stack_profiles(profiles);
             py::dict result;
             if (profiles.empty()) {
@@ -533,7 +414,7 @@ void bind_analysis(py::module_& m) {
             return result;
         },
         py::arg("groups"), py::arg("bins") = 20,
-        "position_profile for each group of pairs (e.g. one group per compression ratio): dict of [groups, bins] "
+        "position_profile for each group, given as (references, hypotheses) (e.g. one group per compression ratio): dict of [groups, bins] "
         "arrays, counts and rates as in position_profile. For heat maps.");
     m.def(
         "correctness_profile",

@@ -3,6 +3,7 @@
 #include "bindings.hpp"
 #include "config_convert.hpp"
 #include "model_arrays.hpp"
+#include "trainer_state.hpp"
 #include <climits>
 
 #include "c3/io/c3_checkpoint.hpp"
@@ -32,9 +33,46 @@ py::dict cascade_config_to_dict(const CascadeConfig& c) {
     return d;
 }
 
-// Reads the cascade keys of a dict into `c` with the checked conversions of config_convert.hpp; `allowed`
-// limits the keys (defaults for Cascade.load take no model configs).
+// A Python value as JSON, for the C++ config parsers: None, bool, integers (int and NumPy integers), float, str,
+// lists, tuples and dicts with str keys. Anything else, or an integer beyond 64 bits, is a ConfigError.
+nlohmann::json json_from_python(const std::string& key, py::handle value) {
+    if (value.is_none()) return nullptr;
+    if (py::isinstance<py::bool_>(value)) return value.cast<bool>();
+    if (PyIndex_Check(value.ptr())) {
+        const py::int_ integer = py::reinterpret_steal<py::int_>(PyNumber_Index(value.ptr()));
+        int overflow = 0;
+        const long long signed_value = PyLong_AsLongLongAndOverflow(integer.ptr(), &overflow);
+        if (!overflow) return int64_t(signed_value);
+        if (overflow > 0) {
+            const unsigned long long unsigned_value = PyLong_AsUnsignedLongLong(integer.ptr());
+            if (!PyErr_Occurred()) return uint64_t(unsigned_value);
+            PyErr_Clear();
+        }
+        throw ConfigError("cascade config key '" + key + "': " + std::string(py::repr(value)) + " is out of range");
+    }
+    if (py::isinstance<py::float_>(value)) return value.cast<double>();
+    if (py::isinstance<py::str>(value)) return value.cast<std::string>();
+    if (py::isinstance<py::list>(value) || py::isinstance<py::tuple>(value)) {
+        nlohmann::json list = nlohmann::json::array();
+        for (py::handle item : value) list.push_back(json_from_python(key, item));
+        return list;
+    }
+    if (py::isinstance<py::dict>(value)) {
+        nlohmann::json object = nlohmann::json::object();
+        for (auto item : value.cast<py::dict>()) {
+            C3_CHECK(py::isinstance<py::str>(item.first), ConfigError, "cascade config keys must be str, got ",
+                     std::string(py::repr(item.first)));
+            object[item.first.cast<std::string>()] = json_from_python(key, item.second);
+        }
+        return object;
+    }
+    throw ConfigError("cascade config key '" + key + "': cannot read " + std::string(py::repr(value)));
+}
+
+// Reads a dict into `c`: the model configs and num_latents here (when models_allowed; Cascade.load's defaults
+// take none), every other key through io::read_cascade_settings, the parser config.json's "c3" key goes through.
 void cascade_keys_from_dict(const py::dict& d, CascadeConfig& c, bool models_allowed) {
+    nlohmann::json settings = nlohmann::json::object();
     for (auto item : d) {
         C3_CHECK(py::isinstance<py::str>(item.first), ConfigError, "cascade config keys must be str, got ",
                  std::string(py::repr(item.first)));
@@ -45,19 +83,11 @@ void cascade_keys_from_dict(const py::dict& d, CascadeConfig& c, bool models_all
             (key == "encoder" ? c.encoder : c.decoder) = config_from_dict(value.cast<py::dict>());
         } else if (models_allowed && key == "num_latents") {
             c.num_latents = size_from_python(key, value);
-        } else if (key == "projector") {
-            const std::string kind = string_from_python(key, value);
-            C3_CHECK(kind == "linear" || kind == "mlp", ConfigError, "projector must be 'linear' or 'mlp', got '", kind, "'");
-            c.projector = kind == "mlp" ? ProjectorKind::Mlp : ProjectorKind::Linear;
-        } else if (key == "method") c.method = method_from_name(string_from_python(key, value));
-        else if (key == "latent_start_token") c.latent_start_token = int32_t(integer_from_python(key, value, 0, INT32_MAX));
-        else if (key == "latent_end_token") c.latent_end_token = int32_t(integer_from_python(key, value, 0, INT32_MAX));
-        else if (key == "latent_pad_token") c.latent_pad_token = int32_t(integer_from_python(key, value, 0, INT32_MAX));
-        else if (key == "prompt_prefix") c.prompt_prefix = token_list_from_python(key, value);
-        else if (key == "prompt_suffix") c.prompt_suffix = token_list_from_python(key, value);
-        else if (key == "stop_tokens") c.stop_tokens = token_list_from_python(key, value);
-        else throw ConfigError("unknown cascade config key '" + key + "'");
+        } else {
+            settings[key] = json_from_python(key, value);
+        }
     }
+    io::read_cascade_settings(settings, "cascade config", c);
 }
 
 CascadeConfig cascade_config_from_dict(const py::dict& d) {
@@ -117,6 +147,10 @@ struct ContextsAndAnswers {
                  answers.batch);
         check_vocabulary(contexts.ids, config.encoder.vocab_size, "contexts");
         check_vocabulary(answers.ids, config.decoder.vocab_size, "answers");
+    }
+    CascadeTrainer<float>::Batch trainer_batch() const {
+        return {contexts.ids.data(), contexts.mask_data(), contexts.length, answers.ids.data(), answers.mask_data(),
+                answers.length, contexts.batch};
     }
 };
 
@@ -276,17 +310,9 @@ void bind_cascade(py::module_& m) {
              [](CascadeModel& self, py::object contexts, py::object context_mask, py::object answers,
                 py::object answer_mask) {
                  const ContextsAndAnswers batch(self.config, contexts, context_mask, answers, answer_mask);
-                 const IdBatch &c = batch.contexts, &a = batch.answers;
                  CascadeActivations<float> activations;
-                 size_t tokens = 0;
                  py::gil_scoped_release release;
-                 CascadeLossOptions<float> options;
-                 options.token_count = &tokens;
-                 const double total = self.loss(
-                     {c.ids.data(), c.mask_data(), c.length, a.ids.data(), a.mask_data(), a.length, c.batch},
-                     activations, options);
-                 C3_CHECK(tokens > 0, ValueError, "the answers hold no tokens");
-                 return total / double(tokens);
+                 return CascadeTrainer<float>::mean_loss(self, batch.trainer_batch(), false, activations);
              },
              py::arg("contexts"), py::arg("context_mask") = py::none(), py::arg("answers") = py::none(),
              py::arg("answer_mask") = py::none(), "Mean answer-token loss without gradients.")
@@ -294,22 +320,9 @@ void bind_cascade(py::module_& m) {
              [](CascadeModel& self, py::object contexts, py::object context_mask, py::object answers,
                 py::object answer_mask) {
                  const ContextsAndAnswers batch(self.config, contexts, context_mask, answers, answer_mask);
-                 const IdBatch &c = batch.contexts, &a = batch.answers;
-                 size_t tokens = 0;
-                 for (size_t i = 0; i < a.ids.size(); ++i) tokens += a.mask.empty() || a.mask[i];
-                 C3_CHECK(tokens > 0, ValueError, "the answers hold no tokens");
                  py::gil_scoped_release release;
-                 // Every gradient buffer is zeroed, frozen parts included, so that they read as exact zeros.
-                 self.encoder.enable_gradients();
-                 self.decoder.enable_gradients();
-                 self.encoder.zero_gradients();
-                 self.decoder.zero_gradients();
-                 std::fill(self.bridge_gradients.begin(), self.bridge_gradients.end(), 0.f);
                  CascadeActivations<float> activations;
-                 const double total = self.loss(
-                     {c.ids.data(), c.mask_data(), c.length, a.ids.data(), a.mask_data(), a.length, c.batch},
-                     activations, {true, float(1.0 / double(tokens))});
-                 return total / double(tokens);
+                 return CascadeTrainer<float>::mean_loss(self, batch.trainer_batch(), true, activations);
              },
              py::arg("contexts"), py::arg("context_mask") = py::none(), py::arg("answers") = py::none(),
              py::arg("answer_mask") = py::none(),
@@ -328,7 +341,8 @@ void bind_cascade(py::module_& m) {
           py::arg("history"), py::arg("vocab_size"), py::arg("ngram_size"),
           "The tokens that generation's no_repeat_ngram_size rule bans after `history` (for tests).");
 
-    py::class_<CascadeTrainer<float>>(m, "CascadeTrainer", "AdamW training of a cascade, with any part frozen.")
+    py::class_<CascadeTrainer<float>> trainer_class(m, "CascadeTrainer", "AdamW training of a cascade, with any part frozen.");
+    trainer_class
         .def(py::init([](CascadeModel& cascade, double learning_rate, double weight_decay, double beta1, double beta2,
                          double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
                          double max_grad_norm) {
@@ -344,20 +358,10 @@ void bind_cascade(py::module_& m) {
              [](CascadeTrainer<float>& self, py::object contexts, py::object context_mask, py::object answers,
                 py::object answer_mask, size_t micro_batches) {
                  const ContextsAndAnswers batch(self.cascade.config, contexts, context_mask, answers, answer_mask);
-                 const IdBatch &c = batch.contexts, &a = batch.answers;
-                 C3_CHECK(micro_batches >= 1 && c.batch % micro_batches == 0, ValueError, "micro_batches (",
-                          micro_batches, ") must divide the batch size (", c.batch, ")");
-                 const size_t rows = c.batch / micro_batches;
-                 std::vector<CascadeTrainer<float>::Batch> parts;
-                 for (size_t k = 0; k < micro_batches; ++k)
-                     parts.push_back({c.ids.data() + k * rows * c.length,
-                                      c.mask.empty() ? nullptr : c.mask.data() + k * rows * c.length, c.length,
-                                      a.ids.data() + k * rows * a.length,
-                                      a.mask.empty() ? nullptr : a.mask.data() + k * rows * a.length, a.length, rows});
                  StepReport report;
                  {
                      py::gil_scoped_release release;
-                     report = self.step(parts);
+                     report = self.step(batch.trainer_batch(), micro_batches);
                  }
                  return step_report_to_dict(report);
              },
@@ -375,9 +379,7 @@ void bind_cascade(py::module_& m) {
                      batches.emplace_back(self.cascade.config, items[0], items[1], items[2], items[3]);
                  }
                  std::vector<std::vector<CascadeTrainer<float>::Batch>> parts;
-                 for (const ContextsAndAnswers& b : batches)
-                     parts.push_back({{b.contexts.ids.data(), b.contexts.mask_data(), b.contexts.length,
-                                       b.answers.ids.data(), b.answers.mask_data(), b.answers.length, b.contexts.batch}});
+                 for (const ContextsAndAnswers& b : batches) parts.push_back({b.trainer_batch()});
                  StepReport report;
                  {
                      py::gil_scoped_release release;
@@ -388,48 +390,8 @@ void bind_cascade(py::module_& m) {
              py::arg("groups"), py::arg("weights"),
              "One step on sum_g weights[g] * (mean answer-token loss of group g); groups are (contexts, "
              "context_mask, answers, answer_mask) tuples (reconstruction and continuation, say).")
-        .def_property_readonly("step_count", [](const CascadeTrainer<float>& self) { return self.trainer.optimizer.step; })
-        .def("optimizer_state",
-             [](py::object self_object) {
-                 auto& self = self_object.cast<CascadeTrainer<float>&>();
-                 auto& optimizer = self.trainer.optimizer;
-                 if (optimizer.first_moment.empty())
-                     for (const auto& group : self.trainer.groups) {
-                         optimizer.first_moment.emplace_back(group.size(), 0.f);
-                         optimizer.second_moment.emplace_back(group.size(), 0.f);
-                     }
-                 py::dict state;
-                 state["step"] = optimizer.step;
-                 for (size_t g = 0; g < self.trainer.groups.size(); ++g) {
-                     const std::string name = self.trainer.groups[g].name;
-                     state[py::str(name + ".first_moment")] = leased_view(optimizer.first_moment[g], 0, {optimizer.first_moment[g].size()}, self_object);
-                     state[py::str(name + ".second_moment")] = leased_view(optimizer.second_moment[g], 0, {optimizer.second_moment[g].size()}, self_object);
-                 }
-                 return state;
-             })
-        .def("load_optimizer_state", [](CascadeTrainer<float>& self, const py::dict& state) {
-                 auto& optimizer = self.trainer.optimizer;
-                 C3_CHECK(state.contains("step"), ValueError, "optimizer state has no 'step'");
-                 const size_t step = size_t(integer_from_python("step", state["step"], 0, INT64_MAX));
-                 // Everything is checked before the optimiser changes.
-                 std::vector<std::vector<float>> first, second;
-                 for (const auto& group : self.trainer.groups) {
-                     for (const char* kind : {".first_moment", ".second_moment"}) {
-                         const std::string key = group.name + kind;
-                         C3_CHECK(state.contains(key), ValueError, "optimizer state has no '", key, "'");
-                         auto array = Array<float>::ensure(state[py::str(key)]);
-                         C3_CHECK(array, ValueError, key, " must be a float array");
-                         expect_shape(array, {group.size()}, key.c_str());
-                         (std::string(kind) == ".first_moment" ? first : second).emplace_back(array.data(), array.data() + array.size());
-                     }
-                     check_moments(first.back().data(), second.back().data(), group.size(), "optimizer state of '" + group.name + "'");
-                 }
-                 for (auto& buffer : optimizer.first_moment) retire_viewed_buffer(buffer);
-                 for (auto& buffer : optimizer.second_moment) retire_viewed_buffer(buffer);
-                 optimizer.first_moment = std::move(first);
-                 optimizer.second_moment = std::move(second);
-                 optimizer.step = step;
-             });
+        .def_property_readonly("step_count", [](const CascadeTrainer<float>& self) { return self.trainer.optimizer.step; });
+    bind_trainer_state(trainer_class);
 }
 
 }  // namespace c3::python

@@ -1,6 +1,7 @@
 // c3._core.LanguageModelTrainer: AdamW training of a Transformer on batches of token ids.
 #include "bindings.hpp"
 #include "model_arrays.hpp"
+#include "trainer_state.hpp"
 #include "c3/train/trainer.hpp"
 
 namespace c3::python {
@@ -16,8 +17,6 @@ TrainingOptions training_options_from_kwargs(double learning_rate, double weight
     options.total_steps = total_steps;
     options.min_lr_ratio = min_lr_ratio;
     options.max_grad_norm = max_grad_norm;
-    C3_CHECK(learning_rate >= 0 && std::isfinite(learning_rate), ValueError, "learning_rate must be finite and >= 0");
-    C3_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, ValueError, "betas must lie in [0, 1)");
     return options;
 }
 
@@ -50,13 +49,14 @@ struct TrainBatch {
 };
 
 void bind_train(py::module_& m) {
-    py::class_<LanguageModelTrainer<float>>(m, "LanguageModelTrainer",
+    py::class_<LanguageModelTrainer<float>> trainer_class(m, "LanguageModelTrainer",
                                             "AdamW with clipping, warmup + cosine schedule and accumulation. data_parallel: each thread runs "
                                             "forward and backward on its share of the batch's sequences (used when "
                                             "the batch has at least as many sequences as threads). "
                                             "sequences_per_pass: each share runs in passes of this many sequences "
                                             "(0: automatic, passes of at least 128 rows where the model's gradients "
-                                            "are smaller than one pass's saved activations).")
+                                            "are smaller than one pass's saved activations).");
+    trainer_class
         .def(py::init([](Model& model, double learning_rate, double weight_decay, double beta1, double beta2,
                          double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
                          double max_grad_norm, bool data_parallel, size_t sequences_per_pass) {
@@ -75,24 +75,10 @@ void bind_train(py::module_& m) {
              [](LanguageModelTrainer<float>& self, py::object ids, py::object attention_mask, py::object targets,
                 size_t micro_batches) {
                  TrainBatch data(ids, attention_mask, targets, self.model.config.hidden_size);
-                 const size_t B = data.batch.input.batch, L = data.batch.input.length;
-                 C3_CHECK(micro_batches >= 1 && B % micro_batches == 0, ValueError, "micro_batches (", micro_batches,
-                          ") must divide the batch size (", B, ")");
-                 const size_t rows = B / micro_batches * L;
-                 std::vector<ForwardInput<float>> inputs;
-                 std::vector<const int32_t*> target_pointers;
-                 for (size_t k = 0; k < micro_batches; ++k) {
-                     ForwardInput<float> in = data.batch.input;
-                     in.batch = B / micro_batches;
-                     in.ids += k * rows;
-                     if (in.mask) in.mask += k * rows;
-                     inputs.push_back(in);
-                     target_pointers.push_back(data.targets.data() + k * rows);
-                 }
                  StepReport report;
                  {
                      py::gil_scoped_release release;
-                     report = self.step(inputs, target_pointers);
+                     report = self.step(data.batch.input, data.targets.data(), micro_batches);
                  }
                  return step_report_to_dict(report);
              },
@@ -108,48 +94,15 @@ void bind_train(py::module_& m) {
              py::arg("ids"), py::arg("attention_mask") = py::none(), py::arg("targets") = py::none(),
              "Mean token loss without gradients.")
         .def_property_readonly("step_count", [](const LanguageModelTrainer<float>& self) { return self.trainer.optimizer.step; })
-        .def("learning_rate_at", [](const LanguageModelTrainer<float>& self, size_t step) { return self.trainer.schedule.at(step); })
-        .def("optimizer_state",
-             [](py::object self_object) {
-                 auto& self = self_object.cast<LanguageModelTrainer<float>&>();
-                 auto& optimizer = self.trainer.optimizer;
-                 if (optimizer.first_moment.empty()) {
-                     optimizer.first_moment.assign(1, std::vector<float>(self.model.parameters.size(), 0.f));
-                     optimizer.second_moment.assign(1, std::vector<float>(self.model.parameters.size(), 0.f));
-                 }
-                 py::dict state;
-                 state["step"] = optimizer.step;
-                 state["first_moment"] = leased_view(optimizer.first_moment[0], 0, {optimizer.first_moment[0].size()}, self_object);
-                 state["second_moment"] = leased_view(optimizer.second_moment[0], 0, {optimizer.second_moment[0].size()}, self_object);
-                 return state;
-             },
-             "The AdamW step and moments (NumPy views into the optimiser's flat buffers, same layout as the model).")
-        .def("load_optimizer_state",
-             [](LanguageModelTrainer<float>& self, size_t step, Array<float> first, Array<float> second) {
-                 const size_t n = self.model.parameters.size();
-                 expect_shape(first, {n}, "first_moment");
-                 expect_shape(second, {n}, "second_moment");
-                 check_moments(first.data(), second.data(), n, "load_optimizer_state");
-                 auto& optimizer = self.trainer.optimizer;
-                 for (auto& buffer : optimizer.first_moment) retire_viewed_buffer(buffer);
-                 for (auto& buffer : optimizer.second_moment) retire_viewed_buffer(buffer);
-                 optimizer.step = step;
-                 optimizer.first_moment.assign(1, std::vector<float>(first.data(), first.data() + n));
-                 optimizer.second_moment.assign(1, std::vector<float>(second.data(), second.data() + n));
-             },
-             py::arg("step"), py::arg("first_moment"), py::arg("second_moment"));
+        .def("learning_rate_at", [](const LanguageModelTrainer<float>& self, size_t step) { return self.trainer.schedule.at(step); });
+    bind_trainer_state(trainer_class);
 
     m.def("language_model_gradients",
           [](Model& model, py::object ids, py::object attention_mask, py::object targets) {
               TrainBatch data(ids, attention_mask, targets, model.config.hidden_size);
-              const size_t tokens = count_targets(data.targets.data(), data.targets.size());
-              C3_CHECK(tokens > 0, ValueError, "the batch has no target tokens");
               py::gil_scoped_release release;
-              model.enable_gradients();
-              model.zero_gradients();
               Activations<float> activations;
-              return language_model_loss(model, data.batch.input, data.targets.data(), true,
-                                         float(1.0 / double(tokens)), activations) / double(tokens);
+              return language_model_gradients(model, data.batch.input, data.targets.data(), activations);
           },
           py::arg("model"), py::arg("ids"), py::arg("attention_mask") = py::none(), py::arg("targets") = py::none(),
           "Mean next-token loss; its gradients replace the model's gradient buffer (see Transformer.gradients()).");

@@ -54,9 +54,9 @@ py::array_t<T> view_array(T* data, const Shape& shape, py::handle owner) {
     return py::array_t<T>(dims, data, owner);
 }
 
-// The lifetime rule for NumPy views of a model's or optimiser's buffers: a view's base is a BufferLease, which
+// The lifetime rule for NumPy views of a model's buffers: a view's base is a BufferLease, which
 // keeps the owning Python object alive. A call that must reallocate a viewed buffer (resize_vocabulary,
-// store_as_bf16, load_optimizer_state) first calls retire_viewed_buffer: when views of the buffer are alive,
+// store_as_bf16) first calls retire_viewed_buffer: when views of the buffer are alive,
 // the lease takes the old buffer and the object continues on a copy. The views then keep valid memory that no
 // longer aliases the object (as PyTorch's tensors keep their old storage), so no view ever dangles.
 struct BufferLease {

@@ -119,9 +119,6 @@ inline py::dict layout_views(const std::vector<ParameterInfo>& layout, std::vect
 inline GenerationOptions generation_options(size_t max_new_tokens, std::vector<int32_t> stop_tokens, bool sample,
                                             double temperature, size_t top_k, double top_p,
                                             size_t no_repeat_ngram_size, uint64_t seed, int32_t pad_token) {
-    C3_CHECK(temperature > 0 && std::isfinite(temperature), ValueError, "temperature must be positive, got ", temperature);
-    C3_CHECK(top_p > 0 && top_p <= 1, ValueError, "top_p must lie in (0, 1], got ", top_p);
-    C3_CHECK(pad_token >= 0, ValueError, "pad_token must be a token id, got ", pad_token);
     GenerationOptions options;
     options.max_new_tokens = max_new_tokens;
     options.stop_tokens = std::move(stop_tokens);
@@ -132,6 +129,7 @@ inline GenerationOptions generation_options(size_t max_new_tokens, std::vector<i
     options.no_repeat_ngram_size = no_repeat_ngram_size;
     options.seed = seed;
     options.pad_token = pad_token;
+    options.validate();
     return options;
 }
 

@@ -45,6 +45,7 @@ void raise(const py::object& type, const char* message) {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "c3 core: the C++ engine behind the c3 package";
+    m.attr("__version__") = C3_VERSION;  // from the file VERSION, through CMake
 
     // Error types: each is also a subclass of the matching built-in, so `except ValueError` works as well.
     static py::object base = make_exception(m, "C3Error", py::make_tuple(py::handle(PyExc_RuntimeError)));
@@ -53,8 +54,8 @@ PYBIND11_MODULE(_core, m) {
     static py::object shape_error = make_exception(m, "ShapeError", py::make_tuple(base, py::handle(PyExc_ValueError)));
     static py::object value_error = make_exception(m, "C3ValueError", py::make_tuple(base, py::handle(PyExc_ValueError)));
     static py::object config_error = make_exception(m, "ConfigError", py::make_tuple(base, py::handle(PyExc_ValueError)));
-    static py::object tokenizer_error =
-        make_exception(m, "TokenizerError", py::make_tuple(base, py::handle(PyExc_ValueError)));
+    static py::object tokenizer_error = make_exception(m, "TokenizerError", py::make_tuple(value_error));
+    static py::object utf8_error = make_exception(m, "Utf8Error", py::make_tuple(tokenizer_error));
     py::register_exception_translator([](std::exception_ptr pointer) {
         try {
             if (pointer) std::rethrow_exception(pointer);
@@ -64,12 +65,14 @@ PYBIND11_MODULE(_core, m) {
             raise(io_error, e.what());
         } catch (const ShapeError& e) {
             raise(shape_error, e.what());
+        } catch (const Utf8Error& e) {
+            raise(utf8_error, e.what());
+        } catch (const TokenizerError& e) {
+            raise(tokenizer_error, e.what());
         } catch (const ValueError& e) {
             raise(value_error, e.what());
         } catch (const ConfigError& e) {
             raise(config_error, e.what());
-        } catch (const TokenizerError& e) {
-            raise(tokenizer_error, e.what());
         } catch (const Error& e) {
             raise(base, e.what());
         }

@@ -68,27 +68,27 @@ def same_float(a, b, tolerance=1e-12):
 
 
 def test_edit_distance_hand_worked():
-    assert _core.edit_distance("kitten", "sitting") == 3
-    assert _core.edit_distance("", "") == 0
-    assert _core.edit_distance("abc", "abc") == 0
-    assert _core.edit_distance("", "abc") == 3
-    assert _core.edit_distance("café", "cafe") == 1  # code points, not bytes
-    assert _core.edit_distance("😀", "😁") == 1
-    assert _core.normalized_edit_distance("kitten", "sitting") == 3 / 7
-    assert _core.normalized_edit_distance("", "") == 0.0
-    assert _core.edit_distance([1, 2, 3], [1, 3]) == 1
-    assert _core.edit_distance(np.array([1, 2, 3], np.int32), np.array([1, 3], np.int64)) == 1
-    assert _core.edit_distance(["the", "cat"], ["a", "cat"]) == 1
-    assert _core.edit_distance([], "abc") == 3  # an empty list takes the other side's kind
+    assert analysis.edit_distance("kitten", "sitting") == 3
+    assert analysis.edit_distance("", "") == 0
+    assert analysis.edit_distance("abc", "abc") == 0
+    assert analysis.edit_distance("", "abc") == 3
+    assert analysis.edit_distance("café", "cafe") == 1  # code points, not bytes
+    assert analysis.edit_distance("😀", "😁") == 1
+    assert analysis.normalized_edit_distance("kitten", "sitting") == 3 / 7
+    assert analysis.normalized_edit_distance("", "") == 0.0
+    assert analysis.edit_distance([1, 2, 3], [1, 3]) == 1
+    assert analysis.edit_distance(np.array([1, 2, 3], np.int32), np.array([1, 3], np.int64)) == 1
+    assert analysis.edit_distance(["the", "cat"], ["a", "cat"]) == 1
+    assert analysis.edit_distance([], "abc") == 3  # an empty list takes the other side's kind
 
 
 def test_edit_distance_matches_nltk_on_random_text():
     for reference, hypothesis in text_pairs(1, 300):
         expected = nltk_edit_distance(hypothesis, reference)
-        assert _core.edit_distance(reference, hypothesis) == expected
+        assert analysis.edit_distance(reference, hypothesis) == expected
         longest = max(len(reference), len(hypothesis))
         fox = expected / longest if longest else 0.0
-        assert _core.normalized_edit_distance(reference, hypothesis) == fox
+        assert analysis.normalized_edit_distance(reference, hypothesis) == fox
 
 
 def test_edit_distance_matches_nltk_on_ids():
@@ -96,33 +96,33 @@ def test_edit_distance_matches_nltk_on_ids():
     for _ in range(200):
         a = rng.integers(0, 5, size=int(rng.integers(0, 40)))
         b = rng.integers(0, 5, size=int(rng.integers(0, 40)))
-        assert _core.edit_distance(a, b) == nltk_edit_distance(a.tolist(), b.tolist())
+        assert analysis.edit_distance(a, b) == nltk_edit_distance(a.tolist(), b.tolist())
 
 
 def test_edit_distance_batch_matches_single():
     pairs = text_pairs(3, 50)
     refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
-    distances = _core.edit_distance_batch(refs, hyps)
-    normalized = _core.normalized_edit_distance_batch(refs, hyps)
+    distances = analysis.edit_distance_batch(refs, hyps)
+    normalized = analysis.normalized_edit_distance_batch(refs, hyps)
     assert distances.dtype == np.int64 and normalized.dtype == np.float64
     for k, (r, h) in enumerate(pairs):
-        assert distances[k] == _core.edit_distance(r, h)
-        assert normalized[k] == _core.normalized_edit_distance(r, h)
+        assert distances[k] == analysis.edit_distance(r, h)
+        assert normalized[k] == analysis.normalized_edit_distance(r, h)
 
 
 def test_bad_inputs_raise():
     with pytest.raises(_core.C3ValueError, match="byte offset 2"):
-        _core.edit_distance(b"ab\xff", "a")
+        analysis.edit_distance(b"ab\xff", "a")
     with pytest.raises(ValueError):  # C3ValueError is a ValueError too
-        _core.normalized_edit_distance(b"\xc3", b"")
+        analysis.normalized_edit_distance(b"\xc3", b"")
     with pytest.raises(TypeError):
-        _core.edit_distance("ab", [1, 2])
+        analysis.edit_distance("ab", [1, 2])
     with pytest.raises(TypeError):
-        _core.edit_distance([1.5], [1])
+        analysis.edit_distance([1.5], [1])
     with pytest.raises(_core.ShapeError):
-        _core.edit_distance(np.zeros((2, 2), np.int64), [1])
+        analysis.edit_distance(np.zeros((2, 2), np.int64), [1])
     with pytest.raises(_core.ShapeError):
-        _core.edit_distance_batch(["a"], [])
+        analysis.edit_distance_batch(["a"], [])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -152,14 +152,14 @@ def replay(reference, hypothesis, ops, insertions):
 
 
 def test_align_hand_worked():
-    ops, insertions = _core.align("kitten", "sitting")
+    ops, insertions = analysis.align("kitten", "sitting")
     assert ops.dtype == np.int8 and insertions.dtype == np.int64
     assert ops.tolist() == [1, 0, 0, 0, 1, 0]
     assert insertions.tolist() == [0, 0, 0, 0, 0, 0, 1]
     # Truncation of a repeated text: the first copy is kept, the end is lost.
-    ops, insertions = _core.align([1, 2, 3, 1, 2, 3], [1, 2, 3])
+    ops, insertions = analysis.align([1, 2, 3, 1, 2, 3], [1, 2, 3])
     assert ops.tolist() == [0, 0, 0, 2, 2, 2]
-    ops, insertions = _core.align([], [])
+    ops, insertions = analysis.align([], [])
     assert ops.shape == (0,) and insertions.tolist() == [0]
 
 
@@ -169,12 +169,12 @@ def test_align_is_optimal_and_consistent():
     for _ in range(300):
         reference = rng.integers(0, 3, size=int(rng.integers(0, 12))).tolist()
         hypothesis = rng.integers(0, 3, size=int(rng.integers(0, 12))).tolist()
-        ops, insertions = _core.align(reference, hypothesis)
+        ops, insertions = analysis.align(reference, hypothesis)
         assert replay(reference, hypothesis, ops, insertions) == nltk_edit_distance(reference, hypothesis)
         references.append(reference)
         hypotheses.append(hypothesis)
-    for (ops, insertions), reference, hypothesis in zip(_core.align_batch(references, hypotheses), references, hypotheses):
-        single_ops, single_insertions = _core.align(reference, hypothesis)
+    for (ops, insertions), reference, hypothesis in zip(analysis.align_batch(references, hypotheses), references, hypotheses):
+        single_ops, single_insertions = analysis.align(reference, hypothesis)
         assert np.array_equal(ops, single_ops) and np.array_equal(insertions, single_insertions)
 
 
@@ -185,19 +185,19 @@ def test_align_is_optimal_and_consistent():
 def test_fox_precision_matches_nltk():
     for reference, hypothesis in text_pairs(5, 400):
         ref_set, hyp_set = set(reference.split()), set(hypothesis.split())
-        assert same_float(nltk_scores.precision(ref_set, hyp_set), _core.fox_precision(reference, hypothesis), 0)
-        assert same_float(nltk_scores.recall(ref_set, hyp_set), _core.set_recall(reference, hypothesis), 0)
-        assert same_float(nltk_scores.f_measure(ref_set, hyp_set), _core.set_f1(reference, hypothesis), 0)
+        assert same_float(nltk_scores.precision(ref_set, hyp_set), analysis.fox_precision(reference, hypothesis), 0)
+        assert same_float(nltk_scores.recall(ref_set, hyp_set), analysis.set_recall(reference, hypothesis), 0)
+        assert same_float(nltk_scores.f_measure(ref_set, hyp_set), analysis.set_f1(reference, hypothesis), 0)
         # Word lists and ids give the same sets.
         assert same_float(
-            nltk_scores.precision(ref_set, hyp_set), _core.fox_precision(reference.split(), hypothesis.split()), 0
+            nltk_scores.precision(ref_set, hyp_set), analysis.fox_precision(reference.split(), hypothesis.split()), 0
         )
 
 
 def test_fox_precision_is_order_blind():
-    assert _core.fox_precision("a b c d", "d c b a") == 1.0
-    assert _core.fox_precision("a b c", "a a a") == 1.0  # sets: one "a"
-    assert math.isnan(_core.fox_precision("a b", ""))  # nltk: None
+    assert analysis.fox_precision("a b c d", "d c b a") == 1.0
+    assert analysis.fox_precision("a b c", "a a a") == 1.0  # sets: one "a"
+    assert math.isnan(analysis.fox_precision("a b", ""))  # nltk: None
 
 
 def test_fox_scores_match_the_fox_script():
@@ -234,17 +234,17 @@ def test_bleu_matches_nltk_sentence_bleu():
         warnings.simplefilter("ignore")  # nltk warns about zero n-gram counts
         for reference, hypothesis in text_pairs(8, 300):
             ref, hyp = reference.split(), hypothesis.split()
-            assert same_float(sentence_bleu([ref], hyp), _core.bleu(reference, hypothesis)), (reference, hypothesis)
+            assert same_float(sentence_bleu([ref], hyp), analysis.bleu(reference, hypothesis)), (reference, hypothesis)
             assert same_float(
                 sentence_bleu([ref], hyp, smoothing_function=smoothing.method1),
-                _core.bleu(ref, hyp, smoothing="method1"),
+                analysis.bleu(ref, hyp, smoothing="method1"),
             )
             weights = (0.5, 0.3, 0.2)
-            assert same_float(sentence_bleu([ref], hyp, weights=weights), _core.bleu(ref, hyp, weights=list(weights)))
+            assert same_float(sentence_bleu([ref], hyp, weights=weights), analysis.bleu(ref, hyp, weights=list(weights)))
         for _ in range(100):
             ref = rng.integers(0, 4, size=int(rng.integers(0, 20))).tolist()
             hyp = rng.integers(0, 4, size=int(rng.integers(0, 20))).tolist()
-            assert same_float(sentence_bleu([ref], hyp), _core.bleu(ref, hyp))
+            assert same_float(sentence_bleu([ref], hyp), analysis.bleu(ref, hyp))
 
 
 def test_bleu_is_bit_identical_to_nltk():
@@ -252,7 +252,7 @@ def test_bleu_is_bit_identical_to_nltk():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for reference, hypothesis in text_pairs(9, 100):
-            assert sentence_bleu([reference.split()], hypothesis.split()) == _core.bleu(reference, hypothesis)
+            assert sentence_bleu([reference.split()], hypothesis.split()) == analysis.bleu(reference, hypothesis)
 
 
 def test_corpus_bleu_matches_nltk():
@@ -262,9 +262,9 @@ def test_corpus_bleu_matches_nltk():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = corpus_bleu(refs, hyps)
-    assert same_float(expected, _core.corpus_bleu([r for r, _ in pairs], [h for _, h in pairs]))
+    assert same_float(expected, analysis.corpus_bleu([r for r, _ in pairs], [h for _, h in pairs]))
     with pytest.raises(ValueError):
-        _core.bleu("a", "a", smoothing="method9")
+        analysis.bleu("a", "a", smoothing="method9")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -272,39 +272,39 @@ def test_corpus_bleu_matches_nltk():
 
 
 def test_token_and_char_accuracy():
-    assert _core.token_accuracy([1, 2, 3, 4], [1, 2, 9, 4]) == 0.75
-    assert _core.token_accuracy([1, 2, 3, 4], [1, 2]) == 0.5
-    assert _core.token_accuracy([1, 2], [1, 2, 3]) == 1.0
-    assert math.isnan(_core.token_accuracy([], [1]))
+    assert analysis.token_accuracy([1, 2, 3, 4], [1, 2, 9, 4]) == 0.75
+    assert analysis.token_accuracy([1, 2, 3, 4], [1, 2]) == 0.5
+    assert analysis.token_accuracy([1, 2], [1, 2, 3]) == 1.0
+    assert math.isnan(analysis.token_accuracy([], [1]))
     assert _core.char_accuracy("héllo", "hello") == 0.8
-    batch = _core.token_accuracy_batch([[1, 2, 3, 4], [5, 6]], [[1, 2], [5, 6]])
+    batch = analysis.token_accuracy_batch([[1, 2, 3, 4], [5, 6]], [[1, 2], [5, 6]])
     assert batch["correct"].tolist() == [2, 2] and batch["total"].tolist() == [4, 2]
     assert batch["accuracy"].tolist() == [0.5, 1.0]
 
 
 def test_position_profile_crafted():
     # 8-token reference, 4 bins: the second half is truncated away.
-    profile = _core.position_profile([(list(range(8)), list(range(4)))], bins=4)
+    profile = analysis.position_profile([(list(range(8)), list(range(4)))], bins=4)
     assert profile["kept"].tolist() == [2, 2, 0, 0]
     assert profile["deleted"].tolist() == [0, 0, 2, 2]
     assert profile["kept_rate"].tolist() == [1.0, 1.0, 0.0, 0.0]
     # Insertion after the end goes to the last bin; a substitution in bin 1.
-    profile = _core.position_profile([([0, 1, 2, 3], [0, 9, 2, 3, 7])], bins=2)
+    profile = analysis.position_profile([([0, 1, 2, 3], [0, 9, 2, 3, 7])], bins=2)
     assert profile["substituted"].tolist() == [1, 0]
     assert profile["inserted"].tolist() == [0, 1]
     assert profile["inserted_rate"].tolist() == [0.0, 0.5]
     # Counts add over samples before rates: token-weighted.
-    profile = _core.position_profile([(list(range(100)), list(range(50))), (list(range(10)), list(range(10)))], bins=2)
+    profile = analysis.position_profile([(list(range(100)), list(range(50))), (list(range(10)), list(range(10)))], bins=2)
     assert profile["kept"].tolist() == [55, 5]
     assert profile["kept_rate"][1] == 5 / 55
     # Empty bins are NaN.
-    profile = _core.position_profile([([1], [1])], bins=3)
+    profile = analysis.position_profile([([1], [1])], bins=3)
     assert np.isnan(profile["kept_rate"][1])
 
 
 def test_position_profile_grid_and_wrapper():
     groups = [[([1, 2, 3, 4], [1, 2, 3, 4])], [([1, 2, 3, 4], [1, 2])]]
-    grid = _core.position_profile_grid(groups, bins=2)
+    grid = analysis.position_profile_grid(groups, bins=2)
     assert grid["kept"].shape == (2, 2)
     assert grid["kept_rate"].tolist() == [[1.0, 1.0], [1.0, 0.0]]
     profile = analysis.position_profile([[1, 2, 3, 4]], [[1, 2]], bins=2)

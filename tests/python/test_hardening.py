@@ -143,10 +143,10 @@ def test_optimizer_state_views_outlive_load_optimizer_state():
         ids = np.random.default_rng(0).integers(0, 64, size=(2, 9))
         trainer.step(ids)
         state = trainer.optimizer_state()
-        first, second = np.array(state["first_moment"]), np.array(state["second_moment"])
-        trainer.load_optimizer_state(1, first * 0, second * 0)
-        state["first_moment"][:] = 5  # the old buffer, kept alive by the view
-        np.testing.assert_array_equal(trainer.optimizer_state()["first_moment"], 0)
+        first, second = np.array(state["model.first_moment"]), np.array(state["model.second_moment"])
+        trainer.load_optimizer_state({{"step": 1, "model.first_moment": first * 0, "model.second_moment": second * 0}})
+        state["model.first_moment"][:] = 5  # the array handed out before, still valid memory
+        np.testing.assert_array_equal(trainer.optimizer_state()["model.first_moment"], 0)
         print("ok")
     """)
     assert "ok" in out
@@ -246,7 +246,7 @@ def test_nan_in_loaded_optimizer_moments_is_refused_and_loses_nothing(tmp_path):
     c3.save_checkpoint(path, model, trainer)
     tensors = c3.read_safetensors(path)
     metadata = c3.safetensors_metadata(path)
-    for name, bad in (("optimizer.first_moment", np.nan), ("optimizer.second_moment", -1.0)):
+    for name, bad in (("model.first_moment", np.nan), ("model.second_moment", -1.0)):
         poisoned = dict(tensors)
         poisoned[name] = tensors[name].copy()
         poisoned[name][5] = bad

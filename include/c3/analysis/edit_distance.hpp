@@ -28,7 +28,8 @@ SequenceView<typename Sequence::value_type> view_of(const Sequence& sequence) {
     return {sequence.data(), sequence.size()};
 }
 
-// UTF-8, decoded as Python decodes it (c3/core/utf8.hpp); invalid text is a ValueError naming the byte offset.
+// UTF-8, decoded as Python decodes it (c3/core/utf8.hpp); invalid text is a Utf8Error (a ValueError)
+// naming the byte offset.
 using c3::decode_code_point;
 using c3::decode_utf8;
 

@@ -129,6 +129,14 @@ struct CascadeBatch {
     const uint8_t* answer_mask = nullptr;
     size_t answer_length = 0;
     size_t batch = 0;
+
+    size_t answer_tokens() const { return count_real_tokens(answer_mask, batch * answer_length); }
+    // Sequences [begin, begin + size) as a batch of their own.
+    CascadeBatch sequences(size_t begin, size_t size) const {
+        return {contexts + begin * context_length, context_mask ? context_mask + begin * context_length : nullptr,
+                context_length, answers + begin * answer_length,
+                answer_mask ? answer_mask + begin * answer_length : nullptr, answer_length, size};
+    }
 };
 
 // How Cascade::loss runs, and what it reports besides the sum.
@@ -210,6 +218,14 @@ public:
     std::vector<ParameterGroup<T>> parameter_groups() {
         return {encoder.parameter_group("encoder"), decoder.parameter_group("decoder"),
                 {"bridge", bridge_parameters.data(), bridge_gradients.data(), &bridge, &bridge_trainable}};
+    }
+    // Zeroes every gradient buffer, frozen parts included, so that those read as exact zeros.
+    void zero_gradients() {
+        encoder.enable_gradients();
+        decoder.enable_gradients();
+        encoder.zero_gradients();
+        decoder.zero_gradients();
+        std::fill(bridge_gradients.begin(), bridge_gradients.end(), T(0));
     }
     size_t num_parameters() const {
         return encoder.num_parameters() + decoder.num_parameters() + bridge_parameters.size();

@@ -30,9 +30,14 @@ struct ValueError : Error {
 struct ConfigError : Error {
     using Error::Error;
 };
-// Text that the tokenizer cannot encode, or ids it cannot decode.
-struct TokenizerError : Error {
-    using Error::Error;
+// Text that the tokenizer cannot encode, or ids it cannot decode: values out of the tokenizer's domain.
+struct TokenizerError : ValueError {
+    using ValueError::ValueError;
+};
+// Bytes that are not valid UTF-8, wherever text is read (tokenizers, metrics): the one error of the one decoder
+// (core/utf8.hpp). It is a TokenizerError and so a ValueError, which is what each caller's layer catches.
+struct Utf8Error : TokenizerError {
+    using TokenizerError::TokenizerError;
 };
 
 namespace detail {

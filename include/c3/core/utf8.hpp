@@ -1,7 +1,6 @@
 // The one UTF-8 decoder. Strict, as Python's bytes.decode("utf-8") is: overlong forms, surrogates, values past
 // U+10FFFF and truncated sequences are refused with the byte offset, so text Python would refuse is refused
-// here too. The error type is the caller's layer's: TokenizerError for the tokenizers (text/utf8.hpp),
-// ValueError elsewhere.
+// here too. The error is a Utf8Error everywhere (a TokenizerError and a ValueError, core/errors.hpp).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -13,8 +12,7 @@
 namespace c3 {
 
 // Decodes the code point starting at text[offset] and returns its byte length.
-template <typename Error = ValueError>
-size_t decode_code_point(std::string_view text, size_t offset, char32_t& code_point) {
+inline size_t decode_code_point(std::string_view text, size_t offset, char32_t& code_point) {
     const auto byte = [&](size_t i) { return static_cast<uint8_t>(text[i]); };
     const uint8_t lead = byte(offset);
     if (lead < 0x80) {
@@ -30,30 +28,29 @@ size_t decode_code_point(std::string_view text, size_t offset, char32_t& code_po
     } else if (lead >= 0xF0 && lead <= 0xF4) {
         length = 4, value = lead & 0x07, minimum = 0x10000;
     } else {
-        throw Error(::c3::detail::concat("invalid UTF-8 at byte offset ", offset, ": unexpected byte 0x", std::hex,
+        throw Utf8Error(::c3::detail::concat("invalid UTF-8 at byte offset ", offset, ": unexpected byte 0x", std::hex,
                                          unsigned(lead)));
     }
     for (size_t i = 1; i < length; ++i) {
-        C3_CHECK(offset + i < text.size(), Error, "invalid UTF-8 at byte offset ", offset, ": truncated sequence");
+        C3_CHECK(offset + i < text.size(), Utf8Error, "invalid UTF-8 at byte offset ", offset, ": truncated sequence");
         const uint8_t continuation = byte(offset + i);
-        C3_CHECK((continuation & 0xC0) == 0x80, Error, "invalid UTF-8 at byte offset ", offset + i,
+        C3_CHECK((continuation & 0xC0) == 0x80, Utf8Error, "invalid UTF-8 at byte offset ", offset + i,
                  ": expected a continuation byte");
         value = (value << 6) | (continuation & 0x3F);
     }
-    C3_CHECK(value >= minimum && value <= 0x10FFFF && !(value >= 0xD800 && value <= 0xDFFF), Error,
+    C3_CHECK(value >= minimum && value <= 0x10FFFF && !(value >= 0xD800 && value <= 0xDFFF), Utf8Error,
              "invalid UTF-8 at byte offset ", offset, ": overlong form, surrogate or value past U+10FFFF");
     code_point = value;
     return length;
 }
 
 // The code points of a UTF-8 text.
-template <typename Error = ValueError>
-std::u32string decode_utf8(std::string_view text) {
+inline std::u32string decode_utf8(std::string_view text) {
     std::u32string code_points;
     code_points.reserve(text.size());
     for (size_t offset = 0; offset < text.size();) {
         char32_t code_point = 0;
-        offset += decode_code_point<Error>(text, offset, code_point);
+        offset += decode_code_point(text, offset, code_point);
         code_points.push_back(code_point);
     }
     return code_points;

@@ -4,7 +4,9 @@
 // c3 also writes what the official layout leaves to code (projector kind, special tokens, prompt) under a
 // "c3" key of the decoder config; when it is absent the caller supplies them.
 #pragma once
+#include <algorithm>
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 
 #include "c3/cascade/cascade.hpp"
@@ -14,6 +16,39 @@ namespace c3::io {
 
 // The official special tokens of the shared Qwen2 tokenizer.
 constexpr int32_t kOfficialImageStart = 151857, kOfficialImageEnd = 151858, kOfficialImagePad = 151859;
+
+// The one parser of the cascade settings that a model config does not hold: projector, method, special tokens,
+// prompt and stop tokens. It reads the "c3" object of a C3 config.json and the dicts of the Python bindings
+// (CascadeModel(config), Cascade.load's defaults), so both accept and refuse the same things: an unknown key or
+// value is a ConfigError naming it. Keys absent (or null) keep config's values; `also_known` are keys the caller
+// reads itself.
+inline void read_cascade_settings(const nlohmann::json& settings, const std::string& source, CascadeConfig& config,
+                                  std::initializer_list<const char*> also_known = {}) {
+    const detail::ConfigReader reader{settings, source};
+    C3_CHECK(settings.is_object(), ConfigError, "config '", source, "': the cascade settings must be an object, got ",
+             settings.type_name());
+    static const char* const known[] = {"projector",        "method",        "latent_start_token",
+                                        "latent_end_token", "latent_pad_token", "prompt_prefix",
+                                        "prompt_suffix",    "stop_tokens"};
+    for (const auto& item : settings.items()) {
+        bool found = std::find_if(std::begin(known), std::end(known),
+                                  [&](const char* key) { return item.key() == key; }) != std::end(known);
+        for (const char* key : also_known) found = found || item.key() == key;
+        C3_CHECK(found, ConfigError, "config '", source, "': unknown cascade config key '", item.key(), "'");
+    }
+    const std::string projector =
+        reader.optional_string("projector", config.projector == ProjectorKind::Mlp ? "mlp" : "linear");
+    C3_CHECK(projector == "mlp" || projector == "linear", ConfigError, "config '", source,
+             "': projector must be \"linear\" or \"mlp\", got \"", projector, "\"");
+    config.projector = projector == "mlp" ? ProjectorKind::Mlp : ProjectorKind::Linear;
+    config.method = method_from_name(reader.optional_string("method", method_name(config.method)));
+    config.latent_start_token = reader.optional_vocabulary_id("latent_start_token", config.latent_start_token);
+    config.latent_end_token = reader.optional_vocabulary_id("latent_end_token", config.latent_end_token);
+    config.latent_pad_token = reader.optional_vocabulary_id("latent_pad_token", config.latent_pad_token);
+    config.prompt_prefix = reader.optional_id_list("prompt_prefix", config.prompt_prefix);
+    config.prompt_suffix = reader.optional_id_list("prompt_suffix", config.prompt_suffix);
+    config.stop_tokens = reader.optional_id_list("stop_tokens", config.stop_tokens);
+}
 
 // The cascade configuration from a C3 decoder config.json (already parsed) and the encoder's config.
 // `defaults` supplies what the file does not say (special tokens, prompt, stop tokens, projector) for
@@ -40,21 +75,7 @@ inline CascadeConfig parse_c3_config(const nlohmann::json& json, const std::stri
         C3_CHECK(reader.required_size("contexts_compression_llm_hidden_size") == encoder.hidden_size, ConfigError,
                  "config '", config_path, "': contexts_compression_llm_hidden_size does not match llm1/'s hidden size ",
                  encoder.hidden_size);
-    if (has_extra) {
-        const detail::ConfigReader extra{*extra_found, config_path};
-        const std::string projector =
-            extra.optional_string("projector", config.projector == ProjectorKind::Mlp ? "mlp" : "linear");
-        C3_CHECK(projector == "mlp" || projector == "linear", ConfigError, "config '", config_path,
-                 "': c3.projector must be \"linear\" or \"mlp\", got \"", projector, "\"");
-        config.projector = projector == "mlp" ? ProjectorKind::Mlp : ProjectorKind::Linear;
-        config.method = method_from_name(extra.optional_string("method", method_name(config.method)));
-        config.latent_start_token = extra.optional_vocabulary_id("latent_start_token", config.latent_start_token);
-        config.latent_end_token = extra.optional_vocabulary_id("latent_end_token", config.latent_end_token);
-        config.latent_pad_token = extra.optional_vocabulary_id("latent_pad_token", config.latent_pad_token);
-        config.prompt_prefix = extra.optional_id_list("prompt_prefix", config.prompt_prefix);
-        config.prompt_suffix = extra.optional_id_list("prompt_suffix", config.prompt_suffix);
-        config.stop_tokens = extra.optional_id_list("stop_tokens", config.stop_tokens);
-    }
+    if (has_extra) read_cascade_settings(*extra_found, config_path, config, {"decoder_model_type"});
     try {
         config.validate();
     } catch (const ConfigError& error) {

@@ -22,6 +22,13 @@ struct GenerationOptions {
     size_t no_repeat_ngram_size = 0;
     uint64_t seed = 0;
     int32_t pad_token = 0;  // fills a row after it has stopped
+
+    void validate() const {
+        C3_CHECK(temperature > 0 && std::isfinite(temperature), ValueError, "temperature must be positive, got ",
+                 temperature);
+        C3_CHECK(top_p > 0 && top_p <= 1, ValueError, "top_p must lie in (0, 1], got ", top_p);
+        C3_CHECK(pad_token >= 0, ValueError, "pad_token must be a token id, got ", pad_token);
+    }
 };
 
 struct GenerationResult {
@@ -81,6 +88,7 @@ template <typename T>
 GenerationResult generate(const Transformer<T>& model, const ForwardInput<T>& prompt, const GenerationOptions& options,
                           const std::vector<std::vector<int32_t>>* prompt_history = nullptr) {
     const size_t B = prompt.batch, vocab = model.config.vocab_size;
+    options.validate();
     C3_CHECK(prompt.length <= model.config.max_position_embeddings &&
                  options.max_new_tokens <= model.config.max_position_embeddings - prompt.length,
              ValueError,

@@ -28,6 +28,15 @@ inline size_t count_targets(const int32_t* targets, size_t count) {
     return counted;
 }
 
+// Tokens that a mask marks real (nonzero) among `count`; a null mask marks all of them. The trainers count
+// answer tokens with it.
+inline size_t count_real_tokens(const uint8_t* mask, size_t count) {
+    if (!mask) return count;
+    size_t counted = 0;
+    for (size_t i = 0; i < count; ++i) counted += mask[i] != 0;
+    return counted;
+}
+
 // Mean-free language-model loss: returns the sum of token losses over counted targets. With backward, the
 // gradient of token_weight * (that sum) is accumulated into `gradients` (a buffer of the model's layout; null:
 // none) and into dinput when given. Does not modify the model, so threads may run it at once on their own
@@ -69,6 +78,17 @@ double language_model_loss(Transformer<T>& model, const ForwardInput<T>& input, 
     return language_model_loss_into(model, input, targets, backward, token_weight, activations,
                                     parameter_gradients ? &model.weight_gradients : nullptr, dinput, row_losses,
                                     transposed);
+}
+
+// The mean loss over the counted targets; the model's gradient buffer is zeroed, then holds d(mean loss).
+template <typename T>
+double language_model_gradients(Transformer<T>& model, const ForwardInput<T>& input, const int32_t* targets,
+                                Activations<T>& activations) {
+    const size_t tokens = count_targets(targets, input.batch * input.length);
+    C3_CHECK(tokens > 0, ValueError, "the batch has no target tokens");
+    model.enable_gradients();
+    model.zero_gradients();
+    return language_model_loss(model, input, targets, true, T(1.0 / double(tokens)), activations) / double(tokens);
 }
 
 }  // namespace c3

@@ -11,13 +11,13 @@
 
 namespace c3::text {
 
-// Decodes UTF-8 (c3/core/utf8.hpp); invalid input is a TokenizerError naming the byte offset.
+// Decodes UTF-8 (c3/core/utf8.hpp); invalid input is a Utf8Error (a TokenizerError) naming the byte offset.
 inline std::vector<uint32_t> decode_utf8(std::string_view text) {
     std::vector<uint32_t> points;
     points.reserve(text.size());
     for (size_t offset = 0; offset < text.size();) {
         char32_t point = 0;
-        offset += decode_code_point<TokenizerError>(text, offset, point);
+        offset += decode_code_point(text, offset, point);
         points.push_back(uint32_t(point));
     }
     return points;

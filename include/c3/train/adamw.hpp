@@ -3,6 +3,7 @@
 // layout. The moments are flat buffers of the same layout, so every update is one loop per tensor.
 #pragma once
 #include <cmath>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -83,11 +84,54 @@ void check_moments(const T* first, const T* second, size_t count, const std::str
     }
 }
 
+// AdamW's state by name, as training checkpoints and both Python trainers hold it: the step count and, for every
+// parameter group, "<group>.first_moment" and "<group>.second_moment", flat in the group's layout.
+template <typename T>
+struct AdamWState {
+    size_t step = 0;
+    std::map<std::string, std::vector<T>> moments;
+};
+
 template <typename T>
 struct AdamW {
     AdamWConfig config;
     size_t step = 0;
     std::vector<std::vector<T>> first_moment, second_moment;  // per group, same layout as its parameters
+
+    // The state for `groups`; before the first step the moments are zeros, which is where update() starts.
+    AdamWState<T> state(const std::vector<ParameterGroup<T>>& groups) const {
+        AdamWState<T> result;
+        result.step = step;
+        const bool started = first_moment.size() == groups.size();
+        for (size_t g = 0; g < groups.size(); ++g) {
+            result.moments[groups[g].name + ".first_moment"] =
+                started ? first_moment[g] : std::vector<T>(groups[g].size(), T(0));
+            result.moments[groups[g].name + ".second_moment"] =
+                started ? second_moment[g] : std::vector<T>(groups[g].size(), T(0));
+        }
+        return result;
+    }
+
+    // Takes the step and moments of `state` for `groups`. Everything is checked first (both moments of every
+    // group present and of its size, finite, second moments >= 0), so a bad state changes nothing. `what`
+    // names the source in errors.
+    void load_state(const std::vector<ParameterGroup<T>>& groups, AdamWState<T> state, const std::string& what) {
+        std::vector<std::vector<T>> first, second;
+        for (const ParameterGroup<T>& group : groups) {
+            for (const char* kind : {".first_moment", ".second_moment"}) {
+                const auto found = state.moments.find(group.name + kind);
+                C3_CHECK(found != state.moments.end(), ValueError, what, ": no '", group.name, kind, "'");
+                C3_CHECK(found->second.size() == group.size(), ShapeError, what, ": '", group.name, kind, "' holds ",
+                         found->second.size(), " values, the parameter group ", group.size());
+                (kind[1] == 'f' ? first : second).push_back(std::move(found->second));
+            }
+            check_moments(first.back().data(), second.back().data(), group.size(),
+                          what + " (group '" + group.name + "')");
+        }
+        first_moment = std::move(first);
+        second_moment = std::move(second);
+        step = state.step;
+    }
 
     // One update at the given learning rate. Frozen tensors are skipped entirely: no decay, no moments.
     void update(std::vector<ParameterGroup<T>>& groups, double learning_rate) {

@@ -20,13 +20,14 @@ public:
     CascadeTrainer(Cascade<T>& model, const TrainingOptions& options)
         : cascade(model), trainer(model.parameter_groups(), options) {}
 
+    std::vector<ParameterGroup<T>> parameter_groups() { return cascade.parameter_groups(); }
+
     using Batch = CascadeBatch;
 
     StepReport step(const std::vector<Batch>& micro_batches) {
         const auto start = std::chrono::steady_clock::now();
         size_t tokens = 0;
-        for (const Batch& m : micro_batches)
-            for (size_t i = 0; i < m.batch * m.answer_length; ++i) tokens += !m.answer_mask || m.answer_mask[i];
+        for (const Batch& m : micro_batches) tokens += m.answer_tokens();
         C3_CHECK(tokens > 0, ValueError, "the batch has no answer tokens");
         trainer.refresh_groups(cascade.parameter_groups());
         trainer.zero_gradients();
@@ -36,6 +37,12 @@ public:
         StepReport report = trainer.apply(total, tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         return report;
+    }
+
+    // The same for one batch cut into micro_batches equal parts.
+    StepReport step(const Batch& batch, size_t micro_batches) {
+        return step(split_micro_batches<Batch>(batch.batch, micro_batches,
+                                               [&](size_t begin, size_t size) { return batch.sequences(begin, size); }));
     }
 
     // A weighted sum of mean losses over groups of micro-batches (reconstruction and continuation, say), in one
@@ -54,8 +61,7 @@ public:
                      " must be finite and >= 0");
             if (weights[g] == 0) continue;
             size_t tokens = 0;
-            for (const Batch& m : groups[g])
-                for (size_t i = 0; i < m.batch * m.answer_length; ++i) tokens += !m.answer_mask || m.answer_mask[i];
+            for (const Batch& m : groups[g]) tokens += m.answer_tokens();
             C3_CHECK(tokens > 0, ValueError, "batch group ", g, " has no answer tokens");
             double total = 0;
             for (const Batch& m : groups[g])
@@ -70,13 +76,16 @@ public:
         return report;
     }
 
-    double evaluate(const Batch& m) {
-        size_t tokens = 0;
-        CascadeLossOptions<T> options;
-        options.token_count = &tokens;
-        const double total = cascade.loss(m, activations, options);
+    double evaluate(const Batch& m) { return mean_loss(cascade, m, false, activations); }
+
+    // The mean answer-token loss of one batch. With gradients, every gradient buffer is zeroed first (frozen parts
+    // too, so that they read as exact zeros), then holds d(mean loss) in the trainable parts.
+    static double mean_loss(Cascade<T>& model, const Batch& m, bool gradients, CascadeActivations<T>& activations) {
+        const size_t tokens = m.answer_tokens();
         C3_CHECK(tokens > 0, ValueError, "the batch has no answer tokens");
-        return total / double(tokens);
+        if (gradients) model.zero_gradients();
+        const T token_weight = gradients ? T(1.0 / double(tokens)) : T(0);
+        return model.loss(m, activations, {gradients, token_weight}) / double(tokens);
     }
 };
 

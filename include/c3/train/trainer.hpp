@@ -25,7 +25,34 @@ struct TrainingOptions {
     // auto_sequences_per_pass). Smaller passes keep the saved activations in cache at the price of one more
     // read-modify-write of the thread's gradient buffer per pass.
     size_t sequences_per_pass = 0;
+
+    void validate() const {
+        const AdamWConfig& a = adamw;
+        C3_CHECK(a.learning_rate >= 0 && std::isfinite(a.learning_rate), ValueError,
+                 "learning_rate must be finite and >= 0, got ", a.learning_rate);
+        C3_CHECK(a.beta1 >= 0 && a.beta1 < 1 && a.beta2 >= 0 && a.beta2 < 1, ValueError,
+                 "betas must lie in [0, 1), got ", a.beta1, " and ", a.beta2);
+        C3_CHECK(a.epsilon >= 0 && std::isfinite(a.epsilon), ValueError, "epsilon must be finite and >= 0, got ",
+                 a.epsilon);
+        C3_CHECK(a.weight_decay >= 0 && std::isfinite(a.weight_decay), ValueError,
+                 "weight_decay must be finite and >= 0, got ", a.weight_decay);
+        C3_CHECK(min_lr_ratio >= 0 && min_lr_ratio <= 1, ValueError, "min_lr_ratio must lie in [0, 1], got ",
+                 min_lr_ratio);
+        C3_CHECK(!std::isnan(max_grad_norm), ValueError, "max_grad_norm must be a number (0 or less: no clipping)");
+    }
 };
+
+// Cuts a batch of `batch` sequences into `count` micro-batches of equal size (one optimiser step accumulates
+// them); part(begin, size) makes the micro-batch of sequences [begin, begin + size). Both trainers split here.
+template <typename Part, typename MakePart>
+std::vector<Part> split_micro_batches(size_t batch, size_t count, MakePart part) {
+    C3_CHECK(count >= 1 && batch % count == 0, ValueError, "micro_batches (", count,
+             ") must divide the batch size (", batch, ")");
+    std::vector<Part> parts;
+    const size_t size = batch / count;
+    for (size_t k = 0; k < count; ++k) parts.push_back(part(k * size, size));
+    return parts;
+}
 
 // Floats that a training forward keeps per row for backward (Activations and LayerActivations), for a
 // sequence of `length` rows.
@@ -72,6 +99,7 @@ public:
 
     Trainer(std::vector<ParameterGroup<T>> parameter_groups, const TrainingOptions& training_options)
         : groups(std::move(parameter_groups)), options(training_options) {
+        options.validate();
         optimizer.config = options.adamw;
         schedule = {options.adamw.learning_rate, options.warmup_steps, options.total_steps, options.min_lr_ratio};
     }
@@ -123,6 +151,9 @@ public:
     LanguageModelTrainer(Transformer<T>& language_model, const TrainingOptions& options)
         : model(language_model), trainer({language_model.parameter_group("model")}, options) {}
 
+    // Taken afresh each time (see Trainer::refresh_groups).
+    std::vector<ParameterGroup<T>> parameter_groups() { return {model.parameter_group("model")}; }
+
     // One optimiser step over micro-batches (each [batch, length] ids, mask and targets).
     StepReport step(const std::vector<ForwardInput<T>>& micro_batches, const std::vector<const int32_t*>& targets) {
         const auto start = std::chrono::steady_clock::now();
@@ -130,7 +161,7 @@ public:
         for (size_t m = 0; m < micro_batches.size(); ++m)
             tokens += count_targets(targets[m], micro_batches[m].batch * micro_batches[m].length);
         C3_CHECK(tokens > 0, ValueError, "the batch has no target tokens (all targets are the ignore index)");
-        trainer.refresh_groups({model.parameter_group("model")});
+        trainer.refresh_groups(parameter_groups());
         trainer.zero_gradients();
         // The forward products read the weights transposed, a copy taken now: the parameters hold still
         // until apply() below.
@@ -150,6 +181,16 @@ public:
         StepReport report = trainer.apply(loss_sum, tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         return report;
+    }
+
+    // The same for one batch [batch, length] with its targets, cut into micro_batches equal parts.
+    StepReport step(const ForwardInput<T>& batch, const int32_t* targets, size_t micro_batches) {
+        const size_t hidden = model.config.hidden_size;
+        const auto parts = split_micro_batches<ForwardInput<T>>(
+            batch.batch, micro_batches, [&](size_t begin, size_t size) { return shard(batch, begin, begin + size, hidden); });
+        std::vector<const int32_t*> part_targets;
+        for (size_t k = 0; k < parts.size(); ++k) part_targets.push_back(targets + k * parts[k].batch * batch.length);
+        return step(parts, part_targets);
     }
 
     // Mean loss without gradients.
