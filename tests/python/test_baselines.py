@@ -14,7 +14,7 @@ from c3 import _core, continuation, surprisal
 from c3.cascade import scratch_model_config
 from c3_reference import named_gradients
 
-from test_cascade import END, N, PREFIX, START, SUFFIX, assert_gradients_match, batches
+from test_cascade import END, N, PREFIX, START, SUFFIX, assert_gradients_match, batches, two_threads
 from test_cascade import build as build_cascade
 
 METHODS = ["c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context"]
@@ -148,15 +148,6 @@ def test_weighted_step_mixes_reconstruction_and_continuation(tmp_path):
 
 
 # ---- data-parallel training: each thread a share of the sequences, its own gradient buffers ------------------
-@pytest.fixture
-def two_threads():
-    """Two threads, so that batches of 2 or more sequences per micro-batch take the data-parallel path."""
-    before = c3.num_threads()
-    c3.set_num_threads(2)
-    yield
-    c3.set_num_threads(before)
-
-
 def every_parameter(model):
     values = {f"encoder.{k}": v.copy() for k, v in model.encoder.parameters().items()}
     values.update({f"decoder.{k}": v.copy() for k, v in model.decoder.parameters().items()})
@@ -165,7 +156,7 @@ def every_parameter(model):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_data_parallel_step_leaves_autograds_gradients(tmp_path, method, two_threads):
+def test_data_parallel_step_leaves_autograds_gradients(tmp_path, method):
     """A data-parallel step at learning rate 0 without clipping keeps its summed gradients in the buffers: they
     must be autograd's for the whole batch (two micro-batches of two sequences, one per thread)."""
     model, reference = build(tmp_path, method)
@@ -173,7 +164,8 @@ def test_data_parallel_step_leaves_autograds_gradients(tmp_path, method, two_thr
     expected = reference.method_loss(method, contexts, context_mask, answers, answer_mask)
     expected.backward()
     trainer = c3.CascadeTrainer(model, learning_rate=0.0, max_grad_norm=0.0, data_parallel=True)
-    report = trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=2)
+    with two_threads():
+        report = trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=2)
     assert abs(report["loss"] - expected.item()) < 1e-5
     assert assert_gradients_match(model, reference) > 0
 
@@ -181,7 +173,7 @@ def test_data_parallel_step_leaves_autograds_gradients(tmp_path, method, two_thr
 @pytest.mark.parametrize("method,projector,frozen", [("c3", "linear", ()), ("c3", "mlp", ("encoder", "decoder")),
                                                      ("mean_pool", "linear", ()), ("truncate", "linear", ()),
                                                      ("full_context", "linear", ())])
-def test_data_parallel_steps_repeat_bit_for_bit_and_match_serial(tmp_path, method, projector, frozen, two_threads):
+def test_data_parallel_steps_repeat_bit_for_bit_and_match_serial(tmp_path, method, projector, frozen):
     """Three AdamW steps (with micro-batches on the second): two data-parallel runs give the same bits; a serial
     run (each product split across the threads instead) agrees to float summation order."""
     contexts, context_mask, answers, answer_mask = batches(seed=11, batch=4)
@@ -193,8 +185,9 @@ def test_data_parallel_steps_repeat_bit_for_bit_and_match_serial(tmp_path, metho
         before = every_parameter(model)
         trainer = c3.CascadeTrainer(model, learning_rate=1e-2, weight_decay=0.1, max_grad_norm=0.5,
                                     data_parallel=data_parallel)
-        reports = [trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=1 + step % 2)
-                   for step in range(3)]
+        with two_threads():
+            reports = [trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=1 + step % 2)
+                       for step in range(3)]
         runs[run] = ([(r["loss"], r["gradient_norm"]) for r in reports], every_parameter(model), before)
     first, second, serial = runs["first"], runs["second"], runs["serial"]
     assert first[0] == second[0]
@@ -208,7 +201,7 @@ def test_data_parallel_steps_repeat_bit_for_bit_and_match_serial(tmp_path, metho
     assert any((value != first[2][name]).any() for name, value in first[1].items())
 
 
-def test_data_parallel_weighted_step_matches_serial(tmp_path, two_threads):
+def test_data_parallel_weighted_step_matches_serial(tmp_path):
     """Reconstruction and continuation groups in one weighted step, data parallel and serial."""
     contexts, context_mask, answers, answer_mask = batches(seed=12, batch=4)
     groups = [(contexts, context_mask, answers, answer_mask), (contexts, context_mask, answers[:, :4],
@@ -217,7 +210,8 @@ def test_data_parallel_weighted_step_matches_serial(tmp_path, two_threads):
     for data_parallel in (True, False):
         model, _ = build(tmp_path / str(data_parallel), "c3")
         trainer = c3.CascadeTrainer(model, learning_rate=1e-2, data_parallel=data_parallel)
-        losses = [trainer.step_weighted(groups, [0.75, 0.25])["loss"] for _ in range(2)]
+        with two_threads():
+            losses = [trainer.step_weighted(groups, [0.75, 0.25])["loss"] for _ in range(2)]
         results.append((losses, every_parameter(model)))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
     for name, value in results[0][1].items():
