@@ -1,8 +1,9 @@
 """The cascade in c3 against a PyTorch reference of the same cascade (same weights, same threads), in one run:
-compress and reconstruct throughput at batch 1 and 16, and the saving C3 exists for: decoder prefill over N
-latents against the same decoder fed the full text.
+compress and reconstruct throughput at batch 1 and 16, the saving C3 exists for (decoder prefill over N
+latents against the same decoder fed the full text), and training steps: c3's data-parallel steps (each thread
+a share of the sequences) against its serial ones (each product split across the threads) and against PyTorch.
 
-    python benchmarks/compare_cascade.py [--threads 2] [--latents 32] [--context 512]
+    python benchmarks/compare_cascade.py [--threads 2] [--latents 32] [--context 512] [--training-only]
 
 The PyTorch side is tests/python/c3_reference.py (the oracle of the cascade tests) for compression, and
 transformers' generate(inputs_embeds=...) with the KV cache for reconstruction.
@@ -40,6 +41,9 @@ def main():
     parser.add_argument("--latents", type=int, default=32)
     parser.add_argument("--context", type=int, default=512, help="context tokens per text")
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--train-batch", type=int, default=8, help="sequences per training step")
+    parser.add_argument("--train-context", type=int, default=128, help="context tokens per training text")
+    parser.add_argument("--training-only", action="store_true", help="only the training comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     c3.set_num_threads(args.threads)
@@ -52,6 +56,9 @@ def main():
         model, reference = make_cascade_pair(pathlib.Path(directory), encoder, decoder, config)
     print(f"encoder d=256 x4, decoder d=512 x6, vocab {vocab}, {args.latents} latents, {args.context}-token contexts, "
           f"{args.threads} threads")
+    if args.training_only:
+        training(model, reference, args, vocab)
+        return
     rng = np.random.default_rng(0)
     for batch in (1, 16):
         contexts = rng.integers(20, vocab, size=(batch, args.context)).astype(np.int64)
@@ -86,6 +93,33 @@ def main():
     print(f"decoder prefill, c3: {len(reference.prompt_ids())} positions with {args.latents} latents "
           f"{with_latents * 1e3:.1f} ms  vs  the full text ({full.shape[1]} tokens) {with_text * 1e3:.1f} ms: "
           f"{with_text / with_latents:.1f}x less time")
+    training(model, reference, args, vocab)
+
+
+def training(model, reference, args, vocab):
+    """Reconstruction training steps (every part trainable, AdamW), median of 3: c3 data parallel, c3 serial and
+    PyTorch on the same batch. The parameters move between calls; a step's cost does not."""
+    rng = np.random.default_rng(1)
+    batch, length = args.train_batch, args.train_context
+    contexts = rng.integers(20, vocab, size=(batch, length)).astype(np.int64)
+    mask = np.ones_like(contexts)
+    trainers = {mode: c3.CascadeTrainer(model, learning_rate=1e-5, data_parallel=mode == "data parallel")
+                for mode in ("data parallel", "serial")}
+    times = {mode: median_time(lambda: trainer.step(contexts, mask, contexts, mask))
+             for mode, trainer in trainers.items()}
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-5)
+
+    def torch_step():
+        optimizer.zero_grad()
+        reference.loss(contexts, mask, contexts, mask).backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+        optimizer.step()
+    times["torch"] = median_time(torch_step)
+    tokens = batch * length  # answer tokens (the context read back)
+    print(f"training, batch {batch} x {length}-token contexts and answers: c3 data parallel "
+          f"{tokens / times['data parallel']:6.0f} tok/s  c3 serial {tokens / times['serial']:6.0f} tok/s  torch "
+          f"{tokens / times['torch']:6.0f} tok/s   data parallel / serial {times['serial'] / times['data parallel']:4.2f}x  "
+          f"data parallel / torch {times['torch'] / times['data parallel']:4.2f}x", flush=True)
 
 
 if __name__ == "__main__":

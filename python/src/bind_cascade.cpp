@@ -12,7 +12,8 @@
 namespace c3::python {
 
 using CascadeModel = Cascade<float>;
-TrainingOptions training_options_from_kwargs(double, double, double, double, double, size_t, size_t, double, double);
+TrainingOptions training_options_from_kwargs(double, double, double, double, double, size_t, size_t, double, double,
+                                             bool, size_t);
 py::dict step_report_to_dict(const StepReport& report);
 
 namespace {
@@ -341,19 +342,27 @@ void bind_cascade(py::module_& m) {
           py::arg("history"), py::arg("vocab_size"), py::arg("ngram_size"),
           "The tokens that generation's no_repeat_ngram_size rule bans after `history` (for tests).");
 
-    py::class_<CascadeTrainer<float>> trainer_class(m, "CascadeTrainer", "AdamW training of a cascade, with any part frozen.");
+    py::class_<CascadeTrainer<float>> trainer_class(m, "CascadeTrainer",
+                                                    "AdamW training of a cascade, with any part frozen. data_parallel: "
+                                                    "each thread runs encoder, projector and decoder forward and "
+                                                    "backward on its share of the batch's sequences (used when every "
+                                                    "micro-batch has at least as many sequences as threads). "
+                                                    "sequences_per_pass: each share runs in passes of this many "
+                                                    "sequences (0: one pass).");
     trainer_class
         .def(py::init([](CascadeModel& cascade, double learning_rate, double weight_decay, double beta1, double beta2,
                          double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
-                         double max_grad_norm) {
+                         double max_grad_norm, bool data_parallel, size_t sequences_per_pass) {
                  return std::make_unique<CascadeTrainer<float>>(
                      cascade, training_options_from_kwargs(learning_rate, weight_decay, beta1, beta2, epsilon,
-                                                           warmup_steps, total_steps, min_lr_ratio, max_grad_norm));
+                                                           warmup_steps, total_steps, min_lr_ratio, max_grad_norm,
+                                                           data_parallel, sequences_per_pass));
              }),
              py::arg("cascade"), py::arg("learning_rate") = 1e-3, py::arg("weight_decay") = 0.0,
              py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("epsilon") = 1e-8,
              py::arg("warmup_steps") = 0, py::arg("total_steps") = 1000, py::arg("min_lr_ratio") = 0.0,
-             py::arg("max_grad_norm") = 1.0, py::keep_alive<1, 2>())
+             py::arg("max_grad_norm") = 1.0, py::arg("data_parallel") = true, py::arg("sequences_per_pass") = 0,
+             py::keep_alive<1, 2>())
         .def("step",
              [](CascadeTrainer<float>& self, py::object contexts, py::object context_mask, py::object answers,
                 py::object answer_mask, size_t micro_batches) {

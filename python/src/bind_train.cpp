@@ -10,13 +10,16 @@ using Model = Transformer<float>;
 
 TrainingOptions training_options_from_kwargs(double learning_rate, double weight_decay, double beta1, double beta2,
                                              double epsilon, size_t warmup_steps, size_t total_steps,
-                                             double min_lr_ratio, double max_grad_norm) {
+                                             double min_lr_ratio, double max_grad_norm, bool data_parallel,
+                                             size_t sequences_per_pass) {
     TrainingOptions options;
     options.adamw = {learning_rate, beta1, beta2, epsilon, weight_decay};
     options.warmup_steps = warmup_steps;
     options.total_steps = total_steps;
     options.min_lr_ratio = min_lr_ratio;
     options.max_grad_norm = max_grad_norm;
+    options.data_parallel = data_parallel;
+    options.sequences_per_pass = sequences_per_pass;
     return options;
 }
 
@@ -60,12 +63,10 @@ void bind_train(py::module_& m) {
         .def(py::init([](Model& model, double learning_rate, double weight_decay, double beta1, double beta2,
                          double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
                          double max_grad_norm, bool data_parallel, size_t sequences_per_pass) {
-                 TrainingOptions options = training_options_from_kwargs(learning_rate, weight_decay, beta1, beta2,
-                                                                        epsilon, warmup_steps, total_steps,
-                                                                        min_lr_ratio, max_grad_norm);
-                 options.data_parallel = data_parallel;
-                 options.sequences_per_pass = sequences_per_pass;
-                 return std::make_unique<LanguageModelTrainer<float>>(model, options);
+                 return std::make_unique<LanguageModelTrainer<float>>(
+                     model, training_options_from_kwargs(learning_rate, weight_decay, beta1, beta2, epsilon,
+                                                         warmup_steps, total_steps, min_lr_ratio, max_grad_norm,
+                                                         data_parallel, sequences_per_pass));
              }),
              py::arg("model"), py::arg("learning_rate") = 1e-3, py::arg("weight_decay") = 0.0,
              py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("epsilon") = 1e-8,

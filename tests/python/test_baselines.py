@@ -14,7 +14,7 @@ from c3 import _core, continuation, surprisal
 from c3.cascade import scratch_model_config
 from c3_reference import named_gradients
 
-from test_cascade import END, N, PREFIX, START, SUFFIX, batches
+from test_cascade import END, N, PREFIX, START, SUFFIX, assert_gradients_match, batches, two_threads
 from test_cascade import build as build_cascade
 
 METHODS = ["c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context"]
@@ -145,6 +145,77 @@ def test_weighted_step_mixes_reconstruction_and_continuation(tmp_path):
         [(contexts, context_mask, answers, answer_mask), (contexts, context_mask, follow, follow_mask)], [1.0, 0.0])
     for name, value in one.decoder.parameters().items():
         np.testing.assert_array_equal(value, two.decoder.parameters()[name])
+
+
+# ---- data-parallel training: each thread a share of the sequences, its own gradient buffers ------------------
+def every_parameter(model):
+    values = {f"encoder.{k}": v.copy() for k, v in model.encoder.parameters().items()}
+    values.update({f"decoder.{k}": v.copy() for k, v in model.decoder.parameters().items()})
+    values.update({f"bridge.{k}": v.copy() for k, v in model.bridge_parameters().items()})
+    return values
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_data_parallel_step_leaves_autograds_gradients(tmp_path, method):
+    """A data-parallel step at learning rate 0 without clipping keeps its summed gradients in the buffers: they
+    must be autograd's for the whole batch (two micro-batches of two sequences, one per thread)."""
+    model, reference = build(tmp_path, method)
+    contexts, context_mask, answers, answer_mask = batches(seed=9, batch=4)
+    expected = reference.method_loss(method, contexts, context_mask, answers, answer_mask)
+    expected.backward()
+    trainer = c3.CascadeTrainer(model, learning_rate=0.0, max_grad_norm=0.0, data_parallel=True)
+    with two_threads():
+        report = trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=2)
+    assert abs(report["loss"] - expected.item()) < 1e-5
+    assert assert_gradients_match(model, reference) > 0
+
+
+@pytest.mark.parametrize("method,projector,frozen", [("c3", "linear", ()), ("c3", "mlp", ("encoder", "decoder")),
+                                                     ("mean_pool", "linear", ()), ("truncate", "linear", ()),
+                                                     ("full_context", "linear", ())])
+def test_data_parallel_steps_repeat_bit_for_bit_and_match_serial(tmp_path, method, projector, frozen):
+    """Three AdamW steps (with micro-batches on the second): two data-parallel runs give the same bits; a serial
+    run (each product split across the threads instead) agrees to float summation order."""
+    contexts, context_mask, answers, answer_mask = batches(seed=11, batch=4)
+    runs = {}
+    for run, data_parallel in (("first", True), ("second", True), ("serial", False)):
+        model, _ = build_cascade(tmp_path / run, projector=projector, method=method)
+        for part in frozen:
+            model.set_trainable(part, False)
+        before = every_parameter(model)
+        trainer = c3.CascadeTrainer(model, learning_rate=1e-2, weight_decay=0.1, max_grad_norm=0.5,
+                                    data_parallel=data_parallel)
+        with two_threads():
+            reports = [trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=1 + step % 2)
+                       for step in range(3)]
+        runs[run] = ([(r["loss"], r["gradient_norm"]) for r in reports], every_parameter(model), before)
+    first, second, serial = runs["first"], runs["second"], runs["serial"]
+    assert first[0] == second[0]
+    for name, value in first[1].items():
+        assert value.tobytes() == second[1][name].tobytes(), name
+    np.testing.assert_allclose(np.array(first[0]), np.array(serial[0]), rtol=1e-5, atol=1e-6)
+    for name, value in first[1].items():
+        np.testing.assert_allclose(value, serial[1][name], rtol=0, atol=2e-5, err_msg=name)
+        if name.split(".")[0] in frozen:
+            np.testing.assert_array_equal(value, first[2][name], err_msg=name)
+    assert any((value != first[2][name]).any() for name, value in first[1].items())
+
+
+def test_data_parallel_weighted_step_matches_serial(tmp_path):
+    """Reconstruction and continuation groups in one weighted step, data parallel and serial."""
+    contexts, context_mask, answers, answer_mask = batches(seed=12, batch=4)
+    groups = [(contexts, context_mask, answers, answer_mask), (contexts, context_mask, answers[:, :4],
+                                                               answer_mask[:, :4])]
+    results = []
+    for data_parallel in (True, False):
+        model, _ = build(tmp_path / str(data_parallel), "c3")
+        trainer = c3.CascadeTrainer(model, learning_rate=1e-2, data_parallel=data_parallel)
+        with two_threads():
+            losses = [trainer.step_weighted(groups, [0.75, 0.25])["loss"] for _ in range(2)]
+        results.append((losses, every_parameter(model)))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    for name, value in results[0][1].items():
+        np.testing.assert_allclose(value, results[1][1][name], rtol=0, atol=2e-5, err_msg=name)
 
 
 def test_method_survives_save_and_load_and_a_bad_one_is_refused(tmp_path):

@@ -2,6 +2,7 @@
 latents, teacher-forced scores, greedy reconstruction with stop tokens and the n-gram rule, the loss and every
 gradient against autograd, AdamW steps against torch, the official checkpoint layout in miniature, latents as
 data, and hostile input."""
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def two_threads():
+    """Two c3 threads, so that micro-batches of 2 or more sequences take the data-parallel path. Set right before
+    c3 trains: torch shares the OpenMP runtime, and its first parallel work on a thread sets that thread's count
+    to torch's own (1 in these tests)."""
+    before = c3.num_threads()
+    c3.set_num_threads(2)
+    try:
+        assert c3.num_threads() == 2
+        yield
+    finally:
+        c3.set_num_threads(before)
 
 
 def cascade_config(projector="linear", method="c3"):
@@ -261,7 +276,8 @@ def test_trainer_steps_match_torch_adamw(tmp_path):
                 p.grad = torch.zeros_like(p)
         torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
         optimizer.step()
-        report = trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=1 + step % 2)
+        with two_threads():  # data parallel: micro-batches of 4 and 2 sequences
+            report = trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=1 + step % 2)
         assert report["step"] == step + 1 and report["tokens"] == int(answer_mask.sum())
         assert report["gradient_norm"] > 1.0  # clipping is exercised
         assert abs(report["loss"] - loss.item()) < 1e-4, f"step {step}: {report['loss']} vs {loss.item()}"

@@ -101,11 +101,11 @@ void mean_pool_forward(const Cascade<T>& cascade, const int32_t* contexts, const
     }
 }
 
-// dslots [B, N, d_enc] -> the encoder's embedding rows of each window, divided by the window's size.
+// dslots [B, N, d_enc] -> dembed, the encoder's embedding rows of each window (null: frozen), divided by the
+// window's size.
 template <typename T>
-void mean_pool_backward(Cascade<T>& cascade, const CascadeActivations<T>& a, const T* dslots) {
-    T* dembed = cascade.encoder.weight_gradients.embed;
-    if (!dembed || !cascade.encoder.any_trainable()) return;
+void mean_pool_backward(const Cascade<T>& cascade, const CascadeActivations<T>& a, const T* dslots, T* dembed) {
+    if (!dembed) return;
     const size_t N = cascade.config.num_latents, de = cascade.config.encoder.hidden_size, Lc = a.context_length;
     for (size_t b = 0; b < a.batch; ++b)
         for (size_t i = 0; i < N; ++i) {

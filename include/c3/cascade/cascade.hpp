@@ -165,6 +165,23 @@ struct CascadeActivations {
     std::vector<size_t> pool_windows; // [B, N, 2]: mean pooling's [begin, end) in the context
 };
 
+// Where Cascade::loss_into accumulates parameter gradients: the model's own buffers, or one set per thread in
+// data-parallel training (train/cascade_trainer.hpp). A null part gets none.
+template <typename T>
+struct CascadeGradients {
+    const TransformerWeights<T>* encoder = nullptr;  // Transformer::bind_gradients (null tensors where frozen)
+    const TransformerWeights<T>* decoder = nullptr;
+    T* bridge = nullptr;  // a buffer of bridge_layout (Q and the projector); frozen entries are left alone
+};
+
+// The encoder's and decoder's matrices transposed (Transformer::transpose_weights) from the current parameters,
+// for the forward products; null: the plain weights.
+template <typename T>
+struct CascadeTransposedWeights {
+    const TransformerWeights<T>* encoder = nullptr;
+    const TransformerWeights<T>* decoder = nullptr;
+};
+
 // Per-position teacher-forced scores of reference answers.
 struct AnswerScores {
     size_t batch = 0, length = 0;
@@ -232,8 +249,10 @@ public:
     }
 
     // Contexts [B, Lc] (left-padded, mask 1 = token) -> latents [B, N, d_dec] in a.latents.
+    // transposed: the encoder's matrices from Transformer::transpose_weights (null: the plain weights).
     void compress(const int32_t* contexts, const uint8_t* context_mask, size_t batch, size_t context_length,
-                  CascadeActivations<T>& a, bool save_for_backward) const {
+                  CascadeActivations<T>& a, bool save_for_backward,
+                  const TransformerWeights<T>* transposed = nullptr) const {
         const size_t N = config.num_latents, de = config.encoder.hidden_size;
         const size_t Le = config.encoder_length(context_length);
         for (size_t b = 0; b < batch && context_mask; ++b) {
@@ -272,7 +291,7 @@ public:
         for (size_t b = 0; b < batch; ++b)
             std::memcpy(a.encoder_input.data() + (b * Le + context_length + 1) * de, queries, N * de * sizeof(T));
         ForwardInput<T> in{batch, Le, nullptr, a.encoder_input.data(), a.encoder_mask.data(), nullptr};
-        encoder.forward(in, a.encoder, LogitsMode::None, save_for_backward);
+        encoder.forward(in, a.encoder, LogitsMode::None, save_for_backward, nullptr, transposed);
         a.slot_states.resize(batch * N * de);
         for (size_t b = 0; b < batch; ++b)
             std::memcpy(a.slot_states.data() + b * N * de, a.encoder.hidden.data() + (b * Le + context_length + 1) * de,
@@ -333,12 +352,27 @@ public:
     }
 
     // Sum of answer-token losses over the batch; options.backward also accumulates token_weight * d(sum) into
-    // every trainable part.
+    // every trainable part (the cascade's own gradient buffers).
     double loss(const CascadeBatch& batch, CascadeActivations<T>& a, const CascadeLossOptions<T>& options = {}) {
+        const bool encoder_gradients = options.backward && encoder.any_trainable();
+        const bool decoder_gradients = options.backward && decoder.any_trainable();
+        if (encoder_gradients) encoder.enable_gradients();
+        if (decoder_gradients) decoder.enable_gradients();
+        const CascadeGradients<T> gradients{encoder_gradients ? &encoder.weight_gradients : nullptr,
+                                            decoder_gradients ? &decoder.weight_gradients : nullptr,
+                                            bridge_gradients.data()};
+        return loss_into(batch, a, options, gradients);
+    }
+
+    // The same, accumulating into explicit gradient buffers, with the products reading transposed weights where
+    // given. Does not modify the cascade, so threads may run it at once on their own activations and buffers.
+    double loss_into(const CascadeBatch& batch, CascadeActivations<T>& a, const CascadeLossOptions<T>& options,
+                     const CascadeGradients<T>& gradients, const CascadeTransposedWeights<T>& transposed = {}) const {
         const bool backward = options.backward;
         const size_t B = batch.batch;
-        const bool encoder_side = backward && (encoder.any_trainable() || any_bridge_trainable());
-        compress(batch.contexts, batch.context_mask, B, batch.context_length, a, encoder_side);
+        const bool bridge_side = gradients.bridge && any_bridge_trainable();
+        const bool encoder_side = backward && (gradients.encoder || bridge_side);
+        compress(batch.contexts, batch.context_mask, B, batch.context_length, a, encoder_side, transposed.encoder);
         build_decoder_input(a.latents.data(), a.block_width, a.block_mask.empty() ? nullptr : a.block_mask.data(),
                             batch.answers, batch.answer_mask, B, batch.answer_length, a);
         const std::vector<int32_t> targets = answer_targets(a);
@@ -348,11 +382,13 @@ public:
         std::vector<T> dinput;
         if (encoder_side) dinput.assign(B * Ld * dd, T(0));
         // The decoder's own embedding rows get their gradient below, from dinput, so that latent rows stay apart.
-        double total = language_model_loss(decoder, in, targets.data(), backward, options.token_weight, a.decoder,
-                                           encoder_side || decoder.any_trainable() ? ensure_dinput(dinput, B * Ld * dd)
-                                                                                   : nullptr,
-                                           options.row_losses);
-        if (backward) backward_from_decoder_input(a, dinput);
+        const TransformerWeights<T>* decoder_gradients = backward ? gradients.decoder : nullptr;
+        double total = language_model_loss_into(decoder, in, targets.data(), backward, options.token_weight, a.decoder,
+                                                decoder_gradients,
+                                                encoder_side || decoder_gradients ? ensure_dinput(dinput, B * Ld * dd)
+                                                                                  : nullptr,
+                                                options.row_losses, transposed.decoder);
+        if (backward) backward_from_decoder_input(a, dinput, gradients);
         return total;
     }
 
@@ -445,31 +481,37 @@ private:
 
     // dinput: gradient on the decoder's input embeddings [B, Ld, d_dec]. Splits it into the decoder's embedding
     // table (token rows) and the latents (slot rows), then runs projector and encoder backward.
-    void backward_from_decoder_input(CascadeActivations<T>& a, const std::vector<T>& dinput) {
+    void backward_from_decoder_input(CascadeActivations<T>& a, const std::vector<T>& dinput,
+                                     const CascadeGradients<T>& gradients) const {
         const size_t B = a.batch, N = config.num_latents, de = config.encoder.hidden_size, dd = config.decoder.hidden_size;
         const size_t W = a.block_width, Ld = config.prompt_length(W) + a.answer_length, slot = config.decoder_slot_start();
         if (dinput.empty()) return;
         // Truncation and full context put the decoder's own token embeddings in the block: they train them too.
         const bool block_holds_tokens = uses_context_tokens(config.method);
-        if (decoder.any_trainable() && decoder.weight_gradients.embed) {
+        T* decoder_embed = gradients.decoder ? gradients.decoder->embed : nullptr;
+        T* encoder_embed = gradients.encoder ? gradients.encoder->embed : nullptr;
+        if (decoder_embed) {
             for (size_t b = 0; b < B; ++b)
                 for (size_t t = 0; t < Ld; ++t) {
                     if (t >= slot && t < slot + W && !block_holds_tokens) continue;
                     if (!a.decoder_mask[b * Ld + t]) continue;
-                    T* row = decoder.weight_gradients.embed + size_t(a.decoder_ids[b * Ld + t]) * dd;
+                    T* row = decoder_embed + size_t(a.decoder_ids[b * Ld + t]) * dd;
                     const T* g = dinput.data() + (b * Ld + t) * dd;
                     for (size_t i = 0; i < dd; ++i) row[i] += g[i];
                 }
         }
-        if (!(encoder.any_trainable() || any_bridge_trainable())) return;
+        if (!(gradients.encoder || (gradients.bridge && any_bridge_trainable()))) return;
         if (config.method != CompressionMethod::C3 && config.method != CompressionMethod::MeanPool) return;
         std::vector<T> dlatents(B * N * dd);
         for (size_t b = 0; b < B; ++b)
             std::memcpy(dlatents.data() + b * N * dd, dinput.data() + (b * Ld + slot) * dd, N * dd * sizeof(T));
         // Projector.
         const size_t rows = B * N;
-        const BridgeWeights<const T> w = std::as_const(*this).bridge_weights();
-        const BridgeWeights<T> g = bridge_weight_gradients();
+        const BridgeWeights<const T> w = bridge_weights();
+        // Gradient views into the given buffer: null where frozen or without a buffer.
+        const BridgeWeights<T> g = gradients.bridge
+                                       ? bind_bridge_weights(config, bridge, gradients.bridge, &bridge_trainable)
+                                       : BridgeWeights<T>{};
         std::vector<T> dslots(rows * de, T(0));
         if (config.projector == ProjectorKind::Linear) {
             ops::linear_backward(dslots.data(), g.projector_weight, g.projector_bias, dlatents.data(),
@@ -483,25 +525,25 @@ private:
                                  a.slot_states.data(), w.projector_weight, rows, de, dd);
         }
         if (config.method == CompressionMethod::MeanPool) {
-            baselines::mean_pool_backward(*this, a, dslots.data());
+            baselines::mean_pool_backward(*this, a, dslots.data(), encoder_embed);
             return;
         }
         T* dqueries = g.queries;  // null when Q is frozen
-        if (!encoder.any_trainable() && !dqueries) return;
+        if (!gradients.encoder && !dqueries) return;
         // Encoder: the gradient enters at the slot rows of its final hidden states.
         const size_t Lc = a.context_length, Le = config.encoder_length(Lc);
         std::vector<T> dhidden(B * Le * de, T(0)), dencoder_input(B * Le * de, T(0));
         for (size_t b = 0; b < B; ++b)
             std::memcpy(dhidden.data() + (b * Le + Lc + 1) * de, dslots.data() + b * N * de, N * de * sizeof(T));
-        encoder.backward(a.encoder, nullptr, dhidden.data(), dencoder_input.data(), encoder.any_trainable());
+        encoder.backward_into(a.encoder, nullptr, dhidden.data(), dencoder_input.data(), gradients.encoder);
         // Slot rows feed Q; token rows feed the encoder's embedding table.
         for (size_t b = 0; b < B; ++b)
             for (size_t t = 0; t < Le; ++t) {
                 const T* g = dencoder_input.data() + (b * Le + t) * de;
                 T* target = nullptr;
                 if (t > Lc && t <= Lc + N) target = dqueries ? dqueries + (t - Lc - 1) * de : nullptr;
-                else if (encoder.weight_gradients.embed)
-                    target = encoder.weight_gradients.embed + size_t(a.encoder_ids[b * Le + t]) * de;
+                else if (encoder_embed)
+                    target = encoder_embed + size_t(a.encoder_ids[b * Le + t]) * de;
                 if (target)
                     for (size_t i = 0; i < de; ++i) target[i] += g[i];
             }

@@ -1,5 +1,7 @@
 // Training a cascade: AdamW steps over (context, answer) micro-batches, with any of encoder, decoder, Q and the
-// projector frozen. The loss and its backward are Cascade::loss; the optimiser side is Trainer (train/trainer.hpp).
+// projector frozen. The loss and its backward are Cascade::loss_into; the optimiser side is Trainer
+// (train/trainer.hpp). As in LanguageModelTrainer, a step either runs its micro-batches one after another (the
+// products split across threads) or gives each thread a share of every micro-batch's sequences (data parallel).
 #pragma once
 #include <chrono>
 #include <cmath>
@@ -31,9 +33,7 @@ public:
         C3_CHECK(tokens > 0, ValueError, "the batch has no answer tokens");
         trainer.refresh_groups(cascade.parameter_groups());
         trainer.zero_gradients();
-        double total = 0;
-        for (const Batch& m : micro_batches)
-            total += cascade.loss(m, activations, {true, T(1.0 / double(tokens))});
+        const double total = accumulate({&micro_batches}, {T(1.0 / double(tokens))})[0];
         StepReport report = trainer.apply(total, tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         return report;
@@ -52,10 +52,9 @@ public:
         C3_CHECK(groups.size() == weights.size(), ValueError, groups.size(), " batch groups but ", weights.size(),
                  " weights");
         const auto start = std::chrono::steady_clock::now();
-        trainer.refresh_groups(cascade.parameter_groups());
-        trainer.zero_gradients();
-        double weighted = 0;
-        size_t all_tokens = 0;
+        std::vector<const std::vector<Batch>*> counted;
+        std::vector<T> token_weights;
+        std::vector<size_t> group_tokens;
         for (size_t g = 0; g < groups.size(); ++g) {
             C3_CHECK(std::isfinite(weights[g]) && weights[g] >= 0, ValueError, "weight ", g,
                      " must be finite and >= 0");
@@ -63,13 +62,21 @@ public:
             size_t tokens = 0;
             for (const Batch& m : groups[g]) tokens += m.answer_tokens();
             C3_CHECK(tokens > 0, ValueError, "batch group ", g, " has no answer tokens");
-            double total = 0;
-            for (const Batch& m : groups[g])
-                total += cascade.loss(m, activations, {true, T(weights[g] / double(tokens))});
-            weighted += weights[g] * total / double(tokens);
-            all_tokens += tokens;
+            counted.push_back(&groups[g]);
+            token_weights.push_back(T(weights[g] / double(tokens)));
+            group_tokens.push_back(tokens);
         }
-        C3_CHECK(all_tokens > 0, ValueError, "every weight is 0");
+        C3_CHECK(!counted.empty(), ValueError, "every weight is 0");
+        trainer.refresh_groups(cascade.parameter_groups());
+        trainer.zero_gradients();
+        const std::vector<double> totals = accumulate(counted, token_weights);
+        double weighted = 0;
+        size_t all_tokens = 0;
+        for (size_t g = 0, k = 0; g < groups.size(); ++g) {
+            if (weights[g] == 0) continue;
+            weighted += weights[g] * totals[k] / double(group_tokens[k]);
+            all_tokens += group_tokens[k++];
+        }
         // apply() reports loss_sum / tokens: pass the weighted mean scaled back by the token count.
         StepReport report = trainer.apply(weighted * double(all_tokens), all_tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -86,6 +93,124 @@ public:
         if (gradients) model.zero_gradients();
         const T token_weight = gradients ? T(1.0 / double(tokens)) : T(0);
         return model.loss(m, activations, {gradients, token_weight}) / double(tokens);
+    }
+
+    // Threads that a step over these micro-batches runs data parallel (1: one after another, the products split
+    // across threads instead).
+    size_t data_parallel_threads(const std::vector<Batch>& micro_batches) const {
+        return data_parallel_threads(std::vector<const std::vector<Batch>*>{&micro_batches});
+    }
+
+private:
+    // One thread's gradient buffers in each part's layout (empty for a part with nothing to train).
+    struct ReplicaGradients {
+        std::vector<T> encoder, decoder, bridge;
+    };
+    std::vector<CascadeActivations<T>> replica_activations;  // threads 1.. (thread 0 uses `activations`)
+    std::vector<ReplicaGradients> replica_gradients;         // threads 1.. (thread 0 uses the cascade's)
+    TransposedWeights<T> encoder_transposed, decoder_transposed;  // rebuilt by every step
+
+    size_t data_parallel_threads(const std::vector<const std::vector<Batch>*>& groups) const {
+        const size_t threads = size_t(num_threads());
+        const bool anything_trainable =
+            cascade.encoder.any_trainable() || cascade.decoder.any_trainable() || cascade.any_bridge_trainable();
+        if (!trainer.options.data_parallel || threads <= 1 || !anything_trainable) return 1;
+        for (const std::vector<Batch>* group : groups)
+            for (const Batch& m : *group)
+                if (m.batch < threads) return 1;
+        return threads;
+    }
+
+    // The cascade's own gradient buffers (filled in by parameter_groups); null for a part with nothing to train.
+    CascadeGradients<T> own_gradients() {
+        return {cascade.encoder.any_trainable() ? &cascade.encoder.weight_gradients : nullptr,
+                cascade.decoder.any_trainable() ? &cascade.decoder.weight_gradients : nullptr,
+                cascade.bridge_gradients.data()};
+    }
+
+    // Accumulates token_weights[g] * d(loss sum) of every micro-batch of groups[g] into the cascade's gradients
+    // and returns each group's loss sum.
+    std::vector<double> accumulate(const std::vector<const std::vector<Batch>*>& groups,
+                                   const std::vector<T>& token_weights) {
+        // The forward products read the weights transposed, a copy taken now: the parameters hold still until
+        // apply(). Mean pooling and the token methods run no encoder layer.
+        if (cascade.config.method == CompressionMethod::C3) cascade.encoder.transpose_weights(encoder_transposed);
+        else encoder_transposed = {};
+        cascade.decoder.transpose_weights(decoder_transposed);
+        const CascadeTransposedWeights<T> transposed{
+            encoder_transposed.storage.empty() ? nullptr : &encoder_transposed.weights,
+            decoder_transposed.storage.empty() ? nullptr : &decoder_transposed.weights};
+        const size_t threads = data_parallel_threads(groups);
+        if (threads > 1) return data_parallel_loss(groups, token_weights, threads, transposed);
+        std::vector<double> totals(groups.size(), 0.0);
+        const CascadeGradients<T> gradients = own_gradients();
+        for (size_t g = 0; g < groups.size(); ++g)
+            for (const Batch& m : *groups[g])
+                totals[g] += cascade.loss_into(m, activations, {true, token_weights[g]}, gradients, transposed);
+        return totals;
+    }
+
+    // Share t takes the t-th part of every micro-batch's sequences and accumulates its gradients into its own
+    // buffers (thread 0: the cascade's); the buffers are then summed in thread order, so results are reproducible
+    // for a given thread count. TrainingOptions::sequences_per_pass, when set, runs each share in passes of that
+    // many sequences (0: one pass; the automatic choice is measured for language models only).
+    std::vector<double> data_parallel_loss(const std::vector<const std::vector<Batch>*>& groups,
+                                           const std::vector<T>& token_weights, size_t threads,
+                                           const CascadeTransposedWeights<T>& transposed) {
+        Transformer<T>& encoder = cascade.encoder;
+        Transformer<T>& decoder = cascade.decoder;
+        // The token methods use neither the encoder nor the bridge: no buffers for them.
+        const bool compresses = cascade.config.method == CompressionMethod::C3 ||
+                                cascade.config.method == CompressionMethod::MeanPool;
+        const bool train_encoder = compresses && encoder.any_trainable(), train_decoder = decoder.any_trainable();
+        const bool train_bridge = compresses && cascade.any_bridge_trainable();
+        replica_activations.resize(threads - 1);
+        replica_gradients.resize(threads - 1);
+        std::vector<std::vector<double>> losses(threads, std::vector<double>(groups.size(), 0.0));
+        const CascadeGradients<T> own = own_gradients();
+        // One share per thread; a loop over shares rather than thread ids, so that a smaller team still runs
+        // every share. An exception in a share reaches the caller after the loop, before any parameter moves.
+        parallel_for_checked(threads, [&](size_t t) {
+            CascadeActivations<T>& a = t == 0 ? activations : replica_activations[t - 1];
+            CascadeGradients<T> gradients = own;
+            TransformerWeights<T> encoder_gradients, decoder_gradients;
+            if (t > 0) {  // zeroed by the thread that uses them
+                ReplicaGradients& replica = replica_gradients[t - 1];
+                replica.encoder.assign(train_encoder ? encoder.gradients.size() : 0, T(0));
+                replica.decoder.assign(train_decoder ? decoder.gradients.size() : 0, T(0));
+                replica.bridge.assign(train_bridge ? cascade.bridge_gradients.size() : 0, T(0));
+                if (train_encoder) encoder_gradients = encoder.bind_gradients(replica.encoder.data());
+                if (train_decoder) decoder_gradients = decoder.bind_gradients(replica.decoder.data());
+                gradients = {train_encoder ? &encoder_gradients : nullptr, train_decoder ? &decoder_gradients : nullptr,
+                             train_bridge ? replica.bridge.data() : nullptr};
+            }
+            for (size_t g = 0; g < groups.size(); ++g)
+                for (const Batch& m : *groups[g]) {
+                    const size_t begin = m.batch * t / threads, end = m.batch * (t + 1) / threads;
+                    const size_t chosen = trainer.options.sequences_per_pass;
+                    const size_t pass = chosen ? chosen : end - begin;
+                    for (size_t first = begin; first < end; first += pass) {
+                        const Batch part = m.sequences(first, std::min(end, first + pass) - first);
+                        losses[t][g] += cascade.loss_into(part, a, {true, token_weights[g]}, gradients, transposed);
+                    }
+                }
+        });
+        auto reduce = [&](T* total, size_t count, std::vector<T> ReplicaGradients::*part) {
+            parallel_ranges(count, 4096, [&](size_t begin, size_t end) {
+                for (const ReplicaGradients& replica : replica_gradients) {
+                    const T* buffer = (replica.*part).data();
+                    for (size_t i = begin; i < end; ++i) total[i] += buffer[i];
+                }
+            }, threads);
+        };
+        if (train_encoder) reduce(encoder.gradients.data(), encoder.gradients.size(), &ReplicaGradients::encoder);
+        if (train_decoder) reduce(decoder.gradients.data(), decoder.gradients.size(), &ReplicaGradients::decoder);
+        if (train_bridge)
+            reduce(cascade.bridge_gradients.data(), cascade.bridge_gradients.size(), &ReplicaGradients::bridge);
+        std::vector<double> totals(groups.size(), 0.0);
+        for (const std::vector<double>& share : losses)
+            for (size_t g = 0; g < groups.size(); ++g) totals[g] += share[g];
+        return totals;
     }
 };
 

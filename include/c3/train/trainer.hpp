@@ -19,11 +19,12 @@ struct TrainingOptions {
     // Split each batch's sequences across the threads, each running the whole forward and backward on its share
     // with its own activations and gradient buffer (then one sum). Small models train much faster this way than
     // with every matrix product split across threads (no synchronisation per op, each thread's data in its own
-    // cache). Used when every micro-batch has at least as many sequences as there are threads.
+    // cache). Used when every micro-batch has at least as many sequences as there are threads. Language models
+    // and cascades (train/cascade_trainer.hpp) alike.
     bool data_parallel = true;
     // Data-parallel only: each thread runs its share in passes of this many sequences (0: chosen by
-    // auto_sequences_per_pass). Smaller passes keep the saved activations in cache at the price of one more
-    // read-modify-write of the thread's gradient buffer per pass.
+    // auto_sequences_per_pass for language models, one pass for cascades). Smaller passes keep the saved
+    // activations in cache at the price of one more read-modify-write of the thread's gradient buffer per pass.
     size_t sequences_per_pass = 0;
 
     void validate() const {
