@@ -170,13 +170,13 @@ def align_batch(references: Sequence, hypotheses: Sequence) -> list:
 
 
 def fox_precision(reference, hypothesis) -> float:
-    """Fox's precision: |set(ref words) & set(hyp words)| / |set(hyp words)| (nltk.metrics.precision on
+    """Fox's precision: ``|set(ref words) & set(hyp words)| / |set(hyp words)|`` (nltk.metrics.precision on
     str.split() sets). NaN where nltk returns None (no hypothesis words)."""
     return _core.fox_precision(*_pair(reference, hypothesis, "words", "fox_precision"))
 
 
 def set_recall(reference, hypothesis) -> float:
-    """|set(ref) & set(hyp)| / |set(ref)| (nltk.metrics.recall) on words of str; NaN for an empty reference."""
+    """``|set(ref) & set(hyp)| / |set(ref)|`` (nltk.metrics.recall) on words of str; NaN for an empty reference."""
     return _core.set_recall(*_pair(reference, hypothesis, "words", "set_recall"))
 
 

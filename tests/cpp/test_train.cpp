@@ -3,21 +3,12 @@
 #include <gtest/gtest.h>
 
 #include "c3/train/trainer.hpp"
+#include "small_models.hpp"
 
 using namespace c3;
+using c3::testing::small_config;
 
 namespace {
-TransformerConfig small_config() {
-    TransformerConfig c;
-    c.vocab_size = 23;
-    c.hidden_size = 16;
-    c.intermediate_size = 32;
-    c.num_layers = 2;
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = 4;
-    return c;
-}
 std::vector<int32_t> shifted_targets(const std::vector<int32_t>& ids, size_t batch, size_t length) {
     std::vector<int32_t> targets(ids.size(), ops::kIgnoreIndex);
     for (size_t b = 0; b < batch; ++b)

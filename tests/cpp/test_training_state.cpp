@@ -13,21 +13,12 @@
 #include "c3/text/utf8.hpp"
 #include "c3/train/cascade_trainer.hpp"
 #include "c3/train/checkpoint.hpp"
+#include "small_models.hpp"
 
 using namespace c3;
+using c3::testing::small_config;
 
 namespace {
-TransformerConfig small_config() {
-    TransformerConfig c;
-    c.vocab_size = 23;
-    c.hidden_size = 16;
-    c.intermediate_size = 32;
-    c.num_layers = 2;
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = 4;
-    return c;
-}
 
 CascadeConfig small_cascade() {
     CascadeConfig c;
