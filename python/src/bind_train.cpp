@@ -31,6 +31,7 @@ py::dict step_report_to_dict(const StepReport& r) {
     d["learning_rate"] = r.learning_rate;
     d["tokens"] = r.tokens;
     d["seconds"] = r.seconds;
+    d["data_parallel_shares"] = r.data_parallel_shares;
     return d;
 }
 

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random Hugging Face models, built and saved offline by transformers itself."""
+import contextlib
 import os
 
 import numpy as np
@@ -10,6 +11,23 @@ transformers = pytest.importorskip("transformers")
 torch.manual_seed(0)
 # One torch thread: torch's OpenMP pool and c3's would otherwise spin against each other on two cores.
 torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def two_threads():
+    """Two c3 threads, so that micro-batches of 2 or more sequences take the data-parallel path. Set right before
+    c3 trains: torch shares the OpenMP runtime, and its first parallel work on a thread sets that thread's count
+    to torch's own (1 in these tests)."""
+    import c3
+
+    before = c3.num_threads()
+    c3.set_num_threads(2)
+    try:
+        assert c3.num_threads() == 2
+        yield
+    finally:
+        c3.set_num_threads(before)
+
 
 # Tiny configurations that still exercise every feature: GQA, tied/untied heads, QKV bias on and off.
 TINY_CONFIGS = {

@@ -14,7 +14,8 @@ from c3 import _core, continuation, surprisal
 from c3.cascade import scratch_model_config
 from c3_reference import named_gradients
 
-from test_cascade import END, N, PREFIX, START, SUFFIX, assert_gradients_match, batches, two_threads
+from conftest import two_threads
+from test_cascade import END, N, PREFIX, START, SUFFIX, assert_gradients_match, batches
 from test_cascade import build as build_cascade
 
 METHODS = ["c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context"]
@@ -166,6 +167,7 @@ def test_data_parallel_step_leaves_autograds_gradients(tmp_path, method):
     trainer = c3.CascadeTrainer(model, learning_rate=0.0, max_grad_norm=0.0, data_parallel=True)
     with two_threads():
         report = trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=2)
+    assert report["data_parallel_shares"] == 2
     assert abs(report["loss"] - expected.item()) < 1e-5
     assert assert_gradients_match(model, reference) > 0
 
@@ -188,6 +190,7 @@ def test_data_parallel_steps_repeat_bit_for_bit_and_match_serial(tmp_path, metho
         with two_threads():
             reports = [trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=1 + step % 2)
                        for step in range(3)]
+        assert [r["data_parallel_shares"] for r in reports] == [2 if data_parallel else 1] * 3
         runs[run] = ([(r["loss"], r["gradient_norm"]) for r in reports], every_parameter(model), before)
     first, second, serial = runs["first"], runs["second"], runs["serial"]
     assert first[0] == second[0]
@@ -211,7 +214,9 @@ def test_data_parallel_weighted_step_matches_serial(tmp_path):
         model, _ = build(tmp_path / str(data_parallel), "c3")
         trainer = c3.CascadeTrainer(model, learning_rate=1e-2, data_parallel=data_parallel)
         with two_threads():
-            losses = [trainer.step_weighted(groups, [0.75, 0.25])["loss"] for _ in range(2)]
+            reports = [trainer.step_weighted(groups, [0.75, 0.25]) for _ in range(2)]
+        assert [r["data_parallel_shares"] for r in reports] == [2 if data_parallel else 1] * 2
+        losses = [r["loss"] for r in reports]
         results.append((losses, every_parameter(model)))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
     for name, value in results[0][1].items():

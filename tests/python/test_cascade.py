@@ -2,7 +2,6 @@
 latents, teacher-forced scores, greedy reconstruction with stop tokens and the n-gram rule, the loss and every
 gradient against autograd, AdamW steps against torch, the official checkpoint layout in miniature, latents as
 data, and hostile input."""
-import contextlib
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ import torch
 import c3
 from c3 import _core
 from c3_reference import ReferenceCascade, make_cascade_pair, named_gradients
-from conftest import make_hf_model, padded_batch
+from conftest import make_hf_model, padded_batch, two_threads
 
 transformers = pytest.importorskip("transformers")
 
@@ -33,20 +32,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def two_threads():
-    """Two c3 threads, so that micro-batches of 2 or more sequences take the data-parallel path. Set right before
-    c3 trains: torch shares the OpenMP runtime, and its first parallel work on a thread sets that thread's count
-    to torch's own (1 in these tests)."""
-    before = c3.num_threads()
-    c3.set_num_threads(2)
-    try:
-        assert c3.num_threads() == 2
-        yield
-    finally:
-        c3.set_num_threads(before)
 
 
 def cascade_config(projector="linear", method="c3"):
@@ -279,6 +264,7 @@ def test_trainer_steps_match_torch_adamw(tmp_path):
         with two_threads():  # data parallel: micro-batches of 4 and 2 sequences
             report = trainer.step(contexts, context_mask, answers, answer_mask, micro_batches=1 + step % 2)
         assert report["step"] == step + 1 and report["tokens"] == int(answer_mask.sum())
+        assert report["data_parallel_shares"] == 2
         assert report["gradient_norm"] > 1.0  # clipping is exercised
         assert abs(report["loss"] - loss.item()) < 1e-4, f"step {step}: {report['loss']} vs {loss.item()}"
     ours = {f"encoder.{k}": v for k, v in model.encoder.parameters().items()}

@@ -36,6 +36,7 @@ public:
         const double total = accumulate({&micro_batches}, {T(1.0 / double(tokens))})[0];
         StepReport report = trainer.apply(total, tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        report.data_parallel_shares = last_shares;
         return report;
     }
 
@@ -80,6 +81,7 @@ public:
         // apply() reports loss_sum / tokens: pass the weighted mean scaled back by the token count.
         StepReport report = trainer.apply(weighted * double(all_tokens), all_tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        report.data_parallel_shares = last_shares;
         return report;
     }
 
@@ -109,6 +111,7 @@ private:
     std::vector<CascadeActivations<T>> replica_activations;  // threads 1.. (thread 0 uses `activations`)
     std::vector<ReplicaGradients> replica_gradients;         // threads 1.. (thread 0 uses the cascade's)
     TransposedWeights<T> encoder_transposed, decoder_transposed;  // rebuilt by every step
+    size_t last_shares = 1;                                    // of the latest step, for its report
 
     size_t data_parallel_threads(const std::vector<const std::vector<Batch>*>& groups) const {
         const size_t threads = size_t(num_threads());
@@ -141,6 +144,7 @@ private:
             encoder_transposed.storage.empty() ? nullptr : &encoder_transposed.weights,
             decoder_transposed.storage.empty() ? nullptr : &decoder_transposed.weights};
         const size_t threads = data_parallel_threads(groups);
+        last_shares = threads;
         if (threads > 1) return data_parallel_loss(groups, token_weights, threads, transposed);
         std::vector<double> totals(groups.size(), 0.0);
         const CascadeGradients<T> gradients = own_gradients();

@@ -87,6 +87,7 @@ struct StepReport {
     double learning_rate = 0;
     size_t tokens = 0;
     double seconds = 0;
+    size_t data_parallel_shares = 1;  // per-thread shares of the batch (1: micro-batches one after another)
 };
 
 // The optimiser side of training, shared by language models and cascades.
@@ -181,6 +182,7 @@ public:
         }
         StepReport report = trainer.apply(loss_sum, tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        report.data_parallel_shares = threads;
         return report;
     }
 
