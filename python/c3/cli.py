@@ -306,7 +306,8 @@ def command_sweep(args):
 
     results = run_sweep(args.output, methods=args.methods, ratios=args.ratios, seeds=args.seeds, size=args.size,
                         steps=args.steps, minutes=args.minutes, eval_passages=args.eval_passages,
-                        continuation_weight=args.continuation_weight, progress=not args.quiet)
+                        continuation_weight=args.continuation_weight, curriculum=args.curriculum,
+                        progress=not args.quiet)
     accuracy = results["summary"]["in_domain"]["token_accuracy"]
     _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
                  "token_accuracy": {method: {f"{ratio}x": values[0] for ratio, values in by_ratio.items()}
@@ -536,6 +537,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--continuation-weight", type=_weight, default=0.0, metavar="W",
                        help="train on (1 - W) x reconstruction + W x continuation loss (0: reconstruction only, as "
                        "in the paper)")
+    sweep.add_argument("--curriculum", type=_weight, metavar="FRACTION",
+                       help="unlock the ratios in increasing order over this fraction of the steps (default: 0.4 "
+                       "for default, 0.5 for tiny; 0: every ratio from the first step)")
 
     models = command("models", command_models, "prepare real pretrained weights that are available offline",
                      "c3 models smollm2", {})

@@ -1,13 +1,23 @@
 """Ratio sweeps: methods x ratios x seeds at a fixed number of latents N, resumable, with a report.
 
     c3 sweep --output reports/sweep [--methods c3,mean_pool,truncate,no_context,full_context]
-             [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 3000] [--size default|tiny]
+             [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 3000] [--size default|tiny] [--curriculum 0.4]
 
 Design. As in the C3 paper (which reads Fox's ratios off length bins of one model), each (method, seed) trains ONE
 model on contexts of mixed length: every step draws a ratio r from the sweep's ratios and a batch of r * N-token
 contexts. Each ratio is then read off held-out contexts of exactly r * N tokens. This costs methods x seeds runs
 instead of methods x ratios x seeds, and every ratio sees the same model, so the curves compare positions and
 ratios without one model per point. (A model trained at one ratio only would do somewhat better at that ratio.)
+
+Two parts of the recipe exist because of what was measured on the default size:
+- Every batch holds about the same number of context tokens (`batch_tokens`): r * N-token contexts come
+  batch_tokens / (r * N) at a time, so a step costs about the same at every ratio instead of the longest ratio's
+  steps taking most of the time.
+- A ratio curriculum. Trained from scratch on all ratios at once, a cascade stays at the decoder's language-model
+  prior (teacher-forced accuracy equal to no context's at every ratio after 1,250 steps), while the same cascade
+  trained at 2x alone reads its latents after about 200 steps. So the ratios are unlocked in increasing order over
+  the first `curriculum` fraction of the steps (ratio k of R at step k/R * curriculum * steps), each step drawing
+  uniformly among the unlocked ones; after that every ratio is in the mix. `curriculum=0` is the plain mixture.
 
 Every run checkpoints its parameters, AdamW moments and data-order state every `checkpoint_every` steps (one
 safetensors file, replaced atomically). Rerunning the same command continues each run from its last checkpoint;
@@ -51,11 +61,11 @@ OOD_LICENCE = ("docstrings of the CPython standard library's top-level modules (
 
 SIZES = {
     "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=8, num_kv_heads=4),
-                    latents=16, batch=32, learning_rate=3e-3, steps=3000, eval_passages=512, ood_passages=256,
-                    continuation=64, checkpoint_every=100, eval_batch=32),
+                    latents=16, batch_tokens=2048, curriculum=0.4, learning_rate=3e-3, steps=3000,
+                    eval_passages=512, ood_passages=256, continuation=64, checkpoint_every=100, eval_batch=32),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
-                 latents=4, batch=4, learning_rate=3e-3, steps=6, eval_passages=6, ood_passages=4, continuation=8,
-                 checkpoint_every=3, eval_batch=8),
+                 latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, steps=6, eval_passages=6,
+                 ood_passages=4, continuation=8, checkpoint_every=3, eval_batch=8),
 }
 
 
@@ -109,17 +119,27 @@ def evaluation_passages(regions, length: int, count: int):
 
 
 class MixedBatches:
-    """Training batches of mixed ratio from the training regions: each draw picks a ratio, then `batch` windows of
-    ratio * N + continuation tokens. The generator's state travels in the checkpoint."""
+    """Training batches of mixed ratio from the training regions: each draw picks a ratio among those unlocked at
+    that step (see the module's notes on the curriculum), then batch_tokens / (ratio * N) windows (at least one)
+    of ratio * N + continuation tokens. The generator's state travels in the checkpoint."""
 
-    def __init__(self, regions, ratios, latents, batch, continuation, seed):
+    def __init__(self, regions, ratios, latents, batch_tokens, continuation, seed, curriculum_steps=0):
         self.regions = [r for r in regions if len(r) > max(ratios) * latents + continuation]
         if not self.regions:
             raise _core.C3ValueError("the training text is too short for the longest ratio")
         self.weights = np.array([len(r) for r in self.regions], np.float64)
         self.weights /= self.weights.sum()
-        self.ratios, self.latents, self.batch, self.continuation = list(ratios), latents, batch, continuation
+        self.ratios, self.latents, self.continuation = sorted(ratios), latents, continuation
+        self.batch_tokens, self.curriculum_steps = batch_tokens, curriculum_steps
         self.rng = np.random.default_rng(seed)
+
+    def unlocked(self, step: int) -> list:
+        """The ratios drawn from at `step` (0-based): the k-th smallest from step k / R * curriculum_steps on."""
+        count = len(self.ratios)
+        return [r for k, r in enumerate(self.ratios) if k * self.curriculum_steps <= step * count]
+
+    def batch_for(self, ratio: int) -> int:
+        return max(1, self.batch_tokens // (ratio * self.latents))
 
     def state(self) -> dict:
         return self.rng.bit_generator.state
@@ -127,12 +147,13 @@ class MixedBatches:
     def restore(self, state: dict) -> None:
         self.rng.bit_generator.state = state
 
-    def draw(self):
-        """(contexts [B, r * N], continuations [B, C]) as int32 arrays."""
-        ratio = self.ratios[int(self.rng.integers(len(self.ratios)))]
+    def draw(self, step: int = 0):
+        """(contexts [B, r * N], continuations [B, C]) as int32 arrays, for 0-based `step`."""
+        unlocked = self.unlocked(step)
+        ratio = unlocked[int(self.rng.integers(len(unlocked)))]
         length = ratio * self.latents
         contexts, continuations = [], []
-        for region_index in self.rng.choice(len(self.regions), size=self.batch, p=self.weights):
+        for region_index in self.rng.choice(len(self.regions), size=self.batch_for(ratio), p=self.weights):
             region = self.regions[region_index]
             start = int(self.rng.integers(0, len(region) - length - self.continuation + 1))
             contexts.append(region[start:start + length])
@@ -181,49 +202,49 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
     finished = os.path.join(directory, "trained.json")
     trainer = cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, steps // 20),
                               total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0)
-    data = MixedBatches(train_regions, ratios, settings["latents"], settings["batch"], settings["continuation"],
-                        seed=seed + 1000)
-    step, seconds = 0, 0.0
+    data = MixedBatches(train_regions, ratios, settings["latents"], settings["batch_tokens"], settings["continuation"],
+                        seed=seed + 1000, curriculum_steps=int(round(settings["curriculum"] * steps)))
+    step, seconds, log = 0, 0.0, []
     if os.path.exists(checkpoint):
         extra = load_checkpoint(checkpoint, cascade.model, trainer)
         data.restore(extra["data"])
-        step, seconds = int(extra["step"]), float(extra.get("seconds", 0.0))
+        step, seconds, log = int(extra["step"]), float(extra.get("seconds", 0.0)), list(extra.get("log", []))
     if os.path.exists(finished):
         return cascade
     started = time.perf_counter() - seconds
-    losses = []
     bar = tqdm(total=steps, initial=step, desc=f"{method} seed {seed}", disable=not progress, leave=False,
                mininterval=1.0)
     try:
         while step < steps:
             if minutes is not None and time.perf_counter() - started > minutes * 60:
                 break
-            contexts, continuations = data.draw()
+            contexts, continuations = data.draw(step)
             if continuation_weight:
                 report = cascade.train_step(trainer, contexts, continuation_contexts=contexts,
                                             continuations=continuations, continuation_weight=continuation_weight)
             else:
                 report = cascade.train_step(trainer, contexts)
             step += 1
-            losses.append(float(report["loss"]))
+            log.append([int(contexts.shape[1] // settings["latents"]), round(float(report["loss"]), 5)])
             bar.set_postfix(loss=f"{report['loss']:.3f}")
             bar.update(1)
             if step % settings["checkpoint_every"] == 0 or step == steps:
-                _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started)
+                _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started, log)
             if on_step is not None:
                 on_step(step)
     finally:
         bar.close()
-    _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started)
+    _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started, log)
+    # log: [ratio, loss] of every step, for learning curves by ratio.
     _write_json_atomically(finished, dict(method=method, seed=seed, steps=step, planned_steps=steps,
                                           train_seconds=time.perf_counter() - started,
-                                          final_loss=losses[-1] if losses else None))
+                                          final_loss=log[-1][1] if log else None, log=log))
     return cascade
 
 
-def _save_checkpoint(path, cascade, trainer, data, step, seconds):
+def _save_checkpoint(path, cascade, trainer, data, step, seconds, log):
     # The one training-checkpoint format (train/checkpoint.hpp), written atomically.
-    save_checkpoint(path, cascade.model, trainer, dict(step=step, seconds=seconds, data=data.state()))
+    save_checkpoint(path, cascade.model, trainer, dict(step=step, seconds=seconds, data=data.state(), log=log))
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------------
@@ -284,13 +305,14 @@ def _check_list(name, values, allowed=None):
 def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Sequence[int] = DEFAULT_RATIOS,
               seeds: Sequence[int] = (0, 1), size: str = "default", steps: Optional[int] = None,
               minutes: Optional[float] = None, eval_passages: Optional[int] = None,
-              continuation_weight: float = 0.0, progress: bool = True,
+              continuation_weight: float = 0.0, curriculum: Optional[float] = None, progress: bool = True,
               on_step: Optional[Callable[[str, int, int], None]] = None) -> dict:
     """Trains, evaluates and reports every (method, seed); returns the results written to results.json.
 
     steps: optimiser steps per run (default: the size's). minutes: a cap on each run's training time (the
     schedule still follows `steps`; a capped run is not reproducible). eval_passages: held-out passages per ratio
-    (default: the size's; out-of-domain passages are capped at the size's ood_passages). on_step(method, seed,
+    (default: the size's; out-of-domain passages are capped at the size's ood_passages). curriculum: the fraction
+    of the steps over which the ratios are unlocked (default: the size's; 0: all from the start). on_step(method, seed,
     step) is called after every step (tests interrupt a run with it)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
@@ -302,10 +324,14 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     if not 0.0 <= continuation_weight <= 1.0:
         raise _core.C3ValueError(f"continuation_weight must be in [0, 1], got {continuation_weight}")
     settings = dict(SIZES[size])
+    if curriculum is not None:
+        if not 0.0 <= curriculum <= 1.0:
+            raise _core.C3ValueError(f"curriculum must be in [0, 1], got {curriculum}")
+        settings["curriculum"] = float(curriculum)
     steps = int(steps or settings["steps"])
     eval_count = int(eval_passages or settings["eval_passages"])
     plan = dict(methods=methods, ratios=ratios, seeds=seeds, size=size, steps=steps, minutes=minutes,
-                eval_passages=eval_count, continuation_weight=continuation_weight)
+                eval_passages=eval_count, continuation_weight=continuation_weight, curriculum=settings["curriculum"])
     os.makedirs(output, exist_ok=True)
     plan_path = os.path.join(output, "sweep.json")
     if os.path.exists(plan_path):
@@ -399,12 +425,34 @@ def _save(figure, output, name):
     return name
 
 
+def _learning_curves(output, results, methods, ratios, seed):
+    """Training loss against step, one panel per ratio, one line per method (a running mean over that ratio's
+    steps): shows when each method leaves the language-model prior."""
+    figure, axes = _figure(1, len(ratios), width=3.6, height=3.0)
+    for axis, ratio in zip(axes, ratios):
+        for method in methods:
+            log = results["runs"][f"{method}-seed{seed}"]["training"].get("log") or []
+            steps = np.array([k + 1 for k, (r, _) in enumerate(log) if r == ratio])
+            losses = np.array([loss for r, loss in log if r == ratio], dtype=float)
+            if len(losses) == 0:
+                continue
+            window = max(1, len(losses) // 20)
+            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+            axis.plot(steps[window - 1:], smooth, label=method, color=analysis.color_for(method))
+        axis.set_title(f"{ratio}x, seed {seed}")
+        axis.set_xlabel("step")
+        axis.set_ylabel("training loss (nats per token)")
+    axes[0].legend(fontsize="small")
+    return _save(figure, output, "learning_curves.png")
+
+
 def write_report(output: str, results: dict) -> None:
     """report.md and the plots from results (as run_sweep returns them)."""
     plan, summary = results["plan"], results["summary"]
     methods, ratios, seeds = plan["methods"], plan["ratios"], plan["seeds"]
     plots = []
     for metric, label in (("token_accuracy", "greedy token accuracy (strict)"),
+                          ("teacher_forced_accuracy", "teacher-forced token accuracy"),
                           ("continuation_bits_per_byte", "continuation bits per byte")):
         figure, (axis,) = _figure()
         for method in methods:
@@ -418,9 +466,11 @@ def write_report(output: str, results: dict) -> None:
         axis.set_xticklabels([f"{r}x" for r in ratios])
         axis.set_xlabel("compression ratio (context tokens per latent)")
         axis.set_ylabel(label)
-        axis.set_title(f"{label} against ratio (held-out, mean and sd over {len(seeds)} seeds)")
+        # Two lines: one line of this length is wider than the figure and was clipped.
+        axis.set_title(f"{label} against ratio\n(held-out, mean and sd over {len(seeds)} seeds)")
         axis.legend()
         plots.append(_save(figure, output, f"{metric}_vs_ratio.png"))
+    plots.append(_learning_curves(output, results, methods, ratios, seeds[0]))
     first = f"{methods[0]}-seed{seeds[0]}"
     for method in methods:
         run = results["runs"][f"{method}-seed{seeds[0]}"]["in_domain"]
@@ -438,8 +488,10 @@ def write_report(output: str, results: dict) -> None:
     lines = ["# c3 sweep: C3 against baselines under the same latent budget", "",
              f"Methods {', '.join(methods)}; ratios {', '.join(f'{r}x' for r in ratios)} at N = "
              f"{results['settings']['latents']} latents; seeds {', '.join(map(str, seeds))}; {plan['steps']} steps "
-             f"per run ({plan['size']} size). One model per method and seed, trained on contexts of mixed length; "
-             "each ratio is read off held-out contexts of exactly ratio x N bytes.", "",
+             f"per run ({plan['size']} size). One model per method and seed, trained on contexts of mixed length "
+             f"(about {results['settings']['batch_tokens']} context tokens per step; ratios unlocked in increasing "
+             f"order over the first {plan['curriculum']:.0%} of the steps); each ratio is read off held-out "
+             "contexts of exactly ratio x N bytes.", "",
              f"In-domain text: {results['corpus']}. Out-of-domain text: {results['out_of_domain_corpus']}.", ""]
     for domain in ("in_domain", "out_of_domain"):
         passages = results["runs"][first][domain][str(ratios[0])]["passages"]

@@ -22,7 +22,8 @@ def checkpoint_tensors(output, method, seed=0):
 def test_tiny_sweep_writes_its_report(tmp_path):
     output = str(tmp_path / "sweep")
     results = sweep.run_sweep(output, methods=("c3", "mean_pool", "truncate", "no_context", "full_context"), **TINY)
-    for name in ("results.json", "report.md", "token_accuracy_vs_ratio.png", "continuation_bits_per_byte_vs_ratio.png",
+    for name in ("results.json", "report.md", "token_accuracy_vs_ratio.png", "teacher_forced_accuracy_vs_ratio.png",
+                 "continuation_bits_per_byte_vs_ratio.png", "learning_curves.png",
                  "decay_c3.png", "heatmap_mean_pool.png"):
         assert os.path.getsize(os.path.join(output, name)) > 0, name
     assert os.path.getsize(os.path.join(output, "decay_c3.png")) < 300_000
@@ -99,3 +100,31 @@ def test_cli_sweep_help_and_one_line_errors(tmp_path):
                                                   "truncate, truncate_last, no_context, full_context)"]
     result = run("sweep", "--continuation-weight", "2")
     assert result.returncode == 2 and "between 0 and 1" in result.stderr
+
+
+def test_curriculum_unlocks_ratios_in_order_and_balances_tokens():
+    """Ratio k of R is drawn from step k / R * curriculum_steps on, never before; every batch holds about
+    batch_tokens context tokens (at least one passage); curriculum 0 draws every ratio from the first step."""
+    regions = [np.arange(5000, dtype=np.int32) % 251]
+    ratios, latents, curriculum_steps = (2, 4, 8, 16), 4, 40
+    data = sweep.MixedBatches(regions, ratios[::-1], latents, batch_tokens=64, continuation=3, seed=0,
+                              curriculum_steps=curriculum_steps)
+    seen = {}
+    for step in range(60):
+        contexts, continuations = data.draw(step)
+        ratio = contexts.shape[1] // latents
+        unlocked = [r for k, r in enumerate(ratios) if step >= k * curriculum_steps / len(ratios)]
+        assert ratio in unlocked, (step, ratio)
+        assert contexts.shape == (max(1, 64 // (ratio * latents)), ratio * latents)
+        assert continuations.shape == (contexts.shape[0], 3)
+        seen.setdefault(ratio, step)
+    assert sorted(seen) == list(ratios)  # each ratio is drawn once unlocked
+    assert seen[2] == 0 and seen[16] >= 30
+    plain = sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=3, seed=0)
+    assert plain.unlocked(0) == list(ratios)
+    assert {plain.draw(0)[0].shape[1] // latents for _ in range(40)} == set(ratios)
+
+
+def test_sweep_refuses_a_curriculum_outside_zero_to_one(tmp_path):
+    with pytest.raises(c3.C3ValueError, match="curriculum"):
+        sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), curriculum=1.5, **TINY)
