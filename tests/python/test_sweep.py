@@ -2,6 +2,7 @@
 bit-identical to an uninterrupted one; finished runs are skipped; other settings in the same directory are refused;
 the CLI follows its conventions."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -128,3 +129,17 @@ def test_curriculum_unlocks_ratios_in_order_and_balances_tokens():
 def test_sweep_refuses_a_curriculum_outside_zero_to_one(tmp_path):
     with pytest.raises(c3.C3ValueError, match="curriculum"):
         sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), curriculum=1.5, **TINY)
+
+
+def test_escape_probe_prints_one_json_line_per_evaluation(capsys):
+    """scripts/escape_probe.py, two steps: a line per evaluation, with accuracies that are fractions."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+    try:
+        import escape_probe
+    finally:
+        sys.path.pop(0)
+    assert escape_probe.main(["--ratios", "2", "--evaluate", "2", "--steps", "2", "--every", "1",
+                              "--curriculum", "0.5"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+    assert all(0.0 <= row["teacher_forced"]["2x"] <= 1.0 and math.isfinite(row["loss"]) for row in rows)
