@@ -133,13 +133,38 @@ def test_sweep_refuses_a_curriculum_outside_zero_to_one(tmp_path):
 
 def test_escape_probe_prints_one_json_line_per_evaluation(capsys):
     """scripts/escape_probe.py, two steps: a line per evaluation, with accuracies that are fractions."""
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
-    try:
-        import escape_probe
-    finally:
-        sys.path.pop(0)
+    escape_probe = _script("escape_probe")
     assert escape_probe.main(["--ratios", "2", "--evaluate", "2", "--steps", "2", "--every", "1",
                               "--curriculum", "0.5"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["step"] for row in rows] == [1, 2]
     assert all(0.0 <= row["teacher_forced"]["2x"] <= 1.0 and math.isfinite(row["loss"]) for row in rows)
+
+
+def _script(name):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_position_dips_are_found_where_planted_with_their_spacing():
+    """scripts/position_accuracy.py: dips planted every 19 positions (two positions wide, so only the first
+    counts), plus shallow noise, are found where planted; the spacing fit is exact; a shallow dip is not a dip."""
+    position_accuracy = _script("position_accuracy")
+    accuracy = 0.95 + 0.01 * np.sin(np.arange(128) * 1.7)
+    planted = [13, 32, 51, 70, 89, 108]
+    for p in planted:
+        accuracy[p] = accuracy[p + 1] = 0.6
+    accuracy[120] -= 0.03  # shallower than the depth
+    found, spacing = position_accuracy.dips(accuracy, depth=0.05)
+    assert found == planted
+    assert abs(spacing - 19.0) < 1e-9
+    assert position_accuracy.dips(np.full(64, 0.9))[0] == []
+
+
+def test_position_accuracy_refuses_a_directory_that_is_not_a_sweep_run(tmp_path):
+    position_accuracy = _script("position_accuracy")
+    with pytest.raises(c3.C3ValueError, match="sweep run"):
+        position_accuracy.main(["--run", str(tmp_path / "not-a-run")])

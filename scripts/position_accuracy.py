@@ -1,0 +1,104 @@
+"""Teacher-forced accuracy at every absolute position of the reconstruction, averaged over held-out passages, and
+the dips in it: positions where a cascade reads its latents worse than at its neighbours, whatever the text.
+
+The evaluation passages start at offsets unrelated to the text's structure, so a dip that stands out of a
+512-passage average belongs to the model, not to the content. The script prints one JSON object per ratio: the
+accuracy by position, the dips (positions lowest within 3 on each side and at least `--depth` below the running median of 13) and,
+with three or more dips, their spacing fitted by least squares.
+
+    python scripts/position_accuracy.py --run reports/sweep/runs/c3-seed0 --ratios 4,8
+    python scripts/position_accuracy.py --train 1200 --rope-theta 1000000 --ratios 4,8   # a fresh cascade
+
+--run reads a c3 sweep run (default size). --train trains a fresh C3 cascade of the sweep's default shape on
+ratios 2, 4 and 8 with the sweep's curriculum, to see how the dips move with the rotary base (--rope-theta).
+"""
+import argparse
+import json
+import os
+import re
+import sys
+
+import numpy as np
+
+import c3
+from c3 import corpus, sweep
+from c3.cascade import Cascade, byte_tokenizer, scratch_model_config
+from c3.training import load_checkpoint
+
+
+def accuracy_by_position(cascade, passages, length):
+    """[length]: the fraction of passages whose token at each position the decoder predicts, fed the true prefix."""
+    rows = [passage[:length] for passage in passages]
+    correct = []
+    for start in range(0, len(rows), 32):
+        batch = rows[start:start + 32]
+        hidden, mask = cascade.encode(batch)
+        scores = cascade.score(hidden, batch, latent_mask=mask)
+        correct += [scores["correct"][k][scores["valid"][k]][:length] for k in range(len(batch))]
+    return np.mean(np.stack(correct).astype(np.float64), axis=0)
+
+
+def dips(accuracy, depth=0.05, window=13, radius=3):
+    """Positions that are the lowest within `radius` on each side (the first of equals) and at least `depth` below
+    the running median of `window` positions, and their spacing fitted by least squares."""
+    half = window // 2
+    median = np.array([np.median(accuracy[max(0, i - half):i + half + 1]) for i in range(len(accuracy))])
+    found = [i for i in range(1, len(accuracy) - 1)
+             if i == max(0, i - radius) + int(np.argmin(accuracy[max(0, i - radius):i + radius + 1]))
+             and median[i] - accuracy[i] >= depth]
+    spacing = float(np.polyfit(np.arange(len(found)), found, 1)[0]) if len(found) >= 3 else None
+    return found, spacing
+
+
+def trained_cascade(steps, rope_theta, seed, settings):
+    latents, longest = settings["latents"], 8 * settings["latents"]
+    encoder = scratch_model_config(settings["model"], longest, latents)
+    decoder = scratch_model_config(settings["model"], 2 * longest + settings["continuation"], latents)
+    encoder["rope_theta"] = decoder["rope_theta"] = float(rope_theta)
+    cascade = Cascade.new(encoder, decoder, latents, tokenizer=byte_tokenizer(), seed=seed, method="c3")
+    trainer = cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, steps // 20),
+                              total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0)
+    train_regions, _ = sweep.split_regions(sweep._ids(corpus.default_text()))
+    data = sweep.MixedBatches(train_regions, (2, 4, 8), latents, settings["batch_tokens"], settings["continuation"],
+                              seed=seed + 1000, curriculum_steps=int(round(settings["curriculum"] * steps)))
+    for step in range(steps):
+        cascade.train_step(trainer, data.draw(step)[0])
+    return cascade
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a c3 sweep run directory (runs/<method>-seed<seed>)")
+    source.add_argument("--train", type=int, metavar="STEPS", help="train a fresh cascade for STEPS steps")
+    parser.add_argument("--rope-theta", type=float, default=10000.0, help="rotary base of a --train cascade")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a --train cascade")
+    parser.add_argument("--ratios", default="4,8")
+    parser.add_argument("--passages", type=int, default=512)
+    parser.add_argument("--depth", type=float, default=0.05)
+    parser.add_argument("--max-ratio", type=int, default=32, help="the sweep's longest ratio (--run)")
+    args = parser.parse_args(argv)
+    settings = dict(sweep.SIZES["default"])
+    ratios = [int(r) for r in args.ratios.split(",")]
+    if args.run:
+        match = re.fullmatch(r"(\w+)-seed(\d+)", os.path.basename(os.path.normpath(args.run)))
+        if not match or match.group(1) not in sweep.METHODS:
+            raise c3.C3ValueError(f"{args.run}: expected a sweep run directory named <method>-seed<seed>")
+        cascade = sweep.build_cascade(match.group(1), settings, args.max_ratio, int(match.group(2)))
+        load_checkpoint(os.path.join(args.run, "checkpoint.safetensors"), cascade.model,
+                        cascade.trainer(learning_rate=0.0))
+    else:
+        cascade = trained_cascade(args.train, args.rope_theta, args.seed, settings)
+    _, held_out_regions = sweep.split_regions(sweep._ids(corpus.default_text()))
+    passages = sweep.evaluation_passages(held_out_regions, max(ratios) * settings["latents"], args.passages)
+    for ratio in ratios:
+        accuracy = accuracy_by_position(cascade, passages, ratio * settings["latents"])
+        found, spacing = dips(accuracy, args.depth)
+        print(json.dumps(dict(ratio=ratio, mean=round(float(accuracy.mean()), 4), dips=found,
+                              spacing=None if spacing is None else round(spacing, 2),
+                              accuracy=[round(float(a), 4) for a in accuracy])), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
