@@ -68,6 +68,7 @@ static void BM_Gemm(benchmark::State& state) {
 BENCHMARK(BM_Gemm)->ArgsProduct({{128}, {128}, {128, 512}, {0, ops::kBroadcastGemm ? 1 : 0}})
     ->ArgsProduct({{128}, {352}, {128}, {0, ops::kBroadcastGemm ? 1 : 0}})
     ->ArgsProduct({{512}, {256}, {704}, {0, ops::kBroadcastGemm ? 1 : 0}})
+    ->ArgsProduct({{128}, {704}, {256}, {0, ops::kBroadcastGemm ? 1 : 0}})
     ->ArgsProduct({{1024}, {1024}, {1024}, {0, ops::kBroadcastGemm ? 1 : 0}});
 
 // bf16 weights (SmolLM2-135M prefill shapes): bf16 compute (vdpbf16ps) against widening to float.

@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end (their figures are measured in benchmarks/, never here)."""
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -30,3 +31,16 @@ def test_before_after_rejects_a_missing_revision():
     result = subprocess.run(["bash", BEFORE_AFTER, "--dry-run", "HEAD", "no-such-revision-x"], capture_output=True,
                             text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 2 and "not a revision: no-such-revision-x" in result.stderr
+
+
+@pytest.mark.slow
+def test_scaling_prints_a_row_per_thread_count():
+    pytest.importorskip("transformers")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "scaling.py"), "--threads", "1,2",
+                             "--models", "d128", "--repeats", "1"], capture_output=True, text=True, timeout=600,
+                            cwd=os.path.join(ROOT, "benchmarks"))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("lm ", "cascade "))]
+    assert [(row[0], row[1], row[2]) for row in rows] == [("lm", "d128", "1"), ("lm", "d128", "2"),
+                                                          ("cascade", "d128", "1"), ("cascade", "d128", "2")]
+    assert all(float(row[3]) > 0 for row in rows)
