@@ -70,7 +70,9 @@ for side in a b; do
         git archive "$commit" | tar -x -m -C "$tree"
         echo "$commit" > "$tree/.c3-revision"
     fi
-    if ! cmp -s "$source_file" "$tree/benchmarks/$target.cpp"; then run cp "$source_file" "$tree/benchmarks/$target.cpp"; fi
+    if ! cmp -s "$source_file" "$tree/benchmarks/$target.cpp"; then
+        run cp "$source_file" "$tree/benchmarks/$target.cpp"
+    fi
     run cmake -S "$tree" -B "$tree/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DC3_BUILD_BENCHMARKS=ON \
         -DC3_BUILD_TESTS=OFF -DC3_INSTALL=OFF
     run cmake --build "$tree/build" --target "$target"

@@ -210,7 +210,7 @@ def test_cache_sizes_from_the_environment_change_the_blocking():
         assert cpu["blocking"]["broadcast_gemm depth, 256 columns"] == 512  # 64 KiB / 128 B
         assert cpu["blocking"]["broadcast_gemm widest output"] == 4096      # 2 MiB / (128 x 4 B)
     result = run_python("import c3; c3.build_info()", C3_CACHE_SIZES="l1d=lots")
-    assert result.returncode == 1 and "ConfigError" in result.stderr and "l1d=lots" in result.stderr
+    assert result.returncode == 1 and "C3_CACHE_SIZES" in result.stderr and "l1d=lots" in result.stderr
 
 
 def test_intrinsics_headers_are_included_only_behind_feature_macros():

@@ -87,7 +87,8 @@ inline CacheSizes caches_from_cpuid() {
             const unsigned type = eax & 0x1f;  // 0 none, 1 data, 2 instruction, 3 unified
             if (type == 0) break;
             const unsigned level = (eax >> 5) & 0x7;
-            const size_t bytes = size_t((ebx >> 22) + 1) * (((ebx >> 12) & 0x3ff) + 1) * ((ebx & 0xfff) + 1) * (ecx + 1);
+            const size_t ways = (ebx >> 22) + 1, partitions = ((ebx >> 12) & 0x3ff) + 1, line = (ebx & 0xfff) + 1;
+            const size_t bytes = ways * partitions * line * (size_t(ecx) + 1);
             if (level == 1 && type == 1) sizes.l1d = bytes;
             else if (level == 2 && type != 2) sizes.l2 = bytes;
             else if (level == 3 && type != 2) sizes.l3 = bytes;

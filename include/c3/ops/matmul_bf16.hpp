@@ -5,8 +5,9 @@
 //
 // GotoBLAS layout: the input is rounded once per call into [rows, in/2] bf16 pairs; each thread packs blocks of
 // its weight columns (sized from the caches: 384 columns x 320 k, 240 KB, on 32 KiB L1d and 1 MiB L2) into
-// panels of 16 columns with the k pairs interleaved, so that one 512-bit load is W[n0..n0+16, k..k+2] in the order vdpbf16ps multiplies; an 8-row x
-// 3-panel micro-kernel keeps 24 zmm accumulators and broadcasts one input pair per row.
+// panels of 16 columns with the k pairs interleaved, so that one 512-bit load is W[n0..n0+16, k..k+2] in the
+// order vdpbf16ps multiplies; an 8-row x 3-panel micro-kernel keeps 24 zmm accumulators and broadcasts one input
+// pair per row.
 //
 // vdpbf16ps ignores MXCSR: it rounds to nearest even and flushes denormal inputs and results to zero, so values
 // below ~1e-38 count as zero here (the portable fallback keeps them).
