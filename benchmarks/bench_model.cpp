@@ -68,6 +68,7 @@ static void BM_Gemm(benchmark::State& state) {
 BENCHMARK(BM_Gemm)->ArgsProduct({{128}, {128}, {128, 512}, {0, ops::kBroadcastGemm ? 1 : 0}})
     ->ArgsProduct({{128}, {352}, {128}, {0, ops::kBroadcastGemm ? 1 : 0}})
     ->ArgsProduct({{512}, {256}, {704}, {0, ops::kBroadcastGemm ? 1 : 0}})
+    ->ArgsProduct({{128}, {704}, {256}, {0, ops::kBroadcastGemm ? 1 : 0}})
     ->ArgsProduct({{1024}, {1024}, {1024}, {0, ops::kBroadcastGemm ? 1 : 0}});
 
 // bf16 weights (SmolLM2-135M prefill shapes): bf16 compute (vdpbf16ps) against widening to float.
@@ -134,8 +135,15 @@ static void BM_AttentionTrain(benchmark::State& state) {
 }
 BENCHMARK(BM_AttentionTrain)->Arg(16)->Arg(64);
 
-static void BM_Forward(benchmark::State& state) {
+// Prefill: the forward pass over batch x 128 tokens. Args: hidden size, batch; BM_ForwardBf16 stores the weights
+// in bf16 and multiplies in bf16 (bf16_compute), as bf16 inference does.
+template <bool Bf16>
+static void forward_benchmark(benchmark::State& state) {
     Transformer<float> model(byte_config(size_t(state.range(0)), 4));
+    if constexpr (Bf16) {
+        model.store_as_bf16();
+        model.bf16_compute = true;
+    }
     const size_t batch = size_t(state.range(1)), len = 128;
     std::vector<int32_t> ids(batch * len);
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i % 251);
@@ -143,7 +151,10 @@ static void BM_Forward(benchmark::State& state) {
     for (auto _ : state) model.forward({batch, len, ids.data()}, a, LogitsMode::All, false);
     state.counters["tokens/s"] = benchmark::Counter(double(batch * len) * state.iterations(), benchmark::Counter::kIsRate);
 }
+static void BM_Forward(benchmark::State& state) { forward_benchmark<false>(state); }
+static void BM_ForwardBf16(benchmark::State& state) { forward_benchmark<true>(state); }
 BENCHMARK(BM_Forward)->Args({64, 1})->Args({64, 8})->Args({256, 1})->Args({256, 8})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ForwardBf16)->Args({256, 8})->Unit(benchmark::kMillisecond);
 
 // A training step (forward, backward, AdamW) on 16 sequences of 64 bytes. Args: hidden size, layers, mode:
 // 0 every product split across the threads; 1 data-parallel, each thread's share in one pass; 2 data-parallel with
@@ -172,12 +183,18 @@ BENCHMARK(BM_TrainStep)
     ->ArgsProduct({{128, 256}, {4}, {0, 1, 2}})
     ->Unit(benchmark::kMillisecond);
 
-static void BM_Decode(benchmark::State& state) {
+// Greedy decoding of 64 tokens after a 32-token prompt; BM_DecodeBf16 with the weights stored in bf16.
+template <bool Bf16>
+static void decode_benchmark(benchmark::State& state) {
     Transformer<float> model(byte_config(256, 4));
+    if constexpr (Bf16) model.store_as_bf16();
     std::vector<int32_t> prompt(32, 5);
     GenerationOptions options;
     options.max_new_tokens = 64;
     for (auto _ : state) benchmark::DoNotOptimize(generate(model, ForwardInput<float>{1, prompt.size(), prompt.data()}, options));
     state.counters["tokens/s"] = benchmark::Counter(64.0 * state.iterations(), benchmark::Counter::kIsRate);
 }
+static void BM_Decode(benchmark::State& state) { decode_benchmark<false>(state); }
+static void BM_DecodeBf16(benchmark::State& state) { decode_benchmark<true>(state); }
 BENCHMARK(BM_Decode)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DecodeBf16)->Unit(benchmark::kMillisecond);

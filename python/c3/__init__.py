@@ -42,7 +42,8 @@ def build_info() -> dict:
     """How the loaded c3._core was built and why it was chosen: level (generic, avx2, avx512, or native for a
     module built for its machine), selected_by, module (its file), available (the builds installed), cpu_levels
     and cpu_flags (what this CPU supports), compiler, compile_flags, instruction_sets and kernels (compile-time),
-    openmp (None without), eigen and eigen_simd."""
+    openmp (None without), eigen and eigen_simd; cpu: the cache sizes read at run time (l1d_bytes, l2_bytes,
+    l3_bytes, cache_source), vector_bits, and the kernels' cache blocking derived from them."""
     return _loader.build_info(_core)
 
 

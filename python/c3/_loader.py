@@ -144,7 +144,8 @@ def build_info(core) -> dict:
                    else "the best level this CPU runs")
     return {"level": _chosen["level"], "selected_by": selected_by,
             "module": _chosen["module"], "available": _chosen["available"], "cpu_levels": _chosen["cpu_levels"],
-            "cpu_flags": _chosen["cpu_flags"], **{key: value for key, value in compiled.items() if key != "level"}}
+            "cpu_flags": _chosen["cpu_flags"], **{key: value for key, value in compiled.items() if key != "level"},
+            "cpu": core.cpu_info()}
 
 
 def format_build_info(version: str, info: dict) -> str:
@@ -158,6 +159,11 @@ def format_build_info(version: str, info: dict) -> str:
              f"kernels:          {', '.join(info['kernels']) or 'portable (Eigen) only'}",
              f"OpenMP:           {info['openmp'] or 'off (one thread)'}",
              f"Eigen:            {info['eigen']} ({info['eigen_simd']})"]
+    cpu = info["cpu"]
+    lines.append(f"caches:           L1d {cpu['l1d_bytes'] >> 10} KiB, L2 {cpu['l2_bytes'] >> 10} KiB, "
+                 f"L3 {cpu['l3_bytes'] >> 10} KiB ({cpu['cache_source']}); {cpu['vector_bits']}-bit vectors")
+    if cpu["blocking"]:
+        lines.append("blocking:         " + ", ".join(f"{name} {size}" for name, size in cpu["blocking"].items()))
     return "\n".join(lines)
 
 

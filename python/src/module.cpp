@@ -6,6 +6,7 @@
 
 #include "bindings.hpp"
 #include "c3/ops/build_info.hpp"
+#include "c3/ops/linear.hpp"
 #include "c3/core/parallel.hpp"
 
 // Set by python/CMakeLists.txt for each build of the module.
@@ -107,6 +108,22 @@ PYBIND11_MODULE(_core, m) {
               return best;
           },
           py::arg("megabytes") = 1024, py::arg("repeats") = 5, "Measured memory read bandwidth in bytes/s (all threads).");
+    m.def("measure_gemm_rate",
+          [](size_t size, size_t repeats) {
+              // c3's float GEMM (ops::linear_forward, blocked across the threads) on size^3: the FLOP rate that
+              // the benchmarks take as the machine's GEMM peak.
+              std::vector<float> x(size * size, 0.5f), w(size * size, 0.25f), y(size * size);
+              double best = 0;
+              py::gil_scoped_release release;
+              for (size_t r = 0; r < repeats + 1; ++r) {  // the first call warms the caches and the threads
+                  const auto start = std::chrono::steady_clock::now();
+                  ops::linear_forward(y.data(), x.data(), w.data(), static_cast<const float*>(nullptr), size, size, size);
+                  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                  if (r > 0) best = std::max(best, 2.0 * double(size) * double(size) * double(size) / seconds);
+              }
+              return best;
+          },
+          py::arg("size") = 1024, py::arg("repeats") = 5, "Measured float32 GEMM rate in FLOP/s (all threads).");
     m.def("build_info", [] {
         const BuildInfo info = c3::build_info();
         py::dict result;
@@ -120,6 +137,19 @@ PYBIND11_MODULE(_core, m) {
         result["kernels"] = info.kernels;
         return result;
     }, "What this build of the module was compiled with (compile-time facts).");
+    m.def("cpu_info", [] {
+        const CpuInfo& info = c3::cpu_info();
+        py::dict result, blocking;
+        result["l1d_bytes"] = info.cache.l1d;
+        result["l2_bytes"] = info.cache.l2;
+        result["l3_bytes"] = info.cache.l3;
+        result["cache_source"] = info.cache_source;
+        result["vector_bits"] = info.vector_bits;
+        for (const auto& [name, size] : c3::kernel_blocking()) blocking[py::str(name)] = size;
+        result["blocking"] = blocking;
+        return result;
+    }, "The CPU's cache sizes (per core for L1d and L2), where they were read, its widest vectors, and the cache "
+       "blocking the kernels derive from them. C3_CACHE_SIZES=l1d=32K,l2=1M,l3=32M replaces the sizes.");
     m.def("set_num_threads", &set_num_threads, py::arg("threads"), "Set the number of threads the C++ kernels use.");
 
     bind_io(m);

@@ -1,6 +1,7 @@
 // Each fast kernel against its scalar reference, and each backward against central differences in double.
 #include <gtest/gtest.h>
 
+#include "c3/core/cpu_info.hpp"
 #include "c3/ops/attention.hpp"
 #include "c3/ops/broadcast_gemm.hpp"
 #include "c3/ops/cross_entropy.hpp"
@@ -323,12 +324,13 @@ TEST(VectorMath, LaneReductionsMatchDoubleLoops) {
     check_lane_reductions<double, false>();
 }
 
-// The in-place AVX-512 product against its double twin: every row tail (1-11 rows past the 12-row tiles), column
-// tails around 16 and 32, depths across the 256 block, and A read both ways. C's padding columns hold NaN: a
-// store past N would show there, and a load of them would turn a result into NaN.
-TEST(BroadcastGemm, MatchesDoubleTwinAtEveryTail) {
-    if constexpr (!ops::kBroadcastGemm) GTEST_SKIP() << "compiled without AVX-512F: the products use Eigen";
 #if defined(__AVX512F__)
+namespace {
+// The in-place AVX-512 product against its double twin: every row tail (1-11 rows past the 12-row tiles), column
+// tails around 16 and 32, depths across the depth blocks (256 with a 32 KiB L1d), and A read both ways. C's
+// padding columns hold NaN: a store past N would show there, and a load of them would turn a result into NaN.
+// Returns the number of products checked.
+size_t expect_broadcast_gemm_matches_twin() {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     size_t checked = 0;
     for (size_t M : {1, 5, 12, 13, 23, 24, 131})
@@ -349,14 +351,28 @@ TEST(BroadcastGemm, MatchesDoubleTwinAtEveryTail) {
                     ops::reference::broadcast_gemm(expected.data(), ldc, ad.data(), a_row, a_column, bd.data(), ldb, M,
                                                    N, K);
                     for (size_t i = 0; i < M; ++i) {
-                        for (size_t j = 0; j < N; ++j)
-                            ASSERT_NEAR(c[i * ldc + j], expected[i * ldc + j], 2e-5 * std::sqrt(double(K)) + 1e-6)
+                        for (size_t j = 0; j < N; ++j) {
+                            EXPECT_NEAR(c[i * ldc + j], expected[i * ldc + j], 2e-5 * std::sqrt(double(K)) + 1e-6)
                                 << M << "x" << N << "x" << K << " transposed " << transposed << " at " << i << "," << j;
-                        for (size_t j = N; j < ldc; ++j) ASSERT_TRUE(std::isnan(c[i * ldc + j])) << "store past N";
+                            if (::testing::Test::HasFailure()) return checked;
+                        }
+                        for (size_t j = N; j < ldc; ++j)
+                            if (!std::isnan(c[i * ldc + j])) {
+                                ADD_FAILURE() << "store past N";
+                                return checked;
+                            }
                     }
                     ++checked;
                 }
-    EXPECT_EQ(checked, 7u * 8u * 4u * 2u);
+    return checked;
+}
+}  // namespace
+#endif
+
+TEST(BroadcastGemm, MatchesDoubleTwinAtEveryTail) {
+    if constexpr (!ops::kBroadcastGemm) GTEST_SKIP() << "compiled without AVX-512F: the products use Eigen";
+#if defined(__AVX512F__)
+    EXPECT_EQ(expect_broadcast_gemm_matches_twin(), 7u * 8u * 4u * 2u);
 #endif
 }
 
@@ -493,12 +509,13 @@ const size_t kBf16Out[] = {1, 15, 16, 33, 48, 200, 1000};  // partial panels, 1.
 }  // namespace
 
 // Every shape against the scalar twin; the bias alternates, so each (in, out) pair is checked with and without.
-TEST(LinearBf16Compute, FastKernelMatchesReferenceOverShapes) {
-    if (!ops::bf16_dot_product_available) GTEST_SKIP() << "compiled without AVX512-BF16: only the fallback is tested";
+template <size_t R, size_t I, size_t O>
+void expect_bf16_compute_matches_twin(const size_t (&row_counts)[R], const size_t (&in_sizes)[I],
+                                      const size_t (&out_sizes)[O]) {
     size_t index = 0;
-    for (size_t rows : kBf16Rows)
-        for (size_t in : kBf16In)
-            for (size_t out : kBf16Out) {
+    for (size_t rows : row_counts)
+        for (size_t in : in_sizes)
+            for (size_t out : out_sizes) {
                 const Bf16ComputeCase c(rows, in, out, 60 + index);
                 const float* bias = index++ % 2 ? c.bias.data() : nullptr;
                 std::vector<float> fast(rows * out, -1.f), slow(rows * out);
@@ -507,7 +524,13 @@ TEST(LinearBf16Compute, FastKernelMatchesReferenceOverShapes) {
                 expect_bf16_compute_close(fast, slow, c.x, c.w, bias, rows, in, out,
                                           "rows " + std::to_string(rows) + ", in " + std::to_string(in) + ", out " +
                                               std::to_string(out) + (bias ? ", bias" : ""));
+                if (::testing::Test::HasFailure()) return;
             }
+}
+
+TEST(LinearBf16Compute, FastKernelMatchesReferenceOverShapes) {
+    if (!ops::bf16_dot_product_available) GTEST_SKIP() << "compiled without AVX512-BF16: only the fallback is tested";
+    expect_bf16_compute_matches_twin(kBf16Rows, kBf16In, kBf16Out);
 }
 
 // Each output sums in the same order whatever the partition: bit-identical results across thread counts.
@@ -584,4 +607,43 @@ TEST(LinearBf16Compute, FallbackMatchesReference) {
                 ops::reference::linear_forward_bf16_compute(slow_d.data(), xd.data(), c.w.data(), bias_d, rows, in, out);
                 expect_bf16_compute_close(fast_d, slow_d, xd, c.w, bias_d, rows, in, out, "double, " + what);
             }
+}
+
+// The cache blocking comes from the sizes the CPU reports; forced sizes stand in for other CPUs. A tiny L1d and L2
+// give the smallest blocks (every depth split, several column blocks, outputs wider than 64 sent to Eigen), huge
+// ones a single block; the kernels must match their twins either way.
+TEST(CacheBlocking, KernelsMatchTwinsAtForcedCacheSizes) {
+    const CacheSizes detected = cpu_info().cache;
+    ASSERT_GT(detected.l1d, 0u);
+    ASSERT_GE(detected.l2, detected.l1d);
+    for (const CacheSizes forced : {CacheSizes{4 << 10, 64 << 10, 64 << 10}, CacheSizes{1 << 20, 64 << 20, 256 << 20}}) {
+        SCOPED_TRACE("L1d " + std::to_string(forced.l1d) + ", L2 " + std::to_string(forced.l2));
+        set_cache_sizes(forced);
+        ASSERT_EQ(cpu_info().cache.l1d, forced.l1d);
+#if defined(__AVX512F__)
+        const bool small = forced.l1d < detected.l1d;
+        EXPECT_EQ(ops::gemm_depth_block(70), small ? 128u : 8192u);   // 128: the floor; 8192 = 1 MiB / 128 B
+        EXPECT_EQ(ops::gemm_max_columns(), small ? 64u : 65536u);
+        EXPECT_EQ(ops::broadcast_gemm_max_columns(), ops::gemm_max_columns());
+        EXPECT_EQ(expect_broadcast_gemm_matches_twin(), 7u * 8u * 4u * 2u);
+#endif
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+        EXPECT_EQ(ops::detail::bf16dot::block_pairs(), small ? 32u : 5456u);
+        // 577: 10 depth blocks when small; 1000: 11 column blocks when small, 2 when large.
+        const size_t rows[] = {5, 130}, in[] = {7, 577}, out[] = {15, 200, 1000};
+        expect_bf16_compute_matches_twin(rows, in, out);
+#endif
+    }
+    set_cache_sizes(detected);
+    EXPECT_EQ(cpu_info().cache.l1d, detected.l1d);
+}
+
+TEST(CacheBlocking, OverrideTextSetsSizesAndRejectsNonsense) {
+    const CacheSizes sizes = detail::apply_cache_override({32 << 10, 1 << 20, 32 << 20}, "l2=2M,l1d=48K");
+    EXPECT_EQ(sizes.l1d, 48u << 10);
+    EXPECT_EQ(sizes.l2, 2u << 20);
+    EXPECT_EQ(sizes.l3, 32u << 20);
+    EXPECT_EQ(detail::parse_size("1024K\n"), 1u << 20);
+    for (const char* bad : {"l1d", "l1d=", "l1d=abc", "l4=1M", "l2=1Q", "l1d=0"})
+        EXPECT_THROW(detail::apply_cache_override({}, bad), ConfigError) << bad;
 }

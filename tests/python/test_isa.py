@@ -163,6 +163,54 @@ def test_version_prints_the_build_information():
     assert lines[1].startswith(f"build:            {info['level']} (")
     assert f"module:           {info['module']}" in lines
     assert any(line.startswith("Eigen:            " + info["eigen"]) for line in lines)
+    assert any(line.startswith(f"caches:           L1d {info['cpu']['l1d_bytes'] >> 10} KiB") for line in lines)
+
+
+def sysfs_caches():
+    """(L1d, L2, L3) bytes of cpu0 as Linux's sysfs lists them, read here independently of c3; None if absent."""
+    sizes = {}
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    for index in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        def read(field):
+            with open(os.path.join(root, index, field)) as handle:
+                return handle.read().strip()
+        try:
+            level, kind, size = int(read("level")), read("type"), read("size")
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        value = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        if (level, kind) == (1, "Data") or (level > 1 and kind != "Instruction"):
+            sizes[level] = value
+    return (sizes[1], sizes[2], sizes.get(3, sizes[2])) if 1 in sizes and 2 in sizes else None
+
+
+def test_cpu_info_reports_the_caches_and_vector_width():
+    cpu = c3.build_info()["cpu"]
+    expected = sysfs_caches()
+    if expected is None:
+        assert cpu["cache_source"] in ("sysconf", "cpuid", "default")
+    else:
+        assert cpu["cache_source"] == "sysfs"
+        assert (cpu["l1d_bytes"], cpu["l2_bytes"], cpu["l3_bytes"]) == expected
+    flags = _loader.cpu_flags()
+    assert cpu["vector_bits"] == (512 if "avx512f" in flags else 256 if "avx2" in flags else 128)
+    if "AVX512F" in c3.build_info()["instruction_sets"]:
+        # 32 floats (128 B) of B per depth step: the B tile is one L1d, unless half the L2 holds less.
+        assert cpu["blocking"]["broadcast_gemm depth, 256 columns"] == max(
+            128, min(cpu["l1d_bytes"] // 128, cpu["l2_bytes"] // 2 // 1024) // 16 * 16)
+
+
+def test_cache_sizes_from_the_environment_change_the_blocking():
+    info = loaded_info(C3_CACHE_SIZES="l1d=64K,l2=4M")
+    cpu = info["cpu"]
+    assert (cpu["l1d_bytes"], cpu["l2_bytes"]) == (64 << 10, 4 << 20)
+    assert cpu["cache_source"].endswith("+C3_CACHE_SIZES")
+    if "AVX512F" in info["instruction_sets"]:
+        assert cpu["blocking"]["broadcast_gemm depth, 256 columns"] == 512  # 64 KiB / 128 B
+        assert cpu["blocking"]["broadcast_gemm widest output"] == 4096      # 2 MiB / (128 x 4 B)
+    result = run_python("import c3; c3.build_info()", C3_CACHE_SIZES="l1d=lots")
+    assert result.returncode == 1 and "C3_CACHE_SIZES" in result.stderr and "l1d=lots" in result.stderr
 
 
 def test_intrinsics_headers_are_included_only_behind_feature_macros():

@@ -9,6 +9,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include "c3/core/cpu_info.hpp"
 #include "c3/core/simd.hpp"
 
 namespace c3 {
@@ -42,6 +43,9 @@ void parallel_for(size_t count, Body&& body, size_t work_per_item = 0) {
 #ifdef _OPENMP
     if (count > 1 && !omp_in_parallel() && omp_get_max_threads() > 1 &&
         (work_per_item == 0 || count * work_per_item >= kParallelWork)) {
+        // The kernels' blocking reads the caches on first use; read them here, so that a malformed
+        // C3_CACHE_SIZES throws on the calling thread, not inside the region (which would terminate).
+        cpu_info();
 #pragma omp parallel for schedule(static)
         for (long long i = 0; i < static_cast<long long>(count); ++i) body(static_cast<size_t>(i));
         return;

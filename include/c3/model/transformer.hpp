@@ -84,7 +84,7 @@ enum class WeightStorage { Float, Bf16 };
 // A snapshot of a model's float matrices transposed to [in, out], in the model's layout: forward products can
 // then read the weight in place through broadcast_gemm, as backward reads w (Eigen would copy it into panels on
 // every call). A copy, so valid only while the parameters are unchanged: LanguageModelTrainer rebuilds it at the
-// start of each step. Matrices with more than kBroadcastGemmMaxColumns outputs stay null (Eigen takes them).
+// start of each step. Matrices with more than ops::broadcast_gemm_max_columns() outputs stay null (Eigen takes them).
 template <typename T>
 struct TransposedWeights {
     std::vector<T> storage;
@@ -282,11 +282,12 @@ public:
             return;
         }
         std::vector<uint8_t> selected(layout.size(), 0);
+        const size_t max_columns = ops::broadcast_gemm_max_columns();
         // The token embedding is only looked up, not multiplied, unless it is also the (tied) output head.
         for (size_t e = 0; e < layout.size(); ++e)
             selected[e] = (layout[e].kind == ParameterKind::Matrix ||
                            (layout[e].kind == ParameterKind::Embedding && config.tie_word_embeddings)) &&
-                          layout[e].shape[0] <= ops::kBroadcastGemmMaxColumns;
+                          layout[e].shape[0] <= max_columns;
         out.storage.resize(parameters.size());  // allocated (and zeroed) by the first step only
         out.weights = bind_transformer_weights(config, layout, out.storage.data(), &selected);
         T* storage = out.storage.data();

@@ -5,14 +5,16 @@
 // (48 x 4) runs at about two thirds of a core's FMA rate. Small models make many small products (128 x 128 x 128
 // in a 128-row pass), where packing is a large share of the time. This kernel keeps a 12 x 32 tile of C in 24
 // registers; each step over k broadcasts 12 elements of A's column k and loads 32 elements of B's row k, which
-// are contiguous. A is read through (row_stride, column_stride), so dy^T needs no copy either. Blocking over K
-// (256) keeps a 256 x 32 panel of B in L1, and over M (120 rows) keeps A's block in L2.
+// are contiguous. A is read through (row_stride, column_stride), so dy^T needs no copy either. The depth block
+// comes from the caches the CPU reports (gemm_depth_block).
 // On a 2-core Zen 5 (one thread): 270-280 GFLOP/s on the training shapes against Eigen's 165-200
 // (docs/BENCHMARKS.md). Only compiled with AVX-512F; elsewhere matmul.hpp keeps Eigen.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <utility>
 
+#include "c3/core/cpu_info.hpp"
 #include "c3/core/simd.hpp"
 
 namespace c3::ops {
@@ -21,7 +23,31 @@ namespace c3::ops {
 inline constexpr bool kBroadcastGemm = true;
 
 namespace detail {
-inline constexpr size_t kGemmRows = 12, kGemmColumns = 32, kGemmDepthBlock = 256, kGemmRowBlock = 120;
+// The register tile: 12 x 32 floats of C in 24 of the 32 zmm registers.
+inline constexpr size_t kGemmRows = 12, kGemmColumns = 32;
+}  // namespace detail
+
+// The depth (K) block for an output N columns wide, from the caches. The loops run: depth block, then strips of
+// 12 rows, then tiles of 32 columns, so a strip's A (12 x depth) is reused across N / 32 tiles and the block of
+// B (depth x N) across all the strips. Depth: the B tile that streams past the A strip, depth x 32 floats, is
+// one L1d (256 on 32 KiB), and the B block takes at most half the L2. Never under 128: each depth block loads
+// and stores the C tile once (48 vector accesses), under 2% of its 24 x 128 FMAs there; matmul.hpp sends outputs
+// too wide for that to Eigen.
+inline size_t gemm_depth_block(size_t N) {
+    const CacheSizes& cache = cpu_info().cache;
+    const size_t row_bytes = detail::kGemmColumns * sizeof(float);
+    size_t depth = cache.l1d / row_bytes;
+    if (N > 0) depth = std::min(depth, cache.l2 / 2 / (N * sizeof(float)));
+    return std::max(size_t(128), depth / 16 * 16);
+}
+
+// The widest output whose B block keeps the smallest depth (128) in half the L2: 1024 columns on 1 MiB.
+inline size_t gemm_max_columns() {
+    const size_t columns = cpu_info().cache.l2 / 2 / (128 * sizeof(float));
+    return std::max(detail::kGemmColumns, columns / detail::kGemmColumns * detail::kGemmColumns);
+}
+
+namespace detail {
 
 // C [Rows, up to 32 columns selected by the masks] += A [Rows, K] * B [K, same columns].
 template <size_t Rows>
@@ -75,19 +101,17 @@ inline void gemm_row_tail(size_t rows, float* C, size_t ldc, const float* A, siz
 inline void broadcast_gemm(float* C, size_t ldc, const float* A, size_t a_row, size_t a_column, const float* B,
                            size_t ldb, size_t M, size_t N, size_t K) {
     using namespace detail;
-    for (size_t k0 = 0; k0 < K; k0 += kGemmDepthBlock) {
-        const size_t depth = K - k0 < kGemmDepthBlock ? K - k0 : kGemmDepthBlock;
+    const size_t depth_block = gemm_depth_block(N);
+    for (size_t k0 = 0; k0 < K; k0 += depth_block) {
+        const size_t depth = K - k0 < depth_block ? K - k0 : depth_block;
         const float* a_block = A + k0 * a_column;
         const float* b_block = B + k0 * ldb;
-        for (size_t i0 = 0; i0 < M; i0 += kGemmRowBlock) {
-            const size_t i1 = M - i0 < kGemmRowBlock ? M : i0 + kGemmRowBlock;
-            size_t i = i0;
-            for (; i + kGemmRows <= i1; i += kGemmRows)
-                gemm_rows<kGemmRows>(C + i * ldc, ldc, a_block + i * a_row, a_row, a_column, b_block, ldb, N, depth);
-            if (i < i1)
-                gemm_row_tail(i1 - i, C + i * ldc, ldc, a_block + i * a_row, a_row, a_column, b_block, ldb, N, depth,
-                              std::make_index_sequence<kGemmRows - 1>());
-        }
+        size_t i = 0;
+        for (; i + kGemmRows <= M; i += kGemmRows)
+            gemm_rows<kGemmRows>(C + i * ldc, ldc, a_block + i * a_row, a_row, a_column, b_block, ldb, N, depth);
+        if (i < M)
+            gemm_row_tail(M - i, C + i * ldc, ldc, a_block + i * a_row, a_row, a_column, b_block, ldb, N, depth,
+                          std::make_index_sequence<kGemmRows - 1>());
     }
 }
 #else

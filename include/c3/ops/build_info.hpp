@@ -1,8 +1,10 @@
 // What the including translation unit was compiled with: the compiler, the x86 instruction sets it may use,
-// OpenMP, Eigen, and the hand-written kernels those select. Compile-time facts only, so that a program reports
-// the code it runs, not what the machine offers.
+// OpenMP, Eigen, and the hand-written kernels those select: compile-time facts, so that a program reports the
+// code it runs, not what the machine offers. kernel_blocking() adds the one run-time choice of that code: the
+// cache blocking it derives from the CPU's caches (core/cpu_info.hpp).
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -77,6 +79,22 @@ inline BuildInfo build_info() {
     if (ops::kBroadcastGemm) info.kernels.push_back("AVX-512 broadcast_gemm (ops/broadcast_gemm.hpp)");
     if (ops::bf16_dot_product_available) info.kernels.push_back("AVX512-BF16 dot products (ops/matmul_bf16.hpp)");
     return info;
+}
+
+// The cache blocking the kernels compiled in choose on this CPU (run-time, from cpu_info()): name -> size.
+inline std::vector<std::pair<std::string, size_t>> kernel_blocking() {
+    std::vector<std::pair<std::string, size_t>> sizes;
+#if defined(__AVX512F__)
+    sizes.emplace_back("broadcast_gemm depth, 256 columns", ops::gemm_depth_block(256));
+    sizes.emplace_back("broadcast_gemm depth, 1024 columns", ops::gemm_depth_block(1024));
+    sizes.emplace_back("broadcast_gemm widest output", ops::gemm_max_columns());
+#endif
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+    const size_t pairs = ops::detail::bf16dot::block_pairs();
+    sizes.emplace_back("bf16 block depth (k)", 2 * pairs);
+    sizes.emplace_back("bf16 block columns", ops::detail::bf16dot::block_columns(pairs));
+#endif
+    return sizes;
 }
 
 }  // namespace c3

@@ -32,17 +32,23 @@ void parallel_blocks(size_t rows, size_t columns, size_t depth, Block&& block) {
     }
 }
 
-// The widest output given to broadcast_gemm (AVX-512, float). Wider ones (2048 and
-// more) ran slightly faster through Eigen's packed panels.
-inline constexpr size_t kBroadcastGemmMaxColumns = 1024;
+// The widest output given to broadcast_gemm (AVX-512, float), from the L2 size (gemm_max_columns: 1024 on
+// 1 MiB). Wider ones ran faster through Eigen's packed panels, whose B block does not grow with N.
+inline size_t broadcast_gemm_max_columns() {
+#if defined(__AVX512F__)
+    return gemm_max_columns();
+#else
+    return 0;
+#endif
+}
 
 // C [M, N] += A * B through broadcast_gemm (arguments as there) when it takes the product: float, compiled with
-// AVX-512, at most kBroadcastGemmMaxColumns columns. Returns false otherwise, and the caller uses Eigen.
+// AVX-512, at most broadcast_gemm_max_columns() columns. Returns false otherwise, and the caller uses Eigen.
 template <typename T>
 bool broadcast_gemm_where_suited(T* C, size_t ldc, const T* A, size_t a_row, size_t a_column, const T* B,
                                  size_t ldb, size_t M, size_t N, size_t K) {
     if constexpr (kBroadcastGemm && std::is_same_v<T, float>) {
-        if (N <= kBroadcastGemmMaxColumns) {
+        if (N <= broadcast_gemm_max_columns()) {
             broadcast_gemm(C, ldc, A, a_row, a_column, B, ldb, M, N, K);
             return true;
         }

@@ -4,9 +4,10 @@
 // exact in float, only the input rounding and the float sums differ from the float path.
 //
 // GotoBLAS layout: the input is rounded once per call into [rows, in/2] bf16 pairs; each thread packs blocks of
-// its weight columns (up to 384 columns x 384 k, ~288 KB, in L2) into panels of 16 columns with the k pairs
-// interleaved, so that one 512-bit load is W[n0..n0+16, k..k+2] in the order vdpbf16ps multiplies; an 8-row x
-// 3-panel micro-kernel keeps 24 zmm accumulators and broadcasts one input pair per row.
+// its weight columns (sized from the caches: 384 columns x 320 k, 240 KB, on 32 KiB L1d and 1 MiB L2) into
+// panels of 16 columns with the k pairs interleaved, so that one 512-bit load is W[n0..n0+16, k..k+2] in the
+// order vdpbf16ps multiplies; an 8-row x 3-panel micro-kernel keeps 24 zmm accumulators and broadcasts one input
+// pair per row.
 //
 // vdpbf16ps ignores MXCSR: it rounds to nearest even and flushes denormal inputs and results to zero, so values
 // below ~1e-38 count as zero here (the portable fallback keeps them).
@@ -16,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "c3/core/cpu_info.hpp"
 #include "c3/core/float16.hpp"
 #include "c3/core/parallel.hpp"
 #include "c3/core/simd.hpp"
@@ -62,8 +64,18 @@ namespace bf16dot {
 constexpr size_t kPanel = 16;          // output columns per packed panel: one zmm of float sums
 constexpr size_t kRows = 8;            // micro-kernel rows; 8 x 3 panels = 24 of the 32 zmm registers
 constexpr size_t kPanels = 3;
-constexpr size_t kBlockPairs = 192;    // k pairs (384 k) per packed block
-constexpr size_t kBlockColumns = 384;  // columns per packed block, a multiple of 3 panels
+
+// The packed block's depth and width, from the caches. Each 8-row strip of a is reused across all the block's
+// panels, the block across all the strips. Depth: the 3 panels that one micro-kernel call streams past its strip
+// (pairs x 192 B) fill one L1d. Width: the block takes a quarter of the L2, leaving the rest to the strips of a
+// and rows of c that pass through it. On 32 KiB and 1 MiB: 160 pairs, 384 columns.
+inline size_t block_pairs() {
+    return std::max(size_t(32), cpu_info().cache.l1d / (kPanels * kPanel * sizeof(uint32_t)) / 16 * 16);
+}
+inline size_t block_columns(size_t pairs) {
+    const size_t triple = kPanels * kPanel;
+    return std::max(triple, cpu_info().cache.l2 / 4 / (pairs * sizeof(uint32_t)) / triple * triple);
+}
 
 // 16 floats (as bits) -> 16 bf16, exactly float_to_bf16: nearest, ties to even, NaNs stay quiet NaNs.
 inline __m256i round_16(__m512i bits) {
@@ -191,15 +203,16 @@ inline void block_product(float* c, size_t ldc, const uint32_t* a, size_t lda, s
 // One thread's share: c [rows, width] = a [rows, pairs] * weight [width, in]^T + bias, packing weight in blocks.
 inline void thread_product(float* c, size_t ldc, const uint32_t* a, size_t lda, size_t rows, const uint16_t* weight,
                            size_t in, size_t width, const float* bias) {
-    const size_t pairs = lda;
-    const size_t k_blocks = (pairs + kBlockPairs - 1) / kBlockPairs;
+    const size_t pairs = lda, largest_block = bf16dot::block_pairs();
+    const size_t k_blocks = (pairs + largest_block - 1) / largest_block;
     const size_t block_pairs = (pairs + k_blocks - 1) / k_blocks;  // even blocks: in 576 (288 pairs) -> 2 x 144
+    const size_t block_columns = bf16dot::block_columns(largest_block);
     thread_local std::vector<uint32_t> storage;
-    const size_t needed = kBlockColumns * block_pairs + kPanel;
+    const size_t needed = block_columns * block_pairs + kPanel;
     if (storage.size() < needed) storage.resize(needed);
     uint32_t* packed = storage.data() + (kPanel - (reinterpret_cast<uintptr_t>(storage.data()) / 4) % kPanel) % kPanel;
-    for (size_t n0 = 0; n0 < width; n0 += kBlockColumns) {
-        const size_t columns = std::min(kBlockColumns, width - n0);
+    for (size_t n0 = 0; n0 < width; n0 += block_columns) {
+        const size_t columns = std::min(block_columns, width - n0);
         for (size_t q0 = 0; q0 < pairs; q0 += block_pairs) {
             const size_t count = std::min(block_pairs, pairs - q0);
             for (size_t p = 0; p * kPanel < columns; ++p)

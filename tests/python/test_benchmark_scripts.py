@@ -1,0 +1,46 @@
+"""The benchmark scripts run end to end (their figures are measured in benchmarks/, never here)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+BEFORE_AFTER = os.path.join(ROOT, "benchmarks", "before_after.sh")
+
+
+def in_git_checkout():
+    return subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not in_git_checkout(), reason="before_after.sh exports git revisions")
+def test_before_after_plans_two_builds_and_interleaved_runs():
+    result = subprocess.run(["bash", BEFORE_AFTER, "--dry-run", "--runs", "3", "HEAD", "HEAD"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    commands = [line[2:] for line in result.stderr.splitlines() if line.startswith("+ ")]
+    builds = [c for c in commands if c.startswith("cmake --build")]
+    assert len(builds) == 2 and all(c.endswith("--target bench_model") for c in builds)
+    runs = [c.split()[0] for c in commands if "--benchmark_filter=" in c]
+    # a, b, a, b, a, b: each revision's binary in turn.
+    assert len(runs) == 6 and runs[0::2] == [runs[0]] * 3 and runs[1::2] == [runs[1]] * 3
+    assert runs[0].endswith("/a/build/benchmarks/bench_model") and runs[1].endswith("/b/build/benchmarks/bench_model")
+
+
+def test_before_after_rejects_a_missing_revision():
+    result = subprocess.run(["bash", BEFORE_AFTER, "--dry-run", "HEAD", "no-such-revision-x"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2 and "not a revision: no-such-revision-x" in result.stderr
+
+
+@pytest.mark.slow
+def test_scaling_prints_a_row_per_thread_count():
+    pytest.importorskip("transformers")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "scaling.py"), "--threads", "1,2",
+                             "--models", "d128", "--repeats", "1"], capture_output=True, text=True, timeout=600,
+                            cwd=os.path.join(ROOT, "benchmarks"))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("lm ", "cascade "))]
+    assert [(row[0], row[1], row[2]) for row in rows] == [("lm", "d128", "1"), ("lm", "d128", "2"),
+                                                          ("cascade", "d128", "1"), ("cascade", "d128", "2")]
+    assert all(float(row[3]) > 0 for row in rows)
