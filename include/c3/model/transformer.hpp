@@ -300,12 +300,13 @@ public:
     }
 
     // Mixed precision: every multiplied matrix rounded to bf16 (nearest even), as stored [out, in] and transposed
-    // [in, out] (see StepWeights), built in parallel; the float copies are left empty.
+    // [in, out] (see StepWeights), built in parallel; the float copies are left empty. Leaves `out` empty for bf16
+    // storage, whose products are bf16 already.
     void round_weights_to_bf16(StepWeights<T>& out) const {
-        require_trainable_storage();
         std::vector<uint16_t> buffer = std::move(out.bf16_storage);  // both kept, as in transpose_weights
         std::vector<uint16_t> transposed_buffer = std::move(out.bf16_transposed_storage);
         out = StepWeights<T>{};
+        if (stores_bf16()) return;
         const std::vector<uint8_t> selected = multiplied_matrices(SIZE_MAX);
         out.bf16_storage = std::move(buffer);
         out.bf16_transposed_storage = std::move(transposed_buffer);
