@@ -1,10 +1,14 @@
 """c3 against PyTorch (transformers' Llama/Qwen2 in eager mode) on the same models, threads and inputs, in one
 process. Prints tokens/s for each and the ratio c3 / PyTorch.
 
-    python benchmarks/compare_torch.py [--threads 2] [--quick] [--only forward,decode,train,cascade]
+    python benchmarks/compare_torch.py [--threads 2] [--quick] [--only forward,decode,train,mixed]
+                                       [--models d256,d512]
 
-Models: "tiny" (byte-level d=64, 2 layers), "d128" and "d256" byte-level, and "small" (~100M parameters,
-Llama shape d=768, 12 layers, vocab 32000). Each measurement is the median of several repeats after warm-up.
+Models: "tiny" (byte-level d=64, 2 layers), "d128", "d256" and "d512" byte-level (4 layers), and "small" (~100M
+parameters, Llama shape d=768, 12 layers, vocab 32000). Each measurement is the median of several repeats after
+warm-up. "mixed" times one training step four ways: c3 float32, c3 bf16 mixed precision (compute_dtype="bfloat16"),
+PyTorch float32 and PyTorch under bf16 autocast, and prints the mixed-precision trainer's ratios to the other three.
+The default models are tiny, d128, d256 (and small without --quick).
 """
 from __future__ import annotations
 
@@ -76,24 +80,50 @@ def bench_decode(results, name, hf, model, repeats, new_tokens=32):
     row(results, "decode", name, f"B=1 new={new_tokens}", new_tokens, c3_seconds, torch_seconds)
 
 
-def bench_train(results, name, hf, model, repeats, batch=16, length=64):
-    ids = np.random.default_rng(2).integers(0, MODELS[name]["vocab_size"], size=(batch, length + 1))
-    tensor = torch.from_numpy(ids)
+def torch_train_step(hf, tensor, autocast=False):
+    """One AdamW step of the transformers model (float32, or its forward under bf16 autocast), as a closure."""
     optimizer = torch.optim.AdamW(hf.parameters(), lr=1e-4)
-    hf.train()
 
-    def torch_step():
+    def step():
         optimizer.zero_grad()
-        loss = hf(input_ids=tensor, labels=tensor).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = hf(input_ids=tensor, labels=tensor).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         optimizer.step()
+    return step
 
+
+def bench_train(results, name, hf, model, repeats, batch=16, length=64):
+    ids = np.random.default_rng(2).integers(0, MODELS[name]["vocab_size"], size=(batch, length + 1))
+    hf.train()
     trainer = c3.LanguageModelTrainer(model, learning_rate=1e-4)
-    torch_seconds = timed(torch_step, repeats)
+    torch_seconds = timed(torch_train_step(hf, torch.from_numpy(ids)), repeats)
     c3_seconds = timed(lambda: trainer.step(ids), repeats)
     hf.eval()
     row(results, "train", name, f"B={batch} T={length}", batch * length, c3_seconds, torch_seconds)
+
+
+def bench_mixed(results, name, hf, directory, repeats, batch=16, length=64):
+    """Training steps of c3 float32, c3 bf16 mixed precision, PyTorch float32 and PyTorch bf16 autocast."""
+    ids = np.random.default_rng(2).integers(0, MODELS[name]["vocab_size"], size=(batch, length + 1))
+    tensor = torch.from_numpy(ids)
+    hf.train()
+    steps = {"c3 float32": c3.LanguageModelTrainer(c3.load_model(directory), learning_rate=1e-4).step,
+             "c3 bf16": c3.LanguageModelTrainer(c3.load_model(directory), learning_rate=1e-4,
+                                                compute_dtype="bfloat16").step,
+             "torch float32": torch_train_step(hf, tensor),
+             "torch bf16 autocast": torch_train_step(hf, tensor, autocast=True)}
+    rates = {}
+    for label, step in steps.items():
+        seconds = timed(lambda: step(ids) if label.startswith("c3") else step(), repeats)
+        rates[label] = batch * length / seconds
+    hf.eval()
+    mixed = rates["c3 bf16"]
+    ratios = {f"c3 bf16 / {label}": mixed / rate for label, rate in rates.items() if label != "c3 bf16"}
+    results.append(dict(task="mixed", model=name, shape=f"B={batch} T={length}", tokens_per_s=rates, ratios=ratios))
+    print(f"mixed    {name:6s} B={batch} T={length}  " + "   ".join(f"{k} {v:8.0f}" for k, v in rates.items())
+          + " tok/s\n" + " " * 16 + "   ".join(f"{k} {v:5.2f}x" for k, v in ratios.items()), flush=True)
 
 
 def main():
@@ -101,6 +131,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the ~100M model")
     parser.add_argument("--only", default="forward,decode,train")
+    parser.add_argument("--models", help="comma-separated models (default: tiny,d128,d256, and small unless --quick)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -110,7 +141,7 @@ def main():
     print(f"c3 vs PyTorch {torch.__version__} (eager, transformers {transformers.__version__}), "
           f"{args.threads} threads, {platform.processor() or platform.machine()}")
     results = []
-    names = ["tiny", "d128", "d256"] + ([] if args.quick else ["small"])
+    names = args.models.split(",") if args.models else ["tiny", "d128", "d256"] + ([] if args.quick else ["small"])
     for name in names:
         with tempfile.TemporaryDirectory() as directory:
             hf, model = build(name, directory)
@@ -120,6 +151,8 @@ def main():
                 bench_decode(results, name, hf, model, max(3, repeats // 2))
             if "train" in tasks and name != "small":
                 bench_train(results, name, hf, model, repeats)
+            if "mixed" in tasks and name != "small":
+                bench_mixed(results, name, hf, directory, repeats)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

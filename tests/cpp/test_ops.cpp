@@ -551,6 +551,30 @@ TEST(LinearBf16Compute, ThreadCountDoesNotChangeResults) {
     set_num_threads(saved);
 }
 
+// Mixed-precision training's input gradient, dinput [rows, in] += bf16(dout) [rows, out] * W [out, in], read from
+// W's bf16 copy transposed [in, out]: the fast kernel and the portable fallback (both accumulating) against the
+// scalar twin added to what dinput held, over the shapes of the 8-row kernel's tails, a padded pair and two k blocks.
+TEST(LinearBf16Compute, InputGradientAccumulatesFromTheTransposedCopy) {
+    for (auto [rows, in, out] : {std::tuple<size_t, size_t, size_t>{17, 48, 33}, {64, 200, 577}, {5, 1000, 31}}) {
+        const Bf16ComputeCase c(rows, in, out, 120);  // c.x: dout [rows, out]; c.w: W^T [in, out]
+        const std::vector<float> before = to_float(random_vector(rows * in, 121));
+        std::vector<float> product(rows * in);
+        ops::reference::linear_forward_bf16_compute(product.data(), c.x.data(), c.w.data(),
+                                                    static_cast<const float*>(nullptr), rows, out, in);
+        std::vector<float> fast = before, portable = before;
+        ops::linear_backward_input_bf16(fast.data(), c.x.data(), c.w.data(), rows, in, out);
+        ops::detail::linear_bf16_compute_portable(portable.data(), c.x.data(), c.w.data(),
+                                                  static_cast<const float*>(nullptr), rows, out, in, true);
+        // What each added (the subtraction is exact to float rounding, far below the tolerance's scale).
+        for (size_t i = 0; i < fast.size(); ++i) fast[i] -= before[i], portable[i] -= before[i];
+        const std::string shape = "rows " + std::to_string(rows) + ", in " + std::to_string(in);
+        const float* none = nullptr;
+        if (ops::bf16_dot_product_available)
+            expect_bf16_compute_close(fast, product, c.x, c.w, none, rows, out, in, "fast, " + shape);
+        expect_bf16_compute_close(portable, product, c.x, c.w, none, rows, out, in, "portable, " + shape);
+    }
+}
+
 // The input really is rounded to bf16 (7 mantissa bits, ties to even) in all three implementations: with an
 // identity weight, output [r, o] = bf16(x [r, o]) exactly. 64 columns also take the vector rounding loop.
 TEST(LinearBf16Compute, InputIsRoundedToBf16TiesToEven) {

@@ -268,3 +268,125 @@ TEST(Training, CheckpointResumesBitForBit) {
     losses.insert(losses.end(), rest.begin(), rest.end());
     EXPECT_EQ(losses, all);
 }
+
+// Mixed precision (TrainingOptions::compute_dtype = "bfloat16") on a model with tails in every product (hidden 40,
+// intermediate 70) and biases, tied and untied heads. bf16 keeps 8 significant bits, a unit roundoff of
+// u = 2^-9 ~ 2e-3 per rounded weight or activation. Three checks:
+// - the forward (logits) against a double-precision twin that rounds the same weights and every product's input
+//   to bf16 (bf16 storage with bf16 compute, the portable product): they differ only where float and double
+//   activations fall on either side of a bf16 rounding boundary, so their distance is under a tenth of float32's
+//   (which misses every rounding): the twin check sees a missing or wrong rounding;
+// - loss and gradients against the float32 step: |dloss| <= 4u relative and |dgrad| <= 16u relative in norm
+//   (measured: loss 0.1u-0.4u, gradients ~7u);
+// - the same gradient check fails for a transposition bug in one bf16 copy (o_proj of the last layer read as W
+//   instead of W^T: measured ~400u), so the tolerance is tight enough to catch a wrong bf16 path.
+namespace {
+TransformerConfig mixed_precision_config(bool tied) {
+    TransformerConfig config = small_config();
+    config.hidden_size = 40, config.intermediate_size = 70, config.head_dim = 10;  // q and o: 40 x 40
+    config.attention_bias = true;
+    config.tie_word_embeddings = tied;
+    config.initializer_range = 0.2;  // logits well away from uniform
+    return config;
+}
+
+double relative_distance(const std::vector<float>& a, const std::vector<float>& b) {
+    double difference = 0, norm = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        difference += (double(a[i]) - double(b[i])) * (double(a[i]) - double(b[i]));
+        norm += double(b[i]) * double(b[i]);
+    }
+    return std::sqrt(difference / norm);
+}
+}  // namespace
+
+TEST(MixedPrecision, StepTracksFloatWithinBf16Rounding) {
+    const double u = std::ldexp(1.0, -9);
+    for (const bool tied : {true, false}) {
+        const TransformerConfig config = mixed_precision_config(tied);
+        Transformer<float> model(config);
+        model.init_random(11);
+        const size_t B = 3, L = 9, d = config.hidden_size;
+        std::vector<int32_t> ids(B * L);
+        for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7 + 2) % config.vocab_size);
+        const auto targets = shifted_targets(ids, B, L);
+        const size_t tokens = count_targets(targets.data(), targets.size());
+        // Embeddings as input: the twin's bf16 storage would also round the embedding table it looks up.
+        std::vector<float> embeddings(B * L * d);
+        model.embed(embeddings.data(), ids.data(), B * L);
+        const ForwardInput<float> input{B, L, nullptr, embeddings.data()};
+        Activations<float> activations;
+        auto loss_and_gradients = [&](const StepWeights<float>* step, std::vector<float>& gradients) {
+            gradients.assign(model.parameters.size(), 0.f);
+            const TransformerWeights<float> bound = model.bind_gradients(gradients.data());
+            return language_model_loss_into(model, input, targets.data(), true, float(1.0 / double(tokens)),
+                                            activations, &bound, static_cast<float*>(nullptr),
+                                            static_cast<std::vector<float>*>(nullptr), step) / double(tokens);
+        };
+        std::vector<float> float_gradients, mixed_gradients, broken_gradients;
+        const double float_loss = loss_and_gradients(nullptr, float_gradients);
+        const std::vector<float> float_logits = activations.logits;
+        StepWeights<float> step;
+        model.round_weights_to_bf16(step);
+        const double mixed_loss = loss_and_gradients(&step, mixed_gradients);
+        const std::vector<float> mixed_logits = activations.logits;
+
+        Transformer<double> twin(config);
+        std::copy(model.parameters.begin(), model.parameters.end(), twin.parameters.begin());
+        twin.store_as_bf16();
+        twin.bf16_compute = true;
+        const std::vector<double> twin_embeddings(embeddings.begin(), embeddings.end());
+        Activations<double> twin_activations;
+        const ForwardInput<double> twin_input{B, L, nullptr, twin_embeddings.data()};
+        const TransformerWeights<double>* no_gradients = nullptr;
+        language_model_loss_into(twin, twin_input, targets.data(), false, 0.0, twin_activations, no_gradients);
+        const std::vector<float> twin_logits(twin_activations.logits.begin(), twin_activations.logits.end());
+        EXPECT_LT(relative_distance(mixed_logits, twin_logits), 0.1 * relative_distance(float_logits, twin_logits))
+            << "tied " << tied;
+
+        EXPECT_NEAR(mixed_loss, float_loss, 4 * u * float_loss) << "tied " << tied;
+        const double gradient_error = relative_distance(mixed_gradients, float_gradients);
+        EXPECT_LT(gradient_error, 16 * u) << "tied " << tied;
+        EXPECT_GT(gradient_error, 0.0) << "the bf16 path ran";
+
+        LayerWeights<uint16_t>& last = step.bf16_transposed.layers.back();
+        last.o_weight = step.bf16.layers.back().o_weight;  // W [d, qw] where W^T belongs (square here)
+        loss_and_gradients(&step, broken_gradients);
+        EXPECT_GT(relative_distance(broken_gradients, float_gradients), 16 * u) << "tied " << tied;
+    }
+}
+
+// The trainer's mixed-precision step: data parallel (three unequal shares reading the same bf16 copies) equals
+// splitting every product across threads up to float summation order (which moves a few activations across a
+// bf16 rounding boundary), far closer than float32 training is; within bf16 rounding of float32 without being
+// float32; and an unknown compute_dtype is refused.
+TEST(MixedPrecision, TrainerDataParallelEqualsOpParallel) {
+    const int saved_threads = num_threads();
+    set_num_threads(3);
+    const size_t B = 5, L = 7;
+    std::vector<int32_t> ids(B * L);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 11 + 5) % 23);
+    const auto targets = shifted_targets(ids, B, L);
+    TrainingOptions split, single, reference;
+    for (TrainingOptions* options : {&split, &single, &reference}) options->adamw.learning_rate = 1e-2;
+    split.compute_dtype = single.compute_dtype = "bfloat16";
+    single.data_parallel = false;
+    const TransformerConfig config = mixed_precision_config(true);
+    Transformer<float> a(config), b(config), c(config);
+    for (Transformer<float>* model : {&a, &b, &c}) model->init_random(4);
+    LanguageModelTrainer<float> parallel(a, split), serial(b, single), float32(c, reference);
+    const ForwardInput<float> batch{B, L, ids.data()};
+    const StepReport p = parallel.step({batch}, {targets.data()});
+    const StepReport s = serial.step({batch}, {targets.data()});
+    const StepReport f = float32.step({batch}, {targets.data()});
+    set_num_threads(saved_threads);
+    EXPECT_EQ(p.data_parallel_shares, 3u);
+    EXPECT_EQ(s.data_parallel_shares, 1u);
+    EXPECT_NE(p.loss, f.loss);
+    EXPECT_LT(std::fabs(p.loss - s.loss), 0.1 * std::fabs(p.loss - f.loss));
+    EXPECT_NEAR(p.gradient_norm, s.gradient_norm, 2e-3 * s.gradient_norm);
+    EXPECT_NEAR(p.loss, f.loss, 4 * std::ldexp(1.0, -9) * f.loss);
+    TrainingOptions half;
+    half.compute_dtype = "float16";
+    EXPECT_THROW(half.validate(), ValueError);
+}

@@ -76,20 +76,20 @@ TEST(Transformer, ForwardOnTransposedWeightsEqualsForward) {
             config.hidden_size = 40, config.intermediate_size = 70, config.head_dim = 10;  // tails of 16 and 32
             Transformer<float> model(config);
             model.init_random(7);
-            TransposedWeights<float> transposed;
+            StepWeights<float> transposed;
             model.transpose_weights(transposed);
             if (!ops::kBroadcastGemm) {
-                EXPECT_TRUE(transposed.storage.empty());
+                EXPECT_TRUE(transposed.transposed_storage.empty());
                 continue;
             }
-            ASSERT_NE(transposed.weights.lm_head, nullptr);
-            ASSERT_EQ(transposed.weights.embed == nullptr, !tied);
+            ASSERT_NE(transposed.transposed.lm_head, nullptr);
+            ASSERT_EQ(transposed.transposed.embed == nullptr, !tied);
             const size_t B = 3, L = 9;
             std::vector<int32_t> ids(B * L);
             for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 5 + 2) % config.vocab_size);
             Activations<float> plain, fast;
             model.forward({B, L, ids.data()}, plain, LogitsMode::All, true);
-            model.forward({B, L, ids.data()}, fast, LogitsMode::All, true, nullptr, &transposed.weights);
+            model.forward({B, L, ids.data()}, fast, LogitsMode::All, true, nullptr, &transposed);
             ASSERT_EQ(plain.logits.size(), fast.logits.size());
             for (size_t i = 0; i < plain.logits.size(); ++i)
                 ASSERT_NEAR(plain.logits[i], fast.logits[i], 1e-4f) << "bias " << bias << " tied " << tied << " at " << i;
@@ -99,7 +99,7 @@ TEST(Transformer, ForwardOnTransposedWeightsEqualsForward) {
             model.parameters[model.parameter("model.layers.0.mlp.down_proj.weight").offset] += 1.0f;
             model.forward({B, L, ids.data()}, plain, LogitsMode::All, false);
             Activations<float> again;
-            model.forward({B, L, ids.data()}, again, LogitsMode::All, false, nullptr, &transposed.weights);
+            model.forward({B, L, ids.data()}, again, LogitsMode::All, false, nullptr, &transposed);
             EXPECT_EQ(again.logits, fast.logits);
             EXPECT_NE(plain.logits, fast.logits);
         }

@@ -66,7 +66,8 @@ STEPPERS = {
 
 @pytest.mark.parametrize("bad", [dict(learning_rate=-1.0), dict(learning_rate=math.inf), dict(beta1=1.0),
                                  dict(beta2=-0.1), dict(epsilon=math.nan), dict(weight_decay=-0.5),
-                                 dict(min_lr_ratio=2.0), dict(max_grad_norm=math.nan)])
+                                 dict(min_lr_ratio=2.0), dict(max_grad_norm=math.nan),
+                                 dict(compute_dtype="float16")])
 def test_training_options_are_validated_in_cpp_for_both_trainers(bad):
     with pytest.raises(c3.C3ValueError):
         c3.LanguageModelTrainer(c3.Transformer(SHAPE, seed=0), **bad)

@@ -174,12 +174,12 @@ struct CascadeGradients {
     T* bridge = nullptr;  // a buffer of bridge_layout (Q and the projector); frozen entries are left alone
 };
 
-// The encoder's and decoder's matrices transposed (Transformer::transpose_weights) from the current parameters,
-// for the forward products; null: the plain weights.
+// The encoder's and decoder's copies of their matrices for one training step (StepWeights: float transposed or
+// bf16), taken from the current parameters; null: the plain weights.
 template <typename T>
-struct CascadeTransposedWeights {
-    const TransformerWeights<T>* encoder = nullptr;
-    const TransformerWeights<T>* decoder = nullptr;
+struct CascadeStepWeights {
+    const StepWeights<T>* encoder = nullptr;
+    const StepWeights<T>* decoder = nullptr;
 };
 
 // Per-position teacher-forced scores of reference answers.
@@ -249,10 +249,10 @@ public:
     }
 
     // Contexts [B, Lc] (left-padded, mask 1 = token) -> latents [B, N, d_dec] in a.latents.
-    // transposed: the encoder's matrices from Transformer::transpose_weights (null: the plain weights).
+    // step: the encoder's copies of its matrices (StepWeights; null: the plain weights).
     void compress(const int32_t* contexts, const uint8_t* context_mask, size_t batch, size_t context_length,
                   CascadeActivations<T>& a, bool save_for_backward,
-                  const TransformerWeights<T>* transposed = nullptr) const {
+                  const StepWeights<T>* step = nullptr) const {
         const size_t N = config.num_latents, de = config.encoder.hidden_size;
         const size_t Le = config.encoder_length(context_length);
         for (size_t b = 0; b < batch && context_mask; ++b) {
@@ -291,7 +291,7 @@ public:
         for (size_t b = 0; b < batch; ++b)
             std::memcpy(a.encoder_input.data() + (b * Le + context_length + 1) * de, queries, N * de * sizeof(T));
         ForwardInput<T> in{batch, Le, nullptr, a.encoder_input.data(), a.encoder_mask.data(), nullptr};
-        encoder.forward(in, a.encoder, LogitsMode::None, save_for_backward, nullptr, transposed);
+        encoder.forward(in, a.encoder, LogitsMode::None, save_for_backward, nullptr, step);
         a.slot_states.resize(batch * N * de);
         for (size_t b = 0; b < batch; ++b)
             std::memcpy(a.slot_states.data() + b * N * de, a.encoder.hidden.data() + (b * Le + context_length + 1) * de,
@@ -364,15 +364,16 @@ public:
         return loss_into(batch, a, options, gradients);
     }
 
-    // The same, accumulating into explicit gradient buffers, with the products reading transposed weights where
-    // given. Does not modify the cascade, so threads may run it at once on their own activations and buffers.
+    // The same, accumulating into explicit gradient buffers, with the products reading the step's copies of the
+    // matrices where given. Does not modify the cascade, so threads may run it at once on their own activations
+    // and buffers.
     double loss_into(const CascadeBatch& batch, CascadeActivations<T>& a, const CascadeLossOptions<T>& options,
-                     const CascadeGradients<T>& gradients, const CascadeTransposedWeights<T>& transposed = {}) const {
+                     const CascadeGradients<T>& gradients, const CascadeStepWeights<T>& step = {}) const {
         const bool backward = options.backward;
         const size_t B = batch.batch;
         const bool bridge_side = gradients.bridge && any_bridge_trainable();
         const bool encoder_side = backward && (gradients.encoder || bridge_side);
-        compress(batch.contexts, batch.context_mask, B, batch.context_length, a, encoder_side, transposed.encoder);
+        compress(batch.contexts, batch.context_mask, B, batch.context_length, a, encoder_side, step.encoder);
         build_decoder_input(a.latents.data(), a.block_width, a.block_mask.empty() ? nullptr : a.block_mask.data(),
                             batch.answers, batch.answer_mask, B, batch.answer_length, a);
         const std::vector<int32_t> targets = answer_targets(a);
@@ -387,8 +388,8 @@ public:
                                                 decoder_gradients,
                                                 encoder_side || decoder_gradients ? ensure_dinput(dinput, B * Ld * dd)
                                                                                   : nullptr,
-                                                options.row_losses, transposed.decoder);
-        if (backward) backward_from_decoder_input(a, dinput, gradients);
+                                                options.row_losses, step.decoder);
+        if (backward) backward_from_decoder_input(a, dinput, gradients, step.encoder);
         return total;
     }
 
@@ -480,9 +481,11 @@ private:
     }
 
     // dinput: gradient on the decoder's input embeddings [B, Ld, d_dec]. Splits it into the decoder's embedding
-    // table (token rows) and the latents (slot rows), then runs projector and encoder backward.
+    // table (token rows) and the latents (slot rows), then runs projector and encoder backward (encoder_step: the
+    // encoder's forward copies of its matrices, see compress).
     void backward_from_decoder_input(CascadeActivations<T>& a, const std::vector<T>& dinput,
-                                     const CascadeGradients<T>& gradients) const {
+                                     const CascadeGradients<T>& gradients,
+                                     const StepWeights<T>* encoder_step = nullptr) const {
         const size_t B = a.batch, N = config.num_latents, de = config.encoder.hidden_size, dd = config.decoder.hidden_size;
         const size_t W = a.block_width, Ld = config.prompt_length(W) + a.answer_length, slot = config.decoder_slot_start();
         if (dinput.empty()) return;
@@ -535,7 +538,8 @@ private:
         std::vector<T> dhidden(B * Le * de, T(0)), dencoder_input(B * Le * de, T(0));
         for (size_t b = 0; b < B; ++b)
             std::memcpy(dhidden.data() + (b * Le + Lc + 1) * de, dslots.data() + b * N * de, N * de * sizeof(T));
-        encoder.backward_into(a.encoder, nullptr, dhidden.data(), dencoder_input.data(), gradients.encoder);
+        encoder.backward_into(a.encoder, nullptr, dhidden.data(), dencoder_input.data(), gradients.encoder,
+                              encoder_step);
         // Slot rows feed Q; token rows feed the encoder's embedding table.
         for (size_t b = 0; b < B; ++b)
             for (size_t t = 0; t < Le; ++t) {

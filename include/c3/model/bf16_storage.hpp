@@ -110,8 +110,8 @@ struct Bf16Storage {
     // output [rows, out] = input [rows, in] * weight [out, in]^T + bias, for a weight of these matrices.
     // compute: round the activations of passes over more than 4 rows to bf16 (bf16 dot products); decode steps
     // (memory-bound) keep float compute either way.
-    void linear_forward(T* output, const T* input, const uint16_t* weight, const T* bias, size_t rows, size_t in,
-                        size_t out, bool compute) const {
+    static void linear_forward(T* output, const T* input, const uint16_t* weight, const T* bias, size_t rows,
+                               size_t in, size_t out, bool compute) {
         if (compute && rows > 4) ops::linear_forward_bf16_compute(output, input, weight, bias, rows, in, out);
         else ops::linear_forward_bf16(output, input, weight, bias, rows, in, out);
     }

@@ -42,15 +42,15 @@ inline size_t count_real_tokens(const uint8_t* mask, size_t count) {
 // none) and into dinput when given. Does not modify the model, so threads may run it at once on their own
 // activations and gradient buffers.
 // targets [batch, length] are aligned with the rows: targets[t] is the token to predict after row t.
-// transposed: the model's current weights from transpose_weights, or null (see Transformer::forward).
+// step: copies of the model's current matrices for the products (StepWeights), or null (see Transformer::forward).
 template <typename T>
 double language_model_loss_into(const Transformer<T>& model, const ForwardInput<T>& input, const int32_t* targets,
                                 bool backward, T token_weight, Activations<T>& activations,
                                 const TransformerWeights<T>* gradients, T* dinput = nullptr,
                                 std::vector<T>* row_losses = nullptr,
-                                const TransformerWeights<T>* transposed = nullptr) {
+                                const StepWeights<T>* step = nullptr) {
     const size_t N = input.batch * input.length, V = model.config.vocab_size;
-    model.forward(input, activations, LogitsMode::All, backward, nullptr, transposed);
+    model.forward(input, activations, LogitsMode::All, backward, nullptr, step);
     std::vector<T> losses(N);
     if (backward) {
         const std::vector<T> weights(N, token_weight);
@@ -62,7 +62,7 @@ double language_model_loss_into(const Transformer<T>& model, const ForwardInput<
     double total = 0;
     for (size_t i = 0; i < N; ++i) total += double(losses[i]);
     if (backward && (gradients || dinput))
-        model.backward_into(activations, activations.logits.data(), nullptr, dinput, gradients);
+        model.backward_into(activations, activations.logits.data(), nullptr, dinput, gradients, step);
     if (row_losses) *row_losses = std::move(losses);
     return total;
 }
@@ -72,12 +72,12 @@ template <typename T>
 double language_model_loss(Transformer<T>& model, const ForwardInput<T>& input, const int32_t* targets,
                            bool backward, T token_weight, Activations<T>& activations, T* dinput = nullptr,
                            std::vector<T>* row_losses = nullptr,
-                           const TransformerWeights<T>* transposed = nullptr) {
+                           const StepWeights<T>* step = nullptr) {
     const bool parameter_gradients = backward && model.any_trainable();
     if (parameter_gradients) model.enable_gradients();
     return language_model_loss_into(model, input, targets, backward, token_weight, activations,
                                     parameter_gradients ? &model.weight_gradients : nullptr, dinput, row_losses,
-                                    transposed);
+                                    step);
 }
 
 // The mean loss over the counted targets; the model's gradient buffer is zeroed, then holds d(mean loss).

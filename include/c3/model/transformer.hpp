@@ -81,14 +81,21 @@ struct Activations {
 
 enum class WeightStorage { Float, Bf16 };
 
-// A snapshot of a model's float matrices transposed to [in, out], in the model's layout: forward products can
-// then read the weight in place through broadcast_gemm, as backward reads w (Eigen would copy it into panels on
-// every call). A copy, so valid only while the parameters are unchanged: LanguageModelTrainer rebuilds it at the
-// start of each step. Matrices with more than ops::broadcast_gemm_max_columns() outputs stay null (Eigen takes them).
+// Copies of a model's matrices that the products of one training step read, in the model's layout; taken from
+// the parameters at the start of the step (the trainers rebuild them every step), so valid only while the
+// parameters are unchanged. Either of two kinds, the other left empty:
+// - float (transpose_weights): the matrices transposed to [in, out], so that forward products read the weight in
+//   place through broadcast_gemm, as backward reads w (Eigen would copy it into panels on every call). Matrices
+//   with more than ops::broadcast_gemm_max_columns() outputs stay null (Eigen takes them).
+// - bf16 (round_weights_to_bf16, mixed-precision training): every multiplied matrix rounded to bf16, as stored
+//   [out, in] for the forward products and transposed [in, out] for backward's input gradients dX = dY * W.
+//   Both products then run on bf16 dot products (ops/matmul_bf16.hpp); weight gradients stay float.
 template <typename T>
-struct TransposedWeights {
-    std::vector<T> storage;
-    TransformerWeights<T> weights;  // pointers into storage; null for what was not transposed
+struct StepWeights {
+    std::vector<T> transposed_storage;
+    TransformerWeights<T> transposed;  // pointers into transposed_storage; null for what was not transposed
+    std::vector<uint16_t> bf16_storage, bf16_transposed_storage;
+    TransformerWeights<uint16_t> bf16, bf16_transposed;  // pointers into those; null for what was not rounded
 };
 
 template <typename T>
@@ -273,24 +280,17 @@ public:
         else ops::embedding_forward(output, ids, weights.embed, count, config.vocab_size, config.hidden_size);
     }
 
-    // The float matrices transposed to [in, out] (see TransposedWeights), built in parallel. Leaves `out` empty
+    // The float matrices transposed to [in, out] (see StepWeights), built in parallel. Leaves `out` empty
     // (no transposed products) where broadcast_gemm is not compiled in, or for bf16 storage.
-    void transpose_weights(TransposedWeights<T>& out) const {
-        out.weights = TransformerWeights<T>{};
-        if (!(ops::kBroadcastGemm && std::is_same_v<T, float>) || stores_bf16()) {
-            out.storage.clear();
-            return;
-        }
-        std::vector<uint8_t> selected(layout.size(), 0);
-        const size_t max_columns = ops::broadcast_gemm_max_columns();
-        // The token embedding is only looked up, not multiplied, unless it is also the (tied) output head.
-        for (size_t e = 0; e < layout.size(); ++e)
-            selected[e] = (layout[e].kind == ParameterKind::Matrix ||
-                           (layout[e].kind == ParameterKind::Embedding && config.tie_word_embeddings)) &&
-                          layout[e].shape[0] <= max_columns;
-        out.storage.resize(parameters.size());  // allocated (and zeroed) by the first step only
-        out.weights = bind_transformer_weights(config, layout, out.storage.data(), &selected);
-        T* storage = out.storage.data();
+    void transpose_weights(StepWeights<T>& out) const {
+        std::vector<T> buffer = std::move(out.transposed_storage);  // kept: allocated (and zeroed) by the first step
+        out = StepWeights<T>{};
+        if (!(ops::kBroadcastGemm && std::is_same_v<T, float>) || stores_bf16()) return;
+        const std::vector<uint8_t> selected = multiplied_matrices(ops::broadcast_gemm_max_columns());
+        out.transposed_storage = std::move(buffer);
+        out.transposed_storage.resize(parameters.size());
+        out.transposed = bind_transformer_weights(config, layout, out.transposed_storage.data(), &selected);
+        T* storage = out.transposed_storage.data();
         parallel_for(layout.size(), [&](size_t e) {
             if (!selected[e]) return;
             const size_t rows = layout[e].shape[0], columns = layout[e].shape[1];
@@ -299,12 +299,39 @@ public:
         }, 1 << 16);
     }
 
+    // Mixed precision: every multiplied matrix rounded to bf16 (nearest even), as stored [out, in] and transposed
+    // [in, out] (see StepWeights), built in parallel; the float copies are left empty. Leaves `out` empty for bf16
+    // storage, whose products are bf16 already.
+    void round_weights_to_bf16(StepWeights<T>& out) const {
+        std::vector<uint16_t> buffer = std::move(out.bf16_storage);  // both kept, as in transpose_weights
+        std::vector<uint16_t> transposed_buffer = std::move(out.bf16_transposed_storage);
+        out = StepWeights<T>{};
+        if (stores_bf16()) return;
+        const std::vector<uint8_t> selected = multiplied_matrices(SIZE_MAX);
+        out.bf16_storage = std::move(buffer);
+        out.bf16_transposed_storage = std::move(transposed_buffer);
+        out.bf16_storage.resize(parameters.size());
+        out.bf16_transposed_storage.resize(parameters.size());
+        out.bf16 = bind_transformer_weights(config, layout, out.bf16_storage.data(), &selected);
+        out.bf16_transposed = bind_transformer_weights(config, layout, out.bf16_transposed_storage.data(), &selected);
+        uint16_t *rounded = out.bf16_storage.data(), *rounded_transposed = out.bf16_transposed_storage.data();
+        parallel_for(layout.size(), [&](size_t e) {
+            if (!selected[e]) return;
+            const size_t rows = layout[e].shape[0], columns = layout[e].shape[1], offset = layout[e].offset;
+            for (size_t i = 0; i < rows * columns; ++i)
+                rounded[offset + i] = float_to_bf16(float(parameters[offset + i]));
+            MatrixMap<uint16_t>(rounded_transposed + offset, columns, rows) =
+                ConstMatrixMap<uint16_t>(rounded + offset, rows, columns).transpose();
+        }, 1 << 16);
+    }
+
     // The forward pass. With a cache, keys and values are appended to it and attention also sees the cached
     // positions; without one, the input is a whole sequence. save_for_backward keeps every layer's activations.
-    // transposed: this model's matrices as transpose_weights made them from the current parameters (a trainer
-    // passes them during a step); its non-null matrices are multiplied in place by broadcast_gemm.
+    // step: this model's matrices as transpose_weights or round_weights_to_bf16 made them from the current
+    // parameters (a trainer passes them during a step): float transposed ones are multiplied in place by
+    // broadcast_gemm, bf16 ones by bf16 dot products.
     void forward(const ForwardInput<T>& in, Activations<T>& a, LogitsMode logits_mode, bool save_for_backward,
-                 KVCache<T>* cache = nullptr, const TransformerWeights<T>* transposed = nullptr) const {
+                 KVCache<T>* cache = nullptr, const StepWeights<T>* step = nullptr) const {
         const TransformerConfig& c = config;
         const size_t B = in.batch, L = in.length, N = B * L, d = c.hidden_size;
         const size_t qw = c.q_width(), kvw = c.kv_width(), ff = c.intermediate_size, half = c.head_dim / 2;
@@ -369,7 +396,7 @@ public:
                                   cache ? cache->capacity * kvw : L * kvw, key_stride};
 
         a.layers.resize(save_for_backward ? c.num_layers : 1);
-        const ForwardMatrices matrices = forward_matrices(transposed);
+        const ForwardMatrices matrices = forward_matrices(step);
         const T* layer_input = x;
         for (size_t l = 0; l < c.num_layers; ++l) {
             const LayerWeights<T>& w = weights.layers[l];  // norms and biases, in either storage
@@ -440,9 +467,10 @@ public:
     // dlogits [N, vocab] (may be null) and/or dhidden [N, hidden] (gradient on the final-norm output, may be null).
     // Accumulates parameter gradients (unless frozen) and, when dinput is given, writes the gradient of the input
     // embeddings [N, hidden] there (also accumulating). Token-id inputs also accumulate into the embedding table.
-    void backward(Activations<T>& a, const T* dlogits, const T* dhidden, T* dinput, bool parameter_gradients) {
+    void backward(Activations<T>& a, const T* dlogits, const T* dhidden, T* dinput, bool parameter_gradients,
+                  const StepWeights<T>* step = nullptr) {
         if (parameter_gradients) enable_gradients();  // both it and backward_into refuse bf16 storage
-        backward_into(a, dlogits, dhidden, dinput, parameter_gradients ? &weight_gradients : nullptr);
+        backward_into(a, dlogits, dhidden, dinput, parameter_gradients ? &weight_gradients : nullptr, step);
     }
 
     // Binds a gradient buffer of this model's layout (for example one replica per thread in data-parallel
@@ -452,15 +480,18 @@ public:
     }
 
     // backward, accumulating parameter gradients into g (null: none). Does not modify the model, so threads may
-    // run it at once on their own activations and gradient buffers.
+    // run it at once on their own activations and gradient buffers. step: the forward's (see forward); with bf16
+    // copies, the input gradients dX = dY * W multiply them.
     void backward_into(Activations<T>& a, const T* dlogits, const T* dhidden, T* dinput,
-                       const TransformerWeights<T>* g) const {
+                       const TransformerWeights<T>* g, const StepWeights<T>* step = nullptr) const {
         const TransformerConfig& c = config;
         C3_CHECK(a.saved, ValueError, "backward needs a forward run with save_for_backward");
         require_trainable_storage();
         const size_t B = a.batch, L = a.length, N = B * L, d = c.hidden_size;
         const size_t qw = c.q_width(), kvw = c.kv_width(), ff = c.intermediate_size;
         auto grad = [&](T* TransformerWeights<T>::*field) -> T* { return g ? g->*field : nullptr; };
+        static const TransformerWeights<uint16_t> none;
+        const TransformerWeights<uint16_t>& bf16_transposed = step ? step->bf16_transposed : none;
 
         // Gradient on the final hidden states.
         auto zeroed = [](std::vector<T>& buffer, size_t count) {
@@ -473,8 +504,8 @@ public:
         if (dhidden) std::copy(dhidden, dhidden + N * d, dnormed.begin());
         if (dlogits) {
             C3_CHECK(a.logits_mode == LogitsMode::All, ValueError, "backward from logits needs LogitsMode::All");
-            ops::linear_backward(dnormed.data(), grad(&TransformerWeights<T>::lm_head), static_cast<T*>(nullptr),
-                                 dlogits, a.hidden.data(), weights.lm_head, N, d, c.vocab_size);
+            project_backward(dnormed.data(), grad(&TransformerWeights<T>::lm_head), nullptr, dlogits, a.hidden.data(),
+                             {weights.lm_head, bf16_transposed.lm_head}, N, d, c.vocab_size);
         }
         // dresidual: the gradient flowing along the residual stream.
         std::vector<T>& dresidual = a.dresidual;
@@ -493,25 +524,26 @@ public:
             const LayerWeights<T>& w = weights.layers[l];
             const LayerWeights<T>* gw = g ? &g->layers[l] : nullptr;
             const LayerActivations<T>& s = a.layers[l];
+            const LayerWeights<uint16_t> h = layer_or_null(bf16_transposed, l);
             const T* layer_input = l == 0 ? a.input.data() : a.layers[l - 1].output.data();
             // MLP: output = middle + down(act)
             std::fill(dact.begin(), dact.end(), T(0));
-            ops::linear_backward(dact.data(), gw ? gw->down_weight : nullptr, static_cast<T*>(nullptr),
-                                 dresidual.data(), s.act.data(), w.down_weight, N, ff, d);
+            project_backward(dact.data(), gw ? gw->down_weight : nullptr, nullptr, dresidual.data(), s.act.data(),
+                             {w.down_weight, h.down_weight}, N, ff, d);
             std::fill(dgate.begin(), dgate.end(), T(0));
             std::fill(dup.begin(), dup.end(), T(0));
             ops::swiglu_backward(dgate.data(), dup.data(), dact.data(), s.gate.data(), s.up.data(), N, ff);
             std::fill(dnorm.begin(), dnorm.end(), T(0));
-            ops::linear_backward(dnorm.data(), gw ? gw->gate_weight : nullptr, static_cast<T*>(nullptr), dgate.data(),
-                                 s.norm2.data(), w.gate_weight, N, d, ff);
-            ops::linear_backward(dnorm.data(), gw ? gw->up_weight : nullptr, static_cast<T*>(nullptr), dup.data(),
-                                 s.norm2.data(), w.up_weight, N, d, ff);
+            project_backward(dnorm.data(), gw ? gw->gate_weight : nullptr, nullptr, dgate.data(), s.norm2.data(),
+                             {w.gate_weight, h.gate_weight}, N, d, ff);
+            project_backward(dnorm.data(), gw ? gw->up_weight : nullptr, nullptr, dup.data(), s.norm2.data(),
+                             {w.up_weight, h.up_weight}, N, d, ff);
             ops::rmsnorm_backward(dresidual.data(), gw ? gw->post_norm : nullptr, dnorm.data(), s.middle.data(),
                                   w.post_norm, s.rstd2.data(), N, d);
             // Attention: middle = layer_input + o_proj(attention)
             std::fill(dattention.begin(), dattention.end(), T(0));
-            ops::linear_backward(dattention.data(), gw ? gw->o_weight : nullptr, gw ? gw->o_bias : nullptr,
-                                 dresidual.data(), s.attention.data(), w.o_weight, N, qw, d);
+            project_backward(dattention.data(), gw ? gw->o_weight : nullptr, gw ? gw->o_bias : nullptr,
+                             dresidual.data(), s.attention.data(), {w.o_weight, h.o_weight}, N, qw, d);
             std::fill(dq.begin(), dq.end(), T(0));
             std::fill(dk.begin(), dk.end(), T(0));
             std::fill(dv.begin(), dv.end(), T(0));
@@ -520,12 +552,12 @@ public:
             ops::rope_backward(dq.data(), a.rope_cos.data(), a.rope_sin.data(), N, c.num_heads, c.head_dim, qw);
             ops::rope_backward(dk.data(), a.rope_cos.data(), a.rope_sin.data(), N, c.num_kv_heads, c.head_dim, kvw);
             std::fill(dnorm.begin(), dnorm.end(), T(0));
-            ops::linear_backward(dnorm.data(), gw ? gw->q_weight : nullptr, gw ? gw->q_bias : nullptr, dq.data(),
-                                 s.norm1.data(), w.q_weight, N, d, qw);
-            ops::linear_backward(dnorm.data(), gw ? gw->k_weight : nullptr, gw ? gw->k_bias : nullptr, dk.data(),
-                                 s.norm1.data(), w.k_weight, N, d, kvw);
-            ops::linear_backward(dnorm.data(), gw ? gw->v_weight : nullptr, gw ? gw->v_bias : nullptr, dv.data(),
-                                 s.norm1.data(), w.v_weight, N, d, kvw);
+            project_backward(dnorm.data(), gw ? gw->q_weight : nullptr, gw ? gw->q_bias : nullptr, dq.data(),
+                             s.norm1.data(), {w.q_weight, h.q_weight}, N, d, qw);
+            project_backward(dnorm.data(), gw ? gw->k_weight : nullptr, gw ? gw->k_bias : nullptr, dk.data(),
+                             s.norm1.data(), {w.k_weight, h.k_weight}, N, d, kvw);
+            project_backward(dnorm.data(), gw ? gw->v_weight : nullptr, gw ? gw->v_bias : nullptr, dv.data(),
+                             s.norm1.data(), {w.v_weight, h.v_weight}, N, d, kvw);
             ops::rmsnorm_backward(dresidual.data(), gw ? gw->input_norm : nullptr, dnorm.data(), layer_input,
                                   w.input_norm, s.rstd1.data(), N, d);
         }
@@ -534,12 +566,20 @@ public:
     }
 
 private:
-    // A matrix as a forward product reads it: bf16 [out, in] with bf16 storage; with float storage, the matrix
-    // [out, in] and, where the caller passed TransposedWeights, its copy transposed to [in, out].
+    // A matrix as a forward product reads it: bf16 [out, in] with bf16 storage or a step's bf16 copy (bf16
+    // compute: bf16 dot products); with float storage, the matrix [out, in] and, where the caller passed a step's
+    // float copies, the matrix transposed to [in, out].
     struct StoredMatrix {
         const T* weight = nullptr;
         const T* transposed = nullptr;
         const uint16_t* bf16 = nullptr;
+        bool bf16_compute = false;
+    };
+    // A matrix as backward's input gradient reads it: the matrix [out, in] and, with a step's bf16 copies, its bf16
+    // copy transposed to [in, out].
+    struct BackwardMatrix {
+        const T* weight = nullptr;
+        const uint16_t* bf16_transposed = nullptr;
     };
     struct LayerMatrices {
         StoredMatrix q, k, v, o, gate, up, down;
@@ -549,39 +589,75 @@ private:
         StoredMatrix lm_head;
     };
 
-    // The one place a forward pass chooses between bf16 and float storage (and the transposed float copy).
-    ForwardMatrices forward_matrices(const TransformerWeights<T>* transposed) const {
+    // Layer l of w, or null pointers where w is empty (a step without that kind of copy).
+    template <typename U>
+    static LayerWeights<U> layer_or_null(const TransformerWeights<U>& w, size_t l) {
+        return w.layers.empty() ? LayerWeights<U>{} : w.layers[l];
+    }
+
+    // The one place a forward pass chooses between bf16 and float storage (and a step's float or bf16 copies).
+    ForwardMatrices forward_matrices(const StepWeights<T>* step) const {
         ForwardMatrices m;
         m.layers.resize(config.num_layers);
         if (stores_bf16()) {
             for (size_t l = 0; l < config.num_layers; ++l) {
                 const Bf16LayerWeights& h = bf16.weights.layers[l];
-                m.layers[l] = {{nullptr, nullptr, h.q_weight},    {nullptr, nullptr, h.k_weight},
-                               {nullptr, nullptr, h.v_weight},    {nullptr, nullptr, h.o_weight},
-                               {nullptr, nullptr, h.gate_weight}, {nullptr, nullptr, h.up_weight},
-                               {nullptr, nullptr, h.down_weight}};
+                const bool c = bf16_compute;
+                m.layers[l] = {{nullptr, nullptr, h.q_weight, c},    {nullptr, nullptr, h.k_weight, c},
+                               {nullptr, nullptr, h.v_weight, c},    {nullptr, nullptr, h.o_weight, c},
+                               {nullptr, nullptr, h.gate_weight, c}, {nullptr, nullptr, h.up_weight, c},
+                               {nullptr, nullptr, h.down_weight, c}};
             }
-            m.lm_head = {nullptr, nullptr, bf16.weights.lm_head};
+            m.lm_head = {nullptr, nullptr, bf16.weights.lm_head, bf16_compute};
             return m;
         }
+        static const StepWeights<T> none;
+        const StepWeights<T>& copies = step ? *step : none;
         for (size_t l = 0; l < config.num_layers; ++l) {
             const LayerWeights<T>& w = weights.layers[l];
-            const LayerWeights<T> t = transposed ? transposed->layers[l] : LayerWeights<T>{};
-            m.layers[l] = {{w.q_weight, t.q_weight, nullptr},       {w.k_weight, t.k_weight, nullptr},
-                           {w.v_weight, t.v_weight, nullptr},       {w.o_weight, t.o_weight, nullptr},
-                           {w.gate_weight, t.gate_weight, nullptr}, {w.up_weight, t.up_weight, nullptr},
-                           {w.down_weight, t.down_weight, nullptr}};
+            const LayerWeights<T> t = layer_or_null(copies.transposed, l);
+            const LayerWeights<uint16_t> h = layer_or_null(copies.bf16, l);
+            m.layers[l] = {{w.q_weight, t.q_weight, h.q_weight, true},
+                           {w.k_weight, t.k_weight, h.k_weight, true},
+                           {w.v_weight, t.v_weight, h.v_weight, true},
+                           {w.o_weight, t.o_weight, h.o_weight, true},
+                           {w.gate_weight, t.gate_weight, h.gate_weight, true},
+                           {w.up_weight, t.up_weight, h.up_weight, true},
+                           {w.down_weight, t.down_weight, h.down_weight, true}};
         }
-        m.lm_head = {weights.lm_head, transposed ? transposed->lm_head : nullptr, nullptr};
+        m.lm_head = {weights.lm_head, copies.transposed.lm_head, copies.bf16.lm_head, true};
         return m;
+    }
+
+    // Layout entries that products multiply, with at most max_outputs rows: the matrices, and the token embedding
+    // when it is also the (tied) output head (otherwise it is only looked up).
+    std::vector<uint8_t> multiplied_matrices(size_t max_outputs) const {
+        std::vector<uint8_t> selected(layout.size(), 0);
+        for (size_t e = 0; e < layout.size(); ++e)
+            selected[e] = (layout[e].kind == ParameterKind::Matrix ||
+                           (layout[e].kind == ParameterKind::Embedding && config.tie_word_embeddings)) &&
+                          layout[e].shape[0] <= max_outputs;
+        return selected;
     }
 
     // output [rows, out] = input [rows, in] * matrix^T + bias, by the kernel of the matrix's storage.
     void project(T* output, const T* input, const StoredMatrix& matrix, const T* bias, size_t rows, size_t in,
                  size_t out) const {
-        if (matrix.bf16) bf16.linear_forward(output, input, matrix.bf16, bias, rows, in, out, bf16_compute);
+        if (matrix.bf16)
+            Bf16Storage<T>::linear_forward(output, input, matrix.bf16, bias, rows, in, out, matrix.bf16_compute);
         else if (matrix.transposed) ops::matmul_pretransposed(output, input, matrix.transposed, bias, rows, in, out);
         else ops::linear_forward(output, input, matrix.weight, bias, rows, in, out);
+    }
+
+    // linear_backward (dinput [rows, in], dweight [out, in], dbias [out] accumulated; any may be null), with the
+    // input gradient dinput += doutput * W on bf16 dot products where the step has a bf16 copy of W.
+    static void project_backward(T* dinput, T* dweight, T* dbias, const T* doutput, const T* input,
+                                 const BackwardMatrix& matrix, size_t rows, size_t in, size_t out) {
+        if (dinput && matrix.bf16_transposed) {
+            ops::linear_backward_input_bf16(dinput, doutput, matrix.bf16_transposed, rows, in, out);
+            dinput = nullptr;
+        }
+        ops::linear_backward(dinput, dweight, dbias, doutput, input, matrix.weight, rows, in, out);
     }
 
     void require_float_storage(const char* what) const {

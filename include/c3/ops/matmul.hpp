@@ -66,7 +66,7 @@ void matmul_transposed(T* y, const T* x, const T* w, size_t rows, size_t in, siz
 }
 
 // y [rows, out] = x [rows, in] * wt [in, out] (+ bias [out], may be null), with the weight stored transposed
-// (TransposedWeights): broadcast_gemm then reads it in place, as the backward products read w.
+// (StepWeights): broadcast_gemm then reads it in place, as the backward products read w.
 template <typename T>
 void matmul_pretransposed(T* y, const T* x, const T* wt, const T* bias, size_t rows, size_t in, size_t out) {
     parallel_blocks(rows, out, in, [&](size_t r0, size_t r1, size_t c0, size_t c1) {

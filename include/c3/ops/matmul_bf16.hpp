@@ -41,16 +41,23 @@ uint16_t round_to_bf16(T value) {
 }
 
 // Portable path, same numerics class: round the input to bf16, then the widening float product.
+// accumulate: output += the product (the bias too, when given) instead of output =.
 template <typename T>
 void linear_bf16_compute_portable(T* output, const T* input, const uint16_t* weight, const T* bias, size_t rows,
-                                  size_t in, size_t out) {
-    thread_local std::vector<T> storage;
+                                  size_t in, size_t out, bool accumulate = false) {
+    thread_local std::vector<T> storage, product;
     storage.resize(rows * in);
     T* rounded = storage.data();  // a pointer: inside the loop, `storage` would name each worker's own vector
     parallel_for(rows, [&](size_t r) {
         for (size_t i = 0; i < in; ++i) rounded[r * in + i] = T(bf16_to_float(round_to_bf16(input[r * in + i])));
     }, in);
-    linear_forward_bf16(output, rounded, weight, bias, rows, in, out);
+    if (!accumulate) {
+        linear_forward_bf16(output, rounded, weight, bias, rows, in, out);
+        return;
+    }
+    product.resize(rows * out);
+    linear_forward_bf16(product.data(), rounded, weight, bias, rows, in, out);
+    VectorMap<T>(output, rows * out) += ConstVectorMap<T>(product.data(), rows * out);
 }
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
@@ -200,9 +207,10 @@ inline void block_product(float* c, size_t ldc, const uint32_t* a, size_t lda, s
     }
 }
 
-// One thread's share: c [rows, width] = a [rows, pairs] * weight [width, in]^T + bias, packing weight in blocks.
+// One thread's share: c [rows, width] (+)= a [rows, pairs] * weight [width, in]^T + bias, packing weight in
+// blocks.
 inline void thread_product(float* c, size_t ldc, const uint32_t* a, size_t lda, size_t rows, const uint16_t* weight,
-                           size_t in, size_t width, const float* bias) {
+                           size_t in, size_t width, const float* bias, bool accumulate) {
     const size_t pairs = lda, largest_block = bf16dot::block_pairs();
     const size_t k_blocks = (pairs + largest_block - 1) / largest_block;
     const size_t block_pairs = (pairs + k_blocks - 1) / k_blocks;  // even blocks: in 576 (288 pairs) -> 2 x 144
@@ -218,19 +226,20 @@ inline void thread_product(float* c, size_t ldc, const uint32_t* a, size_t lda, 
             for (size_t p = 0; p * kPanel < columns; ++p)
                 pack_panel(packed + p * count * kPanel, weight + (n0 + p * kPanel) * in, in,
                            std::min(kPanel, columns - p * kPanel), 2 * q0, count);
-            block_product(c + n0, ldc, a + q0, lda, rows, packed, count, columns, q0 > 0,
+            block_product(c + n0, ldc, a + q0, lda, rows, packed, count, columns, accumulate || q0 > 0,
                           bias && q0 + count == pairs ? bias + n0 : nullptr);
         }
     }
 }
 
-// output [rows, out] = bf16(input) [rows, in] * weight [out, in]^T + bias
+// output [rows, out] (+)= bf16(input) [rows, in] * weight [out, in]^T + bias
 inline void linear(float* output, const float* input, const uint16_t* weight, const float* bias, size_t rows,
-                   size_t in, size_t out) {
+                   size_t in, size_t out, bool accumulate) {
     if (rows == 0 || out == 0) return;
     if (in == 0) {
         for (size_t r = 0; r < rows; ++r)
-            for (size_t o = 0; o < out; ++o) output[r * out + o] = bias ? bias[o] : 0.0f;
+            for (size_t o = 0; o < out; ++o) output[r * out + o] = (accumulate ? output[r * out + o] : 0.0f) +
+                                                                   (bias ? bias[o] : 0.0f);
         return;
     }
     const size_t pairs = (in + 1) / 2;
@@ -246,12 +255,13 @@ inline void linear(float* output, const float* input, const uint16_t* weight, co
     if (threads > 1 && column_chunk < 6 * kPanel && rows >= threads * kRows) {
         parallel_for((rows + row_chunk - 1) / row_chunk, [&](size_t t) {
             const size_t r0 = t * row_chunk, r1 = std::min(rows, r0 + row_chunk);
-            thread_product(output + r0 * out, out, a + r0 * pairs, pairs, r1 - r0, weight, in, out, bias);
+            thread_product(output + r0 * out, out, a + r0 * pairs, pairs, r1 - r0, weight, in, out, bias, accumulate);
         }, work / threads);
     } else {
         parallel_for((out + column_chunk - 1) / column_chunk, [&](size_t t) {
             const size_t c0 = t * column_chunk, c1 = std::min(out, c0 + column_chunk);
-            thread_product(output + c0, out, a, pairs, rows, weight + c0 * in, in, c1 - c0, bias ? bias + c0 : nullptr);
+            thread_product(output + c0, out, a, pairs, rows, weight + c0 * in, in, c1 - c0, bias ? bias + c0 : nullptr,
+                           accumulate);
         }, work / threads);
     }
 }
@@ -266,16 +276,27 @@ inline void linear(float* output, const float* input, const uint16_t* weight, co
 
 // output [rows, out] = bf16(input) [rows, in] * weight [out, in]^T + bias (bias may be null); float32 sums.
 // Float with AVX512-BF16: the vdpbf16ps kernel; otherwise the input is rounded and the product widened.
+// accumulate: output += instead.
 template <typename T>
 void linear_forward_bf16_compute(T* output, const T* input, const uint16_t* weight, const T* bias, size_t rows,
-                                 size_t in, size_t out) {
+                                 size_t in, size_t out, bool accumulate = false) {
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float>) {
-        detail::bf16dot::linear(output, input, weight, bias, rows, in, out);
+        detail::bf16dot::linear(output, input, weight, bias, rows, in, out, accumulate);
         return;
     }
 #endif
-    detail::linear_bf16_compute_portable(output, input, weight, bias, rows, in, out);
+    detail::linear_bf16_compute_portable(output, input, weight, bias, rows, in, out, accumulate);
+}
+
+// Mixed-precision training's input gradient of a linear layer: dinput [rows, in] += bf16(doutput) [rows, out] *
+// weight [out, in], from the weight rounded to bf16 and stored transposed, weight_transposed [in, out]; float32
+// sums. The same product as the forward's, with the roles of in and out swapped.
+template <typename T>
+void linear_backward_input_bf16(T* dinput, const T* doutput, const uint16_t* weight_transposed, size_t rows,
+                                size_t in, size_t out) {
+    linear_forward_bf16_compute(dinput, doutput, weight_transposed, static_cast<const T*>(nullptr), rows, out, in,
+                                true);
 }
 
 namespace reference {

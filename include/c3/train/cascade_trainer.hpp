@@ -110,7 +110,7 @@ private:
     };
     std::vector<CascadeActivations<T>> replica_activations;  // threads 1.. (thread 0 uses `activations`)
     std::vector<ReplicaGradients> replica_gradients;         // threads 1.. (thread 0 uses the cascade's)
-    TransposedWeights<T> encoder_transposed, decoder_transposed;  // rebuilt by every step
+    StepWeights<T> encoder_step_weights, decoder_step_weights;  // rebuilt by every step
     size_t last_shares = 1;                                    // of the latest step, for its report
 
     size_t data_parallel_threads(const std::vector<const std::vector<Batch>*>& groups) const {
@@ -135,22 +135,21 @@ private:
     // and returns each group's loss sum.
     std::vector<double> accumulate(const std::vector<const std::vector<Batch>*>& groups,
                                    const std::vector<T>& token_weights) {
-        // The forward products read the weights transposed, a copy taken now: the parameters hold still until
-        // apply(). Mean pooling and the token methods run no encoder layer.
-        if (cascade.config.method == CompressionMethod::C3) cascade.encoder.transpose_weights(encoder_transposed);
-        else encoder_transposed = {};
-        cascade.decoder.transpose_weights(decoder_transposed);
-        const CascadeTransposedWeights<T> transposed{
-            encoder_transposed.storage.empty() ? nullptr : &encoder_transposed.weights,
-            decoder_transposed.storage.empty() ? nullptr : &decoder_transposed.weights};
+        // Mean pooling and the token methods run no encoder layer.
+        const TrainingOptions& options = trainer.options;
+        const CascadeStepWeights<T> copies{
+            cascade.config.method == CompressionMethod::C3
+                ? take_step_weights(cascade.encoder, options, encoder_step_weights)
+                : nullptr,
+            take_step_weights(cascade.decoder, options, decoder_step_weights)};
         const size_t threads = data_parallel_threads(groups);
         last_shares = threads;
-        if (threads > 1) return data_parallel_loss(groups, token_weights, threads, transposed);
+        if (threads > 1) return data_parallel_loss(groups, token_weights, threads, copies);
         std::vector<double> totals(groups.size(), 0.0);
         const CascadeGradients<T> gradients = own_gradients();
         for (size_t g = 0; g < groups.size(); ++g)
             for (const Batch& m : *groups[g])
-                totals[g] += cascade.loss_into(m, activations, {true, token_weights[g]}, gradients, transposed);
+                totals[g] += cascade.loss_into(m, activations, {true, token_weights[g]}, gradients, copies);
         return totals;
     }
 
@@ -160,7 +159,7 @@ private:
     // many sequences (0: one pass; the automatic choice is measured for language models only).
     std::vector<double> data_parallel_loss(const std::vector<const std::vector<Batch>*>& groups,
                                            const std::vector<T>& token_weights, size_t threads,
-                                           const CascadeTransposedWeights<T>& transposed) {
+                                           const CascadeStepWeights<T>& copies) {
         Transformer<T>& encoder = cascade.encoder;
         Transformer<T>& decoder = cascade.decoder;
         // The token methods use neither the encoder nor the bridge: no buffers for them.
@@ -195,7 +194,7 @@ private:
                     const size_t pass = chosen ? chosen : end - begin;
                     for (size_t first = begin; first < end; first += pass) {
                         const Batch part = m.sequences(first, std::min(end, first + pass) - first);
-                        losses[t][g] += cascade.loss_into(part, a, {true, token_weights[g]}, gradients, transposed);
+                        losses[t][g] += cascade.loss_into(part, a, {true, token_weights[g]}, gradients, copies);
                     }
                 }
         });

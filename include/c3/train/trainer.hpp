@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <chrono>
+#include <string>
 
 #include "c3/model/loss.hpp"
 #include "c3/train/adamw.hpp"
@@ -26,6 +27,14 @@ struct TrainingOptions {
     // auto_sequences_per_pass for language models, one pass for cascades). Smaller passes keep the saved
     // activations in cache at the price of one more read-modify-write of the thread's gradient buffer per pass.
     size_t sequences_per_pass = 0;
+    // What the large products compute in: "float32", or "bfloat16" for mixed precision. Mixed precision keeps the
+    // float32 parameters and AdamW moments; each step rounds the matrices to bf16 once (StepWeights), and the
+    // forward products and backward's input gradients dX = dY * W run on bf16 dot products with float32 sums
+    // (ops/matmul_bf16.hpp; their activations rounded to bf16 too). Weight gradients, norms, attention, softmax
+    // and the loss stay float32.
+    std::string compute_dtype = "float32";
+
+    bool mixed_precision() const { return compute_dtype == "bfloat16"; }
 
     void validate() const {
         const AdamWConfig& a = adamw;
@@ -40,8 +49,21 @@ struct TrainingOptions {
         C3_CHECK(min_lr_ratio >= 0 && min_lr_ratio <= 1, ValueError, "min_lr_ratio must lie in [0, 1], got ",
                  min_lr_ratio);
         C3_CHECK(!std::isnan(max_grad_norm), ValueError, "max_grad_norm must be a number (0 or less: no clipping)");
+        C3_CHECK(compute_dtype == "float32" || compute_dtype == "bfloat16", ValueError,
+                 "compute_dtype must be 'float32' or 'bfloat16', got '", compute_dtype, "'");
     }
 };
+
+// The copies of a model's matrices that a step's products read (StepWeights), taken from its parameters at the
+// start of the step (they hold still until Trainer::apply): bf16 with mixed precision, else float transposed.
+// Returns null when there are none (the products then read the parameters).
+template <typename T>
+const StepWeights<T>* take_step_weights(const Transformer<T>& model, const TrainingOptions& options,
+                                        StepWeights<T>& out) {
+    if (options.mixed_precision()) model.round_weights_to_bf16(out);
+    else model.transpose_weights(out);
+    return out.transposed_storage.empty() && out.bf16_storage.empty() ? nullptr : &out;
+}
 
 // Cuts a batch of `batch` sequences into `count` micro-batches of equal size (one optimiser step accumulates
 // them); part(begin, size) makes the micro-batch of sequences [begin, begin + size). Both trainers split here.
@@ -165,20 +187,17 @@ public:
         C3_CHECK(tokens > 0, ValueError, "the batch has no target tokens (all targets are the ignore index)");
         trainer.refresh_groups(parameter_groups());
         trainer.zero_gradients();
-        // The forward products read the weights transposed, a copy taken now: the parameters hold still
-        // until apply() below.
-        model.transpose_weights(transposed);
-        const TransformerWeights<T>* weights_transposed = transposed.storage.empty() ? nullptr : &transposed.weights;
+        const StepWeights<T>* copies = take_step_weights(model, trainer.options, step_weights);
         const T token_weight = T(1.0 / double(tokens));
         double loss_sum = 0;
         const size_t threads = data_parallel_threads(micro_batches);
         if (threads > 1) {
-            loss_sum = data_parallel_loss(micro_batches, targets, token_weight, threads, weights_transposed);
+            loss_sum = data_parallel_loss(micro_batches, targets, token_weight, threads, copies);
         } else {
             for (size_t m = 0; m < micro_batches.size(); ++m)
                 loss_sum += language_model_loss(model, micro_batches[m], targets[m], true, token_weight, activations,
                                                 static_cast<T*>(nullptr), static_cast<std::vector<T>*>(nullptr),
-                                                weights_transposed);
+                                                copies);
         }
         StepReport report = trainer.apply(loss_sum, tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -205,7 +224,7 @@ public:
 
 private:
     std::vector<Activations<T>> replica_activations;  // threads 1.. (thread 0 uses `activations`)
-    TransposedWeights<T> transposed;                  // rebuilt by every step
+    StepWeights<T> step_weights;                      // rebuilt by every step
     std::vector<std::vector<T>> replica_gradients;    // threads 1.., the model's layout
 
     size_t data_parallel_threads(const std::vector<ForwardInput<T>>& micro_batches) const {
@@ -233,7 +252,7 @@ private:
     // for a given thread count.
     double data_parallel_loss(const std::vector<ForwardInput<T>>& micro_batches,
                               const std::vector<const int32_t*>& targets, T token_weight, size_t threads,
-                              const TransformerWeights<T>* weights_transposed) {
+                              const StepWeights<T>* copies) {
         model.enable_gradients();
         replica_activations.resize(threads - 1);
         replica_gradients.resize(threads - 1);
@@ -262,7 +281,7 @@ private:
                     losses[t] += language_model_loss_into(model, shard(batch, first, last, model.config.hidden_size),
                                                           targets[m] + first * batch.length, true, token_weight, a,
                                                           &gradients, static_cast<T*>(nullptr),
-                                                          static_cast<std::vector<T>*>(nullptr), weights_transposed);
+                                                          static_cast<std::vector<T>*>(nullptr), copies);
                 }
             }
         });
