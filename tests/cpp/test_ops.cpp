@@ -556,7 +556,7 @@ TEST(LinearBf16Compute, ThreadCountDoesNotChangeResults) {
 // scalar twin added to what dinput held, over the shapes of the 8-row kernel's tails, a padded pair and two k blocks.
 TEST(LinearBf16Compute, InputGradientAccumulatesFromTheTransposedCopy) {
     for (auto [rows, in, out] : {std::tuple<size_t, size_t, size_t>{17, 48, 33}, {64, 200, 577}, {5, 1000, 31}}) {
-        const Bf16ComputeCase c(rows, in, out, 120);  // c.x: dout [rows, out]; c.w: W^T [in, out]
+        const Bf16ComputeCase c(rows, out, in, 120);  // c.x: dout [rows, out]; c.w: W^T [in, out]
         const std::vector<float> before = to_float(random_vector(rows * in, 121));
         std::vector<float> product(rows * in);
         ops::reference::linear_forward_bf16_compute(product.data(), c.x.data(), c.w.data(),

@@ -323,13 +323,21 @@ TEST(MixedPrecision, StepTracksFloatWithinBf16Rounding) {
                                             activations, &bound, static_cast<float*>(nullptr),
                                             static_cast<std::vector<float>*>(nullptr), step) / double(tokens);
         };
+        // Logits from a pass without gradients: with gradients, the loss overwrites them with d(loss)/d(logits).
+        auto logits_of = [&](const StepWeights<float>* step) {
+            Activations<float> forward_only;
+            const TransformerWeights<float>* no_gradients = nullptr;
+            language_model_loss_into(model, input, targets.data(), false, 0.f, forward_only, no_gradients,
+                                     static_cast<float*>(nullptr), static_cast<std::vector<float>*>(nullptr), step);
+            return forward_only.logits;
+        };
         std::vector<float> float_gradients, mixed_gradients, broken_gradients;
         const double float_loss = loss_and_gradients(nullptr, float_gradients);
-        const std::vector<float> float_logits = activations.logits;
+        const std::vector<float> float_logits = logits_of(nullptr);
         StepWeights<float> step;
         model.round_weights_to_bf16(step);
         const double mixed_loss = loss_and_gradients(&step, mixed_gradients);
-        const std::vector<float> mixed_logits = activations.logits;
+        const std::vector<float> mixed_logits = logits_of(&step);
 
         Transformer<double> twin(config);
         std::copy(model.parameters.begin(), model.parameters.end(), twin.parameters.begin());
