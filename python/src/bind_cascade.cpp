@@ -12,9 +12,6 @@
 namespace c3::python {
 
 using CascadeModel = Cascade<float>;
-TrainingOptions training_options_from_kwargs(double, double, double, double, double, size_t, size_t, double, double,
-                                             bool, size_t, const std::string&);
-py::dict step_report_to_dict(const StepReport& report);
 
 namespace {
 
@@ -350,21 +347,8 @@ void bind_cascade(py::module_& m) {
                                                     "sequences_per_pass: each share runs in passes of this many "
                                                     "sequences (0: one pass). compute_dtype: 'float32', or "
                                                     "'bfloat16' for mixed precision (as in LanguageModelTrainer).");
+    bind_trainer_constructor<CascadeTrainer<float>, CascadeModel>(trainer_class, "cascade");
     trainer_class
-        .def(py::init([](CascadeModel& cascade, double learning_rate, double weight_decay, double beta1, double beta2,
-                         double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
-                         double max_grad_norm, bool data_parallel, size_t sequences_per_pass,
-                         const std::string& compute_dtype) {
-                 return std::make_unique<CascadeTrainer<float>>(
-                     cascade, training_options_from_kwargs(learning_rate, weight_decay, beta1, beta2, epsilon,
-                                                           warmup_steps, total_steps, min_lr_ratio, max_grad_norm,
-                                                           data_parallel, sequences_per_pass, compute_dtype));
-             }),
-             py::arg("cascade"), py::arg("learning_rate") = 1e-3, py::arg("weight_decay") = 0.0,
-             py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("epsilon") = 1e-8,
-             py::arg("warmup_steps") = 0, py::arg("total_steps") = 1000, py::arg("min_lr_ratio") = 0.0,
-             py::arg("max_grad_norm") = 1.0, py::arg("data_parallel") = true, py::arg("sequences_per_pass") = 0,
-             py::arg("compute_dtype") = "float32", py::keep_alive<1, 2>())
         .def("step",
              [](CascadeTrainer<float>& self, py::object contexts, py::object context_mask, py::object answers,
                 py::object answer_mask, size_t micro_batches) {

@@ -8,22 +8,6 @@ namespace c3::python {
 
 using Model = Transformer<float>;
 
-TrainingOptions training_options_from_kwargs(double learning_rate, double weight_decay, double beta1, double beta2,
-                                             double epsilon, size_t warmup_steps, size_t total_steps,
-                                             double min_lr_ratio, double max_grad_norm, bool data_parallel,
-                                             size_t sequences_per_pass, const std::string& compute_dtype) {
-    TrainingOptions options;
-    options.adamw = {learning_rate, beta1, beta2, epsilon, weight_decay};
-    options.warmup_steps = warmup_steps;
-    options.total_steps = total_steps;
-    options.min_lr_ratio = min_lr_ratio;
-    options.max_grad_norm = max_grad_norm;
-    options.data_parallel = data_parallel;
-    options.sequences_per_pass = sequences_per_pass;
-    options.compute_dtype = compute_dtype;
-    return options;
-}
-
 py::dict step_report_to_dict(const StepReport& r) {
     py::dict d;
     d["step"] = r.step;
@@ -64,21 +48,8 @@ void bind_train(py::module_& m) {
                                             "compute_dtype: 'float32', or 'bfloat16' for mixed precision (float32 "
                                             "weights and AdamW moments; each step's forward products and input "
                                             "gradients multiply bf16 copies of the weights, with float32 sums).");
+    bind_trainer_constructor<LanguageModelTrainer<float>, Model>(trainer_class, "model");
     trainer_class
-        .def(py::init([](Model& model, double learning_rate, double weight_decay, double beta1, double beta2,
-                         double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
-                         double max_grad_norm, bool data_parallel, size_t sequences_per_pass,
-                         const std::string& compute_dtype) {
-                 return std::make_unique<LanguageModelTrainer<float>>(
-                     model, training_options_from_kwargs(learning_rate, weight_decay, beta1, beta2, epsilon,
-                                                         warmup_steps, total_steps, min_lr_ratio, max_grad_norm,
-                                                         data_parallel, sequences_per_pass, compute_dtype));
-             }),
-             py::arg("model"), py::arg("learning_rate") = 1e-3, py::arg("weight_decay") = 0.0,
-             py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("epsilon") = 1e-8,
-             py::arg("warmup_steps") = 0, py::arg("total_steps") = 1000, py::arg("min_lr_ratio") = 0.0,
-             py::arg("max_grad_norm") = 1.0, py::arg("data_parallel") = true, py::arg("sequences_per_pass") = 0,
-             py::arg("compute_dtype") = "float32", py::keep_alive<1, 2>())
         .def("step",
              [](LanguageModelTrainer<float>& self, py::object ids, py::object attention_mask, py::object targets,
                 size_t micro_batches) {

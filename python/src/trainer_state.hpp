@@ -1,13 +1,46 @@
-// The optimiser-state and checkpoint methods, one Python signature for both trainers: AdamW::state and
-// load_state (train/adamw.hpp), and the training checkpoint (train/checkpoint.hpp).
+// What both trainers share in Python: the constructor's keyword arguments (TrainingOptions), and the
+// optimiser-state and checkpoint methods: AdamW::state and load_state (train/adamw.hpp), and the training
+// checkpoint (train/checkpoint.hpp).
 #pragma once
 #include <climits>
+#include <memory>
+#include <string>
 
 #include "bindings.hpp"
 #include "config_convert.hpp"
 #include "c3/train/checkpoint.hpp"
+#include "c3/train/trainer.hpp"
 
 namespace c3::python {
+
+py::dict step_report_to_dict(const StepReport& report);  // bind_train.cpp
+
+// TrainerType(model, TrainingOptions): the constructor with one keyword argument per option; the trainer keeps
+// the model alive. model_argument names the first argument.
+template <typename TrainerType, typename ModelType>
+void bind_trainer_constructor(py::class_<TrainerType>& trainer_class, const char* model_argument) {
+    trainer_class.def(
+        py::init([](ModelType& model, double learning_rate, double weight_decay, double beta1, double beta2,
+                    double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
+                    double max_grad_norm, bool data_parallel, size_t sequences_per_pass,
+                    const std::string& compute_dtype) {
+            TrainingOptions options;
+            options.adamw = {learning_rate, beta1, beta2, epsilon, weight_decay};
+            options.warmup_steps = warmup_steps;
+            options.total_steps = total_steps;
+            options.min_lr_ratio = min_lr_ratio;
+            options.max_grad_norm = max_grad_norm;
+            options.data_parallel = data_parallel;
+            options.sequences_per_pass = sequences_per_pass;
+            options.compute_dtype = compute_dtype;
+            return std::make_unique<TrainerType>(model, options);
+        }),
+        py::arg(model_argument), py::arg("learning_rate") = 1e-3, py::arg("weight_decay") = 0.0,
+        py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("epsilon") = 1e-8, py::arg("warmup_steps") = 0,
+        py::arg("total_steps") = 1000, py::arg("min_lr_ratio") = 0.0, py::arg("max_grad_norm") = 1.0,
+        py::arg("data_parallel") = true, py::arg("sequences_per_pass") = 0, py::arg("compute_dtype") = "float32",
+        py::keep_alive<1, 2>());
+}
 
 // TrainerType has `trainer` (a Trainer<float>) and parameter_groups().
 template <typename TrainerType>
