@@ -15,18 +15,12 @@ import time
 
 import numpy as np
 
-import c3
 from c3 import corpus, sweep
+from position_accuracy import teacher_forced_correct  # this script's neighbour in scripts/
 
 
 def teacher_forced_accuracy(cascade, passages, ratio, latents):
-    rows = [passage[:ratio * latents] for passage in passages]
-    correct = []
-    for start in range(0, len(rows), 32):
-        batch = rows[start:start + 32]
-        hidden, mask = cascade.encode(batch)
-        scores = cascade.score(hidden, batch, latent_mask=mask)
-        correct += [scores["correct"][k][scores["valid"][k]] for k in range(len(batch))]
+    correct = teacher_forced_correct(cascade, [passage[:ratio * latents] for passage in passages])
     return float(np.mean(np.concatenate(correct)))
 
 
