@@ -17,8 +17,10 @@
 # %% [markdown]
 # # Ratio sweep
 #
-# Train cascades at several compression ratios (passage bytes / latents) and compare precision, edit distance and
-# the position profile of the errors. Each ratio keeps its colour in every plot.
+# Train one cascade on passages of mixed length (the ratios unlocked in increasing order, as `c3 demo` and
+# `c3 sweep` do), beside mean pooling under the same latent budget, then read each compression ratio (passage
+# bytes / latents) off held-out text: precision, edit distance and the position profile of the errors. Each ratio
+# keeps its colour in every plot.
 
 # %%
 import os
@@ -26,33 +28,37 @@ import os
 import numpy as np
 
 import c3
-from c3 import analysis
-from c3.demo import SIZES, evaluate, train_one
+from c3 import analysis, demo, evaluation
 
 TINY = os.environ.get("C3_NOTEBOOK_SIZE") == "tiny"  # the tests and the documentation build run the notebooks small
 c3.set_num_threads(os.cpu_count() or 2)
 print("c3", c3.__version__, "threads", c3.num_threads(), "tiny" if TINY else "full")
 
 # %%
-size = SIZES["tiny" if TINY else "default"]
-ratios = (2, 4) if TINY else (4, 8, 16)
-seconds = 3 if TINY else 120
+size = demo.SIZES["tiny" if TINY else "default"]
+ratios = (2, 4) if TINY else (2, 4, 8)
+steps = size["steps"] if TINY else 1500
+train_regions, held_out_regions = demo.regions()
+texts = {r: demo.held_out_texts(train_regions, held_out_regions, r, size["latents"], size["evaluate"]) for r in ratios}
 results, logs = {}, {}
-for ratio in ratios:
-    cascade, held_out, logs[ratio] = train_one(ratio, seconds, size, seed=0, progress=True)
-    results[ratio] = evaluate(cascade, held_out, size["evaluate"])
-    print(f"{ratio}x:", {k: round(v, 3) for k, v in results[ratio].items() if isinstance(v, float)})
+for method in ("c3", "mean_pool"):
+    cascade, logs[method] = demo.train(method, ratios, size, seed=0, steps=steps, train_regions=train_regions)
+    results[method] = {r: evaluation.evaluate(cascade, texts[r]) for r in ratios}
+    for r in ratios:
+        print(f"{method} {r}x:", {k: round(v, 3) for k, v in results[method][r].items() if isinstance(v, float)})
 
 # %%
-analysis.plot_training_loss(logs, title=f"Training loss, {seconds} s per ratio")
+analysis.plot_training_loss(logs, title=f"Training loss, {steps} steps on mixed ratios")
 
 # %%
-analysis.plot_precision_vs_ratio(ratios, [results[r]["fox_precision"] for r in ratios],
-                                 [results[r]["edit_distance"] for r in ratios])
+c3_results = results["c3"]
+analysis.plot_precision_vs_ratio(ratios, [c3_results[r]["fox_precision"] for r in ratios],
+                                 [c3_results[r]["edit_distance"] for r in ratios])
 
 # %%
-analysis.plot_ratio_heatmap(ratios, np.stack([results[r]["decay"]["accuracy"] for r in ratios]),
-                            title="Greedy reconstruction: kept rate by ratio and position")
+analysis.plot_ratio_heatmap(ratios, np.stack([c3_results[r]["decay"]["accuracy"] for r in ratios]),
+                            title="C3, greedy reconstruction: kept rate by ratio and position")
 
 # %%
-analysis.plot_decay_curves({r: results[r]["decay"] for r in ratios}, title="Greedy reconstruction: kept rate by position")
+analysis.plot_decay_curves({r: c3_results[r]["decay"] for r in ratios},
+                           title="C3, greedy reconstruction: kept rate by position")

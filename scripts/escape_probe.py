@@ -39,7 +39,8 @@ def main(argv=None):
     settings = dict(sweep.SIZES["default"])
     latents = settings["latents"]
     train_regions, held_out_regions = sweep.split_regions(sweep._ids(corpus.default_text()))
-    passages = sweep.evaluation_passages(held_out_regions, max(evaluated) * latents, 64)
+    passages = sweep.evaluation_passages(held_out_regions, max(evaluated) * latents, 64, unseen_in=train_regions,
+                                         unseen_length=min(evaluated) * latents)
     cascade = sweep.build_cascade(args.method, settings, max(ratios + evaluated), args.seed)
     trainer = cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, args.steps // 20),
                               total_steps=args.steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0)

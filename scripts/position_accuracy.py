@@ -95,8 +95,9 @@ def main(argv=None):
                         cascade.trainer(learning_rate=0.0))
     else:
         cascade = trained_cascade(args.train, args.rope_theta, args.seed, settings)
-    _, held_out_regions = sweep.split_regions(sweep._ids(corpus.default_text()))
-    passages = sweep.evaluation_passages(held_out_regions, max(ratios) * settings["latents"], args.passages)
+    train_regions, held_out_regions = sweep.split_regions(sweep._ids(corpus.default_text()))
+    passages = sweep.evaluation_passages(held_out_regions, max(ratios) * settings["latents"], args.passages,
+                                         unseen_in=train_regions, unseen_length=min(ratios) * settings["latents"])
     for ratio in ratios:
         accuracy = accuracy_by_position(cascade, passages, ratio * settings["latents"])
         found, spacing = dips(accuracy, args.depth)

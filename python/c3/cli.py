@@ -307,7 +307,7 @@ def command_sweep(args):
     results = run_sweep(args.output, methods=args.methods, ratios=args.ratios, seeds=args.seeds, size=args.size,
                         steps=args.steps, minutes=args.minutes, eval_passages=args.eval_passages,
                         continuation_weight=args.continuation_weight, curriculum=args.curriculum,
-                        progress=not args.quiet)
+                        batch_tokens=args.batch_tokens, jobs=args.jobs, progress=not args.quiet)
     accuracy = results["summary"]["in_domain"]["token_accuracy"]
     _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
                  "token_accuracy": {method: {f"{ratio}x": values[0] for ratio, values in by_ratio.items()}
@@ -413,11 +413,12 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--output", default="reports/demo", metavar="DIR",
                       help="directory for report.md, results.json and the plots")
     demo.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
-                      help="time budget in minutes, all ratios together, instead of the fixed steps per ratio "
-                      "(1000 at 2x and 4x, 100 at 8x, 40 at 16x, 20 at 32x: about 10 minutes on 2 cores) that "
-                      "make the default reproducible")
-    demo.add_argument("--ratios", type=_ratios, default=(4, 8, 16), metavar="R1,R2,...",
-                      help="compression ratios (text bytes per latent), comma-separated")
+                      help="time budget in minutes, all methods together: the steps are sized to it from each "
+                      "method's measured speed, instead of the fixed steps (about 10 minutes on 2 cores) that make "
+                      "the default reproducible")
+    demo.add_argument("--ratios", type=_ratios, default=(2, 4, 8), metavar="R1,R2,...",
+                      help="compression ratios (text bytes per latent), comma-separated; each method trains one model "
+                      "on all of them")
     demo.add_argument("--size", choices=["default", "tiny"], default="default",
                       help="model size: default (hidden 128, 4 layers, 16 latents) or tiny (hidden 32, 1 layer, "
                       "4 latents)")
@@ -513,7 +514,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     sweep = command("sweep", command_sweep, "train and evaluate C3 and baselines under the same latent budget "
                     "(methods x ratios x seeds), resumable, and write a report (Markdown, plots, JSON)",
-                    "c3 sweep --output reports/sweep --ratios 4,8,16 --seeds 0,1 --steps 3000",
+                    "c3 sweep --output reports/sweep --ratios 4,8,16 --seeds 0,1 --steps 6000",
                     dict(output="output_directory"))
     sweep.add_argument("--output", default="reports/sweep", metavar="DIR",
                        help="directory for runs/, results.json, report.md and the plots; rerunning the same command "
@@ -540,6 +541,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--curriculum", type=_weight, metavar="FRACTION",
                        help="unlock the ratios in increasing order over this fraction of the steps (default: 0.4 "
                        "for default, 0.5 for tiny; 0: every ratio from the first step)")
+    sweep.add_argument("--jobs", type=_positive_int, default=1, metavar="J",
+                       help="runs evaluated at once, each in its own one-thread process (default: 1, in this process)")
+    sweep.add_argument("--batch-tokens", type=_positive_int, metavar="TOKENS",
+                       help="context tokens per training step, at every ratio (default: 1024 for default, 32 for tiny)")
 
     models = command("models", command_models, "prepare real pretrained weights that are available offline",
                      "c3 models smollm2", {})

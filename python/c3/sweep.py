@@ -1,7 +1,8 @@
 """Ratio sweeps: methods x ratios x seeds at a fixed number of latents N, resumable, with a report.
 
     c3 sweep --output reports/sweep [--methods c3,mean_pool,truncate,no_context,full_context]
-             [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 3000] [--size default|tiny] [--curriculum 0.4]
+             [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 6000] [--size default|tiny] [--curriculum 0.4]
+             [--batch-tokens 1024]
 
 Design. As in the C3 paper (which reads Fox's ratios off length bins of one model), each (method, seed) trains ONE
 model on contexts of mixed length: every step draws a ratio r from the sweep's ratios and a batch of r * N-token
@@ -42,6 +43,7 @@ import functools
 import glob
 import json
 import math
+import multiprocessing
 import os
 import time
 from typing import Callable, Optional, Sequence
@@ -61,7 +63,7 @@ OOD_LICENCE = ("docstrings of the CPython standard library's top-level modules (
 
 SIZES = {
     "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=8, num_kv_heads=4),
-                    latents=16, batch_tokens=2048, curriculum=0.4, learning_rate=3e-3, steps=3000,
+                    latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=3e-3, steps=6000,
                     eval_passages=512, ood_passages=256, continuation=64, checkpoint_every=100, eval_batch=32),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
                  latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, steps=6, eval_passages=6,
@@ -102,20 +104,39 @@ def split_regions(ids: np.ndarray, held_out_fraction: float = 0.1, blocks: int =
     return [chunks[i] for i in train], [chunks[i] for i in held_out]
 
 
-def evaluation_passages(regions, length: int, count: int):
+def evaluation_passages(regions, length: int, count: int, unseen_in=None, unseen_length: Optional[int] = None):
     """Up to `count` windows of `length` tokens from the regions, evenly spread (overlapping when the text is
-    short), in a fixed order."""
+    short), in a fixed order.
+
+    unseen_in: regions (the training text) whose verbatim text a window must not start with: windows whose first
+    `unseen_length` tokens (default: all) occur anywhere in them are skipped. The default corpus repeats its
+    grammar rules and boilerplate across topics, so without this a quarter of the held-out windows of 128 bytes
+    occur word for word in the training blocks, and "held-out" accuracy would partly measure memorisation."""
     per_region = np.array([max(0, len(region) - length + 1) for region in regions], np.int64)
     total = int(per_region.sum())
     if total == 0:
         return []
     first = np.concatenate([[0], np.cumsum(per_region)])
-    passages = []
-    for index in np.unique(np.linspace(0, total - 1, min(count, total)).astype(np.int64)):
+
+    def window(index):
         region = int(np.searchsorted(first, index, side="right") - 1)
         start = int(index - first[region])
-        passages.append(regions[region][start:start + length])
-    return passages
+        return regions[region][start:start + length]
+
+    if unseen_in is None:
+        return [window(i) for i in np.unique(np.linspace(0, total - 1, min(count, total)).astype(np.int64))]
+    # Byte-level ids search as bytes; wider ids as int32, where a match across token boundaries can only skip more.
+    wide = any(len(region) and int(np.max(region)) > 255 for region in list(unseen_in) + list(regions))
+    encode = (lambda ids: np.asarray(ids, np.int32).tobytes()) if wide else \
+        (lambda ids: np.asarray(ids, np.uint8).tobytes())  # noqa: E731
+    seen = [encode(region) for region in unseen_in]
+    check = length if unseen_length is None else min(int(unseen_length), length)
+    # Candidates evenly spread over four times the count, the unseen ones kept, then `count` of those evenly spread.
+    candidates = [window(i) for i in np.unique(np.linspace(0, total - 1, min(4 * count, total)).astype(np.int64))]
+    unseen = [w for w in candidates if not any(encode(w[:check]) in text for text in seen)]
+    if len(unseen) <= count:
+        return unseen
+    return [unseen[i] for i in np.unique(np.linspace(0, len(unseen) - 1, count).astype(np.int64))]
 
 
 class MixedBatches:
@@ -289,6 +310,48 @@ def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior
     )
 
 
+def evaluate_run(directory: str, cascade: Cascade, prior_model: Cascade, settings: dict, ratios, in_domain,
+                 out_of_domain, progress: bool = False) -> dict:
+    """Every ratio of one trained run on the in-domain and out-of-domain passages, written to the run's
+    evaluation.json (atomically); a run already evaluated is read back instead. Surprisal is under prior_model."""
+    path = os.path.join(directory, "evaluation.json")
+    if os.path.exists(path):
+        with open(path) as handle:
+            return json.load(handle)
+    prior = lambda rows: surprisal.prior_surprisal(prior_model, rows)  # noqa: E731
+    with open(os.path.join(directory, "trained.json")) as handle:
+        evaluation = dict(training=json.load(handle), in_domain={}, out_of_domain={})
+    keep = lambda ratio: ratio * settings["latents"] + settings["continuation"]  # noqa: E731
+    for ratio in ratios:
+        evaluation["in_domain"][str(ratio)] = evaluate_ratio(cascade, [p[:keep(ratio)] for p in in_domain], ratio,
+                                                             settings, prior, progress)
+        evaluation["out_of_domain"][str(ratio)] = evaluate_ratio(cascade, [p[:keep(ratio)] for p in out_of_domain],
+                                                                 ratio, settings, prior, progress)
+    evaluation = _jsonable(evaluation)
+    _write_json_atomically(path, evaluation)
+    return evaluation
+
+
+def load_run(directory: str, method: str, seed: int, settings: dict, max_ratio: int) -> Cascade:
+    """The trained cascade of one sweep run, from its checkpoint."""
+    cascade = build_cascade(method, settings, max_ratio, seed)
+    load_checkpoint(os.path.join(directory, "checkpoint.safetensors"), cascade.model,
+                    cascade.trainer(learning_rate=0.0))
+    return cascade
+
+
+def _evaluation_job(work) -> str:
+    """evaluate_run of one finished run in a worker process, on one thread (run_sweep's jobs)."""
+    output, method, seed, settings, ratios, prior_is_no_context, in_domain, out_of_domain = work
+    _core.set_num_threads(1)
+    run = lambda name: os.path.join(output, "runs", f"{name}-seed{seed}")  # noqa: E731
+    cascade = load_run(run(method), method, seed, settings, max(ratios))
+    prior_model = (load_run(run("no_context"), "no_context", seed, settings, max(ratios))
+                   if prior_is_no_context and method != "no_context" else cascade)
+    evaluate_run(run(method), cascade, prior_model, settings, ratios, in_domain, out_of_domain)
+    return f"{method}-seed{seed}"
+
+
 # ---- the sweep ------------------------------------------------------------------------------------------------
 def _check_list(name, values, allowed=None):
     values = list(values)
@@ -305,14 +368,17 @@ def _check_list(name, values, allowed=None):
 def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Sequence[int] = DEFAULT_RATIOS,
               seeds: Sequence[int] = (0, 1), size: str = "default", steps: Optional[int] = None,
               minutes: Optional[float] = None, eval_passages: Optional[int] = None,
-              continuation_weight: float = 0.0, curriculum: Optional[float] = None, progress: bool = True,
+              continuation_weight: float = 0.0, curriculum: Optional[float] = None,
+              batch_tokens: Optional[int] = None, jobs: int = 1, progress: bool = True,
               on_step: Optional[Callable[[str, int, int], None]] = None) -> dict:
     """Trains, evaluates and reports every (method, seed); returns the results written to results.json.
 
     steps: optimiser steps per run (default: the size's). minutes: a cap on each run's training time (the
     schedule still follows `steps`; a capped run is not reproducible). eval_passages: held-out passages per ratio
     (default: the size's; out-of-domain passages are capped at the size's ood_passages). curriculum: the fraction
-    of the steps over which the ratios are unlocked (default: the size's; 0: all from the start). on_step(method, seed,
+    of the steps over which the ratios are unlocked (default: the size's; 0: all from the start). batch_tokens:
+    context tokens per step (default: the size's). jobs: runs evaluated at once, each in its own one-thread
+    process (1: in this process, on c3's threads). on_step(method, seed,
     step) is called after every step (tests interrupt a run with it)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
@@ -328,10 +394,18 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
         if not 0.0 <= curriculum <= 1.0:
             raise _core.C3ValueError(f"curriculum must be in [0, 1], got {curriculum}")
         settings["curriculum"] = float(curriculum)
+    if int(jobs) < 1:
+        raise _core.C3ValueError(f"jobs must be at least 1, got {jobs}")
+    jobs = int(jobs)
+    if batch_tokens is not None:
+        if int(batch_tokens) < 1:
+            raise _core.C3ValueError(f"batch_tokens must be at least 1, got {batch_tokens}")
+        settings["batch_tokens"] = int(batch_tokens)
     steps = int(steps or settings["steps"])
     eval_count = int(eval_passages or settings["eval_passages"])
     plan = dict(methods=methods, ratios=ratios, seeds=seeds, size=size, steps=steps, minutes=minutes,
-                eval_passages=eval_count, continuation_weight=continuation_weight, curriculum=settings["curriculum"])
+                eval_passages=eval_count, continuation_weight=continuation_weight, curriculum=settings["curriculum"],
+                batch_tokens=settings["batch_tokens"])
     os.makedirs(output, exist_ok=True)
     plan_path = os.path.join(output, "sweep.json")
     if os.path.exists(plan_path):
@@ -347,7 +421,10 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     text_ids = _ids(corpus.default_text())
     train_regions, held_out_regions = split_regions(text_ids)
     passage_length = max(ratios) * settings["latents"] + settings["continuation"]
-    in_domain = evaluation_passages(held_out_regions, passage_length, eval_count)
+    # Held-out windows whose shortest evaluated part (the lowest ratio's context and continuation) occurs verbatim
+    # in the training text are skipped, so no evaluated passage was seen in training.
+    in_domain = evaluation_passages(held_out_regions, passage_length, eval_count, unseen_in=train_regions,
+                                    unseen_length=min(ratios) * settings["latents"] + settings["continuation"])
     out_of_domain = evaluation_passages([_ids(ood_text())], passage_length, min(eval_count, settings["ood_passages"]))
 
     runs = [(method, seed) for seed in seeds for method in methods]
@@ -359,28 +436,22 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
                                            continuation_weight, progress, hook)
 
     results = dict(plan=plan, settings=settings, corpus=corpus.LICENCE, out_of_domain_corpus=OOD_LICENCE, runs={})
-    for method, seed in tqdm(runs, desc="evaluating runs", disable=not progress):
-        directory = os.path.join(output, "runs", f"{method}-seed{seed}")
-        path = os.path.join(directory, "evaluation.json")
-        if os.path.exists(path):
-            with open(path) as handle:
-                results["runs"][f"{method}-seed{seed}"] = json.load(handle)
-            continue
+    pending = [(method, seed) for method, seed in runs
+               if not os.path.exists(os.path.join(output, "runs", f"{method}-seed{seed}", "evaluation.json"))]
+    if jobs > 1 and len(pending) > 1:
+        # One run per worker process, each on one thread: greedy decoding at evaluation batches is too small a
+        # product for many threads, so separate processes use the cores better.
+        work = [(output, method, seed, settings, ratios, "no_context" in methods, in_domain, out_of_domain)
+                for method, seed in pending]
+        with multiprocessing.get_context("spawn").Pool(min(jobs, len(pending))) as pool:
+            for _ in tqdm(pool.imap_unordered(_evaluation_job, work), total=len(work), desc="evaluating runs",
+                          disable=not progress):
+                pass
+    for method, seed in tqdm(runs, desc="evaluating runs", disable=not progress or jobs > 1):
         prior_model = cascades.get(("no_context", seed), cascades[method, seed])
-        prior = lambda rows, p=prior_model: surprisal.prior_surprisal(p, rows)  # noqa: E731
-        with open(os.path.join(directory, "trained.json")) as handle:
-            evaluation = dict(training=json.load(handle), in_domain={}, out_of_domain={})
-        for ratio in ratios:
-            evaluation["in_domain"][str(ratio)] = evaluate_ratio(
-                cascades[method, seed], [p[:ratio * settings["latents"] + settings["continuation"]] for p in in_domain],
-                ratio, settings, prior, progress)
-            evaluation["out_of_domain"][str(ratio)] = evaluate_ratio(
-                cascades[method, seed],
-                [p[:ratio * settings["latents"] + settings["continuation"]] for p in out_of_domain],
-                ratio, settings, prior, progress)
-        evaluation = _jsonable(evaluation)
-        _write_json_atomically(path, evaluation)
-        results["runs"][f"{method}-seed{seed}"] = evaluation
+        results["runs"][f"{method}-seed{seed}"] = evaluate_run(
+            os.path.join(output, "runs", f"{method}-seed{seed}"), cascades[method, seed], prior_model, settings,
+            ratios, in_domain, out_of_domain, progress)
     results["summary"] = summarise(results, methods, ratios, seeds)
     _write_json_atomically(os.path.join(output, "results.json"), results)
     write_report(output, results)

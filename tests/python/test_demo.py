@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 import c3
 from c3 import corpus
 
@@ -16,7 +18,8 @@ def test_corpus_split_keeps_held_out_apart():
 
 
 def test_tiny_demo_writes_report(tmp_path):
-    """Fixed steps by default, with mean pooling and truncation beside C3 at the lowest ratio."""
+    """Fixed steps by default; C3, mean pooling and truncation each train one model on the mixed ratios for the
+    same steps and are read off every ratio."""
     results = c3.demo.run_demo(str(tmp_path), ratios=(2, 4), size="tiny", progress=False)
     for name in ("report.md", "results.json", "decay_curves.png", "ratio_position_heatmap.png",
                  "precision_vs_ratio.png", "teacher_forced_decay.png"):
@@ -29,11 +32,36 @@ def test_tiny_demo_writes_report(tmp_path):
     assert "| 2x |" in report and "| 4x |" in report and "Goal" in report
     numbers = json.loads((tmp_path / "results.json").read_text())
     assert set(numbers) == {"2", "4"}
+    steps = c3.demo.SIZES["tiny"]["steps"]
     for ratio in results.values():
         assert 0.0 <= ratio["token_accuracy"] <= 1.0
         assert len(ratio["decay"]["accuracy"]) == 20
-        assert ratio["steps"] == c3.demo.steps_for("tiny", ratio["ratio"])
+        assert ratio["steps"] == steps
+        assert ratio["held_out_passages"] == c3.demo.SIZES["tiny"]["evaluate"]
     baselines = json.loads((tmp_path / "baselines.json").read_text())
     assert set(baselines) == {"mean_pool", "truncate"}
-    assert all(m["steps"] == results[2]["steps"] and m["ratio"] == 2 for m in baselines.values())
-    assert "## C3 against baselines at 2x" in report and "| mean_pool |" in report and "| truncate |" in report
+    for method, table in baselines.items():
+        assert set(table) == {"2", "4"}
+        assert all(m["steps"] == steps and m["method"] == method for m in table.values())
+    assert "## C3 against baselines" in report and "| mean_pool |" in report and "| truncate |" in report
+
+
+def test_demo_evaluates_on_text_it_never_trained_on():
+    """No held-out passage occurs verbatim in a training region, although the corpus repeats itself (a quarter of
+    the held-out blocks' 128-byte windows occur in the training blocks)."""
+    train, held_out = c3.demo.regions()
+    training_bytes = [bytes(int(b) for b in region) for region in train]
+    spread = [bytes(int(b) for b in w) for w in c3.sweep.evaluation_passages(held_out, 128, 128)]
+    assert sum(any(w in region for region in training_bytes) for w in spread) >= 16  # the filter has work to do
+    texts = c3.demo.held_out_texts(train, held_out, 4, 16, 32)
+    assert len(texts) == 32 and all(0 < len(t.encode("utf-8")) <= 64 for t in texts)
+    for text in texts:
+        assert not any(text.encode("utf-8") in region for region in training_bytes)
+
+
+def test_demo_refuses_an_unknown_size_or_ratio(tmp_path):
+    with pytest.raises(c3.C3ValueError, match="size"):
+        c3.demo.run_demo(str(tmp_path), size="huge", progress=False)
+    with pytest.raises(c3.C3ValueError, match="ratios"):
+        c3.demo.run_demo(str(tmp_path), ratios=(0, 2), size="tiny", progress=False)
+    assert not os.listdir(tmp_path)  # nothing written before the arguments are checked

@@ -93,7 +93,7 @@ def test_cli_sweep_help_and_one_line_errors(tmp_path):
 
     help_text = run("sweep", "--help").stdout
     for option in ("--methods", "--ratios", "--seeds", "--steps", "--minutes", "--eval-passages",
-                   "--continuation-weight", "--size", "--output"):
+                   "--continuation-weight", "--size", "--output", "--jobs", "--batch-tokens", "--curriculum"):
         assert option in help_text
     result = run("sweep", "--output", "out", "--methods", "c3,gist", "--size", "tiny")
     assert result.returncode == 2 and result.stdout == ""
@@ -126,9 +126,56 @@ def test_curriculum_unlocks_ratios_in_order_and_balances_tokens():
     assert {plain.draw(0)[0].shape[1] // latents for _ in range(40)} == set(ratios)
 
 
-def test_sweep_refuses_a_curriculum_outside_zero_to_one(tmp_path):
+def test_sweep_refuses_a_curriculum_or_batch_outside_its_range(tmp_path):
     with pytest.raises(c3.C3ValueError, match="curriculum"):
         sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), curriculum=1.5, **TINY)
+    with pytest.raises(c3.C3ValueError, match="batch_tokens"):
+        sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), batch_tokens=0, **TINY)
+
+
+def test_parallel_evaluation_writes_what_the_serial_one_does(tmp_path, monkeypatch):
+    """jobs=2 evaluates each run in its own one-thread process (this process evaluates nothing: its
+    evaluate_ratio raises); the evaluations equal the in-process ones at one thread, number for number."""
+    threads = c3.num_threads()
+    c3.set_num_threads(1)
+    try:
+        serial = sweep.run_sweep(str(tmp_path / "serial"), methods=("c3", "no_context"), **TINY)
+
+        def not_here(*args, **kwargs):
+            raise AssertionError("evaluated in the parent process")
+        monkeypatch.setattr(sweep, "evaluate_ratio", not_here)
+        parallel = sweep.run_sweep(str(tmp_path / "parallel"), methods=("c3", "no_context"), jobs=2, **TINY)
+    finally:
+        c3.set_num_threads(threads)
+    for run in ("c3-seed0", "no_context-seed0"):
+        for domain in ("in_domain", "out_of_domain"):
+            assert parallel["runs"][run][domain] == serial["runs"][run][domain], (run, domain)
+    assert os.path.exists(tmp_path / "parallel" / "report.md")
+    with pytest.raises(c3.C3ValueError, match="jobs"):
+        sweep.run_sweep(str(tmp_path / "other"), methods=("c3",), jobs=0, **TINY)
+
+
+def test_evaluation_passages_skip_windows_seen_in_training():
+    """Against a brute-force scan: every kept window's first `unseen_length` tokens occur in no training region,
+    the kept windows are the unseen candidates evenly spread, and without training text nothing is skipped."""
+    rng = np.random.default_rng(3)
+    phrase = rng.integers(1, 200, size=20).astype(np.int32)  # repeated in both, as the corpus repeats its grammar
+    held_out = [np.concatenate([rng.integers(1, 200, size=30), phrase, rng.integers(1, 200, size=40), phrase,
+                                rng.integers(1, 200, size=20)]).astype(np.int32)]
+    train = [np.concatenate([rng.integers(1, 200, size=50), phrase, rng.integers(1, 200, size=50)]).astype(np.int32)]
+    plain = sweep.evaluation_passages(held_out, 16, 1000)
+    assert len(plain) == len(held_out[0]) - 16 + 1
+
+    def seen(window, length):
+        part = list(window[:length])
+        return any(list(region[i:i + length]) == part for region in train for i in range(len(region) - length + 1))
+    for unseen_length in (None, 6):
+        kept = sweep.evaluation_passages(held_out, 16, 1000, unseen_in=train, unseen_length=unseen_length)
+        expected = [w for w in plain if not seen(w, unseen_length or 16)]
+        assert 0 < len(expected) < len(plain)
+        assert [w.tolist() for w in kept] == [w.tolist() for w in expected]
+    few = sweep.evaluation_passages(held_out, 16, 5, unseen_in=train, unseen_length=6)
+    assert len(few) == 5 and not any(seen(w, 6) for w in few)
 
 
 def test_escape_probe_prints_one_json_line_per_evaluation(capsys):
