@@ -23,7 +23,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import _core, analysis, corpus, evaluation, sweep
+from . import _core, analysis, corpus, evaluation, surprisal, sweep
 from .cascade import Cascade, byte_tokenizer, scratch_model_config
 from .training import fit
 
@@ -150,6 +150,14 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
         "precision_vs_ratio": analysis.plot_precision_vs_ratio(
             ratios, [results[r]["fox_precision"] for r in ratios], [results[r]["edit_distance"] for r in ratios]),
     }
+    # Teacher-forced, strict greedy and aligned greedy side by side: a greedy "decay" that teacher forcing does not
+    # show is error propagation, not information lost from the latents.
+    figure, axes = sweep._figure(1, len(ratios), width=3.6, height=3.0)
+    for axis, r in zip(axes, ratios):
+        surprisal.plot_accuracy_curves({"teacher_forced": results[r]["teacher_decay"],
+                                        "strict_greedy": results[r]["strict_decay"],
+                                        "aligned_greedy": results[r]["decay"]}, title=f"C3, {r}x", ax=axis)
+    plots["accuracy_curves"] = figure
     for name, figure in plots.items():
         analysis.save_figure(figure, os.path.join(output_dir, name), formats=("png", "pdf"))
     steps = results[ratios[0]]["steps"]
@@ -186,7 +194,13 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
     if goal is not None:
         verdict = "reaches" if goal >= 0.95 else "is below"
         lines += [f"**Goal** (at least 0.95 greedy token accuracy at 4x): this run {verdict} it with {goal:.3f}.", ""]
-    lines += ["## Decay by position", "", "![decay](decay_curves.png)", "", "![teacher](teacher_forced_decay.png)", "",
+    lines += ["## Decay by position", "",
+              "C3's accuracy by relative position, three ways: teacher-forced (the true prefix is fed: what the latents "
+              "hold), strict greedy (every byte after a slip counts as wrong) and aligned greedy (the kept rate after "
+              "a Levenshtein alignment, which forgives the shift). Where strict greedy falls and teacher-forced does "
+              "not, the loss is error propagation, not information missing from the latents.", "",
+              "![three curves](accuracy_curves.png)", "",
+              "![decay](decay_curves.png)", "", "![teacher](teacher_forced_decay.png)", "",
               "![heatmap](ratio_position_heatmap.png)", "", "![precision](precision_vs_ratio.png)", "",
               "Each plot is also saved as PDF beside its PNG.", "",
               "C3's kept rate by relative position (20 bins, alignment-based):", "",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import time
 from typing import Callable, Iterator, List, Optional
 
 import numpy as np
@@ -240,7 +241,15 @@ class Pool:
             return [os.getpid()]
         import ray
 
-        return ray.get([worker.pid.remote() for worker in self.workers])
+        # An actor that Ray is restarting answers "unavailable" for a while (longer on a loaded machine): ask again.
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                return ray.get([worker.pid.remote() for worker in self.workers])
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def map(self, task: str, work: str, shards: List[Shard], options: dict,
             callback: Optional[Callable[[dict], None]] = None, retries: int = 3) -> None:

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _core, analysis
+from . import _core, analysis, surprisal
 
 
 def batch_slices(count: int, batch_size: Optional[int] = None, progress: bool = False, description: str = ""):
@@ -51,7 +51,10 @@ def evaluate(cascade, texts: Sequence[str], truncate: bool = False, max_new_toke
       fox_precision, recall, f1, bleu, edit_distance   the Fox benchmark's metrics (analysis.fox_metrics)
       compression_ratio        mean text tokens per latent
       count                    number of texts
-      decay, teacher_decay     accuracy by relative position (analysis.decay_curve), NumPy arrays
+      decay, teacher_decay     accuracy by relative position (analysis.decay_curve), NumPy arrays: decay is the
+                               greedy kept rate after alignment (forgives the shift after a slip)
+      strict_decay             strict greedy accuracy by relative position (every token after a slip is wrong);
+                               beside teacher_decay it tells error propagation from lost information
       examples                 the first `examples` (reference, reconstruction) pairs
     Texts longer than the encoder reads raise (the message names truncate_option), or with truncate=True are cut
     and scored against what was kept.
@@ -87,6 +90,8 @@ def evaluate_part(cascade, texts: Sequence[str], truncate: bool = False, max_new
     hypotheses = [cascade.tokenizer.decode(row) for row in hypothesis_ids]
     decay = analysis.position_profile(references, hypothesis_ids, bins=DECAY_BINS)
     teacher_decay = _core.correctness_profile([np.asarray(row) for row in teacher], bins=DECAY_BINS)
+    strict_decay = _core.correctness_profile([surprisal.strict_correct(reference, hypothesis) for reference, hypothesis
+                                              in zip(references, hypothesis_ids)], bins=DECAY_BINS)
     return dict(
         source_tokens=[len(row) for row in references],
         token_accuracy=analysis.token_accuracy_batch(references, hypothesis_ids)["accuracy"].tolist(),
@@ -94,6 +99,7 @@ def evaluate_part(cascade, texts: Sequence[str], truncate: bool = False, max_new
              for key, values in analysis.fox_page_scores(texts, hypotheses).items()},
         decay={key: decay[key].tolist() for key in analysis.PROFILE_COUNTS},
         teacher_decay={key: teacher_decay[key].tolist() for key in analysis.CORRECTNESS_COUNTS},
+        strict_decay={key: strict_decay[key].tolist() for key in analysis.CORRECTNESS_COUNTS},
         hypotheses=hypotheses,
         examples=[[texts[index], hypotheses[index]] for index in range(min(examples, len(texts)))],
     )
@@ -124,5 +130,6 @@ def merge_parts(parts: Sequence[dict], num_latents: int, examples: int = 3) -> d
         count=count,
         decay=analysis.decay_from_counts(summed("decay", analysis.PROFILE_COUNTS), passages=count),
         teacher_decay=analysis.decay_from_counts(teacher_decay, passages=count),
+        strict_decay=analysis.decay_from_counts(summed("strict_decay", analysis.CORRECTNESS_COUNTS), passages=count),
         examples=[tuple(pair) for pair in joined("examples")[:examples]],
     )

@@ -24,12 +24,13 @@ def test_tiny_demo_writes_report(tmp_path):
     for name in ("report.md", "results.json", "decay_curves.png", "ratio_position_heatmap.png",
                  "precision_vs_ratio.png", "teacher_forced_decay.png"):
         assert os.path.getsize(tmp_path / name) > 0, name
-    for name in ("decay_curves", "ratio_position_heatmap", "precision_vs_ratio", "teacher_forced_decay"):
+    for name in ("decay_curves", "ratio_position_heatmap", "precision_vs_ratio", "teacher_forced_decay",
+                 "accuracy_curves"):
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name  # vector copy for a paper
     assert not list(tmp_path.glob("*.partial"))
     report = (tmp_path / "report.md").read_text()
-    assert "| 2x |" in report and "| 4x |" in report and "Goal" in report
+    assert "| 2x |" in report and "| 4x |" in report and "Goal" in report and "accuracy_curves.png" in report
     numbers = json.loads((tmp_path / "results.json").read_text())
     assert set(numbers) == {"2", "4"}
     steps = c3.demo.SIZES["tiny"]["steps"]
