@@ -542,7 +542,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                        help="unlock the ratios in increasing order over this fraction of the steps (default: 0.4 "
                        "for default, 0.5 for tiny; 0: every ratio from the first step)")
     sweep.add_argument("--jobs", type=_positive_int, default=1, metavar="J",
-                       help="runs evaluated at once, each in its own one-thread process (default: 1, in this process)")
+                       help="runs trained at once, each in its own process with threads / J threads, then evaluated "
+                       "at once on one thread each (default: 1, one after another in this process)")
     sweep.add_argument("--batch-tokens", type=_positive_int, metavar="TOKENS",
                        help="context tokens per training step, at every ratio (default: 1024 for default, 32 for tiny)")
 

@@ -258,6 +258,7 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
     _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started, log)
     # log: [ratio, loss] of every step, for learning curves by ratio.
     _write_json_atomically(finished, dict(method=method, seed=seed, steps=step, planned_steps=steps,
+                                          threads=_core.num_threads(),
                                           train_seconds=time.perf_counter() - started,
                                           final_loss=log[-1][1] if log else None, log=log))
     return cascade
@@ -310,10 +311,11 @@ def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior
     )
 
 
-def evaluate_run(directory: str, cascade: Cascade, prior_model: Cascade, settings: dict, ratios, in_domain,
-                 out_of_domain, progress: bool = False) -> dict:
+def evaluate_run(directory: str, cascade: Optional[Cascade], prior_model: Optional[Cascade], settings: dict, ratios,
+                 in_domain, out_of_domain, progress: bool = False) -> dict:
     """Every ratio of one trained run on the in-domain and out-of-domain passages, written to the run's
-    evaluation.json (atomically); a run already evaluated is read back instead. Surprisal is under prior_model."""
+    evaluation.json (atomically); a run already evaluated is read back instead (the cascades may then be None).
+    Surprisal is under prior_model."""
     path = os.path.join(directory, "evaluation.json")
     if os.path.exists(path):
         with open(path) as handle:
@@ -338,6 +340,24 @@ def load_run(directory: str, method: str, seed: int, settings: dict, max_ratio: 
     load_checkpoint(os.path.join(directory, "checkpoint.safetensors"), cascade.model,
                     cascade.trainer(learning_rate=0.0))
     return cascade
+
+
+def _in_workers(job, work: list, jobs: int, description: str, progress: bool) -> None:
+    """job(item) for every item of `work`, in up to `jobs` spawned worker processes."""
+    if not work:
+        return
+    with multiprocessing.get_context("spawn").Pool(min(jobs, len(work))) as pool:
+        for _ in tqdm(pool.imap_unordered(job, work), total=len(work), desc=description, disable=not progress):
+            pass
+
+
+def _training_job(work) -> str:
+    """train_run of one run in a worker process (run_sweep's jobs), without a progress bar."""
+    directory, method, seed, settings, ratios, train_regions, steps, minutes, continuation_weight, threads = work
+    _core.set_num_threads(threads)
+    train_run(directory, method, seed, settings, ratios, train_regions, steps, minutes, continuation_weight,
+              progress=False)
+    return f"{method}-seed{seed}"
 
 
 def _evaluation_job(work) -> str:
@@ -377,8 +397,9 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     schedule still follows `steps`; a capped run is not reproducible). eval_passages: held-out passages per ratio
     (default: the size's; out-of-domain passages are capped at the size's ood_passages). curriculum: the fraction
     of the steps over which the ratios are unlocked (default: the size's; 0: all from the start). batch_tokens:
-    context tokens per step (default: the size's). jobs: runs evaluated at once, each in its own one-thread
-    process (1: in this process, on c3's threads). on_step(method, seed,
+    context tokens per step (default: the size's). jobs: runs trained at once, each in its own process with
+    num_threads() // jobs threads, then evaluated at once, each in its own one-thread process (1: one after
+    another in this process, on all of c3's threads). on_step(method, seed,
     step) is called after every step (tests interrupt a run with it)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
@@ -397,6 +418,8 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     if int(jobs) < 1:
         raise _core.C3ValueError(f"jobs must be at least 1, got {jobs}")
     jobs = int(jobs)
+    if jobs > 1 and on_step is not None:
+        raise _core.C3ValueError("on_step runs in this process: it needs jobs=1")
     if batch_tokens is not None:
         if int(batch_tokens) < 1:
             raise _core.C3ValueError(f"batch_tokens must be at least 1, got {batch_tokens}")
@@ -428,30 +451,34 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     out_of_domain = evaluation_passages([_ids(ood_text())], passage_length, min(eval_count, settings["ood_passages"]))
 
     runs = [(method, seed) for seed in seeds for method in methods]
+    run_directory = lambda m, s: os.path.join(output, "runs", f"{m}-seed{s}")  # noqa: E731
     cascades = {}
-    for method, seed in tqdm(runs, desc="training runs", disable=not progress):
-        directory = os.path.join(output, "runs", f"{method}-seed{seed}")
-        hook = (lambda step, m=method, s=seed: on_step(m, s, step)) if on_step else None
-        cascades[method, seed] = train_run(directory, method, seed, settings, ratios, train_regions, steps, minutes,
-                                           continuation_weight, progress, hook)
+    if jobs > 1:
+        # Runs train side by side, each in its own process with num_threads // jobs threads: a small model's step
+        # does not fill many cores, so separate runs use them better than one run on all of them.
+        threads = max(1, _core.num_threads() // jobs)
+        work = [(run_directory(m, s), m, s, settings, ratios, train_regions, steps, minutes, continuation_weight,
+                 threads) for m, s in runs if not os.path.exists(os.path.join(run_directory(m, s), "trained.json"))]
+        _in_workers(_training_job, work, jobs, "training runs", progress)
+    else:
+        for method, seed in tqdm(runs, desc="training runs", disable=not progress):
+            hook = (lambda step, m=method, s=seed: on_step(m, s, step)) if on_step else None
+            cascades[method, seed] = train_run(run_directory(method, seed), method, seed, settings, ratios,
+                                               train_regions, steps, minutes, continuation_weight, progress, hook)
 
     results = dict(plan=plan, settings=settings, corpus=corpus.LICENCE, out_of_domain_corpus=OOD_LICENCE, runs={})
-    pending = [(method, seed) for method, seed in runs
-               if not os.path.exists(os.path.join(output, "runs", f"{method}-seed{seed}", "evaluation.json"))]
-    if jobs > 1 and len(pending) > 1:
+    if jobs > 1:
         # One run per worker process, each on one thread: greedy decoding at evaluation batches is too small a
         # product for many threads, so separate processes use the cores better.
         work = [(output, method, seed, settings, ratios, "no_context" in methods, in_domain, out_of_domain)
-                for method, seed in pending]
-        with multiprocessing.get_context("spawn").Pool(min(jobs, len(pending))) as pool:
-            for _ in tqdm(pool.imap_unordered(_evaluation_job, work), total=len(work), desc="evaluating runs",
-                          disable=not progress):
-                pass
+                for method, seed in runs
+                if not os.path.exists(os.path.join(run_directory(method, seed), "evaluation.json"))]
+        _in_workers(_evaluation_job, work, jobs, "evaluating runs", progress)
     for method, seed in tqdm(runs, desc="evaluating runs", disable=not progress or jobs > 1):
-        prior_model = cascades.get(("no_context", seed), cascades[method, seed])
-        results["runs"][f"{method}-seed{seed}"] = evaluate_run(
-            os.path.join(output, "runs", f"{method}-seed{seed}"), cascades[method, seed], prior_model, settings,
-            ratios, in_domain, out_of_domain, progress)
+        cascade = cascades.get((method, seed))  # None when workers trained and evaluated it
+        prior_model = cascades.get(("no_context", seed), cascade)
+        results["runs"][f"{method}-seed{seed}"] = evaluate_run(run_directory(method, seed), cascade, prior_model,
+                                                               settings, ratios, in_domain, out_of_domain, progress)
     results["summary"] = summarise(results, methods, ratios, seeds)
     _write_json_atomically(os.path.join(output, "results.json"), results)
     write_report(output, results)

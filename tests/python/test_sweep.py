@@ -133,26 +133,37 @@ def test_sweep_refuses_a_curriculum_or_batch_outside_its_range(tmp_path):
         sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), batch_tokens=0, **TINY)
 
 
-def test_parallel_evaluation_writes_what_the_serial_one_does(tmp_path, monkeypatch):
-    """jobs=2 evaluates each run in its own one-thread process (this process evaluates nothing: its
-    evaluate_ratio raises); the evaluations equal the in-process ones at one thread, number for number."""
+def test_parallel_sweep_trains_and_evaluates_what_the_serial_one_does(tmp_path, monkeypatch):
+    """jobs=2 trains and evaluates each run in its own process (this process does neither: its train_run and
+    evaluate_ratio raise). At one thread per run the checkpoints are bit-identical to a serial sweep's at one
+    thread, and the evaluations equal number for number."""
     threads = c3.num_threads()
-    c3.set_num_threads(1)
     try:
+        c3.set_num_threads(1)
         serial = sweep.run_sweep(str(tmp_path / "serial"), methods=("c3", "no_context"), **TINY)
+        c3.set_num_threads(2)  # two workers get one thread each
 
         def not_here(*args, **kwargs):
-            raise AssertionError("evaluated in the parent process")
+            raise AssertionError("run in the parent process")
         monkeypatch.setattr(sweep, "evaluate_ratio", not_here)
+        monkeypatch.setattr(sweep, "train_run", not_here)
         parallel = sweep.run_sweep(str(tmp_path / "parallel"), methods=("c3", "no_context"), jobs=2, **TINY)
     finally:
         c3.set_num_threads(threads)
     for run in ("c3-seed0", "no_context-seed0"):
+        assert parallel["runs"][run]["training"]["threads"] == 1
         for domain in ("in_domain", "out_of_domain"):
             assert parallel["runs"][run][domain] == serial["runs"][run][domain], (run, domain)
+    for method in ("c3", "no_context"):
+        one, two = checkpoint_tensors(tmp_path / "serial", method), checkpoint_tensors(tmp_path / "parallel", method)
+        assert sorted(one) == sorted(two)
+        for name in one:
+            np.testing.assert_array_equal(one[name], two[name], err_msg=name)
     assert os.path.exists(tmp_path / "parallel" / "report.md")
     with pytest.raises(c3.C3ValueError, match="jobs"):
         sweep.run_sweep(str(tmp_path / "other"), methods=("c3",), jobs=0, **TINY)
+    with pytest.raises(c3.C3ValueError, match="on_step"):
+        sweep.run_sweep(str(tmp_path / "other"), methods=("c3",), jobs=2, on_step=lambda *a: None, **TINY)
 
 
 def test_evaluation_passages_skip_windows_seen_in_training():
