@@ -514,7 +514,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     sweep = command("sweep", command_sweep, "train and evaluate C3 and baselines under the same latent budget "
                     "(methods x ratios x seeds), resumable, and write a report (Markdown, plots, JSON)",
-                    "c3 sweep --output reports/sweep --ratios 4,8,16 --seeds 0,1 --steps 6000",
+                    "c3 sweep --output reports/sweep --ratios 4,8,16 --seeds 0,1 --steps 3000",
                     dict(output="output_directory"))
     sweep.add_argument("--output", default="reports/sweep", metavar="DIR",
                        help="directory for runs/, results.json, report.md and the plots; rerunning the same command "
@@ -545,7 +545,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                        help="runs trained at once, each in its own process with threads / J threads, then evaluated "
                        "at once on one thread each (default: 1, one after another in this process)")
     sweep.add_argument("--batch-tokens", type=_positive_int, metavar="TOKENS",
-                       help="context tokens per training step, at every ratio (default: 1024 for default, 32 for tiny)")
+                       help="context tokens per training step, at every ratio (default: 2048 for default, 32 for tiny)")
 
     models = command("models", command_models, "prepare real pretrained weights that are available offline",
                      "c3 models smollm2", {})

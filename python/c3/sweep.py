@@ -1,8 +1,8 @@
 """Ratio sweeps: methods x ratios x seeds at a fixed number of latents N, resumable, with a report.
 
     c3 sweep --output reports/sweep [--methods c3,mean_pool,truncate,no_context,full_context]
-             [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 6000] [--size default|tiny] [--curriculum 0.4]
-             [--batch-tokens 1024]
+             [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 3000] [--size default|tiny] [--curriculum 0.4]
+             [--batch-tokens 2048] [--jobs 2]
 
 Design. As in the C3 paper (which reads Fox's ratios off length bins of one model), each (method, seed) trains ONE
 model on contexts of mixed length: every step draws a ratio r from the sweep's ratios and a batch of r * N-token
@@ -63,7 +63,7 @@ OOD_LICENCE = ("docstrings of the CPython standard library's top-level modules (
 
 SIZES = {
     "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=8, num_kv_heads=4),
-                    latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=3e-3, steps=6000,
+                    latents=16, batch_tokens=2048, curriculum=0.4, learning_rate=3e-3, steps=3000,
                     eval_passages=512, ood_passages=256, continuation=64, checkpoint_every=100, eval_batch=32),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
                  latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, steps=6, eval_passages=6,
