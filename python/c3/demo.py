@@ -157,6 +157,7 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
         surprisal.plot_accuracy_curves({"teacher_forced": results[r]["teacher_decay"],
                                         "strict_greedy": results[r]["strict_decay"],
                                         "aligned_greedy": results[r]["decay"]}, title=f"C3, {r}x", ax=axis)
+    figure.tight_layout()  # room for the axis labels of the side-by-side panels
     plots["accuracy_curves"] = figure
     for name, figure in plots.items():
         analysis.save_figure(figure, os.path.join(output_dir, name), formats=("png", "pdf"))
