@@ -45,17 +45,19 @@ def evaluate(cascade, texts: Sequence[str], truncate: bool = False, max_new_toke
              truncate_option: str = "truncate=True") -> dict:
     """Greedy reconstruction and teacher-forced scores of `cascade` on `texts`.
 
-    Returns a dict of
-      token_accuracy           strict: the reconstruction's i-th token must be the reference's i-th, mean over texts
-      teacher_forced_accuracy  argmax == reference token given the true prefix, over all tokens
-      fox_precision, recall, f1, bleu, edit_distance   the Fox benchmark's metrics (analysis.fox_metrics)
-      compression_ratio        mean text tokens per latent
-      count                    number of texts
-      decay, teacher_decay     accuracy by relative position (analysis.decay_curve), NumPy arrays: decay is the
-                               greedy kept rate after alignment (forgives the shift after a slip)
-      strict_decay             strict greedy accuracy by relative position (every token after a slip is wrong);
-                               beside teacher_decay it tells error propagation from lost information
-      examples                 the first `examples` (reference, reconstruction) pairs
+    Returns a dict of:
+
+    - ``token_accuracy``: strict, the reconstruction's i-th token must be the reference's i-th; mean over texts.
+    - ``teacher_forced_accuracy``: argmax == reference token given the true prefix, over all tokens.
+    - ``fox_precision``, ``recall``, ``f1``, ``bleu``, ``edit_distance``: the Fox benchmark's metrics
+      (analysis.fox_metrics).
+    - ``compression_ratio``: mean text tokens per latent; ``count``: the number of texts.
+    - ``decay``, ``teacher_decay``, ``strict_decay``: accuracy by relative position (analysis.decay_curve), NumPy
+      arrays. ``decay`` is the greedy kept rate after alignment (it forgives the shift after a slip),
+      ``strict_decay`` strict greedy accuracy (every token after a slip is wrong); beside ``teacher_decay`` they
+      tell error propagation from lost information.
+    - ``examples``: the first `examples` (reference, reconstruction) pairs.
+
     Texts longer than the encoder reads raise (the message names truncate_option), or with truncate=True are cut
     and scored against what was kept.
     max_new_tokens defaults to Cascade.default_max_new_tokens of each batch's token counts.

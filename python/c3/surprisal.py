@@ -9,6 +9,7 @@
   separated.
 - accuracy_curves: teacher-forced, strict greedy and aligned greedy accuracy by position, side by side: a greedy
   curve that falls while the teacher-forced one stays flat is error propagation, not lost information.
+
 Plots return their Figure and draw into `ax` when given one.
 """
 from __future__ import annotations

@@ -11,6 +11,7 @@ instead of methods x ratios x seeds, and every ratio sees the same model, so the
 ratios without one model per point. (A model trained at one ratio only would do somewhat better at that ratio.)
 
 Two parts of the recipe exist because of what was measured on the default size:
+
 - Every batch holds about the same number of context tokens (`batch_tokens`): r * N-token contexts come
   batch_tokens / (r * N) at a time, so a step costs about the same at every ratio instead of the longest ratio's
   steps taking most of the time.
