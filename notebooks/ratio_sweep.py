@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 import c3
-from c3 import analysis, demo, evaluation
+from c3 import analysis, demo, evaluation, sweep
 
 TINY = os.environ.get("C3_NOTEBOOK_SIZE") == "tiny"  # the tests and the documentation build run the notebooks small
 c3.set_num_threads(os.cpu_count() or 2)
@@ -38,7 +38,7 @@ print("c3", c3.__version__, "threads", c3.num_threads(), "tiny" if TINY else "fu
 size = demo.SIZES["tiny" if TINY else "default"]
 ratios = (2, 4) if TINY else (2, 4, 8)
 steps = size["steps"] if TINY else 1500
-train_regions, held_out_regions = demo.regions()
+train_regions, held_out_regions = sweep.default_regions()
 texts = {r: demo.held_out_texts(train_regions, held_out_regions, r, size["latents"], size["evaluate"]) for r in ratios}
 results, logs = {}, {}
 for method in ("c3", "mean_pool"):

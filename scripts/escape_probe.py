@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from c3 import corpus, sweep
+from c3 import sweep
 from position_accuracy import teacher_forced_correct  # this script's neighbour in scripts/
 
 
@@ -38,7 +38,7 @@ def main(argv=None):
     evaluated = [int(r) for r in args.evaluate.split(",")]
     settings = dict(sweep.SIZES["default"])
     latents = settings["latents"]
-    train_regions, held_out_regions = sweep.split_regions(sweep._ids(corpus.default_text()))
+    train_regions, held_out_regions = sweep.default_regions()
     passages = sweep.evaluation_passages(held_out_regions, max(evaluated) * latents, 64, unseen_in=train_regions,
                                          unseen_length=min(evaluated) * latents)
     cascade = sweep.build_cascade(args.method, settings, max(ratios + evaluated), args.seed)

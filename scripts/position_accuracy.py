@@ -21,9 +21,8 @@ import sys
 import numpy as np
 
 import c3
-from c3 import corpus, sweep
+from c3 import sweep
 from c3.cascade import Cascade, byte_tokenizer, scratch_model_config
-from c3.training import load_checkpoint
 
 
 def teacher_forced_correct(cascade, rows):
@@ -56,7 +55,7 @@ def dips(accuracy, depth=0.05, window=13, radius=3):
     return found, spacing
 
 
-def trained_cascade(steps, rope_theta, seed, settings):
+def trained_cascade(steps, rope_theta, seed, settings, train_regions):
     latents, longest = settings["latents"], 8 * settings["latents"]
     encoder = scratch_model_config(settings["model"], longest, latents)
     decoder = scratch_model_config(settings["model"], 2 * longest + settings["continuation"], latents)
@@ -64,7 +63,6 @@ def trained_cascade(steps, rope_theta, seed, settings):
     cascade = Cascade.new(encoder, decoder, latents, tokenizer=byte_tokenizer(), seed=seed, method="c3")
     trainer = cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, steps // 20),
                               total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0)
-    train_regions, _ = sweep.split_regions(sweep._ids(corpus.default_text()))
     data = sweep.MixedBatches(train_regions, (2, 4, 8), latents, settings["batch_tokens"], settings["continuation"],
                               seed=seed + 1000, curriculum_steps=int(round(settings["curriculum"] * steps)))
     for step in range(steps):
@@ -86,16 +84,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     settings = dict(sweep.SIZES["default"])
     ratios = [int(r) for r in args.ratios.split(",")]
+    train_regions, held_out_regions = sweep.default_regions()
     if args.run:
         match = re.fullmatch(r"(\w+)-seed(\d+)", os.path.basename(os.path.normpath(args.run)))
         if not match or match.group(1) not in sweep.METHODS:
             raise c3.C3ValueError(f"{args.run}: expected a sweep run directory named <method>-seed<seed>")
-        cascade = sweep.build_cascade(match.group(1), settings, args.max_ratio, int(match.group(2)))
-        load_checkpoint(os.path.join(args.run, "checkpoint.safetensors"), cascade.model,
-                        cascade.trainer(learning_rate=0.0))
+        cascade = sweep.load_run(args.run, match.group(1), int(match.group(2)), settings, args.max_ratio)
     else:
-        cascade = trained_cascade(args.train, args.rope_theta, args.seed, settings)
-    train_regions, held_out_regions = sweep.split_regions(sweep._ids(corpus.default_text()))
+        cascade = trained_cascade(args.train, args.rope_theta, args.seed, settings, train_regions)
     passages = sweep.evaluation_passages(held_out_regions, max(ratios) * settings["latents"], args.passages,
                                          unseen_in=train_regions, unseen_length=min(ratios) * settings["latents"])
     for ratio in ratios:

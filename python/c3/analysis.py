@@ -489,6 +489,15 @@ def _axes(ax, width: float = 6.4, height: float = 4.0):
     return figure, figure.add_subplot()
 
 
+def write_text_atomically(path: str, text: str) -> None:
+    """Writes `text` under a temporary name beside `path`, then renames it: an interrupted write leaves the old file
+    or none, never half a file."""
+    partial = f"{path}.partial"
+    with open(partial, "w") as handle:
+        handle.write(text)
+    os.replace(partial, path)
+
+
 def save_figure(figure, path: str, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> list:
     """Writes ``figure`` once per format (PNG for screens and Markdown, PDF or SVG for a paper).
 

@@ -24,7 +24,6 @@ from typing import Optional
 import numpy as np
 
 from . import _core, analysis, corpus, evaluation, surprisal, sweep
-from .cascade import Cascade, byte_tokenizer, scratch_model_config
 from .training import fit
 
 # Fixed steps of every method at the default size: about 10 minutes on a 2-core machine, evaluation included.
@@ -32,19 +31,15 @@ STEPS_DEFAULT = 3000
 DEFAULT_RATIOS = (2, 4, 8)
 
 SIZES = {
-    # encoder and decoder shapes, latents, context bytes per step, curriculum fraction, steps, evaluation passages
+    # encoder and decoder shapes, latents, context bytes per step, curriculum fraction, steps, evaluation passages;
+    # no continuation (c3.sweep.build_cascade sizes the decoder for it)
     "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=8, num_kv_heads=4),
                     latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=3e-3, steps=STEPS_DEFAULT,
-                    evaluate=128),
+                    evaluate=128, continuation=0),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
-                 latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, steps=8, evaluate=8),
+                 latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, steps=8, evaluate=8, continuation=0),
 }
 METHODS = ("c3", "mean_pool", "truncate")
-
-
-def regions():
-    """(train regions, held-out regions) of the default corpus as byte ids: the sweep's fixed block split."""
-    return sweep.split_regions(sweep._ids(corpus.default_text()))
 
 
 def held_out_texts(train_regions, held_out_regions, ratio: int, latents: int, count: int) -> list:
@@ -54,18 +49,11 @@ def held_out_texts(train_regions, held_out_regions, ratio: int, latents: int, co
     return [bytes(int(b) for b in window).decode("utf-8", errors="ignore") for window in windows]
 
 
-def build(method: str, ratios, size: dict, seed: int) -> Cascade:
-    longest = max(ratios) * size["latents"]
-    encoder = scratch_model_config(size["model"], longest, size["latents"])
-    decoder = scratch_model_config(size["model"], 2 * longest, size["latents"])
-    return Cascade.new(encoder, decoder, size["latents"], tokenizer=byte_tokenizer(), seed=seed, method=method)
-
-
 def mixed_batches(train_regions, ratios, size: dict, seed: int, steps: int):
     """The sweep's mixed-ratio batches (curriculum over the first size["curriculum"] of `steps`), as a generator
     of context rows."""
-    data = sweep.MixedBatches(train_regions, ratios, size["latents"], size["batch_tokens"], 0, seed=seed + 1000,
-                              curriculum_steps=int(round(size["curriculum"] * steps)))
+    data = sweep.MixedBatches(train_regions, ratios, size["latents"], size["batch_tokens"], size["continuation"],
+                              seed=seed + 1000, curriculum_steps=int(round(size["curriculum"] * steps)))
     for step in itertools.count():
         yield data.draw(step)[0]
 
@@ -73,7 +61,7 @@ def mixed_batches(train_regions, ratios, size: dict, seed: int, steps: int):
 def seconds_per_step(method: str, ratios, size: dict, seed: int, train_regions) -> float:
     """One training step's time for `method`, measured with a throwaway cascade on the longest ratio's batches
     (token-balanced, so every ratio costs about the same)."""
-    cascade = build(method, ratios, size, seed)
+    cascade = sweep.build_cascade(method, size, max(ratios), seed)
     probe = cascade.trainer(learning_rate=0.0)
     batches = mixed_batches(train_regions, [max(ratios)], size, seed, 1)
     cascade.train_step(probe, next(batches))  # the first step allocates: not timed
@@ -85,7 +73,7 @@ def seconds_per_step(method: str, ratios, size: dict, seed: int, train_regions) 
 
 def train(method: str, ratios, size: dict, seed: int, steps: int, train_regions, progress: bool = True):
     """Trains one `method` cascade on the mixed ratios for `steps` steps; returns (cascade, reports)."""
-    cascade = build(method, ratios, size, seed)
+    cascade = sweep.build_cascade(method, size, max(ratios), seed)
     trainer = cascade.trainer(learning_rate=size["learning_rate"], warmup_steps=max(1, steps // 20),
                               total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0)
     log = fit(trainer, mixed_batches(train_regions, ratios, size, seed, steps), steps,
@@ -107,7 +95,7 @@ def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: O
     os.makedirs(output_dir, exist_ok=True)
     config = SIZES[size]
     started = time.perf_counter()
-    train_regions, held_out_regions = regions()
+    train_regions, held_out_regions = sweep.default_regions()
     steps = config["steps"]
     if minutes is not None:
         # 85% of the budget trains (the rest evaluates), the same number of steps for every method.
@@ -127,7 +115,7 @@ def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: O
                            tokens_per_second=float(np.median([r["tokens_per_second"] for r in log])),
                            held_out_passages=len(texts[ratio]))
             (results if method == "c3" else baselines.setdefault(method, {}))[ratio] = metrics
-            print(f"{'c3' if method == 'c3' else method} {ratio}x: greedy token accuracy "
+            print(f"{method} {ratio}x: greedy token accuracy "
                   f"{metrics['token_accuracy']:.3f}, teacher-forced {metrics['teacher_forced_accuracy']:.3f}, Fox "
                   f"precision {metrics['fox_precision']:.3f} ({len(log)} steps in {train_seconds:.0f} s)",
                   file=sys.stderr, flush=True)
@@ -212,18 +200,12 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
     for r in ratios:
         for reference, hypothesis in results[r]["examples"][:1]:
             lines += [f"**{r}x** reference: `{reference!r}`", "", f"reconstruction: `{hypothesis!r}`", ""]
-    _write_atomically(os.path.join(output_dir, "report.md"), "\n".join(lines) + "\n")
-    _write_atomically(os.path.join(output_dir, "results.json"), json.dumps(_serialisable(results), indent=2))
+    analysis.write_text_atomically(os.path.join(output_dir, "report.md"), "\n".join(lines) + "\n")
+    analysis.write_text_atomically(os.path.join(output_dir, "results.json"),
+                                   json.dumps(_serialisable(results), indent=2))
     if baselines:
-        _write_atomically(os.path.join(output_dir, "baselines.json"), json.dumps(
+        analysis.write_text_atomically(os.path.join(output_dir, "baselines.json"), json.dumps(
             {method: _serialisable(table) for method, table in baselines.items()}, indent=2))
-
-
-def _write_atomically(path: str, text: str) -> None:
-    temporary = path + ".partial"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
 
 
 def _serialisable(table: dict) -> dict:

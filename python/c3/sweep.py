@@ -105,6 +105,11 @@ def split_regions(ids: np.ndarray, held_out_fraction: float = 0.1, blocks: int =
     return [chunks[i] for i in train], [chunks[i] for i in held_out]
 
 
+def default_regions():
+    """(train regions, held-out regions) of the default corpus as byte ids: the sweep's fixed block split."""
+    return split_regions(_ids(corpus.default_text()))
+
+
 def evaluation_passages(regions, length: int, count: int, unseen_in=None, unseen_length: Optional[int] = None):
     """Up to `count` windows of `length` tokens from the regions, evenly spread (overlapping when the text is
     short), in a fixed order.
@@ -194,10 +199,7 @@ def build_cascade(method: str, settings: dict, max_ratio: int, seed: int) -> Cas
 
 
 def _write_json_atomically(path: str, value) -> None:
-    temporary = path + ".partial"
-    with open(temporary, "w") as handle:
-        json.dump(_jsonable(value), handle, indent=1)
-    os.replace(temporary, path)
+    analysis.write_text_atomically(path, json.dumps(_jsonable(value), indent=1))
 
 
 def _jsonable(value):
@@ -442,8 +444,7 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     else:
         _write_json_atomically(plan_path, plan)
 
-    text_ids = _ids(corpus.default_text())
-    train_regions, held_out_regions = split_regions(text_ids)
+    train_regions, held_out_regions = default_regions()
     passage_length = max(ratios) * settings["latents"] + settings["continuation"]
     # Held-out windows whose shortest evaluated part (the lowest ratio's context and continuation) occurs verbatim
     # in the training text are skipped, so no evaluated passage was seen in training.
@@ -617,6 +618,4 @@ def write_report(output: str, results: dict) -> None:
                      zip(fit["coefficients"][1:], fit["stderr"][1:])]
             lines.append(f"| {method} | {r}x | {cells[0]} | {cells[1]} | {fit['error_rate']:.3f} |")
     lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
-    with open(os.path.join(output, "report.md.partial"), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(os.path.join(output, "report.md.partial"), os.path.join(output, "report.md"))
+    analysis.write_text_atomically(os.path.join(output, "report.md"), "\n".join(lines) + "\n")

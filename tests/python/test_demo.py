@@ -50,7 +50,7 @@ def test_tiny_demo_writes_report(tmp_path):
 def test_demo_evaluates_on_text_it_never_trained_on():
     """No held-out passage occurs verbatim in a training region, although the corpus repeats itself (a quarter of
     the held-out blocks' 128-byte windows occur in the training blocks)."""
-    train, held_out = c3.demo.regions()
+    train, held_out = c3.sweep.default_regions()
     training_bytes = [bytes(int(b) for b in region) for region in train]
     spread = [bytes(int(b) for b in w) for w in c3.sweep.evaluation_passages(held_out, 128, 128)]
     assert sum(any(w in region for region in training_bytes) for w in spread) >= 16  # the filter has work to do
