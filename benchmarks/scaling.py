@@ -1,6 +1,7 @@
 """Thread scaling of c3's training: language-model and cascade training steps at 1, 2, 4, 8 and 16 threads
 (the counts up to the machine's cores, unless --threads names others), for the byte-level Llama shapes of
-compare_torch.py (d128, d256, d512, 4 layers each).
+shapes.py (d128, d256, d512, 4 layers each), built by c3 itself: the benchmark imports neither PyTorch nor
+transformers.
 
     python benchmarks/scaling.py [--threads 1,2,4,8,16] [--models d128,d256,d512] [--repeats 3]
 
@@ -17,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
-import tempfile
 
 import numpy as np
 
 import c3
-from compare_torch import MODELS, build
+from shapes import MODELS, c3_config
 from timing import median_time
 
 BATCH, LENGTH, LATENTS = 16, 64, 16
@@ -38,22 +39,21 @@ def attention_flops(shape: dict, length: float) -> float:
     return 3.0 * 4.0 * shape["num_hidden_layers"] * shape["num_attention_heads"] * head_dim * length / 2
 
 
-def language_model_case(name: str, directory: str):
-    hf, model = build(name, directory)
-    parameters = sum(p.numel() for p in hf.parameters())
+def language_model_case(name: str):
+    model = c3.Transformer(c3_config(name), seed=0)
+    parameters = sum(value.size for value in model.parameters().values())
     ids = np.random.default_rng(2).integers(0, MODELS[name]["vocab_size"], size=(BATCH, LENGTH + 1))
     trainer = c3.LanguageModelTrainer(model, learning_rate=1e-4)
     flops_per_token = 6.0 * parameters + attention_flops(MODELS[name], LENGTH)
     return (lambda: trainer.step(ids)), BATCH * LENGTH, flops_per_token * BATCH * LENGTH
 
 
-def cascade_case(name: str, directory: str):
-    hf, encoder = build(name, os.path.join(directory, "encoder"))
-    _, decoder = build(name, os.path.join(directory, "decoder"))
+def cascade_case(name: str):
+    encoder, decoder = c3.Transformer(c3_config(name), seed=0), c3.Transformer(c3_config(name), seed=1)
     shape = MODELS[name]
     model = c3.CascadeModel.from_models(encoder, decoder, dict(num_latents=LATENTS, projector="linear", **PROMPT),
                                        seed=0)
-    parameters = sum(p.numel() for p in hf.parameters())  # of each model: encoder and decoder have one shape
+    parameters = sum(value.size for value in encoder.parameters().values())  # each model; both have one shape
     contexts = np.random.default_rng(1).integers(20, shape["vocab_size"], size=(BATCH, LENGTH)).astype(np.int64)
     mask = np.ones_like(contexts)
     trainer = c3.CascadeTrainer(model, learning_rate=1e-5, data_parallel=True)
@@ -73,6 +73,7 @@ def main():
     parser.add_argument("--models", default="d128,d256,d512")
     parser.add_argument("--tasks", default="lm,cascade")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per point (median), after one warm-up")
+    parser.add_argument("--json", help="also write the results here (rewritten after every point)")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     cpu = c3.build_info()["cpu"]
@@ -86,22 +87,27 @@ def main():
     print("GEMM peak (1024^3): " + ", ".join(f"{t} thr {peaks[t] / 1e9:.0f} GFLOP/s" for t in threads))
     print(f"{'task':8s} {'model':6s} {'threads':>7s} {'tokens/s':>10s} {'eff. vs 2':>9s} {'eff. vs 1':>9s} "
           f"{'GFLOP/s':>8s} {'of peak':>7s}")
+    record = dict(cpu=cpu, cores=cores, gemm_peak_flops=peaks, points=[])
     cases = {"lm": language_model_case, "cascade": cascade_case}
     for task in args.tasks.split(","):
         for name in args.models.split(","):
-            with tempfile.TemporaryDirectory() as directory:
-                step, tokens, flops = cases[task](name, directory)
-                rates = {}
-                for count in threads:
-                    c3.set_num_threads(count)
-                    seconds = median_time(step, args.repeats, warmup=1)
-                    rates[count] = tokens / seconds
-                    versus_two = (f"{rates[count] / (count / 2 * rates[2]):9.2f}" if 2 in rates and count >= 2
-                                  else f"{'':9s}")
-                    versus_one = f"{rates[count] / (count * rates[1]):9.2f}" if 1 in rates else f"{'':9s}"
-                    gflops = flops / seconds / 1e9
-                    print(f"{task:8s} {name:6s} {count:7d} {rates[count]:10.0f} {versus_two} {versus_one} "
-                          f"{gflops:8.0f} {gflops * 1e9 / peaks[count]:7.2f}", flush=True)
+            step, tokens, flops = cases[task](name)
+            rates = {}
+            for count in threads:
+                c3.set_num_threads(count)
+                seconds = median_time(step, args.repeats, warmup=1)
+                rates[count] = tokens / seconds
+                versus_two = (f"{rates[count] / (count / 2 * rates[2]):9.2f}" if 2 in rates and count >= 2
+                              else f"{'':9s}")
+                versus_one = f"{rates[count] / (count * rates[1]):9.2f}" if 1 in rates else f"{'':9s}"
+                gflops = flops / seconds / 1e9
+                print(f"{task:8s} {name:6s} {count:7d} {rates[count]:10.0f} {versus_two} {versus_one} "
+                      f"{gflops:8.0f} {gflops * 1e9 / peaks[count]:7.2f}", flush=True)
+                record["points"].append(dict(task=task, model=name, threads=count, tokens_per_s=rates[count],
+                                             flops_per_s=gflops * 1e9, fraction_of_peak=gflops * 1e9 / peaks[count]))
+                if args.json:
+                    with open(args.json, "w") as handle:
+                        json.dump(record, handle, indent=2)
 
 
 if __name__ == "__main__":

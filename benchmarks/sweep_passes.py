@@ -14,7 +14,7 @@ import torch
 import transformers
 
 import c3
-from compare_torch import MODELS
+from shapes import MODELS
 
 
 def main():
