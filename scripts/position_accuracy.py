@@ -3,14 +3,17 @@ the dips in it: positions where a cascade reads its latents worse than at its ne
 
 The evaluation passages start at offsets unrelated to the text's structure, so a dip that stands out of a
 512-passage average belongs to the model, not to the content. The script prints one JSON object per ratio: the
-accuracy by position, the dips (positions lowest within 3 on each side and at least `--depth` below the running median of 13) and,
-with three or more dips, their spacing fitted by least squares.
+accuracy by position and its mean, the dips (positions lowest within 3 on each side and at least `--depth` below
+the running median of 13) and, with three or more dips, their spacing fitted by least squares.
 
     python scripts/position_accuracy.py --run reports/sweep/runs/c3-seed0 --ratios 4,8
     python scripts/position_accuracy.py --train 1200 --rope-theta 1000000 --ratios 4,8   # a fresh cascade
+    python scripts/position_accuracy.py --train 3000 --recipe demo --rope-theta 1000 --passages 128 --greedy
 
 --run reads a c3 sweep run (default size). --train trains a fresh C3 cascade of the sweep's default shape on
-ratios 2, 4 and 8 with the sweep's curriculum, to see how the dips move with the rotary base (--rope-theta).
+ratios 2, 4 and 8 with the sweep's curriculum, to see how the dips move with the rotary base (--rope-theta);
+--recipe demo trains it as `c3 demo` does (1,024 context bytes a step). --greedy adds each ratio's strict greedy
+token accuracy (the reconstruction compared position by position).
 """
 import argparse
 import json
@@ -21,7 +24,7 @@ import sys
 import numpy as np
 
 import c3
-from c3 import sweep
+from c3 import demo, surprisal, sweep
 from c3.cascade import Cascade, byte_tokenizer, scratch_model_config
 
 
@@ -41,6 +44,18 @@ def accuracy_by_position(cascade, passages, length):
     """[length]: the fraction of passages whose token at each position the decoder predicts, fed the true prefix."""
     correct = teacher_forced_correct(cascade, [passage[:length] for passage in passages])
     return np.mean(np.stack([row[:length] for row in correct]).astype(np.float64), axis=0)
+
+
+def strict_greedy_accuracy(cascade, passages, length):
+    """The mean over passages of the greedy reconstruction's token accuracy, position by position."""
+    scores = []
+    for start in range(0, len(passages), 32):
+        batch = [passage[:length] for passage in passages[start:start + 32]]
+        hidden, mask = cascade.encode(batch)
+        output = cascade.reconstruct(hidden, source_tokens=[len(row) for row in batch], return_ids=True,
+                                     latent_mask=mask)
+        scores += [surprisal.strict_correct(row, ids).mean() for row, ids in zip(batch, output)]
+    return float(np.mean(scores))
 
 
 def dips(accuracy, depth=0.05, window=13, radius=3):
@@ -80,9 +95,12 @@ def main(argv=None):
     parser.add_argument("--ratios", default="4,8")
     parser.add_argument("--passages", type=int, default=512)
     parser.add_argument("--depth", type=float, default=0.05)
+    parser.add_argument("--recipe", choices=("sweep", "demo"), default="sweep",
+                        help="training settings of a --train cascade: the sweep's or the demo's default size")
+    parser.add_argument("--greedy", action="store_true", help="also the strict greedy token accuracy per ratio")
     parser.add_argument("--max-ratio", type=int, default=32, help="the sweep's longest ratio (--run)")
     args = parser.parse_args(argv)
-    settings = dict(sweep.SIZES["default"])
+    settings = dict(sweep.SIZES["default"] if args.recipe == "sweep" or args.run else demo.SIZES["default"])
     ratios = [int(r) for r in args.ratios.split(",")]
     train_regions, held_out_regions = sweep.default_regions()
     if args.run:
@@ -97,7 +115,9 @@ def main(argv=None):
     for ratio in ratios:
         accuracy = accuracy_by_position(cascade, passages, ratio * settings["latents"])
         found, spacing = dips(accuracy, args.depth)
-        print(json.dumps(dict(ratio=ratio, mean=round(float(accuracy.mean()), 4), dips=found,
+        greedy = dict(greedy=round(strict_greedy_accuracy(cascade, passages, ratio * settings["latents"]), 4)
+                      ) if args.greedy else {}
+        print(json.dumps(dict(ratio=ratio, mean=round(float(accuracy.mean()), 4), **greedy, dips=found,
                               spacing=None if spacing is None else round(spacing, 2),
                               accuracy=[round(float(a), 4) for a in accuracy])), flush=True)
     return 0

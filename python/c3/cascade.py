@@ -31,10 +31,11 @@ SCRATCH_POSITION_ROOM = 64
 
 def scratch_model_config(shape: dict, context_tokens: int, n_latents: int) -> dict:
     """A Llama configuration for a from-scratch encoder or decoder that reads contexts of `context_tokens` tokens
-    into `n_latents` latents. `shape` gives hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads."""
-    return dict(shape, model_type="llama", attention_bias=False, tie_word_embeddings=True,
-                max_position_embeddings=int(context_tokens) + int(n_latents) + SCRATCH_POSITION_ROOM,
-                rope_theta=10000.0)
+    into `n_latents` latents. `shape` gives hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads,
+    and optionally rope_theta, the rotary base (default 10^4)."""
+    return dict(dict(rope_theta=10000.0), **shape, model_type="llama", attention_bias=False,
+                tie_word_embeddings=True,
+                max_position_embeddings=int(context_tokens) + int(n_latents) + SCRATCH_POSITION_ROOM)
 
 
 def byte_tokenizer():

@@ -226,3 +226,59 @@ def test_position_accuracy_refuses_a_directory_that_is_not_a_sweep_run(tmp_path)
     position_accuracy = _script("position_accuracy")
     with pytest.raises(c3.C3ValueError, match="sweep run"):
         position_accuracy.main(["--run", str(tmp_path / "not-a-run")])
+
+
+def test_position_accuracy_greedy_score_is_a_position_by_position_count():
+    """--greedy: the strict greedy accuracy of a (barely trained) cascade equals a plain count of the positions where
+    its reconstruction, decoded one passage at a time, repeats the passage."""
+    position_accuracy = _script("position_accuracy")
+    shape = dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1)
+    config = c3.cascade.scratch_model_config(shape, 16, 4)
+    cascade = c3.Cascade.new(config, config, 4, tokenizer=c3.byte_tokenizer(), seed=3)
+    train_regions, held_out_regions = sweep.default_regions()
+    passages = sweep.evaluation_passages(held_out_regions, 16, 6)
+    trainer = cascade.trainer(learning_rate=1e-2)
+    for _ in range(40):  # partly memorised, so the count is neither 0 nor 1
+        cascade.train_step(trainer, np.array(passages))
+    counted = []
+    for passage in passages:
+        hidden, mask = cascade.encode([passage])
+        output = list(cascade.reconstruct(hidden, source_tokens=[16], return_ids=True, latent_mask=mask)[0])
+        counted.append(sum(1 for i in range(16) if i < len(output) and output[i] == passage[i]) / 16)
+    assert 0 < np.mean(counted) < 1
+    assert position_accuracy.strict_greedy_accuracy(cascade, passages, 16) == pytest.approx(np.mean(counted))
+
+
+def test_scratch_models_take_the_rotary_base_from_the_shape():
+    """The shape may name the rotary base (demo probes vary it); without it, 10^4. The base reaches the model: the
+    same weights give other logits under another base, and transformers' Llama with that base gives c3's."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    shape = dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1)
+    assert c3.cascade.scratch_model_config(shape, 16, 4)["rope_theta"] == 10000.0
+    config = c3.cascade.scratch_model_config(dict(shape, rope_theta=1000.0), 16, 4)
+    assert config["rope_theta"] == 1000.0
+    cascade = c3.Cascade.new(config, config, 4, tokenizer=c3.byte_tokenizer(), seed=0)
+    assert cascade.model.decoder.config["rope_theta"] == 1000.0
+    # Sharp attention (large query and key weights), so that the rotary base shows in the logits.
+    sharp = {name: np.array(value) * (30.0 if "q_proj.weight" in name or "k_proj.weight" in name else 1.0)
+             for name, value in cascade.model.decoder.parameters().items()}
+    cascade.model.decoder.set_parameters(sharp)
+    ids = np.arange(1, 17, dtype=np.int64).reshape(1, 16)
+    _, ours = cascade.model.decoder.forward(ids, logits="all")
+    reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=cascade.model.decoder.config["vocab_size"], hidden_size=32, intermediate_size=64,
+        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        rope_parameters=dict(rope_type="default", rope_theta=1000.0),
+        tie_word_embeddings=True, max_position_embeddings=config["max_position_embeddings"])).eval()
+    parameters = cascade.model.decoder.parameters()
+    reference.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in parameters.items()},
+                              strict=False)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.from_numpy(ids)).logits.numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+    default = c3.cascade.scratch_model_config(shape, 16, 4)
+    other = c3.Cascade.new(default, default, 4, tokenizer=c3.byte_tokenizer(), seed=0).model.decoder
+    other.set_parameters(sharp)
+    assert all(np.array_equal(value, parameters[name]) for name, value in other.parameters().items())
+    assert np.abs(other.forward(ids, logits="all")[1] - ours).max() > 1e-3
