@@ -29,7 +29,8 @@ step() {
   timeout "$limit" "$@" 2>&1 | grep -v -e "Loading weights" -e "Writing model" | tee -a "$OUT/results.txt"
   echo "== $name: status ${PIPESTATUS[0]}, done at $((SECONDS - started)) s" | tee -a "$OUT/results.txt"
 }
-step coexist 30 python3 -c "import c3, torch; c3.build_info(); print('c3, then PyTorch: one process works')"
+step coexist_c3_first 30 python3 -c "import c3; c3.build_info(); import torch; print('c3, then PyTorch: works')"
+step coexist_torch_first 30 python3 -c "import torch, c3; c3.build_info(); print('PyTorch, then c3: works')"
 step scaling 200 python3 scaling.py --json "$OUT/scaling.json"
 step mixed_all 90 python3 compare_torch.py --only mixed --models d512,small --threads "$cores" --json "$OUT/mixed_all.json"
 step cascade_all 90 python3 compare_cascade.py --pretrained-shape --frozen --threads "$cores" --train-batch 4 --train-context 64 --latents 16
