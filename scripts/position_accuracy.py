@@ -25,7 +25,6 @@ import numpy as np
 
 import c3
 from c3 import demo, surprisal, sweep
-from c3.cascade import Cascade, byte_tokenizer, scratch_model_config
 
 
 def teacher_forced_correct(cascade, rows):
@@ -71,17 +70,10 @@ def dips(accuracy, depth=0.05, window=13, radius=3):
 
 
 def trained_cascade(steps, rope_theta, seed, settings, train_regions):
-    latents, longest = settings["latents"], 8 * settings["latents"]
-    encoder = scratch_model_config(settings["model"], longest, latents)
-    decoder = scratch_model_config(settings["model"], 2 * longest + settings["continuation"], latents)
-    encoder["rope_theta"] = decoder["rope_theta"] = float(rope_theta)
-    cascade = Cascade.new(encoder, decoder, latents, tokenizer=byte_tokenizer(), seed=seed, method="c3")
-    trainer = cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, steps // 20),
-                              total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0)
-    data = sweep.MixedBatches(train_regions, (2, 4, 8), latents, settings["batch_tokens"], settings["continuation"],
-                              seed=seed + 1000, curriculum_steps=int(round(settings["curriculum"] * steps)))
-    for step in range(steps):
-        cascade.train_step(trainer, data.draw(step)[0])
+    """C3 on ratios 2, 4 and 8, trained as `c3 demo` trains it (the sweep's curriculum, `settings`' batches), with
+    the rotary base `rope_theta`."""
+    size = dict(settings, model=dict(settings["model"], rope_theta=float(rope_theta)))
+    cascade, _ = demo.train("c3", (2, 4, 8), size, seed, steps, train_regions, progress=False)
     return cascade
 
 
