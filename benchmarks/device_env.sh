@@ -1,7 +1,8 @@
 # Sourced by the device scripts (isa_levels.sh, many_cores.sh): builds c3._core into build/$1 with CMake
 # option $2 (e.g. -DC3_ISA_LEVELS=generic;avx2;avx512, or nothing for one -march=native module), logging to
 # $OUT/build.log, then exports C3_CORE_DIR and PYTHONPATH so that `import c3` loads that build.
-# Header libraries come from .devcarry/prefix where the machine has no system copies (copied there from /usr: Eigen, xtensor, xtl, nlohmann-json).
+# Header libraries come from .devcarry/prefix where the machine has no system copies (copied there from /usr:
+# Eigen, xtensor, xtl, nlohmann-json).
 device_build() {
   local directory=$1 option=${2:-} started=$SECONDS prefix=$PWD/.devcarry/prefix
   config_dir() { dirname "$(find "$prefix" -name "$1" -print -quit)"; }

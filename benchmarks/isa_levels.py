@@ -27,14 +27,9 @@ import time
 import numpy as np
 
 import timing
+from shapes import MODELS, c3_config, hf_arguments
 
-SMOLLM2_135M = dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
-                    num_heads=9, num_kv_heads=3, head_dim=64, attention_bias=False, tie_word_embeddings=True,
-                    max_position_embeddings=2048)
-TRAINING = {"d128": dict(vocab_size=256, hidden_size=128, intermediate_size=352, num_layers=4, num_heads=8,
-                         num_kv_heads=4, head_dim=16, attention_bias=False, tie_word_embeddings=True),
-            "d256": dict(vocab_size=256, hidden_size=256, intermediate_size=704, num_layers=4, num_heads=8,
-                         num_kv_heads=4, head_dim=32, attention_bias=False, tie_word_embeddings=True)}
+TRAINING = ("d128", "d256")  # shapes.MODELS trained at each level
 
 
 CLOCK = time.perf_counter
@@ -51,18 +46,14 @@ def decode_rate(generate, new_tokens, repeats):
     return (new_tokens - 1) / (full - first)
 
 
-def torch_trainer(config):
+def torch_trainer(name):
     """PyTorch's training step on the same architecture (transformers' Llama), or None without transformers."""
     try:
         import torch
         import transformers
     except ImportError:
         return None
-    hf_config = transformers.LlamaConfig(
-        vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
-        intermediate_size=config["intermediate_size"], num_hidden_layers=config["num_layers"],
-        num_attention_heads=config["num_heads"], num_key_value_heads=config["num_kv_heads"],
-        tie_word_embeddings=True, max_position_embeddings=2048)
+    hf_config = transformers.LlamaConfig(**hf_arguments(name))
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(hf_config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -89,8 +80,8 @@ def measure(threads, quick):
     repeats = 3 if quick else 5
     rng = np.random.default_rng(0)
     results = {"level": c3.build_info()["level"]}
-    model = c3.Transformer(SMOLLM2_135M, seed=0)
-    prompt = rng.integers(0, SMOLLM2_135M["vocab_size"], size=(1, 128))
+    model = c3.Transformer(c3_config("smollm2"), seed=0)
+    prompt = rng.integers(0, MODELS["smollm2"]["vocab_size"], size=(1, 128))
     results["prefill_128 f32"] = 128 / median_time(lambda: model.forward(prompt, logits="last"), repeats)
     new_tokens = 16 if quick else 32
     results["decode_1 f32"] = decode_rate(lambda count: model.generate(prompt[:, :16], max_new_tokens=count),
@@ -102,11 +93,11 @@ def measure(threads, quick):
                                            new_tokens, repeats)
     del model
     batch, length = 16, 64
-    for name, config in TRAINING.items():
-        ids = rng.integers(0, config["vocab_size"], size=(batch, length + 1))
-        trainer = c3.LanguageModelTrainer(c3.Transformer(config, seed=0), learning_rate=1e-4)
+    for name in TRAINING:
+        ids = rng.integers(0, MODELS[name]["vocab_size"], size=(batch, length + 1))
+        trainer = c3.LanguageModelTrainer(c3.Transformer(c3_config(name), seed=0), learning_rate=1e-4)
         results[f"train {name}"] = batch * length / median_time(lambda: trainer.step(ids), repeats + 2)
-        step = torch_trainer(config)
+        step = torch_trainer(name)
         if step is not None:
             results[f"train {name} torch"] = batch * length / median_time(lambda: step(ids), repeats + 2)
     return results
