@@ -9,10 +9,12 @@ the running median of 13) and, with three or more dips, their spacing fitted by 
     python scripts/position_accuracy.py --run reports/sweep/runs/c3-seed0 --ratios 4,8
     python scripts/position_accuracy.py --train 1200 --rope-theta 1000000 --ratios 4,8   # a fresh cascade
     python scripts/position_accuracy.py --train 3000 --recipe demo --rope-theta 1000 --passages 128 --greedy
+    python scripts/position_accuracy.py --train 4000 --recipe demo --layers 3 --passages 128 --greedy
 
 --run reads a c3 sweep run (default size). --train trains a fresh C3 cascade of the sweep's default shape on
 ratios 2, 4 and 8 with the sweep's curriculum, to see how the dips move with the rotary base (--rope-theta);
---recipe demo trains it as `c3 demo` does (1,024 context bytes a step). --greedy adds each ratio's strict greedy
+--recipe demo trains it as `c3 demo` does (1,024 context bytes a step); --layers changes the depth of its encoder
+and decoder (4 in both recipes). --greedy adds each ratio's strict greedy
 token accuracy (the reconstruction compared position by position).
 """
 import argparse
@@ -69,10 +71,13 @@ def dips(accuracy, depth=0.05, window=13, radius=3):
     return found, spacing
 
 
-def trained_cascade(steps, rope_theta, seed, settings, train_regions):
+def trained_cascade(steps, rope_theta, seed, settings, train_regions, layers=None):
     """C3 on ratios 2, 4 and 8, trained as `c3 demo` trains it (the sweep's curriculum, `settings`' batches), with
-    the rotary base `rope_theta`."""
-    size = dict(settings, model=dict(settings["model"], rope_theta=float(rope_theta)))
+    the rotary base `rope_theta` and, when given, `layers` layers in encoder and decoder."""
+    model = dict(settings["model"], rope_theta=float(rope_theta))
+    if layers is not None:
+        model["num_layers"] = int(layers)
+    size = dict(settings, model=model)
     cascade, _ = demo.train("c3", (2, 4, 8), size, seed, steps, train_regions, progress=False)
     return cascade
 
@@ -84,6 +89,7 @@ def main(argv=None):
     source.add_argument("--train", type=int, metavar="STEPS", help="train a fresh cascade for STEPS steps")
     parser.add_argument("--rope-theta", type=float, default=10000.0, help="rotary base of a --train cascade")
     parser.add_argument("--seed", type=int, default=0, help="seed of a --train cascade")
+    parser.add_argument("--layers", type=int, help="layers of a --train cascade's encoder and decoder")
     parser.add_argument("--ratios", default="4,8")
     parser.add_argument("--passages", type=int, default=512)
     parser.add_argument("--depth", type=float, default=0.05)
@@ -101,7 +107,9 @@ def main(argv=None):
             raise c3.C3ValueError(f"{args.run}: expected a sweep run directory named <method>-seed<seed>")
         cascade = sweep.load_run(args.run, match.group(1), int(match.group(2)), settings, args.max_ratio)
     else:
-        cascade = trained_cascade(args.train, args.rope_theta, args.seed, settings, train_regions)
+        if args.layers is not None and args.layers < 1:
+            raise c3.C3ValueError(f"--layers must be at least 1, got {args.layers}")
+        cascade = trained_cascade(args.train, args.rope_theta, args.seed, settings, train_regions, args.layers)
     passages = sweep.evaluation_passages(held_out_regions, max(ratios) * settings["latents"], args.passages,
                                          unseen_in=train_regions, unseen_length=min(ratios) * settings["latents"])
     for ratio in ratios:

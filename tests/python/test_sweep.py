@@ -249,6 +249,22 @@ def test_position_accuracy_greedy_score_is_a_position_by_position_count():
     assert position_accuracy.strict_greedy_accuracy(cascade, passages, 16) == pytest.approx(np.mean(counted))
 
 
+def test_position_accuracy_layers_reach_encoder_and_decoder(tmp_path):
+    """--layers sets the depth of a --train cascade's encoder and decoder (the shape keeps its other sizes); fewer
+    than one layer is a typed error before any training."""
+    position_accuracy = _script("position_accuracy")
+    train_regions, _ = sweep.default_regions()
+    settings = c3.demo.SIZES["tiny"]
+    cascade = position_accuracy.trained_cascade(1, 10000.0, 0, settings, train_regions, layers=2)
+    for model in (cascade.model.encoder, cascade.model.decoder):
+        assert model.config["num_layers"] == 2
+        assert model.config["hidden_size"] == settings["model"]["hidden_size"]
+    default = position_accuracy.trained_cascade(1, 10000.0, 0, settings, train_regions)
+    assert default.model.decoder.config["num_layers"] == settings["model"]["num_layers"]
+    with pytest.raises(c3.C3ValueError, match="--layers"):
+        position_accuracy.main(["--train", "1", "--recipe", "demo", "--layers", "0"])
+
+
 def test_scratch_models_take_the_rotary_base_from_the_shape():
     """The shape may name the rotary base (demo probes vary it); without it, 10^4. The base reaches the model: the
     same weights give other logits under another base, and transformers' Llama with that base gives c3's."""
