@@ -429,6 +429,8 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
         settings["batch_tokens"] = int(batch_tokens)
     steps = int(steps or settings["steps"])
     eval_count = int(eval_passages or settings["eval_passages"])
+    # results.json records the settings the runs used, not the size's defaults that the options replaced.
+    settings.update(steps=steps, eval_passages=eval_count)
     plan = dict(methods=methods, ratios=ratios, seeds=seeds, size=size, steps=steps, minutes=minutes,
                 eval_passages=eval_count, continuation_weight=continuation_weight, curriculum=settings["curriculum"],
                 batch_tokens=settings["batch_tokens"])

@@ -45,6 +45,16 @@ def test_tiny_sweep_writes_its_report(tmp_path):
     assert results["summary"]["in_domain"]["token_accuracy"]["c3"]["2"][0] is not None
 
 
+def test_results_record_the_steps_and_passages_the_runs_used(tmp_path):
+    """Options that replace the size's defaults show in results.json's settings as well as its plan."""
+    results = sweep.run_sweep(str(tmp_path / "sweep"), methods=("no_context",), ratios=(2,), seeds=(0,), size="tiny",
+                              steps=3, eval_passages=4, progress=False)
+    assert sweep.SIZES["tiny"]["steps"] != 3 and sweep.SIZES["tiny"]["eval_passages"] != 4
+    assert results["settings"]["steps"] == results["plan"]["steps"] == 3
+    assert results["settings"]["eval_passages"] == results["plan"]["eval_passages"] == 4
+    assert results["runs"]["no_context-seed0"]["training"]["steps"] == 3
+
+
 def test_interrupted_sweep_resumes_bit_identical_and_skips_finished_runs(tmp_path):
     whole, broken = str(tmp_path / "whole"), str(tmp_path / "broken")
     sweep.run_sweep(whole, methods=("c3",), steps=7, eval_passages=2, **TINY)
