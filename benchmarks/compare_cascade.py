@@ -34,7 +34,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "pytho
 from c3_reference import ReferenceCascade, make_cascade_pair  # noqa: E402
 
 
-
 def llama(hidden, layers, vocab, seed):
     torch.manual_seed(seed)
     config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 8 // 3,

@@ -14,8 +14,8 @@ the running median of 13) and, with three or more dips, their spacing fitted by 
 --run reads a c3 sweep run (default size). --train trains a fresh C3 cascade of the sweep's default shape on
 ratios 2, 4 and 8 with the sweep's curriculum, to see how the dips move with the rotary base (--rope-theta);
 --recipe demo trains it as `c3 demo` does (1,024 context bytes a step); --layers changes the depth of its encoder
-and decoder (4 in both recipes). --greedy adds each ratio's strict greedy
-token accuracy (the reconstruction compared position by position).
+and decoder (4 in both recipes). --greedy adds each ratio's strict greedy token accuracy (the reconstruction
+compared position by position).
 """
 import argparse
 import json
