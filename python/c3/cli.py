@@ -420,7 +420,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                       help="compression ratios (text bytes per latent), comma-separated; each method trains one model "
                       "on all of them")
     demo.add_argument("--size", choices=["default", "tiny"], default="default",
-                      help="model size: default (hidden 128, 4 layers, 16 latents) or tiny (hidden 32, 1 layer, "
+                      help="model size: default (hidden 128, 3 layers, 16 latents) or tiny (hidden 32, 1 layer, "
                       "4 latents)")
     demo.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and split")
 
