@@ -8,14 +8,15 @@ the running median of 13) and, with three or more dips, their spacing fitted by 
 
     python scripts/position_accuracy.py --run reports/sweep/runs/c3-seed0 --ratios 4,8
     python scripts/position_accuracy.py --train 1200 --rope-theta 1000000 --ratios 4,8   # a fresh cascade
-    python scripts/position_accuracy.py --train 3000 --recipe demo --rope-theta 1000 --passages 128 --greedy
-    python scripts/position_accuracy.py --train 4000 --recipe demo --layers 3 --passages 128 --greedy
+    python scripts/position_accuracy.py --train 4000 --recipe demo --passages 128 --greedy   # as c3 demo trains
+    python scripts/position_accuracy.py --train 3000 --recipe demo --layers 4 --rope-theta 10000 --greedy
 
 --run reads a c3 sweep run (default size). --train trains a fresh C3 cascade of the sweep's default shape on
 ratios 2, 4 and 8 with the sweep's curriculum, to see how the dips move with the rotary base (--rope-theta);
---recipe demo trains it as `c3 demo` does (1,024 context bytes a step); --layers changes the depth of its encoder
-and decoder (4 in both recipes). --greedy adds each ratio's strict greedy token accuracy (the reconstruction
-compared position by position).
+--recipe demo trains it as `c3 demo` does (its shape, 1,024 context bytes a step); --layers changes the depth of
+its encoder and decoder. --rope-theta and --layers default to the recipe's (sweep: base 10^4, 4 layers; demo: base
+10^3, 3 layers); they and --seed apply to --train only. --greedy adds each ratio's strict greedy token accuracy
+(the reconstruction compared position by position).
 """
 import argparse
 import json
@@ -72,9 +73,11 @@ def dips(accuracy, depth=0.05, window=13, radius=3):
 
 
 def trained_cascade(steps, rope_theta, seed, settings, train_regions, layers=None):
-    """C3 on ratios 2, 4 and 8, trained as `c3 demo` trains it (the sweep's curriculum, `settings`' batches), with
-    the rotary base `rope_theta` and, when given, `layers` layers in encoder and decoder."""
-    model = dict(settings["model"], rope_theta=float(rope_theta))
+    """C3 on ratios 2, 4 and 8, trained as `c3 demo` trains it (the sweep's curriculum, `settings`' batches), with,
+    when given, the rotary base `rope_theta` and `layers` layers in encoder and decoder (else `settings`' own)."""
+    model = dict(settings["model"])
+    if rope_theta is not None:
+        model["rope_theta"] = float(rope_theta)
     if layers is not None:
         model["num_layers"] = int(layers)
     size = dict(settings, model=model)
@@ -87,8 +90,8 @@ def main(argv=None):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a c3 sweep run directory (runs/<method>-seed<seed>)")
     source.add_argument("--train", type=int, metavar="STEPS", help="train a fresh cascade for STEPS steps")
-    parser.add_argument("--rope-theta", type=float, default=10000.0, help="rotary base of a --train cascade")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a --train cascade")
+    parser.add_argument("--rope-theta", type=float, help="rotary base of a --train cascade (default: the recipe's)")
+    parser.add_argument("--seed", type=int, help="seed of a --train cascade (default 0)")
     parser.add_argument("--layers", type=int, help="layers of a --train cascade's encoder and decoder")
     parser.add_argument("--ratios", default="4,8")
     parser.add_argument("--passages", type=int, default=512)
@@ -98,6 +101,11 @@ def main(argv=None):
     parser.add_argument("--greedy", action="store_true", help="also the strict greedy token accuracy per ratio")
     parser.add_argument("--max-ratio", type=int, default=32, help="the sweep's longest ratio (--run)")
     args = parser.parse_args(argv)
+    # A sweep run has its own shape and seed: options that would not reach it are refused, not ignored.
+    ignored = [name for name, value in (("--rope-theta", args.rope_theta), ("--seed", args.seed),
+                                        ("--layers", args.layers)) if value is not None]
+    if args.run and (ignored or args.recipe != "sweep"):
+        raise c3.C3ValueError(f"{', '.join(ignored) or '--recipe demo'} applies to --train, not to --run")
     settings = dict(sweep.SIZES["default"] if args.recipe == "sweep" or args.run else demo.SIZES["default"])
     ratios = [int(r) for r in args.ratios.split(",")]
     train_regions, held_out_regions = sweep.default_regions()
@@ -109,7 +117,7 @@ def main(argv=None):
     else:
         if args.layers is not None and args.layers < 1:
             raise c3.C3ValueError(f"--layers must be at least 1, got {args.layers}")
-        cascade = trained_cascade(args.train, args.rope_theta, args.seed, settings, train_regions, args.layers)
+        cascade = trained_cascade(args.train, args.rope_theta, args.seed or 0, settings, train_regions, args.layers)
     passages = sweep.evaluation_passages(held_out_regions, max(ratios) * settings["latents"], args.passages,
                                          unseen_in=train_regions, unseen_length=min(ratios) * settings["latents"])
     for ratio in ratios:

@@ -275,6 +275,35 @@ def test_position_accuracy_layers_reach_encoder_and_decoder(tmp_path):
         position_accuracy.main(["--train", "1", "--recipe", "demo", "--layers", "0"])
 
 
+def test_position_accuracy_passes_its_training_options_on_and_refuses_them_for_a_run(monkeypatch):
+    """main() hands --train, --rope-theta, --seed and --layers to the training (None: the recipe's own base and
+    depth), trains the demo's shape by default under --recipe demo, and refuses those options with --run, whose
+    cascade has its own shape and seed, instead of ignoring them."""
+    position_accuracy = _script("position_accuracy")
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def record(steps, rope_theta, seed, settings, train_regions, layers=None):
+        calls.append((steps, rope_theta, seed, layers, settings["model"]))
+        raise Stop  # no training, no evaluation
+
+    monkeypatch.setattr(position_accuracy, "trained_cascade", record)
+    with pytest.raises(Stop):
+        position_accuracy.main(["--train", "7", "--recipe", "demo", "--layers", "2", "--rope-theta", "500",
+                                "--seed", "3"])
+    with pytest.raises(Stop):
+        position_accuracy.main(["--train", "5", "--recipe", "demo"])
+    assert calls[0][:4] == (7, 500.0, 3, 2)
+    assert calls[1][:4] == (5, None, 0, None)
+    assert calls[1][4] == c3.demo.SIZES["default"]["model"]
+    for options in (["--layers", "2"], ["--rope-theta", "1000"], ["--seed", "1"], ["--recipe", "demo"]):
+        with pytest.raises(c3.C3ValueError, match="applies to --train"):
+            position_accuracy.main(["--run", "runs/c3-seed0"] + options)
+    assert len(calls) == 2
+
+
 def test_scratch_models_take_the_rotary_base_from_the_shape():
     """The shape may name the rotary base (demo probes vary it); without it, 10^4. The base reaches the model: the
     same weights give other logits under another base, and transformers' Llama with that base gives c3's."""
