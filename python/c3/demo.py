@@ -10,7 +10,7 @@ trains ONE model on contexts of mixed length, the ratios unlocked in increasing 
 (a cascade trained on every ratio at once from the start stays at its language-model prior), every step holding about
 the same number of context bytes. C3, mean pooling and truncation (the same decoder and N) train the same number of
 steps. By default that is a fixed number (STEPS_DEFAULT), so that the numbers reproduce on any machine; the default
-size takes about 10 minutes on a 2-core machine. With --minutes the steps are sized to the budget from each method's
+size takes about 12 minutes on a 2-core machine. With --minutes the steps are sized to the budget from each method's
 measured speed instead.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from . import _core, analysis, corpus, evaluation, surprisal, sweep
 from .training import fit
 
-# Fixed steps of every method at the default size: about 10 minutes on a 2-core machine, evaluation included.
+# Fixed steps of every method at the default size: about 12 minutes on a 2-core machine, evaluation included.
 STEPS_DEFAULT = 4000
 DEFAULT_RATIOS = (2, 4, 8)
 
