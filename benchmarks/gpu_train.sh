@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# examples/train_torch.py on one CUDA GPU: a 4x cascade of c3 sweep's default shape (byte-level, d=128, 4 layers, 16 latents,
-# 64-byte passages), bf16 autocast and torch.compile, about SECONDS_PER_RUN (60) s of training (compilation
+# examples/train_torch.py on one CUDA GPU: a 4x cascade of c3 sweep's default shape (byte-level, d=128, 4 layers, 16
+# latents, 64-byte passages), bf16 autocast and torch.compile, about SECONDS_PER_RUN (60) s of training (compilation
 # included) at global batch 32 and then 256; prints text tokens/s. About 2.5 minutes in all.
 # Run from the root of a c3 checkout on the GPU machine:  OUT=/some/dir bash gpu_train.sh
 # Needs only python3 with torch and transformers (no network, no c3 build): the starting cascade is built here

@@ -106,7 +106,7 @@ def main(argv=None):
                                         ("--layers", args.layers)) if value is not None]
     if args.run and (ignored or args.recipe != "sweep"):
         raise c3.C3ValueError(f"{', '.join(ignored) or '--recipe demo'} applies to --train, not to --run")
-    settings = dict(sweep.SIZES["default"] if args.recipe == "sweep" or args.run else demo.SIZES["default"])
+    settings = dict(sweep.SIZES["default"] if args.recipe == "sweep" else demo.SIZES["default"])
     ratios = [int(r) for r in args.ratios.split(",")]
     train_regions, held_out_regions = sweep.default_regions()
     if args.run:

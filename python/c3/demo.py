@@ -9,9 +9,10 @@ sweep's (c3.sweep) with a shallower model (3 layers, rotary base 10^3, more step
 trains ONE model on contexts of mixed length, the ratios unlocked in increasing order over the first part of the steps
 (a cascade trained on every ratio at once from the start stays at its language-model prior), every step holding about
 the same number of context bytes. C3, mean pooling and truncation (the same decoder and N) train the same number of
-steps. By default that is a fixed number (STEPS_DEFAULT), so that the numbers reproduce on any machine; the default
-size takes about 12 minutes on a 2-core machine. With --minutes the steps are sized to the budget from each method's
-measured speed instead.
+steps. By default that is a fixed number (STEPS_DEFAULT), so that the numbers do not depend on the machine's speed
+(they reproduce bit for bit at the same seed, thread count and instruction-set level); the default size takes about 12
+minutes on a 2-core machine. With --minutes the steps are sized to the budget from each method's measured speed
+instead.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ SIZES = {
     # encoder and decoder shapes, latents, context bytes per step, curriculum fraction, steps, evaluation passages;
     # no continuation (c3.sweep.build_cascade sizes the decoder for it)
     "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=3, num_heads=8, num_kv_heads=4,
-                                   rope_theta=1000.0),
+                               rope_theta=1000.0),
                     latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=3e-3, steps=STEPS_DEFAULT,
                     evaluate=128, continuation=0),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
