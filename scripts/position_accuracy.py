@@ -14,9 +14,10 @@ the running median of 13) and, with three or more dips, their spacing fitted by 
 --run reads a c3 sweep run (default size). --train trains a fresh C3 cascade of the sweep's default shape on
 ratios 2, 4 and 8 with the sweep's curriculum, to see how the dips move with the rotary base (--rope-theta);
 --recipe demo trains it as `c3 demo` does (its shape, 1,024 context bytes a step); --layers changes the depth of
-its encoder and decoder. --rope-theta and --layers default to the recipe's (sweep: base 10^4, 4 layers; demo: base
-10^3, 3 layers); they and --seed apply to --train only. --greedy adds each ratio's strict greedy token accuracy
-(the reconstruction compared position by position).
+its encoder and decoder; --learning-rate and --shares (data-parallel shares per step, 0: one per thread) change its
+optimiser settings. They default to the recipe's (sweep: base 10^4, 4 layers, 3e-3, one share per thread; demo:
+base 10^3, 3 layers, 2e-3, four shares); they and --seed apply to --train only. --greedy adds each ratio's strict
+greedy token accuracy (the reconstruction compared position by position).
 """
 import argparse
 import json
@@ -93,6 +94,8 @@ def main(argv=None):
     parser.add_argument("--rope-theta", type=float, help="rotary base of a --train cascade (default: the recipe's)")
     parser.add_argument("--seed", type=int, help="seed of a --train cascade (default 0)")
     parser.add_argument("--layers", type=int, help="layers of a --train cascade's encoder and decoder")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate of a --train cascade")
+    parser.add_argument("--shares", type=int, help="data-parallel shares per step of a --train cascade (0: per thread)")
     parser.add_argument("--ratios", default="4,8")
     parser.add_argument("--passages", type=int, default=512)
     parser.add_argument("--depth", type=float, default=0.05)
@@ -103,10 +106,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     # A sweep run has its own shape and seed: options that would not reach it are refused, not ignored.
     ignored = [name for name, value in (("--rope-theta", args.rope_theta), ("--seed", args.seed),
-                                        ("--layers", args.layers)) if value is not None]
+                                        ("--layers", args.layers), ("--learning-rate", args.learning_rate),
+                                        ("--shares", args.shares)) if value is not None]
     if args.run and (ignored or args.recipe != "sweep"):
         raise c3.C3ValueError(f"{', '.join(ignored) or '--recipe demo'} applies to --train, not to --run")
     settings = dict(sweep.SIZES["default"] if args.recipe == "sweep" else demo.SIZES["default"])
+    if args.learning_rate is not None:
+        if not args.learning_rate > 0:
+            raise c3.C3ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
+        settings["learning_rate"] = args.learning_rate
+    if args.shares is not None:
+        if args.shares < 0:
+            raise c3.C3ValueError(f"--shares must be at least 0, got {args.shares}")
+        settings["shares"] = args.shares
     ratios = [int(r) for r in args.ratios.split(",")]
     train_regions, held_out_regions = sweep.default_regions()
     if args.run:

@@ -9,9 +9,10 @@ sweep's (c3.sweep) with a shallower model (3 layers, rotary base 10^3, more step
 trains ONE model on contexts of mixed length, the ratios unlocked in increasing order over the first part of the steps
 (a cascade trained on every ratio at once from the start stays at its language-model prior), every step holding about
 the same number of context bytes. C3, mean pooling and truncation (the same decoder and N) train the same number of
-steps. By default that is a fixed number (STEPS_DEFAULT), so that the numbers do not depend on the machine's speed
-(they reproduce bit for bit at the same seed, thread count and instruction-set level); the default size takes about 12
-minutes on a 2-core machine. With --minutes the steps are sized to the budget from each method's measured speed
+steps. By default that is a fixed number (STEPS_DEFAULT), so that the numbers do not depend on the machine's speed;
+every step runs in a fixed number of data-parallel shares, so that they do not depend on its thread count either
+(they reproduce bit for bit at the same seed on any number of threads of one machine); the default size takes about
+12 minutes on a 2-core machine. With --minutes the steps are sized to the budget from each method's measured speed
 instead.
 """
 from __future__ import annotations
@@ -34,13 +35,15 @@ DEFAULT_RATIOS = (2, 4, 8)
 
 SIZES = {
     # encoder and decoder shapes, latents, context bytes per step, curriculum fraction, steps, evaluation passages;
-    # no continuation (c3.sweep.build_cascade sizes the decoder for it)
+    # no continuation (c3.sweep.build_cascade sizes the decoder for it); data-parallel shares, fixed so that the
+    # trained cascades are the same on any number of threads
     "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=3, num_heads=8, num_kv_heads=4,
                                rope_theta=1000.0),
-                    latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=3e-3, steps=STEPS_DEFAULT,
-                    evaluate=128, continuation=0),
+                    latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, steps=STEPS_DEFAULT,
+                    evaluate=128, continuation=0, shares=4),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
-                 latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, steps=8, evaluate=8, continuation=0),
+                 latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, steps=8, evaluate=8, continuation=0,
+                 shares=2),
 }
 METHODS = ("c3", "mean_pool", "truncate")
 
@@ -78,7 +81,8 @@ def train(method: str, ratios, size: dict, seed: int, steps: int, train_regions,
     """Trains one `method` cascade on the mixed ratios for `steps` steps; returns (cascade, reports)."""
     cascade = sweep.build_cascade(method, size, max(ratios), seed)
     trainer = cascade.trainer(learning_rate=size["learning_rate"], warmup_steps=max(1, steps // 20),
-                              total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0)
+                              total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0,
+                              data_parallel_shares=size.get("shares", 0))
     log = fit(trainer, mixed_batches(train_regions, ratios, size, seed, steps), steps,
               step_fn=lambda t, batch: cascade.train_step(t, batch), progress=progress,
               description=f"{method} on {','.join(f'{r}x' for r in sorted(ratios))}")

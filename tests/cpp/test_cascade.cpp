@@ -271,7 +271,7 @@ TEST_P(CascadeDataParallel, GradientsLossesAndParametersMatchTheSerialPath) {
     frozen_step.adamw.learning_rate = 0;
     frozen_step.max_grad_norm = 0;
     CascadeTrainer<float> gradient_trainer(parallel, frozen_step);
-    ASSERT_EQ(gradient_trainer.data_parallel_threads(micro_batches), 3u);
+    ASSERT_EQ(gradient_trainer.data_parallel_shares(micro_batches), 3u);
     const StepReport first = gradient_trainer.step(micro_batches);
     EXPECT_NEAR(first.loss, oracle_loss / double(tokens), 1e-6);
     expect_close(all_gradients(parallel), all_gradients(oracle), 2e-5, "gradients of one step");
@@ -287,7 +287,7 @@ TEST_P(CascadeDataParallel, GradientsLossesAndParametersMatchTheSerialPath) {
     Cascade<float> a = training_cascade(GetParam()), b = training_cascade(GetParam()),
                    serial = training_cascade(GetParam());
     CascadeTrainer<float> trainer_a(a, options), trainer_b(b, options), trainer_serial(serial, serial_options);
-    ASSERT_EQ(trainer_serial.data_parallel_threads(micro_batches), 1u);
+    ASSERT_EQ(trainer_serial.data_parallel_shares(micro_batches), 1u);
     const std::vector<float> before = all_parameters(a);
     for (int step = 0; step < 3; ++step) {
         const StepReport ra = trainer_a.step(micro_batches), rb = trainer_b.step(micro_batches);
@@ -315,6 +315,38 @@ TEST_P(CascadeDataParallel, GradientsLossesAndParametersMatchTheSerialPath) {
             EXPECT_EQ(a.decoder.parameters, initial.decoder.parameters);
         }
     }
+}
+
+// A fixed number of shares (TrainingOptions::data_parallel_shares) gives the same bits on any thread count: three
+// steps with three shares (micro-batches of 4 and 3 sequences) on 1, 2 and 5 threads, against the default's one
+// share per thread on 3 threads; the default itself depends on the thread count, which this fixes. Four shares
+// leave one share of the 3-sequence micro-batch empty; one share runs the products on one thread whatever the count.
+TEST_P(CascadeDataParallel, FixedSharesGiveTheSameBitsOnAnyThreadCount) {
+    const TrainingData data;
+    const std::vector<CascadeTrainer<float>::Batch> micro_batches = {data.rows(0, 4), data.rows(4, 7)};
+    auto train = [&](int threads, size_t shares) {
+        const ThreadCount count(threads);
+        TrainingOptions options;
+        options.adamw.learning_rate = 1e-2;
+        options.max_grad_norm = 0.5;
+        options.data_parallel_shares = shares;
+        Cascade<float> cascade = training_cascade(GetParam());
+        CascadeTrainer<float> trainer(cascade, options);
+        EXPECT_EQ(trainer.data_parallel_shares(micro_batches), shares ? shares : size_t(threads));
+        for (int step = 0; step < 3; ++step) {
+            const StepReport report = trainer.step(micro_batches);
+            EXPECT_EQ(report.data_parallel_shares, shares ? shares : size_t(threads));
+        }
+        return all_parameters(cascade);
+    };
+    const std::vector<float> reference = train(3, 0);
+    for (int threads : {1, 2, 5}) EXPECT_EQ(train(threads, 3), reference) << threads << " threads";
+    EXPECT_NE(train(2, 0), reference) << "the default's shares follow the thread count";
+    const std::vector<float> four = train(1, 4);
+    EXPECT_EQ(train(3, 4), four);
+    const std::vector<float> one = train(1, 1);
+    EXPECT_EQ(train(4, 1), one);
+    for (size_t i = 0; i < one.size(); ++i) ASSERT_NEAR(one[i], reference[i], 2e-5) << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -354,7 +386,7 @@ TEST(CascadeDataParallelSteps, WeightedGroupsInPassesMatchTheLoss) {
     options.max_grad_norm = 0;
     options.sequences_per_pass = 1;
     CascadeTrainer<float> trainer(parallel, options);
-    ASSERT_EQ(trainer.data_parallel_threads(groups[0]), 2u);
+    ASSERT_EQ(trainer.data_parallel_shares(groups[0]), 2u);
     EXPECT_NEAR(trainer.step_weighted(groups, weights).loss, expected, 1e-6);
     expect_close(all_gradients(parallel), all_gradients(oracle), 2e-5, "weighted gradients");
 }
@@ -373,7 +405,7 @@ TEST(CascadeDataParallelSteps, SmallBatchesFallBackAndErrorsReachTheCaller) {
         return o;
     }());
     const std::vector<CascadeTrainer<float>::Batch> small = {data.rows(0, 5), data.rows(5, 7)};
-    EXPECT_EQ(trainer.data_parallel_threads(small), 1u);
+    EXPECT_EQ(trainer.data_parallel_shares(small), 1u);
     EXPECT_EQ(trainer.step(small).loss, serial.step(small).loss);
     EXPECT_EQ(all_parameters(cascade), all_parameters(oracle));
     data.contexts[TrainingData::B * TrainingData::Lc - 1] = 99;  // outside the vocabulary, in the last share

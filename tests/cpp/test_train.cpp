@@ -364,6 +364,37 @@ TEST(MixedPrecision, StepTracksFloatWithinBf16Rounding) {
     }
 }
 
+// A fixed number of shares gives the language-model trainer the same bits on any thread count (three shares of
+// five sequences, on 1, 2 and 4 threads), equal to the default on three threads; a fixed count needs data_parallel.
+TEST(DataParallel, FixedSharesGiveTheSameBitsOnAnyThreadCount) {
+    const int saved_threads = num_threads();
+    const size_t B = 5, L = 7;
+    std::vector<int32_t> ids(B * L);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 11 + 5) % 23);
+    const auto targets = shifted_targets(ids, B, L);
+    auto train = [&](int threads, size_t shares) {
+        set_num_threads(threads);
+        TrainingOptions options;
+        options.adamw.learning_rate = 1e-2;
+        options.data_parallel_shares = shares;
+        Transformer<float> model(small_config());
+        model.init_random(4);
+        LanguageModelTrainer<float> trainer(model, options);
+        for (int step = 0; step < 3; ++step)
+            EXPECT_EQ(trainer.step({{B, L, ids.data()}}, {targets.data()}).data_parallel_shares,
+                      shares ? shares : size_t(threads));
+        return model.parameters;
+    };
+    const auto reference = train(3, 0);
+    for (int threads : {1, 2, 4}) EXPECT_EQ(train(threads, 3), reference) << threads << " threads";
+    EXPECT_NE(train(2, 0), reference);
+    set_num_threads(saved_threads);
+    TrainingOptions serial;
+    serial.data_parallel = false;
+    serial.data_parallel_shares = 2;
+    EXPECT_THROW(serial.validate(), ValueError);
+}
+
 // The trainer's mixed-precision step: data parallel (three unequal shares reading the same bf16 copies) equals
 // splitting every product across threads up to float summation order (which moves a few activations across a
 // bf16 rounding boundary), far closer than float32 training is; within bf16 rounding of float32 without being

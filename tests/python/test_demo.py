@@ -66,3 +66,33 @@ def test_demo_refuses_an_unknown_size_or_ratio(tmp_path):
     with pytest.raises(c3.C3ValueError, match="ratios"):
         c3.demo.run_demo(str(tmp_path), ratios=(0, 2), size="tiny", progress=False)
     assert not os.listdir(tmp_path)  # nothing written before the arguments are checked
+
+
+def test_demo_trains_the_same_cascade_on_any_thread_count(tmp_path):
+    """The demo fixes its data-parallel shares, so that a seed trains bit for bit the same cascade on one thread
+    as on three; with one share per thread (the trainers' default) the two differ."""
+    train_regions, _ = c3.sweep.default_regions()
+    saved = c3.num_threads()
+
+    def trained_bytes(size, threads, name):
+        c3.set_num_threads(threads)
+        try:
+            cascade, log = c3.demo.train("c3", (2, 4), size, 0, 6, train_regions, progress=False)
+        finally:
+            c3.set_num_threads(saved)
+        if size["shares"]:
+            assert [r["data_parallel_shares"] for r in log] == [size["shares"]] * 6
+        cascade.save(str(tmp_path / name))
+        return b"".join(p.read_bytes() for p in sorted((tmp_path / name).rglob("*.safetensors")))
+
+    fixed = c3.demo.SIZES["tiny"]
+    assert fixed["shares"] == 2
+    assert trained_bytes(fixed, 1, "fixed1") == trained_bytes(fixed, 3, "fixed3")
+    per_thread = dict(fixed, shares=0)
+    assert trained_bytes(per_thread, 2, "own2") != trained_bytes(per_thread, 3, "own3")
+
+
+def test_fixed_shares_need_data_parallel():
+    cascade = c3.sweep.build_cascade("c3", c3.demo.SIZES["tiny"], 4, 0)
+    with pytest.raises(c3.C3ValueError, match="data_parallel_shares"):
+        cascade.trainer(data_parallel=False, data_parallel_shares=2)

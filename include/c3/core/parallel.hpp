@@ -14,11 +14,24 @@
 
 namespace c3 {
 
-// Threads available to the caller: 1 inside a parallel region (one level of parallelism; an inner loop runs
-// on the thread that reached it).
+namespace detail {
+inline thread_local int serial_depth = 0;  // SerialRegion nesting on this thread
+}
+
+// While one lives, the loops that its thread reaches run on that thread alone, as they would inside a parallel
+// region: a data-parallel share computes the same on its own as beside other shares.
+struct SerialRegion {
+    SerialRegion() { ++detail::serial_depth; }
+    ~SerialRegion() { --detail::serial_depth; }
+    SerialRegion(const SerialRegion&) = delete;
+    SerialRegion& operator=(const SerialRegion&) = delete;
+};
+
+// Threads available to the caller: 1 inside a parallel region or a SerialRegion (one level of parallelism; an
+// inner loop runs on the thread that reached it).
 inline int num_threads() {
 #ifdef _OPENMP
-    return omp_in_parallel() ? 1 : omp_get_max_threads();
+    return omp_in_parallel() || detail::serial_depth ? 1 : omp_get_max_threads();
 #else
     return 1;
 #endif
@@ -41,7 +54,7 @@ constexpr size_t kParallelWork = 1 << 15;
 template <typename Body>
 void parallel_for(size_t count, Body&& body, size_t work_per_item = 0) {
 #ifdef _OPENMP
-    if (count > 1 && !omp_in_parallel() && omp_get_max_threads() > 1 &&
+    if (count > 1 && num_threads() > 1 &&
         (work_per_item == 0 || count * work_per_item >= kParallelWork)) {
         // The kernels' blocking reads the caches on first use; read them here, so that a malformed
         // C3_CACHE_SIZES throws on the calling thread, not inside the region (which would terminate).

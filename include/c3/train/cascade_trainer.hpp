@@ -1,7 +1,7 @@
 // Training a cascade: AdamW steps over (context, answer) micro-batches, with any of encoder, decoder, Q and the
 // projector frozen. The loss and its backward are Cascade::loss_into; the optimiser side is Trainer
 // (train/trainer.hpp). As in LanguageModelTrainer, a step either runs its micro-batches one after another (the
-// products split across threads) or gives each thread a share of every micro-batch's sequences (data parallel).
+// products split across threads) or gives each share of every micro-batch's sequences to a thread (data parallel).
 #pragma once
 #include <chrono>
 #include <cmath>
@@ -97,10 +97,10 @@ public:
         return model.loss(m, activations, {gradients, token_weight}) / double(tokens);
     }
 
-    // Threads that a step over these micro-batches runs data parallel (1: one after another, the products split
-    // across threads instead).
-    size_t data_parallel_threads(const std::vector<Batch>& micro_batches) const {
-        return data_parallel_threads(std::vector<const std::vector<Batch>*>{&micro_batches});
+    // Shares that a step over these micro-batches runs in (TrainingOptions::data_parallel_shares; without a fixed
+    // count, 1 means one after another, the products split across threads instead).
+    size_t data_parallel_shares(const std::vector<Batch>& micro_batches) const {
+        return data_parallel_shares(std::vector<const std::vector<Batch>*>{&micro_batches});
     }
 
 private:
@@ -108,16 +108,20 @@ private:
     struct ReplicaGradients {
         std::vector<T> encoder, decoder, bridge;
     };
-    std::vector<CascadeActivations<T>> replica_activations;  // threads 1.. (thread 0 uses `activations`)
-    std::vector<ReplicaGradients> replica_gradients;         // threads 1.. (thread 0 uses the cascade's)
+    std::vector<CascadeActivations<T>> replica_activations;  // shares 1.. (share 0 uses `activations`)
+    std::vector<ReplicaGradients> replica_gradients;         // shares 1.. (share 0 uses the cascade's)
     StepWeights<T> encoder_step_weights, decoder_step_weights;  // rebuilt by every step
     size_t last_shares = 1;                                    // of the latest step, for its report
 
-    size_t data_parallel_threads(const std::vector<const std::vector<Batch>*>& groups) const {
+    bool anything_trainable() const {
+        return cascade.encoder.any_trainable() || cascade.decoder.any_trainable() || cascade.any_bridge_trainable();
+    }
+
+    size_t data_parallel_shares(const std::vector<const std::vector<Batch>*>& groups) const {
+        if (!anything_trainable()) return 1;
+        if (trainer.options.data_parallel_shares) return trainer.options.data_parallel_shares;
         const size_t threads = size_t(num_threads());
-        const bool anything_trainable =
-            cascade.encoder.any_trainable() || cascade.decoder.any_trainable() || cascade.any_bridge_trainable();
-        if (!trainer.options.data_parallel || threads <= 1 || !anything_trainable) return 1;
+        if (!trainer.options.data_parallel || threads <= 1) return 1;
         for (const std::vector<Batch>* group : groups)
             for (const Batch& m : *group)
                 if (m.batch < threads) return 1;
@@ -142,9 +146,10 @@ private:
                 ? take_step_weights(cascade.encoder, options, encoder_step_weights)
                 : nullptr,
             take_step_weights(cascade.decoder, options, decoder_step_weights)};
-        const size_t threads = data_parallel_threads(groups);
-        last_shares = threads;
-        if (threads > 1) return data_parallel_loss(groups, token_weights, threads, copies);
+        const size_t shares = data_parallel_shares(groups);
+        last_shares = shares;
+        if (shares > 1 || (options.data_parallel_shares && anything_trainable()))
+            return data_parallel_loss(groups, token_weights, shares, copies);
         std::vector<double> totals(groups.size(), 0.0);
         const CascadeGradients<T> gradients = own_gradients();
         for (size_t g = 0; g < groups.size(); ++g)
@@ -154,11 +159,12 @@ private:
     }
 
     // Share t takes the t-th part of every micro-batch's sequences and accumulates its gradients into its own
-    // buffers (thread 0: the cascade's); the buffers are then summed in thread order, so results are reproducible
-    // for a given thread count. TrainingOptions::sequences_per_pass, when set, runs each share in passes of that
-    // many sequences (0: one pass; the automatic choice is measured for language models only).
+    // buffers (share 0: the cascade's); the buffers are then summed in share order, so results are reproducible
+    // for a given number of shares, whatever the thread count. TrainingOptions::sequences_per_pass, when set,
+    // runs each share in passes of that many sequences (0: one pass; the automatic choice is measured for
+    // language models only).
     std::vector<double> data_parallel_loss(const std::vector<const std::vector<Batch>*>& groups,
-                                           const std::vector<T>& token_weights, size_t threads,
+                                           const std::vector<T>& token_weights, size_t shares,
                                            const CascadeStepWeights<T>& copies) {
         Transformer<T>& encoder = cascade.encoder;
         Transformer<T>& decoder = cascade.decoder;
@@ -167,13 +173,14 @@ private:
                                 cascade.config.method == CompressionMethod::MeanPool;
         const bool train_encoder = compresses && encoder.any_trainable(), train_decoder = decoder.any_trainable();
         const bool train_bridge = compresses && cascade.any_bridge_trainable();
-        replica_activations.resize(threads - 1);
-        replica_gradients.resize(threads - 1);
-        std::vector<std::vector<double>> losses(threads, std::vector<double>(groups.size(), 0.0));
+        replica_activations.resize(shares - 1);
+        replica_gradients.resize(shares - 1);
+        std::vector<std::vector<double>> losses(shares, std::vector<double>(groups.size(), 0.0));
         const CascadeGradients<T> own = own_gradients();
-        // One share per thread; a loop over shares rather than thread ids, so that a smaller team still runs
-        // every share. An exception in a share reaches the caller after the loop, before any parameter moves.
-        parallel_for_checked(threads, [&](size_t t) {
+        // A loop over shares rather than thread ids, so that a team of any size runs every share.
+        // An exception in a share reaches the caller after the loop, before any parameter moves.
+        parallel_for_checked(shares, [&](size_t t) {
+            const SerialRegion serial;  // a share's products run on its own thread, however many shares run at once
             CascadeActivations<T>& a = t == 0 ? activations : replica_activations[t - 1];
             CascadeGradients<T> gradients = own;
             TransformerWeights<T> encoder_gradients, decoder_gradients;
@@ -189,7 +196,7 @@ private:
             }
             for (size_t g = 0; g < groups.size(); ++g)
                 for (const Batch& m : *groups[g]) {
-                    const size_t begin = m.batch * t / threads, end = m.batch * (t + 1) / threads;
+                    const size_t begin = m.batch * t / shares, end = m.batch * (t + 1) / shares;
                     const size_t chosen = trainer.options.sequences_per_pass;
                     const size_t pass = chosen ? chosen : end - begin;
                     for (size_t first = begin; first < end; first += pass) {
@@ -204,7 +211,7 @@ private:
                     const T* buffer = (replica.*part).data();
                     for (size_t i = begin; i < end; ++i) total[i] += buffer[i];
                 }
-            }, threads);
+            }, shares);
         };
         if (train_encoder) reduce(encoder.gradients.data(), encoder.gradients.size(), &ReplicaGradients::encoder);
         if (train_decoder) reduce(decoder.gradients.data(), decoder.gradients.size(), &ReplicaGradients::decoder);

@@ -27,6 +27,12 @@ struct TrainingOptions {
     // auto_sequences_per_pass for language models, one pass for cascades). Smaller passes keep the saved
     // activations in cache at the price of one more read-modify-write of the thread's gradient buffer per pass.
     size_t sequences_per_pass = 0;
+    // Data-parallel shares of a step. 0: one per thread, used when every micro-batch has at least as many
+    // sequences as there are threads (the result then depends on the thread count through the order of the
+    // sums). n > 0: always n shares, share s taking the s-th n-th of every micro-batch's sequences into its own
+    // gradient buffer, the buffers summed in share order, whatever the thread count (at most n threads run a
+    // step; each share needs its own activations and gradients): the same parameters on 1, 2 or 64 threads.
+    size_t data_parallel_shares = 0;
     // What the large products compute in: "float32", or "bfloat16" for mixed precision. Mixed precision keeps the
     // float32 parameters and AdamW moments; each step rounds the matrices to bf16 once (StepWeights), and the
     // forward products and backward's input gradients dX = dY * W run on bf16 dot products with float32 sums
@@ -49,6 +55,8 @@ struct TrainingOptions {
         C3_CHECK(min_lr_ratio >= 0 && min_lr_ratio <= 1, ValueError, "min_lr_ratio must lie in [0, 1], got ",
                  min_lr_ratio);
         C3_CHECK(!std::isnan(max_grad_norm), ValueError, "max_grad_norm must be a number (0 or less: no clipping)");
+        C3_CHECK(data_parallel || data_parallel_shares == 0, ValueError,
+                 "data_parallel_shares needs data_parallel, got data_parallel_shares=", data_parallel_shares);
         C3_CHECK(compute_dtype == "float32" || compute_dtype == "bfloat16", ValueError,
                  "compute_dtype must be 'float32' or 'bfloat16', got '", compute_dtype, "'");
     }
@@ -109,7 +117,7 @@ struct StepReport {
     double learning_rate = 0;
     size_t tokens = 0;
     double seconds = 0;
-    size_t data_parallel_shares = 1;  // per-thread shares of the batch (1: micro-batches one after another)
+    size_t data_parallel_shares = 1;  // shares of the batch (1: micro-batches one after another, or one share)
 };
 
 // The optimiser side of training, shared by language models and cascades.
@@ -190,9 +198,9 @@ public:
         const StepWeights<T>* copies = take_step_weights(model, trainer.options, step_weights);
         const T token_weight = T(1.0 / double(tokens));
         double loss_sum = 0;
-        const size_t threads = data_parallel_threads(micro_batches);
-        if (threads > 1) {
-            loss_sum = data_parallel_loss(micro_batches, targets, token_weight, threads, copies);
+        const size_t shares = data_parallel_shares(micro_batches);
+        if (shares > 1 || (trainer.options.data_parallel_shares && model.any_trainable())) {
+            loss_sum = data_parallel_loss(micro_batches, targets, token_weight, shares, copies);
         } else {
             for (size_t m = 0; m < micro_batches.size(); ++m)
                 loss_sum += language_model_loss(model, micro_batches[m], targets[m], true, token_weight, activations,
@@ -201,7 +209,7 @@ public:
         }
         StepReport report = trainer.apply(loss_sum, tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        report.data_parallel_shares = threads;
+        report.data_parallel_shares = shares;
         return report;
     }
 
@@ -223,13 +231,17 @@ public:
     }
 
 private:
-    std::vector<Activations<T>> replica_activations;  // threads 1.. (thread 0 uses `activations`)
+    std::vector<Activations<T>> replica_activations;  // shares 1.. (share 0 uses `activations`)
     StepWeights<T> step_weights;                      // rebuilt by every step
-    std::vector<std::vector<T>> replica_gradients;    // threads 1.., the model's layout
+    std::vector<std::vector<T>> replica_gradients;    // shares 1.., the model's layout
 
-    size_t data_parallel_threads(const std::vector<ForwardInput<T>>& micro_batches) const {
+    // Shares that a step over these micro-batches runs in (1 without a fixed count: one after another, the
+    // products split across threads).
+    size_t data_parallel_shares(const std::vector<ForwardInput<T>>& micro_batches) const {
+        if (!model.any_trainable()) return 1;
+        if (trainer.options.data_parallel_shares) return trainer.options.data_parallel_shares;
         const size_t threads = size_t(num_threads());
-        if (!trainer.options.data_parallel || threads <= 1 || !model.any_trainable()) return 1;
+        if (!trainer.options.data_parallel || threads <= 1) return 1;
         for (const auto& batch : micro_batches)
             if (batch.batch < threads) return 1;
         return threads;
@@ -248,33 +260,34 @@ private:
     }
 
     // Share t takes the t-th part of every micro-batch's sequences and accumulates its gradients into its own
-    // buffer (thread 0: the model's); the buffers are then summed in thread order, so results are reproducible
-    // for a given thread count.
+    // buffer (share 0: the model's); the buffers are then summed in share order, so results are reproducible
+    // for a given number of shares, whatever the thread count.
     double data_parallel_loss(const std::vector<ForwardInput<T>>& micro_batches,
-                              const std::vector<const int32_t*>& targets, T token_weight, size_t threads,
+                              const std::vector<const int32_t*>& targets, T token_weight, size_t shares,
                               const StepWeights<T>* copies) {
         model.enable_gradients();
-        replica_activations.resize(threads - 1);
-        replica_gradients.resize(threads - 1);
-        std::vector<double> losses(threads, 0.0);
+        replica_activations.resize(shares - 1);
+        replica_gradients.resize(shares - 1);
+        std::vector<double> losses(shares, 0.0);
         std::vector<size_t> passes(micro_batches.size());
         for (size_t m = 0; m < micro_batches.size(); ++m) {
-            const size_t share = (micro_batches[m].batch + threads - 1) / threads;
+            const size_t share = (micro_batches[m].batch + shares - 1) / shares;
             const size_t chosen = trainer.options.sequences_per_pass;
             passes[m] = chosen ? std::min(chosen, share)
                                : auto_sequences_per_pass(model.config, micro_batches[m].length, share,
                                                          model.gradients.size());
         }
-        // One share per thread; a loop over shares rather than thread ids, so that a smaller team still runs
-        // every share. An exception in a share reaches the caller after the loop.
-        parallel_for_checked(threads, [&](size_t t) {
+        // A loop over shares rather than thread ids, so that a team of any size runs every share.
+        // An exception in a share reaches the caller after the loop.
+        parallel_for_checked(shares, [&](size_t t) {
+            const SerialRegion serial;  // a share's products run on its own thread, however many shares run at once
             if (t > 0) replica_gradients[t - 1].assign(model.gradients.size(), T(0));  // zeroed by its user
             Activations<T>& a = t == 0 ? activations : replica_activations[t - 1];
             const TransformerWeights<T> gradients =
                 t == 0 ? model.weight_gradients : model.bind_gradients(replica_gradients[t - 1].data());
             for (size_t m = 0; m < micro_batches.size(); ++m) {
                 const ForwardInput<T>& batch = micro_batches[m];
-                const size_t begin = batch.batch * t / threads, end = batch.batch * (t + 1) / threads;
+                const size_t begin = batch.batch * t / shares, end = batch.batch * (t + 1) / shares;
                 const size_t pass = passes[m];
                 for (size_t first = begin; first < end; first += pass) {
                     const size_t last = std::min(end, first + pass);
@@ -289,7 +302,7 @@ private:
         parallel_ranges(model.gradients.size(), 4096, [&](size_t begin, size_t end) {
             for (const auto& buffer : replica_gradients)
                 for (size_t i = begin; i < end; ++i) total[i] += buffer[i];
-        }, threads);
+        }, shares);
         double loss_sum = 0;
         for (double loss : losses) loss_sum += loss;
         return loss_sum;
