@@ -346,7 +346,8 @@ void bind_cascade(py::module_& m) {
                                                     "micro-batch has at least as many sequences as threads). "
                                                     "sequences_per_pass: each share runs in passes of this many "
                                                     "sequences (0: one pass). data_parallel_shares: always this "
-                                                    "many shares (0: one per thread), so that the trained parameters "
+                                                    "many shares (0: one per thread; at most 1024; needs "
+                                                    "data_parallel), so that the trained parameters "
                                                     "do not depend on the thread count. compute_dtype: 'float32', or "
                                                     "'bfloat16' for mixed precision (as in LanguageModelTrainer).");
     bind_trainer_constructor<CascadeTrainer<float>, CascadeModel>(trainer_class, "cascade");

@@ -46,8 +46,8 @@ void bind_train(py::module_& m) {
                                             "(0: automatic, passes of at least 128 rows where the model's gradients "
                                             "are smaller than one pass's saved activations). "
                                             "data_parallel_shares: always this many shares, summed in share order "
-                                            "(0: one per thread), so that the trained parameters do not depend on "
-                                            "the thread count. "
+                                            "(0: one per thread; at most 1024; needs data_parallel), so that the "
+                                            "trained parameters do not depend on the thread count. "
                                             "compute_dtype: 'float32', or 'bfloat16' for mixed precision (float32 "
                                             "weights and AdamW moments; each step's forward products and input "
                                             "gradients multiply bf16 copies of the weights, with float32 sums).");

@@ -36,6 +36,37 @@ TEST(Parallel, CheckedLoopCarriesTheLowestIndexExceptionToTheCaller) {
     EXPECT_EQ(std::count(counts.begin(), counts.end(), 1), 1000);
 }
 
+// A SerialRegion keeps the loops its thread reaches on that thread (a data-parallel share with large products
+// computes the same alone as beside other shares); the threads come back when it ends.
+TEST(Parallel, SerialRegionKeepsLoopsOnTheCallingThread) {
+#ifdef _OPENMP
+    const int saved = num_threads();
+    set_num_threads(4);
+    auto threads_used = [] {
+        std::vector<int> thread_of(64, -1);
+        parallel_for(thread_of.size(), [&](size_t i) { thread_of[i] = omp_get_thread_num(); });
+        std::sort(thread_of.begin(), thread_of.end());
+        return size_t(std::unique(thread_of.begin(), thread_of.end()) - thread_of.begin());
+    };
+    EXPECT_EQ(threads_used(), 4u);  // static schedule: 16 indices to each of the four threads
+    {
+        const SerialRegion serial;
+        EXPECT_EQ(num_threads(), 1);
+        EXPECT_EQ(threads_used(), 1u);
+        {
+            const SerialRegion nested;
+            EXPECT_EQ(num_threads(), 1);
+        }
+        EXPECT_EQ(num_threads(), 1);
+    }
+    EXPECT_EQ(num_threads(), 4);
+    EXPECT_EQ(threads_used(), 4u);
+    set_num_threads(saved);
+#else
+    GTEST_SKIP() << "built without OpenMP";
+#endif
+}
+
 TEST(Utf8, OneDecoderWithTheCallersErrorType) {
     EXPECT_EQ(c3::decode_utf8("a\xC3\xA9\xE4\xB8\xAD\xF0\x9F\x98\x80"), (std::u32string{U'a', 0xE9, 0x4E2D, 0x1F600}));
     EXPECT_EQ(text::decode_utf8("a\xC3\xA9"), (std::vector<uint32_t>{'a', 0xE9}));

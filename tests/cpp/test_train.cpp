@@ -365,7 +365,8 @@ TEST(MixedPrecision, StepTracksFloatWithinBf16Rounding) {
 }
 
 // A fixed number of shares gives the language-model trainer the same bits on any thread count (three shares of
-// five sequences, on 1, 2 and 4 threads), equal to the default on three threads; a fixed count needs data_parallel.
+// five sequences, on 1, 2 and 4 threads), equal to the default on three threads; a fixed count needs data_parallel
+// and has a ceiling.
 TEST(DataParallel, FixedSharesGiveTheSameBitsOnAnyThreadCount) {
     const int saved_threads = num_threads();
     const size_t B = 5, L = 7;
@@ -393,6 +394,11 @@ TEST(DataParallel, FixedSharesGiveTheSameBitsOnAnyThreadCount) {
     serial.data_parallel = false;
     serial.data_parallel_shares = 2;
     EXPECT_THROW(serial.validate(), ValueError);
+    TrainingOptions many;
+    many.data_parallel_shares = kMaxDataParallelShares;
+    EXPECT_NO_THROW(many.validate());
+    many.data_parallel_shares += 1;
+    EXPECT_THROW(many.validate(), ValueError);
 }
 
 // The trainer's mixed-precision step: data parallel (three unequal shares reading the same bf16 copies) equals

@@ -70,7 +70,8 @@ def test_demo_refuses_an_unknown_size_or_ratio(tmp_path):
 
 def test_demo_trains_the_same_cascade_on_any_thread_count(tmp_path):
     """The demo fixes its data-parallel shares, so that a seed trains bit for bit the same cascade on one thread
-    as on three; with one share per thread (the trainers' default) the two differ."""
+    as on three; with the trainers' default, where the shares follow the thread count, two and three threads
+    differ."""
     train_regions, _ = c3.sweep.default_regions()
     saved = c3.num_threads()
 
@@ -92,7 +93,9 @@ def test_demo_trains_the_same_cascade_on_any_thread_count(tmp_path):
     assert trained_bytes(per_thread, 2, "own2") != trained_bytes(per_thread, 3, "own3")
 
 
-def test_fixed_shares_need_data_parallel():
+def test_fixed_shares_need_data_parallel_and_have_a_ceiling():
     cascade = c3.sweep.build_cascade("c3", c3.demo.SIZES["tiny"], 4, 0)
     with pytest.raises(c3.C3ValueError, match="data_parallel_shares"):
         cascade.trainer(data_parallel=False, data_parallel_shares=2)
+    with pytest.raises(c3.C3ValueError, match="at most 1024"):
+        cascade.trainer(data_parallel_shares=1025)

@@ -11,6 +11,9 @@
 
 namespace c3 {
 
+// The most data-parallel shares a step may have: each one holds its own copy of the gradients and activations.
+constexpr size_t kMaxDataParallelShares = 1024;
+
 struct TrainingOptions {
     AdamWConfig adamw;
     size_t warmup_steps = 0;
@@ -32,6 +35,7 @@ struct TrainingOptions {
     // sums). n > 0: always n shares, share s taking the s-th n-th of every micro-batch's sequences into its own
     // gradient buffer, the buffers summed in share order, whatever the thread count (at most n threads run a
     // step; each share needs its own activations and gradients): the same parameters on 1, 2 or 64 threads.
+    // Needs data_parallel; at most kMaxDataParallelShares.
     size_t data_parallel_shares = 0;
     // What the large products compute in: "float32", or "bfloat16" for mixed precision. Mixed precision keeps the
     // float32 parameters and AdamW moments; each step rounds the matrices to bf16 once (StepWeights), and the
@@ -57,6 +61,9 @@ struct TrainingOptions {
         C3_CHECK(!std::isnan(max_grad_norm), ValueError, "max_grad_norm must be a number (0 or less: no clipping)");
         C3_CHECK(data_parallel || data_parallel_shares == 0, ValueError,
                  "data_parallel_shares needs data_parallel, got data_parallel_shares=", data_parallel_shares);
+        C3_CHECK(data_parallel_shares <= kMaxDataParallelShares, ValueError, "data_parallel_shares must be at most ",
+                 kMaxDataParallelShares, " (each share holds its own activations and gradients), got ",
+                 data_parallel_shares);
         C3_CHECK(compute_dtype == "float32" || compute_dtype == "bfloat16", ValueError,
                  "compute_dtype must be 'float32' or 'bfloat16', got '", compute_dtype, "'");
     }
