@@ -3,6 +3,7 @@
 // (train/trainer.hpp). As in LanguageModelTrainer, a step either runs its micro-batches one after another (the
 // products split across threads) or gives each share of every micro-batch's sequences to a thread (data parallel).
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -100,7 +101,7 @@ public:
     // Shares that a step over these micro-batches runs in (TrainingOptions::data_parallel_shares; without a fixed
     // count, 1 means one after another, the products split across threads instead).
     size_t data_parallel_shares(const std::vector<Batch>& micro_batches) const {
-        return data_parallel_shares(std::vector<const std::vector<Batch>*>{&micro_batches});
+        return std::max<size_t>(shares_of({&micro_batches}), 1);
     }
 
 private:
@@ -111,20 +112,20 @@ private:
     std::vector<CascadeActivations<T>> replica_activations;  // shares 1.. (share 0 uses `activations`)
     std::vector<ReplicaGradients> replica_gradients;         // shares 1.. (share 0 uses the cascade's)
     StepWeights<T> encoder_step_weights, decoder_step_weights;  // rebuilt by every step
-    size_t last_shares = 1;                                    // of the latest step, for its report
+    size_t last_shares = 1;                                    // of the latest step, for its report (at least 1)
 
-    bool anything_trainable() const {
-        return cascade.encoder.any_trainable() || cascade.decoder.any_trainable() || cascade.any_bridge_trainable();
-    }
-
-    size_t data_parallel_shares(const std::vector<const std::vector<Batch>*>& groups) const {
-        if (!anything_trainable()) return 1;
+    // Shares of a step over these groups of micro-batches (0: none, one after another; a fixed count runs in
+    // shares even when it is 1).
+    size_t shares_of(const std::vector<const std::vector<Batch>*>& groups) const {
+        const bool anything_trainable =
+            cascade.encoder.any_trainable() || cascade.decoder.any_trainable() || cascade.any_bridge_trainable();
+        if (!anything_trainable) return 0;
         if (trainer.options.data_parallel_shares) return trainer.options.data_parallel_shares;
         const size_t threads = size_t(num_threads());
-        if (!trainer.options.data_parallel || threads <= 1) return 1;
+        if (!trainer.options.data_parallel || threads <= 1) return 0;
         for (const std::vector<Batch>* group : groups)
             for (const Batch& m : *group)
-                if (m.batch < threads) return 1;
+                if (m.batch < threads) return 0;
         return threads;
     }
 
@@ -146,10 +147,9 @@ private:
                 ? take_step_weights(cascade.encoder, options, encoder_step_weights)
                 : nullptr,
             take_step_weights(cascade.decoder, options, decoder_step_weights)};
-        const size_t shares = data_parallel_shares(groups);
-        last_shares = shares;
-        if (shares > 1 || (options.data_parallel_shares && anything_trainable()))
-            return data_parallel_loss(groups, token_weights, shares, copies);
+        const size_t shares = shares_of(groups);
+        last_shares = std::max<size_t>(shares, 1);
+        if (shares) return data_parallel_loss(groups, token_weights, shares, copies);
         std::vector<double> totals(groups.size(), 0.0);
         const CascadeGradients<T> gradients = own_gradients();
         for (size_t g = 0; g < groups.size(); ++g)

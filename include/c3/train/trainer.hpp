@@ -206,7 +206,7 @@ public:
         const T token_weight = T(1.0 / double(tokens));
         double loss_sum = 0;
         const size_t shares = data_parallel_shares(micro_batches);
-        if (shares > 1 || (trainer.options.data_parallel_shares && model.any_trainable())) {
+        if (shares) {
             loss_sum = data_parallel_loss(micro_batches, targets, token_weight, shares, copies);
         } else {
             for (size_t m = 0; m < micro_batches.size(); ++m)
@@ -216,7 +216,7 @@ public:
         }
         StepReport report = trainer.apply(loss_sum, tokens);
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        report.data_parallel_shares = shares;
+        report.data_parallel_shares = std::max<size_t>(shares, 1);
         return report;
     }
 
@@ -242,15 +242,15 @@ private:
     StepWeights<T> step_weights;                      // rebuilt by every step
     std::vector<std::vector<T>> replica_gradients;    // shares 1.., the model's layout
 
-    // Shares that a step over these micro-batches runs in (1 without a fixed count: one after another, the
-    // products split across threads).
+    // Shares that a step over these micro-batches runs in (0: none, the micro-batches one after another with the
+    // products split across threads; a fixed count runs in shares even when it is 1).
     size_t data_parallel_shares(const std::vector<ForwardInput<T>>& micro_batches) const {
-        if (!model.any_trainable()) return 1;
+        if (!model.any_trainable()) return 0;
         if (trainer.options.data_parallel_shares) return trainer.options.data_parallel_shares;
         const size_t threads = size_t(num_threads());
-        if (!trainer.options.data_parallel || threads <= 1) return 1;
+        if (!trainer.options.data_parallel || threads <= 1) return 0;
         for (const auto& batch : micro_batches)
-            if (batch.batch < threads) return 1;
+            if (batch.batch < threads) return 0;
         return threads;
     }
 
