@@ -2,7 +2,7 @@
 
     c3 sweep --output reports/sweep [--methods c3,mean_pool,truncate,no_context,full_context]
              [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 3000] [--size default|tiny] [--curriculum 0.4]
-             [--batch-tokens 2048] [--jobs 2]
+             [--batch-tokens 2048] [--jobs 2] [--shares 0]
 
 Design. As in the C3 paper (which reads Fox's ratios off length bins of one model), each (method, seed) trains ONE
 model on contexts of mixed length: every step draws a ratio r from the sweep's ratios and a batch of r * N-token
@@ -24,7 +24,8 @@ Two parts of the recipe exist because of what was measured on the default size:
 Every run checkpoints its parameters, AdamW moments and data-order state every `checkpoint_every` steps (one
 safetensors file, replaced atomically). Rerunning the same command continues each run from its last checkpoint;
 finished runs (trained.json) and finished evaluations (evaluation.json) are skipped. A run's data order is drawn
-from its own seeded generator, so a resumed run ends bit-identical to an uninterrupted one at the same thread count.
+from its own seeded generator, so a resumed run ends bit-identical to an uninterrupted one at the same thread count
+(with fixed `shares`, at any thread count).
 
 Data. Byte-level. In-domain: CPython's pydoc topics (corpus.LICENCE), split by contiguous blocks into training
 and held-out text. Out-of-domain: the docstrings of the standard library's top-level modules (OOD_LICENCE), never
@@ -59,6 +60,7 @@ from .training import load_checkpoint, save_checkpoint
 METHODS = ("c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context")
 DEFAULT_METHODS = ("c3", "mean_pool", "truncate", "no_context", "full_context")
 DEFAULT_RATIOS = (2, 4, 8, 16, 32)
+MAX_SHARES = 1024  # TrainingOptions' kMaxDataParallelShares
 OOD_LICENCE = ("docstrings of the CPython standard library's top-level modules (Lib/*.py of the running Python), "
                "Python Software Foundation License; shipped with Python itself")
 
@@ -225,7 +227,8 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
     checkpoint = os.path.join(directory, "checkpoint.safetensors")
     finished = os.path.join(directory, "trained.json")
     trainer = cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, steps // 20),
-                              total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0)
+                              total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0,
+                              data_parallel_shares=settings.get("shares", 0))
     data = MixedBatches(train_regions, ratios, settings["latents"], settings["batch_tokens"], settings["continuation"],
                         seed=seed + 1000, curriculum_steps=int(round(settings["curriculum"] * steps)))
     step, seconds, log = 0, 0.0, []
@@ -392,7 +395,7 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
               seeds: Sequence[int] = (0, 1), size: str = "default", steps: Optional[int] = None,
               minutes: Optional[float] = None, eval_passages: Optional[int] = None,
               continuation_weight: float = 0.0, curriculum: Optional[float] = None,
-              batch_tokens: Optional[int] = None, jobs: int = 1, progress: bool = True,
+              batch_tokens: Optional[int] = None, jobs: int = 1, shares: int = 0, progress: bool = True,
               on_step: Optional[Callable[[str, int, int], None]] = None) -> dict:
     """Trains, evaluates and reports every (method, seed); returns the results written to results.json.
 
@@ -402,7 +405,9 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     of the steps over which the ratios are unlocked (default: the size's; 0: all from the start). batch_tokens:
     context tokens per step (default: the size's). jobs: runs trained at once, each in its own process with
     num_threads() // jobs threads, then evaluated at once, each in its own one-thread process (1: one after
-    another in this process, on all of c3's threads). on_step(method, seed,
+    another in this process, on all of c3's threads). shares: fixed data-parallel shares per training step
+    (TrainingOptions::data_parallel_shares), which make a run's parameters the same bit for bit on any number of
+    threads and jobs; 0 (the default): one share per thread. on_step(method, seed,
     step) is called after every step (tests interrupt a run with it)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
@@ -427,6 +432,9 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
         if int(batch_tokens) < 1:
             raise _core.C3ValueError(f"batch_tokens must be at least 1, got {batch_tokens}")
         settings["batch_tokens"] = int(batch_tokens)
+    if not 0 <= int(shares) <= MAX_SHARES:
+        raise _core.C3ValueError(f"shares must be in [0, {MAX_SHARES}], got {shares}")
+    settings["shares"] = int(shares)
     steps = int(steps or settings["steps"])
     eval_count = int(eval_passages or settings["eval_passages"])
     # results.json records the settings the runs used, not the size's defaults that the options replaced.
@@ -434,6 +442,8 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     plan = dict(methods=methods, ratios=ratios, seeds=seeds, size=size, steps=steps, minutes=minutes,
                 eval_passages=eval_count, continuation_weight=continuation_weight, curriculum=settings["curriculum"],
                 batch_tokens=settings["batch_tokens"])
+    if settings["shares"]:
+        plan["shares"] = settings["shares"]  # absent when 0, so sweeps recorded before the option still resume
     os.makedirs(output, exist_ok=True)
     plan_path = os.path.join(output, "sweep.json")
     if os.path.exists(plan_path):

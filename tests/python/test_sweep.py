@@ -84,6 +84,46 @@ def test_interrupted_sweep_resumes_bit_identical_and_skips_finished_runs(tmp_pat
     assert os.stat(path).st_mtime_ns == before
 
 
+def test_fixed_shares_resume_bit_identical_on_another_thread_count(tmp_path):
+    """With fixed data-parallel shares a run's parameters do not depend on the thread count: a run interrupted on
+    one thread and resumed on two ends bit-identical to one trained on two throughout, and the plan records the
+    shares (a sweep with other shares is refused)."""
+    whole, broken = str(tmp_path / "whole"), str(tmp_path / "broken")
+    threads = c3.num_threads()
+
+    def interrupt(method, seed, step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    try:
+        c3.set_num_threads(2)
+        sweep.run_sweep(whole, methods=("c3",), steps=7, eval_passages=2, shares=2, **TINY)
+        c3.set_num_threads(1)
+        with pytest.raises(KeyboardInterrupt):
+            sweep.run_sweep(broken, methods=("c3",), steps=7, eval_passages=2, shares=2, on_step=interrupt, **TINY)
+        c3.set_num_threads(2)
+        sweep.run_sweep(broken, methods=("c3",), steps=7, eval_passages=2, shares=2, **TINY)
+    finally:
+        c3.set_num_threads(threads)
+    expected, resumed = checkpoint_tensors(whole, "c3"), checkpoint_tensors(broken, "c3")
+    assert sorted(expected) == sorted(resumed)
+    for name in expected:
+        np.testing.assert_array_equal(expected[name], resumed[name], err_msg=name)
+    with open(os.path.join(whole, "sweep.json")) as handle:
+        assert json.load(handle)["shares"] == 2
+    with pytest.raises(c3.ConfigError, match="shares"):
+        sweep.run_sweep(whole, methods=("c3",), steps=7, eval_passages=2, shares=3, **TINY)
+    for bad in (-1, sweep.MAX_SHARES + 1):
+        with pytest.raises(c3.C3ValueError, match="shares"):
+            sweep.run_sweep(str(tmp_path / "other"), methods=("c3",), shares=bad, **TINY)
+    assert not os.path.exists(tmp_path / "other")  # refused before anything is written
+    # The bound is the trainer's own.
+    cascade = sweep.build_cascade("c3", sweep.SIZES["tiny"], 4, 0)
+    cascade.trainer(learning_rate=1e-3, data_parallel_shares=sweep.MAX_SHARES)
+    with pytest.raises(c3.C3ValueError):
+        cascade.trainer(learning_rate=1e-3, data_parallel_shares=sweep.MAX_SHARES + 1)
+
+
 def test_other_settings_in_the_same_directory_are_refused(tmp_path):
     output = str(tmp_path / "sweep")
     os.makedirs(output)
