@@ -84,7 +84,8 @@ def train(method: str, ratios, size: dict, seed: int, steps: int, train_regions,
                               total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0,
                               data_parallel_shares=size.get("shares", 0))
     log = fit(trainer, mixed_batches(train_regions, ratios, size, seed, steps), steps,
-              step_fn=lambda t, batch: cascade.train_step(t, batch), progress=progress,
+              step_fn=lambda t, batch: dict(cascade.train_step(t, batch), ratio=batch.shape[1] // size["latents"]),
+              progress=progress,
               description=f"{method} on {','.join(f'{r}x' for r in sorted(ratios))}")
     return cascade, log
 
@@ -110,11 +111,12 @@ def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: O
         steps = max(10, int(minutes * 60.0 * 0.85 / per_step))
     texts = {r: held_out_texts(train_regions, held_out_regions, r, config["latents"], config["evaluate"])
              for r in ratios}
-    results, baselines = {}, {}
+    results, baselines, logs = {}, {}, {}
     for method in METHODS:
         run_started = time.perf_counter()
         cascade, log = train(method, ratios, config, seed, steps, train_regions, progress)
         train_seconds = time.perf_counter() - run_started
+        logs[method] = [(report["ratio"], report["loss"]) for report in log]
         for ratio in ratios:
             metrics = evaluation.evaluate(cascade, texts[ratio])
             metrics.update(ratio=ratio, method=method, steps=len(log), train_seconds=train_seconds,
@@ -126,12 +128,27 @@ def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: O
                   f"{metrics['token_accuracy']:.3f}, teacher-forced {metrics['teacher_forced_accuracy']:.3f}, Fox "
                   f"precision {metrics['fox_precision']:.3f} ({len(log)} steps in {train_seconds:.0f} s)",
                   file=sys.stderr, flush=True)
-    write_report(output_dir, results, config, size, time.perf_counter() - started, baselines, minutes, seed)
+    write_report(output_dir, results, config, size, time.perf_counter() - started, baselines, minutes, seed, logs)
     return results
 
 
+def loss_by_quarter(log, ratio: int) -> list:
+    """The mean training loss of `ratio`'s steps in each quarter of the run (None where a quarter has none of
+    them): a loss that still falls from the third quarter to the last is a ratio still being learned.
+    log: [(ratio, loss) of every step]."""
+    quarters = []
+    for k in range(4):
+        part = log[k * len(log) // 4:(k + 1) * len(log) // 4]
+        losses = [loss for r, loss in part if r == ratio]
+        quarters.append(float(np.mean(losses)) if losses else None)
+    return quarters
+
+
 def write_report(output_dir: str, results: dict, config: dict, size: str, seconds: float,
-                 baselines: Optional[dict] = None, minutes: Optional[float] = None, seed: int = 0) -> None:
+                 baselines: Optional[dict] = None, minutes: Optional[float] = None, seed: int = 0,
+                 logs: Optional[dict] = None) -> None:
+    """report.md, the plots, results.json and baselines.json. logs: {method: [(ratio, loss) of every step]}, for
+    the training-loss curves and table (left out when not given)."""
     ratios = sorted(results)
     baselines = baselines or {}
     plots = {  # each written as PNG (for report.md) and PDF (for a paper)
@@ -154,6 +171,8 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
                                         "aligned_greedy": results[r]["decay"]}, title=f"C3, {r}x", ax=axis)
     figure.tight_layout()  # room for the axis labels of the side-by-side panels
     plots["accuracy_curves"] = figure
+    if logs:
+        plots["learning_curves"] = sweep.learning_curves_figure(logs, ratios, seed)
     for name, figure in plots.items():
         analysis.save_figure(figure, os.path.join(output_dir, name), formats=("png", "pdf"))
     steps = results[ratios[0]]["steps"]
@@ -190,6 +209,18 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
     if goal is not None:
         verdict = "reaches" if goal >= 0.95 else "is below"
         lines += [f"**Goal** (at least 0.95 greedy token accuracy at 4x): this run {verdict} it with {goal:.3f}.", ""]
+    if logs:
+        lines += ["## Training loss by ratio", "",
+                  "Mean training loss (nats per byte) of each ratio's steps, by quarter of the run. A loss that still "
+                  "falls from the third quarter to the last is a ratio still being learned: more steps would likely "
+                  "lift it (the learning rate is low by then, so a small fall still counts).", "",
+                  "![training loss](learning_curves.png)", "",
+                  "| method | ratio | 1st quarter | 2nd | 3rd | 4th |", "|---|---|---|---|---|---|"]
+        for method, log in logs.items():
+            for r in ratios:
+                lines.append(f"| {method} | {r}x | " + " | ".join(
+                    "–" if value is None else f"{value:.3f}" for value in loss_by_quarter(log, r)) + " |")
+        lines.append("")
     lines += ["## Decay by position", "",
               "C3's accuracy by relative position, three ways: teacher-forced (the true prefix is fed: what the latents "
               "hold), strict greedy (every byte after a slip counts as wrong) and aligned greedy (the kept rate after "

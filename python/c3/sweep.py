@@ -537,13 +537,13 @@ def _save(figure, output, name):
     return name
 
 
-def _learning_curves(output, results, methods, ratios, seed):
+def learning_curves_figure(logs: dict, ratios, seed: int):
     """Training loss against step, one panel per ratio, one line per method (a running mean over that ratio's
-    steps): shows when each method leaves the language-model prior."""
+    steps): shows when each method leaves the language-model prior, and whether its loss still falls at the end.
+    logs: {method: [(ratio, loss) of every step]}."""
     figure, axes = _figure(1, len(ratios), width=3.6, height=3.0)
     for axis, ratio in zip(axes, ratios):
-        for method in methods:
-            log = results["runs"][f"{method}-seed{seed}"]["training"].get("log") or []
+        for method, log in logs.items():
             steps = np.array([k + 1 for k, (r, _) in enumerate(log) if r == ratio])
             losses = np.array([loss for r, loss in log if r == ratio], dtype=float)
             if len(losses) == 0:
@@ -555,7 +555,13 @@ def _learning_curves(output, results, methods, ratios, seed):
         axis.set_xlabel("step")
         axis.set_ylabel("training loss (nats per token)")
     axes[0].legend(fontsize="small")
-    return _save(figure, output, "learning_curves.png")
+    figure.tight_layout()
+    return figure
+
+
+def _learning_curves(output, results, methods, ratios, seed):
+    logs = {method: results["runs"][f"{method}-seed{seed}"]["training"].get("log") or [] for method in methods}
+    return _save(learning_curves_figure(logs, ratios, seed), output, "learning_curves.png")
 
 
 def write_report(output: str, results: dict) -> None:

@@ -25,7 +25,7 @@ def test_tiny_demo_writes_report(tmp_path):
                  "precision_vs_ratio.png", "teacher_forced_decay.png"):
         assert os.path.getsize(tmp_path / name) > 0, name
     for name in ("decay_curves", "ratio_position_heatmap", "precision_vs_ratio", "teacher_forced_decay",
-                 "accuracy_curves"):
+                 "accuracy_curves", "learning_curves"):
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name  # vector copy for a paper
     assert not list(tmp_path.glob("*.partial"))
@@ -45,6 +45,18 @@ def test_tiny_demo_writes_report(tmp_path):
         assert set(table) == {"2", "4"}
         assert all(m["steps"] == steps and m["method"] == method for m in table.values())
     assert "## C3 against baselines" in report and "| mean_pool |" in report and "| truncate |" in report
+    assert "## Training loss by ratio" in report
+    for method in ("c3", "mean_pool", "truncate"):
+        assert sum(line.startswith(f"| {method} | ") and line.count("|") == 7 for line in report.splitlines()) == 2
+
+
+def test_loss_by_quarter_is_the_mean_of_each_quarters_steps_at_that_ratio():
+    """Against a brute-force mean over a planted log of 10 steps (quarters of 2, 3, 2 and 3 steps); a quarter
+    without the ratio's steps is None."""
+    log = [(2, 1.0), (4, 9.0), (2, 3.0), (2, 5.0), (4, 7.0), (4, 6.0), (4, 2.0), (2, 0.5), (2, 1.5), (4, 4.0)]
+    assert c3.demo.loss_by_quarter(log, 2) == [1.0, 4.0, None, 1.0]
+    assert c3.demo.loss_by_quarter(log, 4) == [9.0, 7.0, 4.0, 4.0]
+    assert c3.demo.loss_by_quarter(log, 8) == [None] * 4
 
 
 def test_demo_evaluates_on_text_it_never_trained_on():
