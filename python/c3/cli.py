@@ -307,7 +307,8 @@ def command_sweep(args):
     results = run_sweep(args.output, methods=args.methods, ratios=args.ratios, seeds=args.seeds, size=args.size,
                         steps=args.steps, minutes=args.minutes, eval_passages=args.eval_passages,
                         continuation_weight=args.continuation_weight, curriculum=args.curriculum,
-                        batch_tokens=args.batch_tokens, jobs=args.jobs, shares=args.shares, progress=not args.quiet)
+                        batch_tokens=args.batch_tokens, jobs=args.jobs, shares=args.shares,
+                        balance=args.balance, progress=not args.quiet)
     accuracy = results["summary"]["in_domain"]["token_accuracy"]
     _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
                  "token_accuracy": {method: {f"{ratio}x": values[0] for ratio, values in by_ratio.items()}
@@ -553,6 +554,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                        "at once on one thread each (default: 1, one after another in this process)")
     sweep.add_argument("--batch-tokens", type=_positive_int, metavar="TOKENS",
                        help="context tokens per training step, at every ratio (default: 2048 for default, 32 for tiny)")
+    sweep.add_argument("--balance", choices=["bytes", "passages"], default="bytes",
+                       help="how each step picks its ratio among those unlocked: bytes, each equally likely (every "
+                       "ratio trains on the same bytes); passages, in proportion to the ratio (every ratio trains on "
+                       "about the same number of passages)")
     sweep.add_argument("--shares", type=_count, default=0, metavar="S",
                        help="fixed data-parallel shares per training step, so that a run trains the same parameters "
                        "bit for bit on any number of threads and jobs; 0: one share per thread")

@@ -3,6 +3,7 @@
     c3 sweep --output reports/sweep [--methods c3,mean_pool,truncate,no_context,full_context]
              [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 3000] [--size default|tiny] [--curriculum 0.4]
              [--batch-tokens 2048] [--jobs 2] [--shares 0]
+             [--balance bytes|passages]
 
 Design. As in the C3 paper (which reads Fox's ratios off length bins of one model), each (method, seed) trains ONE
 model on contexts of mixed length: every step draws a ratio r from the sweep's ratios and a batch of r * N-token
@@ -147,12 +148,24 @@ def evaluation_passages(regions, length: int, count: int, unseen_in=None, unseen
     return [unseen[i] for i in np.unique(np.linspace(0, len(unseen) - 1, count).astype(np.int64))]
 
 
+BALANCES = ("bytes", "passages")
+
+
 class MixedBatches:
     """Training batches of mixed ratio from the training regions: each draw picks a ratio among those unlocked at
     that step (see the module's notes on the curriculum), then batch_tokens / (ratio * N) windows (at least one)
-    of ratio * N + continuation tokens. The generator's state travels in the checkpoint."""
+    of ratio * N + continuation tokens. The generator's state travels in the checkpoint.
 
-    def __init__(self, regions, ratios, latents, batch_tokens, continuation, seed, curriculum_steps=0):
+    balance: how the ratio is picked among the unlocked ones. "bytes": each equally likely, so each ratio trains on
+    the same number of context bytes (and a long ratio on fewer passages). "passages": each with probability in
+    proportion to the ratio, so each ratio trains on about the same number of passages (the long ratios, the
+    slowest to learn, get more of the steps)."""
+
+    def __init__(self, regions, ratios, latents, batch_tokens, continuation, seed, curriculum_steps=0,
+                 balance="bytes"):
+        if balance not in BALANCES:
+            raise _core.C3ValueError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+        self.balance = balance
         self.regions = [r for r in regions if len(r) > max(ratios) * latents + continuation]
         if not self.regions:
             raise _core.C3ValueError("the training text is too short for the longest ratio")
@@ -179,7 +192,11 @@ class MixedBatches:
     def draw(self, step: int = 0):
         """(contexts [B, r * N], continuations [B, C]) as int32 arrays, for 0-based `step`."""
         unlocked = self.unlocked(step)
-        ratio = unlocked[int(self.rng.integers(len(unlocked)))]
+        if self.balance == "bytes":
+            ratio = unlocked[int(self.rng.integers(len(unlocked)))]
+        else:
+            weights = np.array(unlocked, np.float64)
+            ratio = unlocked[int(self.rng.choice(len(unlocked), p=weights / weights.sum()))]
         length = ratio * self.latents
         contexts, continuations = [], []
         for region_index in self.rng.choice(len(self.regions), size=self.batch_for(ratio), p=self.weights):
@@ -230,7 +247,8 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
                               total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0,
                               data_parallel_shares=settings.get("shares", 0))
     data = MixedBatches(train_regions, ratios, settings["latents"], settings["batch_tokens"], settings["continuation"],
-                        seed=seed + 1000, curriculum_steps=int(round(settings["curriculum"] * steps)))
+                        seed=seed + 1000, curriculum_steps=int(round(settings["curriculum"] * steps)),
+                        balance=settings.get("balance", "bytes"))
     step, seconds, log = 0, 0.0, []
     if os.path.exists(checkpoint):
         extra = load_checkpoint(checkpoint, cascade.model, trainer)
@@ -395,7 +413,8 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
               seeds: Sequence[int] = (0, 1), size: str = "default", steps: Optional[int] = None,
               minutes: Optional[float] = None, eval_passages: Optional[int] = None,
               continuation_weight: float = 0.0, curriculum: Optional[float] = None,
-              batch_tokens: Optional[int] = None, jobs: int = 1, shares: int = 0, progress: bool = True,
+              batch_tokens: Optional[int] = None, jobs: int = 1, shares: int = 0, balance: str = "bytes",
+              progress: bool = True,
               on_step: Optional[Callable[[str, int, int], None]] = None) -> dict:
     """Trains, evaluates and reports every (method, seed); returns the results written to results.json.
 
@@ -407,7 +426,9 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     num_threads() // jobs threads, then evaluated at once, each in its own one-thread process (1: one after
     another in this process, on all of c3's threads). shares: fixed data-parallel shares per training step
     (TrainingOptions::data_parallel_shares), which make a run's parameters the same bit for bit on any number of
-    threads and jobs; 0 (the default): one share per thread. on_step(method, seed,
+    threads and jobs; 0 (the default): one share per thread. balance: how each step picks its ratio
+    (MixedBatches: "bytes", each unlocked ratio equally likely, or "passages", in proportion to the ratio).
+    on_step(method, seed,
     step) is called after every step (tests interrupt a run with it)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
@@ -435,6 +456,9 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     if not 0 <= int(shares) <= MAX_SHARES:
         raise _core.C3ValueError(f"shares must be in [0, {MAX_SHARES}], got {shares}")
     settings["shares"] = int(shares)
+    if balance not in BALANCES:
+        raise _core.C3ValueError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+    settings["balance"] = balance
     steps = int(steps or settings["steps"])
     eval_count = int(eval_passages or settings["eval_passages"])
     # results.json records the settings the runs used, not the size's defaults that the options replaced.
@@ -444,13 +468,16 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
                 batch_tokens=settings["batch_tokens"])
     if settings["shares"]:
         plan["shares"] = settings["shares"]  # absent when 0, so sweeps recorded before the option still resume
+    if balance != "bytes":
+        plan["balance"] = balance  # likewise absent at the default
     os.makedirs(output, exist_ok=True)
     plan_path = os.path.join(output, "sweep.json")
     if os.path.exists(plan_path):
         with open(plan_path) as handle:
             previous = json.load(handle)
         if previous != _jsonable(plan):
-            changed = sorted(key for key in plan if previous.get(key) != _jsonable(plan)[key])
+            current = _jsonable(plan)
+            changed = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
             raise _core.ConfigError(f"{output} holds a sweep with other settings ({', '.join(changed)}); use a new "
                                     "--output or the same options to continue it")
     else:

@@ -110,7 +110,8 @@ def test_fixed_shares_resume_bit_identical_on_another_thread_count(tmp_path):
     for name in expected:
         np.testing.assert_array_equal(expected[name], resumed[name], err_msg=name)
     with open(os.path.join(whole, "sweep.json")) as handle:
-        assert json.load(handle)["shares"] == 2
+        plan = json.load(handle)
+    assert plan["shares"] == 2 and "balance" not in plan  # the default balance is not recorded (older plans resume)
     with pytest.raises(c3.ConfigError, match="shares"):
         sweep.run_sweep(whole, methods=("c3",), steps=7, eval_passages=2, shares=3, **TINY)
     for bad in (-1, sweep.MAX_SHARES + 1):
@@ -176,11 +177,47 @@ def test_curriculum_unlocks_ratios_in_order_and_balances_tokens():
     assert {plain.draw(0)[0].shape[1] // latents for _ in range(40)} == set(ratios)
 
 
+def test_passage_balance_draws_each_ratio_in_proportion_to_its_length():
+    """balance="passages": once all are unlocked, ratio r is drawn with probability r / sum(ratios), so every ratio
+    trains on about the same number of passages; during the curriculum only unlocked ratios are drawn, in the same
+    proportion among themselves. Counted over 7,000 seeded draws (a binomial sd of at most 0.006 per share)."""
+    regions = [np.arange(5000, dtype=np.int32) % 251]
+    ratios, latents = (2, 4, 8), 4
+    data = sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3,
+                              curriculum_steps=30, balance="passages")
+    early = [data.draw(step)[0].shape[1] // latents for step in range(10, 20)]  # 2x and 4x unlocked
+    assert set(early) <= {2, 4}
+    draws = [data.draw(1000)[0] for _ in range(7000)]
+    counts = {r: sum(d.shape[1] == r * latents for d in draws) for r in ratios}
+    for r in ratios:
+        assert abs(counts[r] / 7000 - r / 14) < 0.025, counts
+    passages = {r: sum(d.shape[0] for d in draws if d.shape[1] == r * latents) for r in ratios}
+    assert max(passages.values()) < 1.1 * min(passages.values()), passages
+    uniform = sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3)
+    counts = {r: sum(uniform.draw(1000)[0].shape[1] == r * latents for _ in range(3000)) for r in ratios}
+    assert all(abs(c / 3000 - 1 / 3) < 0.03 for c in counts.values()), counts
+    with pytest.raises(c3.C3ValueError, match="balance"):
+        sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3, balance="tokens")
+
+
+def test_sweep_trains_with_passage_balance_and_records_it(tmp_path):
+    output = str(tmp_path / "sweep")
+    results = sweep.run_sweep(output, methods=("c3",), steps=4, eval_passages=2, balance="passages", **TINY)
+    with open(os.path.join(output, "sweep.json")) as handle:
+        assert json.load(handle)["balance"] == "passages"
+    assert results["settings"]["balance"] == "passages"
+    with pytest.raises(c3.ConfigError, match="balance"):
+        sweep.run_sweep(output, methods=("c3",), steps=4, eval_passages=2, **TINY)
+
+
 def test_sweep_refuses_a_curriculum_or_batch_outside_its_range(tmp_path):
     with pytest.raises(c3.C3ValueError, match="curriculum"):
         sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), curriculum=1.5, **TINY)
     with pytest.raises(c3.C3ValueError, match="batch_tokens"):
         sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), batch_tokens=0, **TINY)
+    with pytest.raises(c3.C3ValueError, match="balance"):
+        sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), balance="tokens", **TINY)
+    assert not os.path.exists(tmp_path / "sweep")
 
 
 def test_parallel_sweep_trains_and_evaluates_what_the_serial_one_does(tmp_path, monkeypatch):
