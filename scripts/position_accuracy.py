@@ -15,8 +15,9 @@ the running median of 13) and, with three or more dips, their spacing fitted by 
 ratios 2, 4 and 8 with the sweep's curriculum, to see how the dips move with the rotary base (--rope-theta);
 --recipe demo trains it as `c3 demo` does (its shape, 1,024 context bytes a step); --layers changes the depth of
 its encoder and decoder; --learning-rate and --shares (data-parallel shares per step, 0: one per thread) change its
-optimiser settings. They default to the recipe's (sweep: base 10^4, 4 layers, 3e-3, one share per thread; demo:
-base 10^3, 3 layers, 2e-3, four shares); they and --seed apply to --train only. --greedy adds each ratio's strict
+optimiser settings, --balance how a step draws its ratio (c3.sweep.MixedBatches). They default to the recipe's
+(sweep: base 10^4, 4 layers, 3e-3, one share per thread, bytes; demo: base 10^3, 3 layers, 2e-3, four shares,
+passages); they and --seed apply to --train only. --greedy adds each ratio's strict
 greedy token accuracy (the reconstruction compared position by position).
 """
 import argparse
@@ -96,6 +97,9 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, help="layers of a --train cascade's encoder and decoder")
     parser.add_argument("--learning-rate", type=float, help="peak learning rate of a --train cascade")
     parser.add_argument("--shares", type=int, help="data-parallel shares per step of a --train cascade (0: per thread)")
+    parser.add_argument("--balance", choices=sweep.BALANCES,
+                        help="how a step of a --train cascade draws its ratio: bytes (each equally likely) or "
+                        "passages (in proportion to the ratio)")
     parser.add_argument("--ratios", default="4,8")
     parser.add_argument("--passages", type=int, default=512)
     parser.add_argument("--depth", type=float, default=0.05)
@@ -107,7 +111,8 @@ def main(argv=None):
     # A sweep run has its own shape and seed: options that would not reach it are refused, not ignored.
     ignored = [name for name, value in (("--rope-theta", args.rope_theta), ("--seed", args.seed),
                                         ("--layers", args.layers), ("--learning-rate", args.learning_rate),
-                                        ("--shares", args.shares)) if value is not None]
+                                        ("--shares", args.shares), ("--balance", args.balance))
+               if value is not None]
     if args.run and (ignored or args.recipe != "sweep"):
         raise c3.C3ValueError(f"{', '.join(ignored) or '--recipe demo'} applies to --train, not to --run")
     settings = dict(sweep.SIZES["default"] if args.recipe == "sweep" else demo.SIZES["default"])
@@ -119,6 +124,8 @@ def main(argv=None):
         if args.shares < 0:
             raise c3.C3ValueError(f"--shares must be at least 0, got {args.shares}")
         settings["shares"] = args.shares
+    if args.balance is not None:
+        settings["balance"] = args.balance
     ratios = [int(r) for r in args.ratios.split(",")]
     train_regions, held_out_regions = sweep.default_regions()
     if args.run:

@@ -422,8 +422,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                       help="directory for report.md, results.json and the plots")
     demo.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
                       help="time budget in minutes, all methods together: the steps are sized to it from each "
-                      "method's measured speed, instead of the fixed steps (about 12 minutes on 2 cores) that make "
-                      "the default reproducible")
+                      "method's measured speed, instead of the fixed steps (about 12 minutes on 2 Zen 4 cores) that "
+                      "make the default reproducible")
     demo.add_argument("--ratios", type=_ratios, default=(2, 4, 8), metavar="R1,R2,...",
                       help="compression ratios (text bytes per latent), comma-separated; each method trains one model "
                       "on all of them")

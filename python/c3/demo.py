@@ -8,12 +8,13 @@ Every ratio keeps N latents fixed and changes the passage length (ratio = passag
 sweep's (c3.sweep) with a shallower model (3 layers, rotary base 10^3, more steps in the same time): each method
 trains ONE model on contexts of mixed length, the ratios unlocked in increasing order over the first part of the steps
 (a cascade trained on every ratio at once from the start stays at its language-model prior), every step holding about
-the same number of context bytes. C3, mean pooling and truncation (the same decoder and N) train the same number of
-steps. By default that is a fixed number (STEPS_DEFAULT), so that the numbers do not depend on the machine's speed;
-every step runs in a fixed number of data-parallel shares, so that they do not depend on its thread count either
-(they reproduce bit for bit at the same seed on any number of threads of one machine); the default size takes about
-12 minutes on a 2-core machine. With --minutes the steps are sized to the budget from each method's measured speed
-instead.
+the same number of context bytes, and each step's ratio drawn in proportion to its length, so that every ratio trains
+on about the same number of passages. C3, mean pooling and truncation (the same decoder and N) train the same number
+of steps. By default that is a fixed number (STEPS_DEFAULT), so that the numbers do not depend on the machine's
+speed; every step runs in a fixed number of data-parallel shares, so that they do not depend on its thread count
+either (they reproduce bit for bit at the same seed on any number of threads of one machine). The default size takes
+about 12 minutes on a 2-core AMD Zen 4 and twice that on a Zen 3 (AVX2). With --minutes the steps are sized to the
+budget from each method's measured speed instead.
 """
 from __future__ import annotations
 
@@ -29,21 +30,22 @@ import numpy as np
 from . import _core, analysis, corpus, evaluation, surprisal, sweep
 from .training import fit
 
-# Fixed steps of every method at the default size: about 12 minutes on a 2-core machine, evaluation included.
+# Fixed steps of every method at the default size: about 12 minutes on a 2-core Zen 4 (AVX-512), 24 on a Zen 3.
 STEPS_DEFAULT = 4000
 DEFAULT_RATIOS = (2, 4, 8)
 
 SIZES = {
     # encoder and decoder shapes, latents, context bytes per step, curriculum fraction, steps, evaluation passages;
     # no continuation (c3.sweep.build_cascade sizes the decoder for it); data-parallel shares, fixed so that the
-    # trained cascades are the same on any number of threads
+    # trained cascades are the same on any number of threads; each step's ratio drawn in proportion to its length
+    # (sweep.MixedBatches' balance), so that 8x, the slowest to learn, gets the most steps
     "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=3, num_heads=8, num_kv_heads=4,
                                rope_theta=1000.0),
                     latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, steps=STEPS_DEFAULT,
-                    evaluate=128, continuation=0, shares=4),
+                    evaluate=128, continuation=0, shares=4, balance="passages"),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
                  latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, steps=8, evaluate=8, continuation=0,
-                 shares=2),
+                 shares=2, balance="passages"),
 }
 METHODS = ("c3", "mean_pool", "truncate")
 
@@ -59,7 +61,8 @@ def mixed_batches(train_regions, ratios, size: dict, seed: int, steps: int):
     """The sweep's mixed-ratio batches (curriculum over the first size["curriculum"] of `steps`), as a generator
     of context rows."""
     data = sweep.MixedBatches(train_regions, ratios, size["latents"], size["batch_tokens"], size["continuation"],
-                              seed=seed + 1000, curriculum_steps=int(round(size["curriculum"] * steps)))
+                              seed=seed + 1000, curriculum_steps=int(round(size["curriculum"] * steps)),
+                              balance=size.get("balance", "bytes"))
     for step in itertools.count():
         yield data.draw(step)[0]
 

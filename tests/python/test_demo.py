@@ -111,3 +111,14 @@ def test_fixed_shares_need_data_parallel_and_have_a_ceiling():
         cascade.trainer(data_parallel=False, data_parallel_shares=2)
     with pytest.raises(c3.C3ValueError, match="at most 1024"):
         cascade.trainer(data_parallel_shares=1025)
+
+
+def test_demo_draws_each_ratio_in_proportion_to_its_length():
+    """The default recipe's balance: once every ratio is unlocked, 2x, 4x and 8x are drawn 1 : 2 : 4 (counted over
+    1,400 seeded draws), so each ratio trains on about the same number of passages."""
+    train_regions, _ = c3.sweep.default_regions()
+    size = c3.demo.SIZES["default"]
+    batches = c3.demo.mixed_batches(train_regions, (2, 4, 8), size, seed=0, steps=10)  # all unlocked from step 4
+    lengths = [next(batches).shape[1] for _ in range(1404)][4:]
+    for ratio, share in ((2, 1 / 7), (4, 2 / 7), (8, 4 / 7)):
+        assert abs(lengths.count(ratio * size["latents"]) / 1400 - share) < 0.04, (ratio, share)

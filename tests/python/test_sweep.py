@@ -353,9 +353,9 @@ def test_position_accuracy_layers_reach_encoder_and_decoder(tmp_path):
 
 
 def test_position_accuracy_passes_its_training_options_on_and_refuses_them_for_a_run(monkeypatch):
-    """main() hands --train, --rope-theta, --seed, --layers, --learning-rate and --shares to the training (None:
-    the recipe's own), trains the demo's settings by default under --recipe demo, and refuses those options with
-    --run, whose cascade has its own shape and seed, instead of ignoring them."""
+    """main() hands --train, --rope-theta, --seed, --layers, --learning-rate, --shares and --balance to the
+    training (None: the recipe's own), trains the demo's settings by default under --recipe demo, and refuses those
+    options with --run, whose cascade has its own shape and seed, instead of ignoring them."""
     position_accuracy = _script("position_accuracy")
     calls = []
 
@@ -369,18 +369,18 @@ def test_position_accuracy_passes_its_training_options_on_and_refuses_them_for_a
     monkeypatch.setattr(position_accuracy, "trained_cascade", record)
     with pytest.raises(Stop):
         position_accuracy.main(["--train", "7", "--recipe", "demo", "--layers", "2", "--rope-theta", "500",
-                                "--seed", "3", "--learning-rate", "3e-3", "--shares", "0"])
+                                "--seed", "3", "--learning-rate", "3e-3", "--shares", "0", "--balance", "bytes"])
     with pytest.raises(Stop):
         position_accuracy.main(["--train", "5", "--recipe", "demo"])
     assert calls[0][:4] == (7, 500.0, 3, 2)
-    assert (calls[0][4]["learning_rate"], calls[0][4]["shares"]) == (3e-3, 0)
+    assert (calls[0][4]["learning_rate"], calls[0][4]["shares"], calls[0][4]["balance"]) == (3e-3, 0, "bytes")
     assert calls[1][:4] == (5, None, 0, None)
     assert calls[1][4] == c3.demo.SIZES["default"]
     for options in (["--learning-rate", "0"], ["--shares", "-1"]):
         with pytest.raises(c3.C3ValueError, match="must be"):
             position_accuracy.main(["--train", "5"] + options)
     for options in (["--layers", "2"], ["--rope-theta", "1000"], ["--seed", "1"], ["--recipe", "demo"],
-                    ["--learning-rate", "3e-3"], ["--shares", "2"]):
+                    ["--learning-rate", "3e-3"], ["--shares", "2"], ["--balance", "bytes"]):
         with pytest.raises(c3.C3ValueError, match="applies to --train"):
             position_accuracy.main(["--run", "runs/c3-seed0"] + options)
     assert len(calls) == 2
