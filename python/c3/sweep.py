@@ -151,6 +151,13 @@ def evaluation_passages(regions, length: int, count: int, unseen_in=None, unseen
 BALANCES = ("bytes", "passages")
 
 
+def check_balance(balance: str) -> str:
+    """`balance` if it is one of BALANCES, else a C3ValueError naming them."""
+    if balance not in BALANCES:
+        raise _core.C3ValueError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+    return balance
+
+
 class MixedBatches:
     """Training batches of mixed ratio from the training regions: each draw picks a ratio among those unlocked at
     that step (see the module's notes on the curriculum), then batch_tokens / (ratio * N) windows (at least one)
@@ -163,9 +170,7 @@ class MixedBatches:
 
     def __init__(self, regions, ratios, latents, batch_tokens, continuation, seed, curriculum_steps=0,
                  balance="bytes"):
-        if balance not in BALANCES:
-            raise _core.C3ValueError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
-        self.balance = balance
+        self.balance = check_balance(balance)
         self.regions = [r for r in regions if len(r) > max(ratios) * latents + continuation]
         if not self.regions:
             raise _core.C3ValueError("the training text is too short for the longest ratio")
@@ -428,8 +433,7 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     (TrainingOptions::data_parallel_shares), which make a run's parameters the same bit for bit on any number of
     threads and jobs; 0 (the default): one share per thread. balance: how each step picks its ratio
     (MixedBatches: "bytes", each unlocked ratio equally likely, or "passages", in proportion to the ratio).
-    on_step(method, seed,
-    step) is called after every step (tests interrupt a run with it)."""
+    on_step(method, seed, step) is called after every step (tests interrupt a run with it)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     methods = _check_list("methods", methods, METHODS)
@@ -456,9 +460,7 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     if not 0 <= int(shares) <= MAX_SHARES:
         raise _core.C3ValueError(f"shares must be in [0, {MAX_SHARES}], got {shares}")
     settings["shares"] = int(shares)
-    if balance not in BALANCES:
-        raise _core.C3ValueError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
-    settings["balance"] = balance
+    settings["balance"] = check_balance(balance)
     steps = int(steps or settings["steps"])
     eval_count = int(eval_passages or settings["eval_passages"])
     # results.json records the settings the runs used, not the size's defaults that the options replaced.
