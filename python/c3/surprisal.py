@@ -110,6 +110,11 @@ def error_table(errors: Sequence, surprisals: Sequence, position_bins: int = 10,
 
 
 # ---- logistic regression --------------------------------------------------------------------------------------
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-z) without overflow: a separable outcome drives |z| past exp's range."""
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
 def logistic_regression(features, outcome, names: Optional[Sequence[str]] = None, iterations: int = 50,
                         tolerance: float = 1e-10) -> dict:
     """Maximum-likelihood logistic regression of a 0/1 outcome on features [n, k] plus an intercept, by
@@ -124,7 +129,7 @@ def logistic_regression(features, outcome, names: Optional[Sequence[str]] = None
     beta = np.zeros(X.shape[1])
     converged, step = False, 0
     for step in range(1, iterations + 1):
-        p = 1.0 / (1.0 + np.exp(-(X @ beta)))
+        p = _sigmoid(X @ beta)
         weight = np.clip(p * (1.0 - p), 1e-12, None)
         information = X.T @ (X * weight[:, None])
         update = np.linalg.solve(information, X.T @ (y - p))
@@ -132,7 +137,7 @@ def logistic_regression(features, outcome, names: Optional[Sequence[str]] = None
         if np.max(np.abs(update)) < tolerance:
             converged = True
             break
-    p = 1.0 / (1.0 + np.exp(-(X @ beta)))
+    p = _sigmoid(X @ beta)
     information = X.T @ (X * np.clip(p * (1.0 - p), 1e-12, None)[:, None])
     stderr = np.sqrt(np.diag(np.linalg.inv(information)))
     names = ["intercept"] + list(names or [f"x{i}" for i in range(1, X.shape[1])])
