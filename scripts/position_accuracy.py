@@ -14,10 +14,11 @@ the running median of 13) and, with three or more dips, their spacing fitted by 
 --run reads a c3 sweep run (default size). --train trains a fresh C3 cascade of the sweep's default shape on
 ratios 2, 4 and 8 with the sweep's curriculum, to see how the dips move with the rotary base (--rope-theta);
 --recipe demo trains it as `c3 demo` does (its shape, 1,024 context bytes a step); --layers changes the depth of
-its encoder and decoder; --learning-rate and --shares (data-parallel shares per step, 0: one per thread) change its
-optimiser settings, --balance how a step draws its ratio (c3.sweep.MixedBatches). They default to the recipe's
-(sweep: base 10^4, 4 layers, 3e-3, one share per thread, bytes; demo: base 10^3, 3 layers, 2e-3, four shares,
-passages); they and --seed apply to --train only. --greedy adds each ratio's strict
+its encoder and decoder; --learning-rate, --min-lr-ratio (the cosine schedule's floor, a fraction of the peak) and
+--shares (data-parallel shares per step, 0: one per thread) change its optimiser settings, --balance how a step draws
+its ratio (c3.sweep.MixedBatches) and --curriculum the fraction of the steps over which the ratios unlock. They
+default to the recipe's (sweep: base 10^4, 4 layers, 3e-3, floor 0.05, one share per thread, bytes, 0.4; demo: base
+10^3, 3 layers, 2e-3, floor 0.05, four shares, passages, 0.4); they and --seed apply to --train only. --greedy adds each ratio's strict
 greedy token accuracy (the reconstruction compared position by position).
 """
 import argparse
@@ -96,10 +97,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, help="seed of a --train cascade (default 0)")
     parser.add_argument("--layers", type=int, help="layers of a --train cascade's encoder and decoder")
     parser.add_argument("--learning-rate", type=float, help="peak learning rate of a --train cascade")
+    parser.add_argument("--min-lr-ratio", type=float,
+                        help="floor of a --train cascade's cosine schedule, as a fraction of the peak learning rate")
+    parser.add_argument("--curriculum", type=float,
+                        help="fraction of a --train cascade's steps over which its ratios unlock, in [0, 1]")
     parser.add_argument("--shares", type=int, help="data-parallel shares per step of a --train cascade (0: per thread)")
     parser.add_argument("--balance", choices=sweep.BALANCES,
-                        help="how a step of a --train cascade draws its ratio: bytes (each equally likely) or "
-                        "passages (in proportion to the ratio)")
+                        help="how a step of a --train cascade draws its ratio: bytes (each equally likely), "
+                        "passages (in proportion to the ratio) or longest (as passages, the longest ratio twice over)")
     parser.add_argument("--ratios", default="4,8")
     parser.add_argument("--passages", type=int, default=512)
     parser.add_argument("--depth", type=float, default=0.05)
@@ -111,7 +116,8 @@ def main(argv=None):
     # A sweep run has its own shape and seed: options that would not reach it are refused, not ignored.
     ignored = [name for name, value in (("--rope-theta", args.rope_theta), ("--seed", args.seed),
                                         ("--layers", args.layers), ("--learning-rate", args.learning_rate),
-                                        ("--shares", args.shares), ("--balance", args.balance))
+                                        ("--shares", args.shares), ("--balance", args.balance),
+                                        ("--min-lr-ratio", args.min_lr_ratio), ("--curriculum", args.curriculum))
                if value is not None]
     if args.run and (ignored or args.recipe != "sweep"):
         raise c3.C3ValueError(f"{', '.join(ignored) or '--recipe demo'} applies to --train, not to --run")
@@ -126,6 +132,14 @@ def main(argv=None):
         settings["shares"] = args.shares
     if args.balance is not None:
         settings["balance"] = args.balance
+    if args.min_lr_ratio is not None:
+        if not 0.0 <= args.min_lr_ratio <= 1.0:
+            raise c3.C3ValueError(f"--min-lr-ratio must be in [0, 1], got {args.min_lr_ratio}")
+        settings["min_lr_ratio"] = args.min_lr_ratio
+    if args.curriculum is not None:
+        if not 0.0 <= args.curriculum <= 1.0:
+            raise c3.C3ValueError(f"--curriculum must be in [0, 1], got {args.curriculum}")
+        settings["curriculum"] = args.curriculum
     ratios = [int(r) for r in args.ratios.split(",")]
     train_regions, held_out_regions = sweep.default_regions()
     if args.run:

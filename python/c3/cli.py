@@ -181,7 +181,7 @@ def command_demo(args):
     from .demo import run_demo
 
     results = run_demo(args.output, ratios=args.ratios, minutes=args.minutes, size=args.size, seed=args.seed,
-                       progress=not args.quiet)
+                       progress=not args.quiet, steps=args.steps)
     _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
                  "token_accuracy": {f"{ratio}x": results[ratio]["token_accuracy"] for ratio in sorted(results)}})
 
@@ -420,10 +420,13 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                    dict(output="output_directory"))
     demo.add_argument("--output", default="reports/demo", metavar="DIR",
                       help="directory for report.md, results.json and the plots")
-    demo.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
-                      help="time budget in minutes, all methods together: the steps are sized to it from each "
-                      "method's measured speed, instead of the fixed steps (about 12 minutes on 2 Zen 4 cores) that "
-                      "make the default reproducible")
+    budget = demo.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive_int, metavar="STEPS",
+                        help="training steps of every method, instead of the size's fixed steps (4,000 at the "
+                        "default size, about 12 minutes on 2 Zen 4 cores)")
+    budget.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
+                        help="time budget in minutes, all methods together: the steps are sized to it from each "
+                        "method's measured speed, instead of the fixed steps that make the default reproducible")
     demo.add_argument("--ratios", type=_ratios, default=(2, 4, 8), metavar="R1,R2,...",
                       help="compression ratios (text bytes per latent), comma-separated; each method trains one model "
                       "on all of them")
@@ -554,10 +557,11 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                        "at once on one thread each (default: 1, one after another in this process)")
     sweep.add_argument("--batch-tokens", type=_positive_int, metavar="TOKENS",
                        help="context tokens per training step, at every ratio (default: 2048 for default, 32 for tiny)")
-    sweep.add_argument("--balance", choices=["bytes", "passages"], default="bytes",
+    sweep.add_argument("--balance", choices=["bytes", "passages", "longest"], default="bytes",
                        help="how each step picks its ratio among those unlocked: bytes, each equally likely (every "
                        "ratio trains on the same bytes); passages, in proportion to the ratio (every ratio trains on "
-                       "about the same number of passages)")
+                       "about the same number of passages); longest, as passages with the longest ratio's weight "
+                       "doubled once it is unlocked")
     sweep.add_argument("--shares", type=_count, default=0, metavar="S",
                        help="fixed data-parallel shares per training step, so that a run trains the same parameters "
                        "bit for bit on any number of threads and jobs; 0: one share per thread")

@@ -2,7 +2,7 @@
 text, beside mean pooling and truncation under the same latent budget, and write a report (Markdown, plots as PNG
 and PDF, JSON) on where the information is lost.
 
-    c3 demo --output reports/demo [--ratios 2,4,8] [--minutes 10] [--size default|tiny] [--seed 0]
+    c3 demo --output reports/demo [--ratios 2,4,8] [--steps 8000 | --minutes 10] [--size default|tiny] [--seed 0]
 
 Every ratio keeps N latents fixed and changes the passage length (ratio = passage bytes / N). The recipe is the
 sweep's (c3.sweep) with a shallower model (3 layers, rotary base 10^3, more steps in the same time): each method
@@ -41,11 +41,11 @@ SIZES = {
     # (sweep.MixedBatches' balance), so that 8x, the slowest to learn, gets the most steps
     "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=3, num_heads=8, num_kv_heads=4,
                                rope_theta=1000.0),
-                    latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, steps=STEPS_DEFAULT,
-                    evaluate=128, continuation=0, shares=4, balance="passages"),
+                    latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, min_lr_ratio=0.05,
+                    steps=STEPS_DEFAULT, evaluate=128, continuation=0, shares=4, balance="passages"),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
-                 latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, steps=8, evaluate=8, continuation=0,
-                 shares=2, balance="passages"),
+                 latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, min_lr_ratio=0.05, steps=8,
+                 evaluate=8, continuation=0, shares=2, balance="passages"),
 }
 METHODS = ("c3", "mean_pool", "truncate")
 
@@ -84,8 +84,8 @@ def train(method: str, ratios, size: dict, seed: int, steps: int, train_regions,
     """Trains one `method` cascade on the mixed ratios for `steps` steps; returns (cascade, reports)."""
     cascade = sweep.build_cascade(method, size, max(ratios), seed)
     trainer = cascade.trainer(learning_rate=size["learning_rate"], warmup_steps=max(1, steps // 20),
-                              total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0,
-                              data_parallel_shares=size.get("shares", 0))
+                              total_steps=steps, min_lr_ratio=size.get("min_lr_ratio", 0.05), weight_decay=0.0,
+                              max_grad_norm=1.0, data_parallel_shares=size.get("shares", 0))
     log = fit(trainer, mixed_batches(train_regions, ratios, size, seed, steps), steps,
               step_fn=lambda t, batch: dict(cascade.train_step(t, batch), ratio=batch.shape[1] // size["latents"]),
               progress=progress,
@@ -94,12 +94,15 @@ def train(method: str, ratios, size: dict, seed: int, steps: int, train_regions,
 
 
 def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: Optional[float] = None,
-             size: str = "default", seed: int = 0, progress: bool = True) -> dict:
-    """Trains C3, mean pooling and truncation (fixed steps, or sized to `minutes`), evaluates each at every ratio
-    on held-out text and writes the report; returns C3's metrics by ratio (the baselines' are in baselines.json,
-    by method and ratio)."""
+             size: str = "default", seed: int = 0, progress: bool = True, steps: Optional[int] = None) -> dict:
+    """Trains C3, mean pooling and truncation (the size's fixed steps, `steps` of them, or as many as fit in
+    `minutes`), evaluates each at every ratio on held-out text and writes the report; returns C3's metrics by ratio
+    (the baselines' are in baselines.json, by method and ratio)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    if steps is not None and (minutes is not None or int(steps) < 1):
+        raise _core.C3ValueError(f"steps must be at least 1 and not given with minutes, got steps={steps}, "
+                                 f"minutes={minutes}")
     ratios = sorted({int(r) for r in ratios})
     if not ratios or ratios[0] < 1:
         raise _core.C3ValueError(f"ratios must be at least 1, got {ratios}")
@@ -107,7 +110,7 @@ def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: O
     config = SIZES[size]
     started = time.perf_counter()
     train_regions, held_out_regions = sweep.default_regions()
-    steps = config["steps"]
+    steps = config["steps"] if steps is None else int(steps)
     if minutes is not None:
         # 85% of the budget trains (the rest evaluates), the same number of steps for every method.
         per_step = sum(seconds_per_step(m, ratios, config, seed, train_regions) for m in METHODS)

@@ -148,7 +148,7 @@ def evaluation_passages(regions, length: int, count: int, unseen_in=None, unseen
     return [unseen[i] for i in np.unique(np.linspace(0, len(unseen) - 1, count).astype(np.int64))]
 
 
-BALANCES = ("bytes", "passages")
+BALANCES = ("bytes", "passages", "longest")
 
 
 def check_balance(balance: str) -> str:
@@ -166,7 +166,9 @@ class MixedBatches:
     balance: how the ratio is picked among the unlocked ones. "bytes": each equally likely, so each ratio trains on
     the same number of context bytes (and a long ratio on fewer passages). "passages": each with probability in
     proportion to the ratio, so each ratio trains on about the same number of passages (the long ratios, the
-    slowest to learn, get more of the steps)."""
+    slowest to learn, get more of the steps). "longest": as "passages", with the weight of the longest ratio of
+    all doubled once it is unlocked: it is the slowest to learn, and the shorter ones, once read, need only to be
+    kept (at 2x, 4x and 8x the draws are 1 : 2 : 8)."""
 
     def __init__(self, regions, ratios, latents, batch_tokens, continuation, seed, curriculum_steps=0,
                  balance="bytes"):
@@ -201,6 +203,8 @@ class MixedBatches:
             ratio = unlocked[int(self.rng.integers(len(unlocked)))]
         else:
             weights = np.array(unlocked, np.float64)
+            if self.balance == "longest" and unlocked[-1] == self.ratios[-1]:
+                weights[-1] *= 2.0
             ratio = unlocked[int(self.rng.choice(len(unlocked), p=weights / weights.sum()))]
         length = ratio * self.latents
         contexts, continuations = [], []
@@ -432,7 +436,8 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     another in this process, on all of c3's threads). shares: fixed data-parallel shares per training step
     (TrainingOptions::data_parallel_shares), which make a run's parameters the same bit for bit on any number of
     threads and jobs; 0 (the default): one share per thread. balance: how each step picks its ratio
-    (MixedBatches: "bytes", each unlocked ratio equally likely, or "passages", in proportion to the ratio).
+    (MixedBatches: "bytes", each unlocked ratio equally likely; "passages", in proportion to the ratio; "longest",
+    as "passages" with the longest ratio's weight doubled).
     on_step(method, seed, step) is called after every step (tests interrupt a run with it)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")

@@ -246,6 +246,19 @@ def test_demo_prints_json_and_sends_messages_to_stderr(tmp_path, capsys):
     assert captured.err.startswith("c3 2x: greedy token accuracy")
 
 
+def test_demo_trains_the_steps_it_is_given_and_refuses_steps_with_minutes(tmp_path, capsys):
+    output = tmp_path / "demo"
+    assert cli.main(["demo", "--output", str(output), "--size", "tiny", "--steps", "3", "--ratios", "2",
+                     "--quiet"]) == 0
+    assert json.loads((output / "results.json").read_text())["2"]["steps"] == 3
+    assert "3 steps each" in (output / "report.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["demo", "--output", str(tmp_path / "other"), "--steps", "3", "--minutes", "1"])
+    assert stopped.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+
+
 def test_reconstruction_length_rule_matches_the_decoder():
     """max_new_tokens_limit against the C++ position check, with a prompt around the latent block."""
     shape = dict(hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1)

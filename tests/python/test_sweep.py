@@ -200,6 +200,19 @@ def test_passage_balance_draws_each_ratio_in_proportion_to_its_length():
         sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3, balance="tokens")
 
 
+def test_longest_balance_doubles_the_longest_ratio_once_it_is_unlocked():
+    """balance="longest": 1 : 2 while 2x and 4x are unlocked, 1 : 2 : 8 once 8x is (6,000 seeded draws each, a
+    binomial sd of at most 0.007 per share)."""
+    regions = [np.arange(5000, dtype=np.int32) % 251]
+    ratios, latents = (2, 4, 8), 4
+    data = sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=5,
+                              curriculum_steps=30, balance="longest")
+    for step, shares in ((15, {2: 1 / 3, 4: 2 / 3, 8: 0.0}), (1000, {2: 1 / 11, 4: 2 / 11, 8: 8 / 11})):
+        draws = [data.draw(step)[0].shape[1] // latents for _ in range(6000)]
+        for r in ratios:
+            assert abs(draws.count(r) / 6000 - shares[r]) < 0.03, (step, r, draws.count(r))
+
+
 def test_sweep_trains_with_passage_balance_and_records_it(tmp_path):
     output = str(tmp_path / "sweep")
     results = sweep.run_sweep(output, methods=("c3",), steps=4, eval_passages=2, balance="passages", **TINY)
@@ -313,6 +326,11 @@ def test_position_accuracy_refuses_a_directory_that_is_not_a_sweep_run(tmp_path)
     position_accuracy = _script("position_accuracy")
     with pytest.raises(c3.C3ValueError, match="sweep run"):
         position_accuracy.main(["--run", str(tmp_path / "not-a-run")])
+    for option, value in (("--curriculum", "1.5"), ("--min-lr-ratio", "-0.1")):
+        with pytest.raises(c3.C3ValueError, match=option):
+            position_accuracy.main(["--train", "1", option, value])
+        with pytest.raises(c3.C3ValueError, match=f"{option} applies to --train"):
+            position_accuracy.main(["--run", str(tmp_path / "c3-seed0"), option, "0.5"])
 
 
 def test_position_accuracy_greedy_score_is_a_position_by_position_count():
