@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import numbers
 import os
 import sys
 import time
@@ -100,9 +101,11 @@ def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: O
     (the baselines' are in baselines.json, by method and ratio)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
-    if steps is not None and (minutes is not None or int(steps) < 1):
-        raise _core.C3ValueError(f"steps must be at least 1 and not given with minutes, got steps={steps}, "
-                                 f"minutes={minutes}")
+    if steps is not None:
+        if minutes is not None:
+            raise _core.C3ValueError(f"give steps or minutes, not both: got steps={steps!r}, minutes={minutes!r}")
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise _core.C3ValueError(f"steps must be a whole number of at least 1, got {steps!r}")
     ratios = sorted({int(r) for r in ratios})
     if not ratios or ratios[0] < 1:
         raise _core.C3ValueError(f"ratios must be at least 1, got {ratios}")

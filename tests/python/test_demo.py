@@ -77,7 +77,7 @@ def test_demo_refuses_an_unknown_size_or_ratio(tmp_path):
         c3.demo.run_demo(str(tmp_path), size="huge", progress=False)
     with pytest.raises(c3.C3ValueError, match="ratios"):
         c3.demo.run_demo(str(tmp_path), ratios=(0, 2), size="tiny", progress=False)
-    for steps, minutes in ((0, None), (5, 1.0)):
+    for steps, minutes in ((0, None), (2.5, None), ("8", None), (True, None), (5, 1.0)):
         with pytest.raises(c3.C3ValueError, match="steps"):
             c3.demo.run_demo(str(tmp_path), size="tiny", steps=steps, minutes=minutes, progress=False)
     assert not os.listdir(tmp_path)  # nothing written before the arguments are checked
