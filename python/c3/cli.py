@@ -536,32 +536,35 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--ratios", type=_ratios, default=(2, 4, 8, 16, 32), metavar="R1,R2,...",
                        help="compression ratios (context bytes per latent), comma-separated")
     sweep.add_argument("--seeds", type=_seeds, default=(0, 1), metavar="S1,S2,...", help="seeds, comma-separated")
-    sweep.add_argument("--size", choices=["default", "tiny"], default="default",
+    sweep.add_argument("--size", choices=["default", "small", "tiny"], default="default",
                        help="model and evaluation size: default (hidden 128, 4 layers, N = 16, 512 held-out passages "
-                       "per ratio) or tiny (hidden 32, 1 layer, N = 4: a smoke test)")
+                       "per ratio), small (the demo's shape: 3 layers, rotary base 10^3, 1,024 context bytes a step) "
+                       "or tiny (hidden 32, 1 layer, N = 4: a smoke test)")
     sweep.add_argument("--steps", type=_positive_int, metavar="STEPS",
-                       help="optimiser steps per run (default: 3000 for default, 6 for tiny)")
+                       help="optimiser steps per run (default: 3000 for default, 8000 for small, 6 for tiny)")
     sweep.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
                        help="cap on each run's training time; the schedule still follows --steps, and a capped run "
                        "does not reproduce")
     sweep.add_argument("--eval-passages", type=_positive_int, metavar="COUNT",
-                       help="held-out passages per ratio (default: 512 for default, 6 for tiny)")
+                       help="held-out passages per ratio (default: 512 for default and small, 6 for tiny)")
     sweep.add_argument("--continuation-weight", type=_weight, default=0.0, metavar="W",
                        help="train on (1 - W) x reconstruction + W x continuation loss (0: reconstruction only, as "
                        "in the paper)")
     sweep.add_argument("--curriculum", type=_weight, metavar="FRACTION",
                        help="unlock the ratios in increasing order over this fraction of the steps (default: 0.4 "
-                       "for default, 0.5 for tiny; 0: every ratio from the first step)")
+                       "for default and small, 0.5 for tiny; 0: every ratio from the first step)")
     sweep.add_argument("--jobs", type=_positive_int, default=1, metavar="J",
                        help="runs trained at once, each in its own process with threads / J threads, then evaluated "
                        "at once on one thread each (default: 1, one after another in this process)")
     sweep.add_argument("--batch-tokens", type=_positive_int, metavar="TOKENS",
-                       help="context tokens per training step, at every ratio (default: 2048 for default, 32 for tiny)")
-    sweep.add_argument("--balance", choices=["bytes", "passages", "longest"], default="bytes",
+                       help="context tokens per training step, at every ratio (default: 2048 for default, 1024 for "
+                       "small, 32 for tiny)")
+    sweep.add_argument("--balance", default="bytes", metavar="{bytes,passages,longest,W1:W2:...}",
                        help="how each step picks its ratio among those unlocked: bytes, each equally likely (every "
                        "ratio trains on the same bytes); passages, in proportion to the ratio (every ratio trains on "
                        "about the same number of passages); longest, as passages with the longest ratio's weight "
-                       "doubled once it is unlocked")
+                       "doubled once it is unlocked; W1:W2:..., one weight per ratio in increasing order, each "
+                       "drawn in proportion to its weight")
     sweep.add_argument("--shares", type=_count, default=0, metavar="S",
                        help="fixed data-parallel shares per training step, so that a run trains the same parameters "
                        "bit for bit on any number of threads and jobs; 0: one share per thread")

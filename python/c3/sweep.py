@@ -1,9 +1,9 @@
 """Ratio sweeps: methods x ratios x seeds at a fixed number of latents N, resumable, with a report.
 
     c3 sweep --output reports/sweep [--methods c3,mean_pool,truncate,no_context,full_context]
-             [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 3000] [--size default|tiny] [--curriculum 0.4]
+             [--ratios 2,4,8,16,32] [--seeds 0,1] [--steps 3000] [--size default|small|tiny] [--curriculum 0.4]
              [--batch-tokens 2048] [--jobs 2] [--shares 0]
-             [--balance bytes|passages]
+             [--balance bytes|passages|longest|W1:W2:...]
 
 Design. As in the C3 paper (which reads Fox's ratios off length bins of one model), each (method, seed) trains ONE
 model on contexts of mixed length: every step draws a ratio r from the sweep's ratios and a batch of r * N-token
@@ -66,12 +66,22 @@ OOD_LICENCE = ("docstrings of the CPython standard library's top-level modules (
                "Python Software Foundation License; shipped with Python itself")
 
 SIZES = {
+    # track_points: how often (evenly over the steps) a run scores held-out teacher-forced accuracy of each ratio
+    # on track_passages in-domain passages while it trains, so that a report shows whether each ratio converged.
     "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=8, num_kv_heads=4),
                     latents=16, batch_tokens=2048, curriculum=0.4, learning_rate=3e-3, steps=3000,
-                    eval_passages=512, ood_passages=256, continuation=64, checkpoint_every=100, eval_batch=32),
+                    eval_passages=512, ood_passages=256, continuation=64, checkpoint_every=100, eval_batch=32,
+                    track_points=20, track_passages=64),
+    # The demo's shape (c3.demo): one layer fewer and rotary base 10^3, which removes the default's accuracy dips
+    # at fixed positions, at half the context bytes a step; a step costs about a third of the default's.
+    "small": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=3, num_heads=8, num_kv_heads=4,
+                             rope_theta=1000.0),
+                  latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, steps=8000,
+                  eval_passages=512, ood_passages=256, continuation=64, checkpoint_every=100, eval_batch=32,
+                  track_points=20, track_passages=64),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
                  latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, steps=6, eval_passages=6,
-                 ood_passages=4, continuation=8, checkpoint_every=3, eval_batch=8),
+                 ood_passages=4, continuation=8, checkpoint_every=3, eval_batch=8, track_points=2, track_passages=2),
 }
 
 
@@ -151,11 +161,30 @@ def evaluation_passages(regions, length: int, count: int, unseen_in=None, unseen
 BALANCES = ("bytes", "passages", "longest")
 
 
-def check_balance(balance: str) -> str:
-    """`balance` if it is one of BALANCES, else a C3ValueError naming them."""
-    if balance not in BALANCES:
-        raise _core.C3ValueError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
-    return balance
+def check_balance(balance: str, ratios: Optional[Sequence[int]] = None) -> str:
+    """`balance` if it is one of BALANCES or ratio weights "w1:w2:...": one positive number per ratio (of `ratios`,
+    when given), in increasing ratio order; else a C3ValueError naming the forms."""
+    if balance in BALANCES:
+        return balance
+    if ratio_weights(balance, ratios) is not None:
+        return balance
+    raise _core.C3ValueError(f"balance must be one of {', '.join(BALANCES)} or ratio weights such as 1:2:4 (one "
+                             f"positive number per ratio, in increasing ratio order), got {balance!r}")
+
+
+def ratio_weights(balance: str, ratios: Optional[Sequence[int]] = None) -> Optional[list]:
+    """The weights of a "w1:w2:..." balance as floats, or None when it is not one (or not one weight per ratio)."""
+    if not isinstance(balance, str):
+        return None
+    try:
+        weights = [float(part) for part in balance.split(":")]
+    except ValueError:
+        return None
+    if not all(math.isfinite(w) and w > 0 for w in weights):
+        return None
+    if ratios is not None and len(weights) != len(ratios):
+        return None
+    return weights
 
 
 class MixedBatches:
@@ -168,11 +197,14 @@ class MixedBatches:
     proportion to the ratio, so each ratio trains on about the same number of passages (the long ratios, the
     slowest to learn, get more of the steps). "longest": as "passages", with the weight of the longest ratio of
     all doubled once it is unlocked: it is the slowest to learn, and the shorter ones, once read, need only to be
-    kept (at 2x, 4x and 8x the draws are 1 : 2 : 8)."""
+    kept (at 2x, 4x and 8x the draws are 1 : 2 : 8). "w1:w2:...": one weight per ratio in increasing order, each
+    unlocked ratio drawn in proportion to its weight (to give the most steps to the ratios that must converge)."""
 
     def __init__(self, regions, ratios, latents, batch_tokens, continuation, seed, curriculum_steps=0,
                  balance="bytes"):
-        self.balance = check_balance(balance)
+        self.balance = check_balance(balance, sorted(ratios))
+        weights = ratio_weights(self.balance, sorted(ratios)) if self.balance not in BALANCES else None
+        self.ratio_weight = dict(zip(sorted(ratios), weights or sorted(ratios)))
         self.regions = [r for r in regions if len(r) > max(ratios) * latents + continuation]
         if not self.regions:
             raise _core.C3ValueError("the training text is too short for the longest ratio")
@@ -202,7 +234,7 @@ class MixedBatches:
         if self.balance == "bytes":
             ratio = unlocked[int(self.rng.integers(len(unlocked)))]
         else:
-            weights = np.array(unlocked, np.float64)
+            weights = np.array([self.ratio_weight[r] for r in unlocked], np.float64)
             if self.balance == "longest" and unlocked[-1] == self.ratios[-1]:
                 weights[-1] *= 2.0
             ratio = unlocked[int(self.rng.choice(len(unlocked), p=weights / weights.sum()))]
@@ -244,10 +276,32 @@ def _jsonable(value):
     return value
 
 
+def teacher_forced_accuracy(cascade: Cascade, contexts, batch: int) -> float:
+    """The share of the contexts' tokens that the decoder predicts given the true prefix and the latents."""
+    correct = total = 0
+    for start in range(0, len(contexts), batch):
+        rows = contexts[start:start + batch]
+        latents, mask = cascade.encode(rows)
+        scores = cascade.score(latents, rows, latent_mask=mask)
+        correct += int(np.sum(scores["correct"][scores["valid"]]))
+        total += int(np.sum(scores["valid"]))
+    return correct / max(total, 1)
+
+
+def track_steps(settings: dict, steps: int) -> set:
+    """The steps (1-based) after which a run scores its tracking passages: track_points of them, evenly spread,
+    the last step included."""
+    points = int(settings.get("track_points", 0))
+    return {int(round(steps * k / points)) for k in range(1, points + 1)} - {0} if points else set()
+
+
 def train_run(directory: str, method: str, seed: int, settings: dict, ratios, train_regions, steps: int,
               minutes: Optional[float] = None, continuation_weight: float = 0.0, progress: bool = True,
-              on_step: Optional[Callable[[int], None]] = None) -> Cascade:
-    """Trains (or resumes, or loads when finished) one run; returns its cascade."""
+              on_step: Optional[Callable[[int], None]] = None, track: Optional[dict] = None) -> Cascade:
+    """Trains (or resumes, or loads when finished) one run; returns its cascade.
+
+    track: {ratio: held-out contexts}, scored teacher-forced at track_steps (recorded as "track" in trained.json:
+    [step, [accuracy of each ratio]] in the order of `ratios`)."""
     os.makedirs(directory, exist_ok=True)
     cascade = build_cascade(method, settings, max(ratios), seed)
     checkpoint = os.path.join(directory, "checkpoint.safetensors")
@@ -258,11 +312,13 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
     data = MixedBatches(train_regions, ratios, settings["latents"], settings["batch_tokens"], settings["continuation"],
                         seed=seed + 1000, curriculum_steps=int(round(settings["curriculum"] * steps)),
                         balance=settings.get("balance", "bytes"))
-    step, seconds, log = 0, 0.0, []
+    step, seconds, log, tracked = 0, 0.0, [], []
     if os.path.exists(checkpoint):
         extra = load_checkpoint(checkpoint, cascade.model, trainer)
         data.restore(extra["data"])
         step, seconds, log = int(extra["step"]), float(extra.get("seconds", 0.0)), list(extra.get("log", []))
+        tracked = list(extra.get("track", []))
+    scored = track_steps(settings, steps) if track else set()
     if os.path.exists(finished):
         return cascade
     started = time.perf_counter() - seconds
@@ -282,24 +338,31 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
             log.append([int(contexts.shape[1] // settings["latents"]), round(float(report["loss"]), 5)])
             bar.set_postfix(loss=f"{report['loss']:.3f}")
             bar.update(1)
+            if step in scored:
+                # Scoring draws no random numbers and changes no parameter: the run trains as it would without.
+                tracked.append([step, [round(teacher_forced_accuracy(cascade, track[r], settings["eval_batch"]), 5)
+                                       for r in sorted(track)]])
             if step % settings["checkpoint_every"] == 0 or step == steps:
-                _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started, log)
+                _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started, log,
+                                 tracked)
             if on_step is not None:
                 on_step(step)
     finally:
         bar.close()
-    _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started, log)
-    # log: [ratio, loss] of every step, for learning curves by ratio.
+    _save_checkpoint(checkpoint, cascade, trainer, data, step, time.perf_counter() - started, log, tracked)
+    # log: [ratio, loss] of every step, for learning curves by ratio; track: held-out accuracy during training.
     _write_json_atomically(finished, dict(method=method, seed=seed, steps=step, planned_steps=steps,
                                           threads=_core.num_threads(),
                                           train_seconds=time.perf_counter() - started,
-                                          final_loss=log[-1][1] if log else None, log=log))
+                                          final_loss=log[-1][1] if log else None, log=log,
+                                          track_ratios=sorted(track) if track else [], track=tracked))
     return cascade
 
 
-def _save_checkpoint(path, cascade, trainer, data, step, seconds, log):
+def _save_checkpoint(path, cascade, trainer, data, step, seconds, log, tracked=()):
     # The one training-checkpoint format (train/checkpoint.hpp), written atomically.
-    save_checkpoint(path, cascade.model, trainer, dict(step=step, seconds=seconds, data=data.state(), log=log))
+    save_checkpoint(path, cascade.model, trainer, dict(step=step, seconds=seconds, data=data.state(), log=log,
+                                                       track=list(tracked)))
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------------
@@ -386,10 +449,10 @@ def _in_workers(job, work: list, jobs: int, description: str, progress: bool) ->
 
 def _training_job(work) -> str:
     """train_run of one run in a worker process (run_sweep's jobs), without a progress bar."""
-    directory, method, seed, settings, ratios, train_regions, steps, minutes, continuation_weight, threads = work
+    directory, method, seed, settings, ratios, train_regions, steps, minutes, continuation_weight, threads, track = work
     _core.set_num_threads(threads)
     train_run(directory, method, seed, settings, ratios, train_regions, steps, minutes, continuation_weight,
-              progress=False)
+              progress=False, track=track)
     return f"{method}-seed{seed}"
 
 
@@ -465,7 +528,7 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     if not 0 <= int(shares) <= MAX_SHARES:
         raise _core.C3ValueError(f"shares must be in [0, {MAX_SHARES}], got {shares}")
     settings["shares"] = int(shares)
-    settings["balance"] = check_balance(balance)
+    settings["balance"] = check_balance(balance, ratios)
     steps = int(steps or settings["steps"])
     eval_count = int(eval_passages or settings["eval_passages"])
     # results.json records the settings the runs used, not the size's defaults that the options replaced.
@@ -497,6 +560,10 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     in_domain = evaluation_passages(held_out_regions, passage_length, eval_count, unseen_in=train_regions,
                                     unseen_length=min(ratios) * settings["latents"] + settings["continuation"])
     out_of_domain = evaluation_passages([_ids(ood_text())], passage_length, min(eval_count, settings["ood_passages"]))
+    # A fixed, evenly spread subset of the in-domain passages, scored during training (train_run's track).
+    subset = np.unique(np.linspace(0, len(in_domain) - 1, min(settings.get("track_passages", 0),
+                                                              len(in_domain))).astype(np.int64))
+    track = {r: [in_domain[i][:r * settings["latents"]] for i in subset] for r in ratios} if len(subset) else None
 
     runs = [(method, seed) for seed in seeds for method in methods]
     run_directory = lambda m, s: os.path.join(output, "runs", f"{m}-seed{s}")  # noqa: E731
@@ -506,13 +573,15 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
         # does not fill many cores, so separate runs use them better than one run on all of them.
         threads = max(1, _core.num_threads() // jobs)
         work = [(run_directory(m, s), m, s, settings, ratios, train_regions, steps, minutes, continuation_weight,
-                 threads) for m, s in runs if not os.path.exists(os.path.join(run_directory(m, s), "trained.json"))]
+                 threads, track) for m, s in runs
+                if not os.path.exists(os.path.join(run_directory(m, s), "trained.json"))]
         _in_workers(_training_job, work, jobs, "training runs", progress)
     else:
         for method, seed in tqdm(runs, desc="training runs", disable=not progress):
             hook = (lambda step, m=method, s=seed: on_step(m, s, step)) if on_step else None
             cascades[method, seed] = train_run(run_directory(method, seed), method, seed, settings, ratios,
-                                               train_regions, steps, minutes, continuation_weight, progress, hook)
+                                               train_regions, steps, minutes, continuation_weight, progress, hook,
+                                               track)
 
     results = dict(plan=plan, settings=settings, corpus=corpus.LICENCE, out_of_domain_corpus=OOD_LICENCE, runs={})
     if jobs > 1:
@@ -571,12 +640,24 @@ def _save(figure, output, name):
     return name
 
 
+def _ratio_panels(ratios, seed: int, ylabel: str, draw):
+    """One panel per ratio; draw(axis, index, ratio) plots each method's line in it."""
+    figure, axes = _figure(1, len(ratios), width=3.6, height=3.0)
+    for index, (axis, ratio) in enumerate(zip(axes, ratios)):
+        draw(axis, index, ratio)
+        axis.set_title(f"{ratio}x, seed {seed}")
+        axis.set_xlabel("step")
+        axis.set_ylabel(ylabel)
+    axes[0].legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
 def learning_curves_figure(logs: dict, ratios, seed: int):
     """Training loss against step, one panel per ratio, one line per method (a running mean over that ratio's
     steps): shows when each method leaves the language-model prior, and whether its loss still falls at the end.
     logs: {method: [(ratio, loss) of every step]}."""
-    figure, axes = _figure(1, len(ratios), width=3.6, height=3.0)
-    for axis, ratio in zip(axes, ratios):
+    def draw(axis, index, ratio):
         for method, log in logs.items():
             steps = np.array([k + 1 for k, (r, _) in enumerate(log) if r == ratio])
             losses = np.array([loss for r, loss in log if r == ratio], dtype=float)
@@ -585,17 +666,48 @@ def learning_curves_figure(logs: dict, ratios, seed: int):
             window = max(1, len(losses) // 20)
             smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
             axis.plot(steps[window - 1:], smooth, label=method, color=analysis.color_for(method))
-        axis.set_title(f"{ratio}x, seed {seed}")
-        axis.set_xlabel("step")
-        axis.set_ylabel("training loss (nats per token)")
-    axes[0].legend(fontsize="small")
-    figure.tight_layout()
-    return figure
+    return _ratio_panels(ratios, seed, "training loss (nats per token)", draw)
 
 
 def _learning_curves(output, results, methods, ratios, seed):
     logs = {method: results["runs"][f"{method}-seed{seed}"]["training"].get("log") or [] for method in methods}
     return _save(learning_curves_figure(logs, ratios, seed), output, "learning_curves.png")
+
+
+def tracking_figure(tracks: dict, ratios, seed: int):
+    """Held-out teacher-forced accuracy during training, one panel per ratio, one line per method: a ratio whose
+    line is flat over the last steps has converged at this schedule. tracks: {method: [(step, [accuracy of each
+    ratio])]}."""
+    def draw(axis, index, ratio):
+        for method, track in tracks.items():
+            if track:
+                axis.plot([step for step, _ in track], [values[index] for _, values in track], marker=".",
+                          label=method, color=analysis.color_for(method))
+    return _ratio_panels(ratios, seed, "held-out teacher-forced accuracy", draw)
+
+
+def _tracking_lines(results, methods, ratios, seeds) -> list:
+    """A Markdown table of each run's tracked held-out accuracy at three quarters of its steps and at the end."""
+    lines = []
+    for seed in seeds:
+        for method in methods:
+            training = results["runs"][f"{method}-seed{seed}"]["training"]
+            track, tracked_ratios = training.get("track") or [], training.get("track_ratios") or []
+            if len(track) < 2 or list(tracked_ratios) != list(ratios):
+                continue
+            last_step = track[-1][0]
+            middle = min(track, key=lambda point: abs(point[0] - 0.75 * last_step))
+            cells = [f"{a:.3f} → {b:.3f}" for a, b in zip(middle[1], track[-1][1])]
+            lines.append(f"| {method} | {seed} | {middle[0]} → {last_step} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    header = ["## Converged?", "",
+              "Held-out teacher-forced accuracy scored during training (in-domain, "
+              f"{results['settings'].get('track_passages')} passages per ratio), at about three quarters of the "
+              "steps and at the end: a ratio that still gains is still being learned.", "",
+              "| method | seed | steps | " + " | ".join(f"{r}x" for r in ratios) + " |",
+              "|---|---|---|" + "---|" * len(ratios)]
+    return header + lines + [""]
 
 
 def write_report(output: str, results: dict) -> None:
@@ -623,6 +735,9 @@ def write_report(output: str, results: dict) -> None:
         axis.legend()
         plots.append(_save(figure, output, f"{metric}_vs_ratio.png"))
     plots.append(_learning_curves(output, results, methods, ratios, seeds[0]))
+    tracks = {method: results["runs"][f"{method}-seed{seeds[0]}"]["training"].get("track") or [] for method in methods}
+    if any(tracks.values()):
+        plots.append(_save(tracking_figure(tracks, ratios, seeds[0]), output, "held_out_during_training.png"))
     first = f"{methods[0]}-seed{seeds[0]}"
     for method in methods:
         run = results["runs"][f"{method}-seed{seeds[0]}"]["in_domain"]
@@ -658,6 +773,7 @@ def write_report(output: str, results: dict) -> None:
                     cells.append("n/a" if mean is None else f"{mean:.3f} ± {spread:.3f}")
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
             lines.append("")
+    lines += _tracking_lines(results, methods, ratios, seeds)
     lines += ["## Position decay or content difficulty", "",
               "Logistic regression of each token's teacher-forced error on its relative position (0..1) and its "
               "prior surprisal (bits), seed " + str(seeds[0]) + ", in-domain: coefficient (standard error).", "",

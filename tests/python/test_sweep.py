@@ -152,6 +152,9 @@ def test_cli_sweep_help_and_one_line_errors(tmp_path):
                                                   "truncate, truncate_last, no_context, full_context)"]
     result = run("sweep", "--continuation-weight", "2")
     assert result.returncode == 2 and "between 0 and 1" in result.stderr
+    result = run("sweep", "--output", "out", "--size", "tiny", "--ratios", "2,4", "--balance", "1:2:3")
+    assert result.returncode == 2 and result.stdout == "" and "ratio weights" in result.stderr
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_curriculum_unlocks_ratios_in_order_and_balances_tokens():
@@ -200,17 +203,75 @@ def test_passage_balance_draws_each_ratio_in_proportion_to_its_length():
         sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3, balance="tokens")
 
 
-def test_longest_balance_doubles_the_longest_ratio_once_it_is_unlocked():
-    """balance="longest": 1 : 2 while 2x and 4x are unlocked, 1 : 2 : 8 once 8x is (6,000 seeded draws each, a
+@pytest.mark.parametrize("balance, shares", [
+    # longest: 1 : 2 while 2x and 4x are unlocked, 1 : 2 : 8 once 8x is.
+    ("longest", ({2: 1 / 3, 4: 2 / 3, 8: 0.0}, {2: 1 / 11, 4: 2 / 11, 8: 8 / 11})),
+    # ratio weights 1:3:4: 1 : 3 among 2x and 4x, then 1 : 3 : 4.
+    ("1:3:4", ({2: 1 / 4, 4: 3 / 4, 8: 0.0}, {2: 1 / 8, 4: 3 / 8, 8: 4 / 8})),
+])
+def test_weighted_balances_draw_each_unlocked_ratio_in_proportion(balance, shares):
+    """Shares of each ratio during the curriculum (step 15, 8x locked) and after it (6,000 seeded draws each, a
     binomial sd of at most 0.007 per share)."""
     regions = [np.arange(5000, dtype=np.int32) % 251]
     ratios, latents = (2, 4, 8), 4
     data = sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=5,
-                              curriculum_steps=30, balance="longest")
-    for step, shares in ((15, {2: 1 / 3, 4: 2 / 3, 8: 0.0}), (1000, {2: 1 / 11, 4: 2 / 11, 8: 8 / 11})):
+                              curriculum_steps=30, balance=balance)
+    for step, expected in zip((15, 1000), shares):
         draws = [data.draw(step)[0].shape[1] // latents for _ in range(6000)]
         for r in ratios:
-            assert abs(draws.count(r) / 6000 - shares[r]) < 0.03, (step, r, draws.count(r))
+            assert abs(draws.count(r) / 6000 - expected[r]) < 0.03, (step, r, draws.count(r))
+
+
+def test_ratio_weights_must_give_one_positive_number_per_ratio():
+    regions = [np.arange(5000, dtype=np.int32) % 251]
+    for bad in ("1:2", "1:2:3:4", "1:0:2", "1:-1:2", "1:a:2", "1:nan:2", "1:inf:2", "1::2", ""):
+        with pytest.raises(c3.C3ValueError, match="ratio weights"):
+            sweep.MixedBatches(regions, (2, 4, 8), 4, batch_tokens=64, continuation=0, seed=7, balance=bad)
+    assert sweep.check_balance("0.5:2.5:1", (8, 2, 4)) == "0.5:2.5:1"
+
+
+def test_tracked_accuracy_is_the_evaluation_at_the_last_step_and_does_not_change_training(tmp_path, monkeypatch):
+    """A run scores its held-out passages at evenly spread steps. With as many tracking passages as evaluation
+    passages, the last score of each ratio is the evaluation's teacher-forced accuracy of the same model; a run
+    that does not track trains the same parameters bit for bit; an interrupted run resumes its track."""
+    options = dict(methods=("c3",), steps=7, eval_passages=2, **TINY)
+    whole = str(tmp_path / "whole")
+    results = sweep.run_sweep(whole, **options)
+    training = results["runs"]["c3-seed0"]["training"]
+    assert training["track_ratios"] == [2, 4]
+    assert [step for step, _ in training["track"]] == sorted(sweep.track_steps(sweep.SIZES["tiny"], 7)) == [4, 7]
+    for index, ratio in enumerate((2, 4)):
+        expected = results["runs"]["c3-seed0"]["in_domain"][str(ratio)]["teacher_forced_accuracy"]
+        assert training["track"][-1][1][index] == pytest.approx(expected, abs=1e-5)
+
+    def interrupt(method, seed, step):
+        if step == 6:  # after the checkpoint at step 6, with the score of step 4 in it
+            raise KeyboardInterrupt
+
+    broken = str(tmp_path / "broken")
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(broken, on_step=interrupt, **options)
+    resumed = sweep.run_sweep(broken, **options)
+    assert resumed["runs"]["c3-seed0"]["training"]["track"] == training["track"]
+    monkeypatch.setitem(sweep.SIZES, "tiny", dict(sweep.SIZES["tiny"], track_points=0))
+    untracked = sweep.run_sweep(str(tmp_path / "untracked"), **options)
+    assert untracked["runs"]["c3-seed0"]["training"]["track"] == []
+    expected, plain = checkpoint_tensors(whole, "c3"), checkpoint_tensors(tmp_path / "untracked", "c3")
+    for name in expected:
+        np.testing.assert_array_equal(expected[name], plain[name], err_msg=name)
+    report = open(os.path.join(whole, "report.md")).read()
+    assert "## Converged?" in report and "| c3 | 0 | 4 → 7 |" in report
+    assert os.path.getsize(os.path.join(whole, "held_out_during_training.png")) > 0
+
+
+def test_small_size_trains_the_demo_shape(tmp_path):
+    """--size small is the demo's model shape (3 layers, rotary base 10^3), with the sweep's evaluation."""
+    from c3 import demo
+    assert sweep.SIZES["small"]["model"] == demo.SIZES["default"]["model"]
+    results = sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), ratios=(2,), seeds=(0,), size="small",
+                              steps=1, eval_passages=2, progress=False)
+    assert results["settings"]["model"]["rope_theta"] == 1000.0 and results["settings"]["model"]["num_layers"] == 3
+    assert results["runs"]["c3-seed0"]["in_domain"]["2"]["passages"] == 2
 
 
 def test_sweep_trains_with_passage_balance_and_records_it(tmp_path):
