@@ -16,12 +16,6 @@ import time
 import numpy as np
 
 from c3 import sweep
-from position_accuracy import teacher_forced_correct  # this script's neighbour in scripts/
-
-
-def teacher_forced_accuracy(cascade, passages, ratio, latents):
-    correct = teacher_forced_correct(cascade, [passage[:ratio * latents] for passage in passages])
-    return float(np.mean(np.concatenate(correct)))
 
 
 def main(argv=None):
@@ -42,8 +36,7 @@ def main(argv=None):
     passages = sweep.evaluation_passages(held_out_regions, max(evaluated) * latents, 64, unseen_in=train_regions,
                                          unseen_length=min(evaluated) * latents)
     cascade = sweep.build_cascade(args.method, settings, max(ratios + evaluated), args.seed)
-    trainer = cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, args.steps // 20),
-                              total_steps=args.steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0)
+    trainer = sweep.make_trainer(cascade, settings, args.steps)
     data = sweep.MixedBatches(train_regions, ratios, latents, settings["batch_tokens"], settings["continuation"],
                               seed=args.seed + 1000, curriculum_steps=int(round(args.curriculum * args.steps)))
     started, losses = time.perf_counter(), []
@@ -53,8 +46,9 @@ def main(argv=None):
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
             row = dict(step=step + 1, seconds=round(time.perf_counter() - started, 1),
                        loss=round(float(np.mean(losses[-50:])), 4),
-                       teacher_forced={f"{r}x": round(teacher_forced_accuracy(cascade, passages, r, latents), 4)
-                                       for r in evaluated})
+                       teacher_forced={f"{r}x": round(sweep.teacher_forced_accuracy(
+                           cascade, [passage[:r * latents] for passage in passages], settings["eval_batch"]), 4)
+                           for r in evaluated})
             print(json.dumps(row), flush=True)
     return 0
 

@@ -84,9 +84,7 @@ def seconds_per_step(method: str, ratios, size: dict, seed: int, train_regions) 
 def train(method: str, ratios, size: dict, seed: int, steps: int, train_regions, progress: bool = True):
     """Trains one `method` cascade on the mixed ratios for `steps` steps; returns (cascade, reports)."""
     cascade = sweep.build_cascade(method, size, max(ratios), seed)
-    trainer = cascade.trainer(learning_rate=size["learning_rate"], warmup_steps=max(1, steps // 20),
-                              total_steps=steps, min_lr_ratio=size.get("min_lr_ratio", 0.05), weight_decay=0.0,
-                              max_grad_norm=1.0, data_parallel_shares=size.get("shares", 0))
+    trainer = sweep.make_trainer(cascade, size, steps)
     log = fit(trainer, mixed_batches(train_regions, ratios, size, seed, steps), steps,
               step_fn=lambda t, batch: dict(cascade.train_step(t, batch), ratio=batch.shape[1] // size["latents"]),
               progress=progress,

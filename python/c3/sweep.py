@@ -276,6 +276,14 @@ def _jsonable(value):
     return value
 
 
+def make_trainer(cascade: Cascade, settings: dict, steps: int):
+    """The sweep's (and the demo's) AdamW: warmup over the first 5% of `steps`, cosine to settings' min_lr_ratio
+    (default 5%) of the learning rate, no weight decay, gradients clipped at norm 1, settings' shares."""
+    return cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, steps // 20),
+                           total_steps=steps, min_lr_ratio=settings.get("min_lr_ratio", 0.05), weight_decay=0.0,
+                           max_grad_norm=1.0, data_parallel_shares=settings.get("shares", 0))
+
+
 def teacher_forced_accuracy(cascade: Cascade, contexts, batch: int) -> float:
     """The share of the contexts' tokens that the decoder predicts given the true prefix and the latents."""
     correct = total = 0
@@ -306,9 +314,7 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
     cascade = build_cascade(method, settings, max(ratios), seed)
     checkpoint = os.path.join(directory, "checkpoint.safetensors")
     finished = os.path.join(directory, "trained.json")
-    trainer = cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, steps // 20),
-                              total_steps=steps, min_lr_ratio=0.05, weight_decay=0.0, max_grad_norm=1.0,
-                              data_parallel_shares=settings.get("shares", 0))
+    trainer = make_trainer(cascade, settings, steps)
     data = MixedBatches(train_regions, ratios, settings["latents"], settings["batch_tokens"], settings["continuation"],
                         seed=seed + 1000, curriculum_steps=int(round(settings["curriculum"] * steps)),
                         balance=settings.get("balance", "bytes"))
