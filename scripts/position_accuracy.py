@@ -33,21 +33,9 @@ import c3
 from c3 import demo, surprisal, sweep
 
 
-def teacher_forced_correct(cascade, rows):
-    """Per row, whether the decoder, fed the true prefix after the row's latents, predicts each valid answer token
-    (the row's tokens, then the stop token)."""
-    correct = []
-    for start in range(0, len(rows), 32):
-        batch = rows[start:start + 32]
-        hidden, mask = cascade.encode(batch)
-        scores = cascade.score(hidden, batch, latent_mask=mask)
-        correct += [scores["correct"][k][scores["valid"][k]] for k in range(len(batch))]
-    return correct
-
-
 def accuracy_by_position(cascade, passages, length):
     """[length]: the fraction of passages whose token at each position the decoder predicts, fed the true prefix."""
-    correct = teacher_forced_correct(cascade, [passage[:length] for passage in passages])
+    correct = sweep.teacher_forced_correct(cascade, [passage[:length] for passage in passages], 32)
     return np.mean(np.stack([row[:length] for row in correct]).astype(np.float64), axis=0)
 
 

@@ -40,8 +40,8 @@ SIZES = {
     # no continuation (c3.sweep.build_cascade sizes the decoder for it); data-parallel shares, fixed so that the
     # trained cascades are the same on any number of threads; each step's ratio drawn in proportion to its length
     # (sweep.MixedBatches' balance), so that 8x, the slowest to learn, gets the most steps
-    "default": dict(model=dict(hidden_size=128, intermediate_size=384, num_layers=3, num_heads=8, num_kv_heads=4,
-                               rope_theta=1000.0),
+    # The model is the sweep's small shape: 3 layers, rotary base 10^3.
+    "default": dict(model=dict(sweep.SIZES["small"]["model"]),
                     latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, min_lr_ratio=0.05,
                     steps=STEPS_DEFAULT, evaluate=128, continuation=0, shares=4, balance="passages"),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),

@@ -164,9 +164,7 @@ BALANCES = ("bytes", "passages", "longest")
 def check_balance(balance: str, ratios: Optional[Sequence[int]] = None) -> str:
     """`balance` if it is one of BALANCES or ratio weights "w1:w2:...": one positive number per ratio (of `ratios`,
     when given), in increasing ratio order; else a C3ValueError naming the forms."""
-    if balance in BALANCES:
-        return balance
-    if ratio_weights(balance, ratios) is not None:
+    if balance in BALANCES or ratio_weights(balance, ratios) is not None:
         return balance
     raise _core.C3ValueError(f"balance must be one of {', '.join(BALANCES)} or ratio weights such as 1:2:4 (one "
                              f"positive number per ratio, in increasing ratio order), got {balance!r}")
@@ -202,9 +200,10 @@ class MixedBatches:
 
     def __init__(self, regions, ratios, latents, batch_tokens, continuation, seed, curriculum_steps=0,
                  balance="bytes"):
-        self.balance = check_balance(balance, sorted(ratios))
-        weights = ratio_weights(self.balance, sorted(ratios)) if self.balance not in BALANCES else None
-        self.ratio_weight = dict(zip(sorted(ratios), weights or sorted(ratios)))
+        ordered = sorted(ratios)
+        self.balance = check_balance(balance, ordered)
+        # Each ratio's draw weight for "passages", "longest" and given weights ("bytes" draws uniformly).
+        self.ratio_weight = dict(zip(ordered, ratio_weights(self.balance, ordered) or ordered))
         self.regions = [r for r in regions if len(r) > max(ratios) * latents + continuation]
         if not self.regions:
             raise _core.C3ValueError("the training text is too short for the longest ratio")
@@ -284,16 +283,22 @@ def make_trainer(cascade: Cascade, settings: dict, steps: int):
                            max_grad_norm=1.0, data_parallel_shares=settings.get("shares", 0))
 
 
+def teacher_forced_correct(cascade: Cascade, rows, batch: int) -> list:
+    """Per row, whether the decoder, fed the true prefix after the row's latents, predicts each valid answer token
+    (the row's tokens, then the stop token)."""
+    correct = []
+    for start in range(0, len(rows), batch):
+        part = rows[start:start + batch]
+        latents, mask = cascade.encode(part)
+        scores = cascade.score(latents, part, latent_mask=mask)
+        correct += [scores["correct"][k][scores["valid"][k]] for k in range(len(part))]
+    return correct
+
+
 def teacher_forced_accuracy(cascade: Cascade, contexts, batch: int) -> float:
     """The share of the contexts' tokens that the decoder predicts given the true prefix and the latents."""
-    correct = total = 0
-    for start in range(0, len(contexts), batch):
-        rows = contexts[start:start + batch]
-        latents, mask = cascade.encode(rows)
-        scores = cascade.score(latents, rows, latent_mask=mask)
-        correct += int(np.sum(scores["correct"][scores["valid"]]))
-        total += int(np.sum(scores["valid"]))
-    return correct / max(total, 1)
+    correct = teacher_forced_correct(cascade, contexts, batch)
+    return float(np.mean(np.concatenate(correct))) if correct else 0.0
 
 
 def track_steps(settings: dict, steps: int) -> set:
