@@ -121,13 +121,9 @@ def main(argv=None):
     if args.balance is not None:
         settings["balance"] = args.balance
     if args.min_lr_ratio is not None:
-        if not 0.0 <= args.min_lr_ratio <= 1.0:
-            raise c3.C3ValueError(f"--min-lr-ratio must be in [0, 1], got {args.min_lr_ratio}")
-        settings["min_lr_ratio"] = args.min_lr_ratio
+        settings["min_lr_ratio"] = sweep.check_fraction("--min-lr-ratio", args.min_lr_ratio)
     if args.curriculum is not None:
-        if not 0.0 <= args.curriculum <= 1.0:
-            raise c3.C3ValueError(f"--curriculum must be in [0, 1], got {args.curriculum}")
-        settings["curriculum"] = args.curriculum
+        settings["curriculum"] = sweep.check_fraction("--curriculum", args.curriculum)
     ratios = [int(r) for r in args.ratios.split(",")]
     train_regions, held_out_regions = sweep.default_regions()
     if args.run:

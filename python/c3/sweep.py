@@ -170,6 +170,18 @@ def check_balance(balance: str, ratios: Optional[Sequence[int]] = None) -> str:
                              f"positive number per ratio, in increasing ratio order), got {balance!r}")
 
 
+def check_fraction(name: str, value: float) -> float:
+    """`value` as a float if it is a number in [0, 1] (a curriculum, a loss weight, a learning-rate floor); else a
+    C3ValueError naming `name`. NaN is refused: no comparison holds for it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number <= 1.0:
+        raise _core.C3ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return number
+
+
 def ratio_weights(balance: str, ratios: Optional[Sequence[int]] = None) -> Optional[list]:
     """The weights of a "w1:w2:..." balance as floats, or None when it is not one (or not one weight per ratio)."""
     if not isinstance(balance, str):
@@ -520,13 +532,10 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     seeds = _check_list("seeds", [int(s) for s in seeds])
     if min(ratios) < 1:
         raise _core.C3ValueError(f"ratios must be at least 1, got {ratios}")
-    if not 0.0 <= continuation_weight <= 1.0:
-        raise _core.C3ValueError(f"continuation_weight must be in [0, 1], got {continuation_weight}")
+    continuation_weight = check_fraction("continuation_weight", continuation_weight)
     settings = dict(SIZES[size])
     if curriculum is not None:
-        if not 0.0 <= curriculum <= 1.0:
-            raise _core.C3ValueError(f"curriculum must be in [0, 1], got {curriculum}")
-        settings["curriculum"] = float(curriculum)
+        settings["curriculum"] = check_fraction("curriculum", curriculum)
     if int(jobs) < 1:
         raise _core.C3ValueError(f"jobs must be at least 1, got {jobs}")
     jobs = int(jobs)

@@ -284,9 +284,19 @@ def test_sweep_trains_with_passage_balance_and_records_it(tmp_path):
         sweep.run_sweep(output, methods=("c3",), steps=4, eval_passages=2, **TINY)
 
 
+def test_check_fraction_keeps_the_unit_interval_and_refuses_the_rest():
+    assert [sweep.check_fraction("weight", v) for v in (0, 0.25, 1, "0.5")] == [0.0, 0.25, 1.0, 0.5]
+    for value in (-1e-9, 1.0000001, float("nan"), float("inf"), "half", None):
+        with pytest.raises(c3.C3ValueError, match="weight must be in"):
+            sweep.check_fraction("weight", value)
+
+
 def test_sweep_refuses_a_curriculum_or_batch_outside_its_range(tmp_path):
-    with pytest.raises(c3.C3ValueError, match="curriculum"):
-        sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), curriculum=1.5, **TINY)
+    for curriculum in (1.5, -0.1, float("nan")):
+        with pytest.raises(c3.C3ValueError, match="curriculum"):
+            sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), curriculum=curriculum, **TINY)
+    with pytest.raises(c3.C3ValueError, match="continuation_weight"):
+        sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), continuation_weight=float("nan"), **TINY)
     with pytest.raises(c3.C3ValueError, match="batch_tokens"):
         sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), batch_tokens=0, **TINY)
     with pytest.raises(c3.C3ValueError, match="balance"):
