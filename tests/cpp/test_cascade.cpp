@@ -320,7 +320,8 @@ TEST_P(CascadeDataParallel, GradientsLossesAndParametersMatchTheSerialPath) {
 // A fixed number of shares (TrainingOptions::data_parallel_shares) gives the same bits on any thread count: three
 // steps with three shares (micro-batches of 4 and 3 sequences) on 1, 2 and 5 threads, against the default's one
 // share per thread on 3 threads; the default itself depends on the thread count, which this fixes. Four shares
-// leave one share of the 3-sequence micro-batch empty; one share runs the products on one thread whatever the count.
+// leave one share of the 3-sequence micro-batch empty, eight leave shares 0 and 4 with nothing in either micro-batch
+// (they add nothing); one share runs the products on one thread whatever the count.
 TEST_P(CascadeDataParallel, FixedSharesGiveTheSameBitsOnAnyThreadCount) {
     const TrainingData data;
     const std::vector<CascadeTrainer<float>::Batch> micro_batches = {data.rows(0, 4), data.rows(4, 7)};
@@ -344,6 +345,9 @@ TEST_P(CascadeDataParallel, FixedSharesGiveTheSameBitsOnAnyThreadCount) {
     EXPECT_NE(train(2, 0), reference) << "the default's shares follow the thread count";
     const std::vector<float> four = train(1, 4);
     EXPECT_EQ(train(3, 4), four);
+    const std::vector<float> eight = train(1, 8);
+    EXPECT_EQ(train(3, 8), eight);
+    for (size_t i = 0; i < eight.size(); ++i) ASSERT_NEAR(eight[i], reference[i], 2e-5) << i;
     const std::vector<float> one = train(1, 1);
     EXPECT_EQ(train(4, 1), one);
     for (size_t i = 0; i < one.size(); ++i) ASSERT_NEAR(one[i], reference[i], 2e-5) << i;

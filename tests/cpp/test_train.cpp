@@ -365,8 +365,8 @@ TEST(MixedPrecision, StepTracksFloatWithinBf16Rounding) {
 }
 
 // A fixed number of shares gives the language-model trainer the same bits on any thread count (three shares of
-// five sequences, on 1, 2 and 4 threads), equal to the default on three threads; a fixed count needs data_parallel
-// and has a ceiling.
+// five sequences, on 1, 2 and 4 threads), equal to the default on three threads, and eight shares of five (three
+// idle) close to it; a fixed count needs data_parallel and has a ceiling.
 TEST(DataParallel, FixedSharesGiveTheSameBitsOnAnyThreadCount) {
     const int saved_threads = num_threads();
     const size_t B = 5, L = 7;
@@ -389,6 +389,9 @@ TEST(DataParallel, FixedSharesGiveTheSameBitsOnAnyThreadCount) {
     const auto reference = train(3, 0);
     for (int threads : {1, 2, 4}) EXPECT_EQ(train(threads, 3), reference) << threads << " threads";
     EXPECT_NE(train(2, 0), reference);
+    const auto eight = train(1, 8);
+    EXPECT_EQ(train(4, 8), eight);
+    for (size_t i = 0; i < eight.size(); ++i) ASSERT_NEAR(eight[i], reference[i], 2e-5) << i;
     set_num_threads(saved_threads);
     TrainingOptions serial;
     serial.data_parallel = false;

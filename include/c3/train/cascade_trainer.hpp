@@ -177,6 +177,11 @@ private:
         replica_gradients.resize(shares - 1);
         std::vector<std::vector<double>> losses(shares, std::vector<double>(groups.size(), 0.0));
         const CascadeGradients<T> own = own_gradients();
+        // A share with no sequence in any micro-batch (more shares than sequences) fills and adds no buffers.
+        std::vector<char> busy(shares, 0);
+        for (size_t t = 0; t < shares; ++t)
+            for (const std::vector<Batch>* group : groups)
+                for (const Batch& m : *group) busy[t] |= char(m.batch * (t + 1) / shares > m.batch * t / shares);
         // A loop over shares rather than thread ids, so that a team of any size runs every share.
         // An exception in a share reaches the caller after the loop, before any parameter moves.
         parallel_for_checked(shares, [&](size_t t) {
@@ -186,9 +191,10 @@ private:
             TransformerWeights<T> encoder_gradients, decoder_gradients;
             if (t > 0) {  // zeroed by the thread that uses them
                 ReplicaGradients& replica = replica_gradients[t - 1];
-                replica.encoder.assign(train_encoder ? encoder.gradients.size() : 0, T(0));
-                replica.decoder.assign(train_decoder ? decoder.gradients.size() : 0, T(0));
-                replica.bridge.assign(train_bridge ? cascade.bridge_gradients.size() : 0, T(0));
+                replica.encoder.assign(train_encoder && busy[t] ? encoder.gradients.size() : 0, T(0));
+                replica.decoder.assign(train_decoder && busy[t] ? decoder.gradients.size() : 0, T(0));
+                replica.bridge.assign(train_bridge && busy[t] ? cascade.bridge_gradients.size() : 0, T(0));
+                if (!busy[t]) return;
                 if (train_encoder) encoder_gradients = encoder.bind_gradients(replica.encoder.data());
                 if (train_decoder) decoder_gradients = decoder.bind_gradients(replica.decoder.data());
                 gradients = {train_encoder ? &encoder_gradients : nullptr, train_decoder ? &decoder_gradients : nullptr,
@@ -208,6 +214,7 @@ private:
         auto reduce = [&](T* total, size_t count, std::vector<T> ReplicaGradients::*part) {
             parallel_ranges(count, 4096, [&](size_t begin, size_t end) {
                 for (const ReplicaGradients& replica : replica_gradients) {
+                    if ((replica.*part).empty()) continue;  // an idle share, which adds nothing
                     const T* buffer = (replica.*part).data();
                     for (size_t i = begin; i < end; ++i) total[i] += buffer[i];
                 }

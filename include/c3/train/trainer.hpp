@@ -288,7 +288,11 @@ private:
         // An exception in a share reaches the caller after the loop.
         parallel_for_checked(shares, [&](size_t t) {
             const SerialRegion serial;  // a share's products run on its own thread, however many shares run at once
-            if (t > 0) replica_gradients[t - 1].assign(model.gradients.size(), T(0));  // zeroed by its user
+            bool busy = false;  // a share with no sequence in any micro-batch fills and adds no buffer
+            for (const ForwardInput<T>& batch : micro_batches)
+                busy |= batch.batch * (t + 1) / shares > batch.batch * t / shares;
+            if (t > 0) replica_gradients[t - 1].assign(busy ? model.gradients.size() : 0, T(0));  // zeroed by its user
+            if (!busy) return;
             Activations<T>& a = t == 0 ? activations : replica_activations[t - 1];
             const TransformerWeights<T> gradients =
                 t == 0 ? model.weight_gradients : model.bind_gradients(replica_gradients[t - 1].data());
@@ -308,7 +312,8 @@ private:
         T* total = model.gradients.data();
         parallel_ranges(model.gradients.size(), 4096, [&](size_t begin, size_t end) {
             for (const auto& buffer : replica_gradients)
-                for (size_t i = begin; i < end; ++i) total[i] += buffer[i];
+                if (!buffer.empty())  // empty: an idle share, which adds nothing
+                    for (size_t i = begin; i < end; ++i) total[i] += buffer[i];
         }, shares);
         double loss_sum = 0;
         for (double loss : losses) loss_sum += loss;
