@@ -465,9 +465,18 @@ def _in_workers(job, work: list, jobs: int, description: str, progress: bool) ->
     """job(item) for every item of `work`, in up to `jobs` spawned worker processes."""
     if not work:
         return
-    with multiprocessing.get_context("spawn").Pool(min(jobs, len(work))) as pool:
+    # Not a with-block: Pool.__exit__ terminates the workers without waiting for them, so they could still hold
+    # their queues' semaphores when this process exits.
+    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(work)))
+    try:
         for _ in tqdm(pool.imap_unordered(job, work), total=len(work), desc=description, disable=not progress):
             pass
+        pool.close()  # every job is done: the workers exit on their own
+    except BaseException:
+        pool.terminate()  # an error or an interrupt stops the other jobs
+        raise
+    finally:
+        pool.join()
 
 
 def _training_job(work) -> str:

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -302,6 +303,45 @@ def test_sweep_refuses_a_curriculum_or_batch_outside_its_range(tmp_path):
     with pytest.raises(c3.C3ValueError, match="balance"):
         sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), balance="tokens", **TINY)
     assert not os.path.exists(tmp_path / "sweep")
+
+
+class RecordingPool:
+    """A stand-in for multiprocessing's Pool that runs jobs in this process and records how it is shut down."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def imap_unordered(self, job, work):
+        self.calls.append("imap")
+        return map(job, work)
+
+    def close(self):
+        self.calls.append("close")
+
+    def terminate(self):
+        self.calls.append("terminate")
+
+    def join(self):
+        self.calls.append("join")
+
+
+def test_workers_are_joined_after_the_jobs_and_after_an_error(monkeypatch):
+    """_in_workers waits for its worker processes on every path: closed then joined when every job is done,
+    terminated then joined when a job fails (the error reaches the caller)."""
+    calls = []
+    context = types.SimpleNamespace(Pool=lambda processes: RecordingPool(calls))
+    monkeypatch.setattr(sweep.multiprocessing, "get_context", lambda method: context)
+    done = []
+    sweep._in_workers(done.append, [1, 2], 2, "jobs", False)
+    assert done == [1, 2] and calls == ["imap", "close", "join"]
+    calls.clear()
+
+    def failing(item):
+        raise c3.C3ValueError(f"job {item} failed")
+
+    with pytest.raises(c3.C3ValueError, match="job 1 failed"):
+        sweep._in_workers(failing, [1, 2], 2, "jobs", False)
+    assert calls == ["imap", "terminate", "join"]
 
 
 def test_parallel_sweep_trains_and_evaluates_what_the_serial_one_does(tmp_path, monkeypatch):
