@@ -367,6 +367,26 @@ TEST(MixedPrecision, StepTracksFloatWithinBf16Rounding) {
 // A fixed number of shares gives the language-model trainer the same bits on any thread count (three shares of
 // five sequences, on 1, 2 and 4 threads), equal to the default on three threads, and eight shares of five (three
 // idle) close to it; a fixed count needs data_parallel and has a ceiling.
+// Every sequence goes to exactly one share, in share order, and the parts differ in size by at most one.
+TEST(DataParallel, ShareRangesCoverTheBatchOnceInOrder) {
+    for (size_t sequences : {0, 1, 2, 5, 7, 32, 33})
+        for (size_t shares : {1, 2, 3, 4, 8}) {
+            size_t next = 0, smallest = sequences, largest = 0, idle = 0;
+            for (size_t t = 0; t < shares; ++t) {
+                const ShareRange part = share_range(sequences, t, shares);
+                EXPECT_EQ(part.begin, next) << sequences << " sequences, share " << t << " of " << shares;
+                ASSERT_LE(part.begin, part.end);
+                next = part.end;
+                smallest = std::min(smallest, part.end - part.begin);
+                largest = std::max(largest, part.end - part.begin);
+                idle += part.empty();
+            }
+            EXPECT_EQ(next, sequences);
+            EXPECT_LE(largest - smallest, 1u);
+            EXPECT_EQ(idle, sequences < shares ? shares - sequences : 0u) << sequences << " over " << shares;
+        }
+}
+
 TEST(DataParallel, FixedSharesGiveTheSameBitsOnAnyThreadCount) {
     const int saved_threads = num_threads();
     const size_t B = 5, L = 7;

@@ -181,7 +181,7 @@ private:
         std::vector<char> busy(shares, 0);
         for (size_t t = 0; t < shares; ++t)
             for (const std::vector<Batch>* group : groups)
-                for (const Batch& m : *group) busy[t] |= char(m.batch * (t + 1) / shares > m.batch * t / shares);
+                for (const Batch& m : *group) busy[t] |= char(!share_range(m.batch, t, shares).empty());
         // A loop over shares rather than thread ids, so that a team of any size runs every share.
         // An exception in a share reaches the caller after the loop, before any parameter moves.
         parallel_for_checked(shares, [&](size_t t) {
@@ -202,11 +202,11 @@ private:
             }
             for (size_t g = 0; g < groups.size(); ++g)
                 for (const Batch& m : *groups[g]) {
-                    const size_t begin = m.batch * t / shares, end = m.batch * (t + 1) / shares;
+                    const ShareRange range = share_range(m.batch, t, shares);
                     const size_t chosen = trainer.options.sequences_per_pass;
-                    const size_t pass = chosen ? chosen : end - begin;
-                    for (size_t first = begin; first < end; first += pass) {
-                        const Batch part = m.sequences(first, std::min(end, first + pass) - first);
+                    const size_t pass = chosen ? chosen : range.end - range.begin;
+                    for (size_t first = range.begin; first < range.end; first += pass) {
+                        const Batch part = m.sequences(first, std::min(range.end, first + pass) - first);
                         losses[t][g] += cascade.loss_into(part, a, {true, token_weights[g]}, gradients, copies);
                     }
                 }

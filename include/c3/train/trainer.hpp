@@ -14,6 +14,16 @@ namespace c3 {
 // The most data-parallel shares a step may have: each one holds its own copy of the gradients and activations.
 constexpr size_t kMaxDataParallelShares = 1024;
 
+// The sequences [begin, end) of a batch of `sequences` that data-parallel share `share` of `shares` takes: its
+// part, as even as possible, in share order. Empty when there are more shares than sequences.
+struct ShareRange {
+    size_t begin = 0, end = 0;
+    bool empty() const { return begin == end; }
+};
+inline ShareRange share_range(size_t sequences, size_t share, size_t shares) {
+    return {sequences * share / shares, sequences * (share + 1) / shares};
+}
+
 struct TrainingOptions {
     AdamWConfig adamw;
     size_t warmup_steps = 0;
@@ -289,8 +299,7 @@ private:
         parallel_for_checked(shares, [&](size_t t) {
             const SerialRegion serial;  // a share's products run on its own thread, however many shares run at once
             bool busy = false;  // a share with no sequence in any micro-batch fills and adds no buffer
-            for (const ForwardInput<T>& batch : micro_batches)
-                busy |= batch.batch * (t + 1) / shares > batch.batch * t / shares;
+            for (const ForwardInput<T>& batch : micro_batches) busy |= !share_range(batch.batch, t, shares).empty();
             if (t > 0) replica_gradients[t - 1].assign(busy ? model.gradients.size() : 0, T(0));  // zeroed by its user
             if (!busy) return;
             Activations<T>& a = t == 0 ? activations : replica_activations[t - 1];
@@ -298,10 +307,10 @@ private:
                 t == 0 ? model.weight_gradients : model.bind_gradients(replica_gradients[t - 1].data());
             for (size_t m = 0; m < micro_batches.size(); ++m) {
                 const ForwardInput<T>& batch = micro_batches[m];
-                const size_t begin = batch.batch * t / shares, end = batch.batch * (t + 1) / shares;
+                const ShareRange part = share_range(batch.batch, t, shares);
                 const size_t pass = passes[m];
-                for (size_t first = begin; first < end; first += pass) {
-                    const size_t last = std::min(end, first + pass);
+                for (size_t first = part.begin; first < part.end; first += pass) {
+                    const size_t last = std::min(part.end, first + pass);
                     losses[t] += language_model_loss_into(model, shard(batch, first, last, model.config.hidden_size),
                                                           targets[m] + first * batch.length, true, token_weight, a,
                                                           &gradients, static_cast<T*>(nullptr),
