@@ -57,7 +57,7 @@ static void BM_Gemm(benchmark::State& state) {
     for (auto _ : state) {
         if (state.range(3) == 0)
             MatrixMap<float>(c.data(), M, N).noalias() += ConstMatrixMap<float>(a.data(), M, K) * ConstMatrixMap<float>(b.data(), K, N);
-#if defined(__AVX512F__)
+#if defined(C3_BROADCAST_GEMM)
         else
             ops::broadcast_gemm(c.data(), N, a.data(), K, 1, b.data(), N, M, N, K);
 #endif
@@ -70,6 +70,39 @@ BENCHMARK(BM_Gemm)->ArgsProduct({{128}, {128}, {128, 512}, {0, ops::kBroadcastGe
     ->ArgsProduct({{512}, {256}, {704}, {0, ops::kBroadcastGemm ? 1 : 0}})
     ->ArgsProduct({{128}, {704}, {256}, {0, ops::kBroadcastGemm ? 1 : 0}})
     ->ArgsProduct({{1024}, {1024}, {1024}, {0, ops::kBroadcastGemm ? 1 : 0}});
+
+#if defined(C3_BROADCAST_GEMM)
+// One thread's float FMA ceiling: 12 independent accumulator chains of the GEMM kernel's vector width, enough to
+// hide the FMA latency on the CPUs seen (4 cycles, 2 per cycle). BM_Gemm's rates are stated as fractions of it.
+static void BM_FmaPeak(benchmark::State& state) {
+    using ops::detail::GemmLanes;
+    constexpr size_t chains = 12, rounds = 4096, lanes = sizeof(GemmLanes) / sizeof(float);
+    // Values the compiler cannot see: with a known factor of 1 it turns each FMA into an addition.
+    float one = 1.0f, tiny = 1e-7f;
+    benchmark::DoNotOptimize(one);
+    benchmark::DoNotOptimize(tiny);
+    const int threads = num_threads();
+    set_num_threads(1);
+    for (auto _ : state) {
+        GemmLanes sum[chains];
+        const GemmLanes a = ops::detail::gemm_broadcast(&one), b = ops::detail::gemm_broadcast(&tiny);
+        // Distinct starting values: identical chains would be merged into one.
+        for (size_t i = 0; i < chains; ++i) {
+            float start = float(i);
+            benchmark::DoNotOptimize(start);
+            sum[i] = ops::detail::gemm_broadcast(&start);
+        }
+        for (size_t r = 0; r < rounds; ++r)
+#pragma GCC unroll 12
+            for (size_t i = 0; i < chains; ++i) sum[i] = ops::detail::gemm_fma(a, b, sum[i]);
+        for (size_t i = 0; i < chains; ++i) benchmark::DoNotOptimize(sum[i]);
+    }
+    set_num_threads(threads);
+    state.counters["GFLOP/s"] =
+        benchmark::Counter(2.0 * chains * rounds * lanes * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_FmaPeak);
+#endif
 
 // bf16 weights (SmolLM2-135M prefill shapes): bf16 compute (vdpbf16ps) against widening to float.
 static std::vector<uint16_t> random_bf16(size_t count, uint64_t seed) {

@@ -324,18 +324,18 @@ TEST(VectorMath, LaneReductionsMatchDoubleLoops) {
     check_lane_reductions<double, false>();
 }
 
-#if defined(__AVX512F__)
+#if defined(C3_BROADCAST_GEMM)
 namespace {
-// The in-place AVX-512 product against its double twin: every row tail (1-11 rows past the 12-row tiles), column
-// tails around 16 and 32, depths across the depth blocks (256 with a 32 KiB L1d), and A read both ways. C's
-// padding columns hold NaN: a store past N would show there, and a load of them would turn a result into NaN.
-// Returns the number of products checked.
+// The in-place product (AVX-512 or AVX2) against its double twin: every row tail (past the 6- and 12-row tiles),
+// column tails around the half tiles and tiles (8, 16, 32), depths across the depth blocks (256 or 512 with a
+// 32 KiB L1d), and A read both ways. C's padding columns hold NaN: a store past N would show there, and a load of
+// them would turn a result into NaN. Returns the number of products checked.
 size_t expect_broadcast_gemm_matches_twin() {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     size_t checked = 0;
-    for (size_t M : {1, 5, 12, 13, 23, 24, 131})
-        for (size_t N : {1, 15, 16, 17, 31, 32, 33, 70})
-            for (size_t K : {1, 7, 256, 300})
+    for (size_t M : {1, 5, 6, 7, 12, 13, 23, 24, 131})
+        for (size_t N : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 70})
+            for (size_t K : {1, 7, 256, 300, 520})
                 for (bool transposed : {false, true}) {
                     const size_t ldc = N + 3, ldb = N + 1;
                     const auto a = to_float(random_vector(M * K, 21)), b = to_float(random_vector(K * ldb, 22));
@@ -370,9 +370,9 @@ size_t expect_broadcast_gemm_matches_twin() {
 #endif
 
 TEST(BroadcastGemm, MatchesDoubleTwinAtEveryTail) {
-    if constexpr (!ops::kBroadcastGemm) GTEST_SKIP() << "compiled without AVX-512F: the products use Eigen";
-#if defined(__AVX512F__)
-    EXPECT_EQ(expect_broadcast_gemm_matches_twin(), 7u * 8u * 4u * 2u);
+    if constexpr (!ops::kBroadcastGemm) GTEST_SKIP() << "compiled without AVX-512F or AVX2: the products use Eigen";
+#if defined(C3_BROADCAST_GEMM)
+    EXPECT_EQ(expect_broadcast_gemm_matches_twin(), 9u * 11u * 5u * 2u);
 #endif
 }
 
@@ -644,12 +644,14 @@ TEST(CacheBlocking, KernelsMatchTwinsAtForcedCacheSizes) {
         SCOPED_TRACE("L1d " + std::to_string(forced.l1d) + ", L2 " + std::to_string(forced.l2));
         set_cache_sizes(forced);
         ASSERT_EQ(cpu_info().cache.l1d, forced.l1d);
-#if defined(__AVX512F__)
+#if defined(C3_BROADCAST_GEMM)
         const bool small = forced.l1d < detected.l1d;
-        EXPECT_EQ(ops::gemm_depth_block(70), small ? 128u : 8192u);   // 128: the floor; 8192 = 1 MiB / 128 B
+        // 128: the floor; else 1 MiB over a tile row of B (128 B with AVX-512, 64 B with AVX2)
+        const size_t row_bytes = ops::detail::kGemmColumns * sizeof(float);
+        EXPECT_EQ(ops::gemm_depth_block(70), small ? 128u : (1u << 20) / row_bytes);
         EXPECT_EQ(ops::gemm_max_columns(), small ? 64u : 65536u);
         EXPECT_EQ(ops::broadcast_gemm_max_columns(), ops::gemm_max_columns());
-        EXPECT_EQ(expect_broadcast_gemm_matches_twin(), 7u * 8u * 4u * 2u);
+        EXPECT_EQ(expect_broadcast_gemm_matches_twin(), 9u * 11u * 5u * 2u);
 #endif
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
         EXPECT_EQ(ops::detail::bf16dot::block_pairs(), small ? 32u : 5456u);

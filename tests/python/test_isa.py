@@ -195,10 +195,19 @@ def test_cpu_info_reports_the_caches_and_vector_width():
         assert (cpu["l1d_bytes"], cpu["l2_bytes"], cpu["l3_bytes"]) == expected
     flags = _loader.cpu_flags()
     assert cpu["vector_bits"] == (512 if "avx512f" in flags else 256 if "avx2" in flags else 128)
-    if "AVX512F" in c3.build_info()["instruction_sets"]:
-        # 32 floats (128 B) of B per depth step: the B tile is one L1d, unless half the L2 holds less.
+    row_bytes = tile_row_bytes(c3.build_info()["instruction_sets"])
+    if row_bytes:
+        # A tile row of B per depth step (32 floats with AVX-512, 16 with AVX2): the B tile is one L1d, unless
+        # half the L2 holds less.
         assert cpu["blocking"]["broadcast_gemm depth, 256 columns"] == max(
-            128, min(cpu["l1d_bytes"] // 128, cpu["l2_bytes"] // 2 // 1024) // 16 * 16)
+            128, min(cpu["l1d_bytes"] // row_bytes, cpu["l2_bytes"] // 2 // 1024) // 16 * 16)
+    else:
+        assert "broadcast_gemm widest output" not in cpu["blocking"]
+
+
+def tile_row_bytes(instruction_sets) -> int:
+    """Bytes of one row of broadcast_gemm's register tile in a build with these instruction sets (0: no kernel)."""
+    return 128 if "AVX512F" in instruction_sets else 64 if {"AVX2", "FMA"} <= set(instruction_sets) else 0
 
 
 def test_cache_sizes_from_the_environment_change_the_blocking():
@@ -206,8 +215,10 @@ def test_cache_sizes_from_the_environment_change_the_blocking():
     cpu = info["cpu"]
     assert (cpu["l1d_bytes"], cpu["l2_bytes"]) == (64 << 10, 4 << 20)
     assert cpu["cache_source"].endswith("+C3_CACHE_SIZES")
-    if "AVX512F" in info["instruction_sets"]:
-        assert cpu["blocking"]["broadcast_gemm depth, 256 columns"] == 512  # 64 KiB / 128 B
+    row_bytes = tile_row_bytes(info["instruction_sets"])
+    if row_bytes:
+        # 64 KiB / 128 B with AVX-512; 64 KiB / 64 B with AVX2, within half the L2 over 256 columns (2 MiB / 1 KiB)
+        assert cpu["blocking"]["broadcast_gemm depth, 256 columns"] == (512 if row_bytes == 128 else 1024)
         assert cpu["blocking"]["broadcast_gemm widest output"] == 4096      # 2 MiB / (128 x 4 B)
     result = run_python("import c3; c3.build_info()", C3_CACHE_SIZES="l1d=lots")
     assert result.returncode == 1 and "C3_CACHE_SIZES" in result.stderr and "l1d=lots" in result.stderr

@@ -13,7 +13,7 @@
 #endif
 
 #include <Eigen/Core>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 

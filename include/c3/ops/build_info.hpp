@@ -76,7 +76,11 @@ inline BuildInfo build_info() {
 #if defined(__AVX512F__)
     info.kernels.push_back("AVX-512 reductions (ops/vector_math.hpp)");
 #endif
+#if defined(__AVX512F__)
     if (ops::kBroadcastGemm) info.kernels.push_back("AVX-512 broadcast_gemm (ops/broadcast_gemm.hpp)");
+#else
+    if (ops::kBroadcastGemm) info.kernels.push_back("AVX2 broadcast_gemm (ops/broadcast_gemm.hpp)");
+#endif
     if (ops::bf16_dot_product_available) info.kernels.push_back("AVX512-BF16 dot products (ops/matmul_bf16.hpp)");
     return info;
 }
@@ -84,7 +88,7 @@ inline BuildInfo build_info() {
 // The cache blocking the kernels compiled in choose on this CPU (run-time, from cpu_info()): name -> size.
 inline std::vector<std::pair<std::string, size_t>> kernel_blocking() {
     std::vector<std::pair<std::string, size_t>> sizes;
-#if defined(__AVX512F__)
+#if defined(C3_BROADCAST_GEMM)
     sizes.emplace_back("broadcast_gemm depth, 256 columns", ops::gemm_depth_block(256));
     sizes.emplace_back("broadcast_gemm depth, 1024 columns", ops::gemm_depth_block(1024));
     sizes.emplace_back("broadcast_gemm widest output", ops::gemm_max_columns());

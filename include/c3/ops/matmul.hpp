@@ -32,10 +32,10 @@ void parallel_blocks(size_t rows, size_t columns, size_t depth, Block&& block) {
     }
 }
 
-// The widest output given to broadcast_gemm (AVX-512, float), from the L2 size (gemm_max_columns: 1024 on
-// 1 MiB). Wider ones ran faster through Eigen's packed panels, whose B block does not grow with N.
+// The widest output given to broadcast_gemm (float, AVX-512 or AVX2), from the L2 size (gemm_max_columns: 1024
+// on 1 MiB). Wider ones ran faster through Eigen's packed panels, whose B block does not grow with N.
 inline size_t broadcast_gemm_max_columns() {
-#if defined(__AVX512F__)
+#if defined(C3_BROADCAST_GEMM)
     return gemm_max_columns();
 #else
     return 0;
@@ -43,7 +43,7 @@ inline size_t broadcast_gemm_max_columns() {
 }
 
 // C [M, N] += A * B through broadcast_gemm (arguments as there) when it takes the product: float, compiled with
-// AVX-512, at most broadcast_gemm_max_columns() columns. Returns false otherwise, and the caller uses Eigen.
+// AVX-512 or AVX2, at most broadcast_gemm_max_columns() columns. Returns false otherwise, and the caller uses Eigen.
 template <typename T>
 bool broadcast_gemm_where_suited(T* C, size_t ldc, const T* A, size_t a_row, size_t a_column, const T* B,
                                  size_t ldb, size_t M, size_t N, size_t K) {
