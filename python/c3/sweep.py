@@ -288,11 +288,15 @@ def _jsonable(value):
 
 
 def make_trainer(cascade: Cascade, settings: dict, steps: int):
-    """The sweep's (and the demo's) AdamW: warmup over the first 5% of `steps`, cosine to settings' min_lr_ratio
-    (default 5%) of the learning rate, no weight decay, gradients clipped at norm 1, settings' shares."""
+    """The sweep's (and the demo's) AdamW: warmup over the first 5% of `steps`, then cosine to settings'
+    min_lr_ratio (default 5%) of the learning rate, or warmup-stable-decay with settings' lr_decay_fraction (default
+    0: cosine); betas 0.9 and settings' beta2 (default 0.999); no weight decay, gradients clipped at norm 1,
+    settings' shares."""
     return cascade.trainer(learning_rate=settings["learning_rate"], warmup_steps=max(1, steps // 20),
-                           total_steps=steps, min_lr_ratio=settings.get("min_lr_ratio", 0.05), weight_decay=0.0,
-                           max_grad_norm=1.0, data_parallel_shares=settings.get("shares", 0))
+                           total_steps=steps, min_lr_ratio=settings.get("min_lr_ratio", 0.05),
+                           lr_decay_fraction=settings.get("lr_decay_fraction", 0.0),
+                           beta2=settings.get("beta2", 0.999), weight_decay=0.0, max_grad_norm=1.0,
+                           data_parallel_shares=settings.get("shares", 0))
 
 
 def teacher_forced_correct(cascade: Cascade, rows, batch: int) -> list:

@@ -23,12 +23,13 @@ void bind_trainer_constructor(py::class_<TrainerType>& trainer_class, const char
         py::init([](ModelType& model, double learning_rate, double weight_decay, double beta1, double beta2,
                     double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
                     double max_grad_norm, bool data_parallel, size_t sequences_per_pass, size_t data_parallel_shares,
-                    const std::string& compute_dtype) {
+                    const std::string& compute_dtype, double lr_decay_fraction) {
             TrainingOptions options;
             options.adamw = {learning_rate, beta1, beta2, epsilon, weight_decay};
             options.warmup_steps = warmup_steps;
             options.total_steps = total_steps;
             options.min_lr_ratio = min_lr_ratio;
+            options.lr_decay_fraction = lr_decay_fraction;
             options.max_grad_norm = max_grad_norm;
             options.data_parallel = data_parallel;
             options.sequences_per_pass = sequences_per_pass;
@@ -40,7 +41,7 @@ void bind_trainer_constructor(py::class_<TrainerType>& trainer_class, const char
         py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("epsilon") = 1e-8, py::arg("warmup_steps") = 0,
         py::arg("total_steps") = 1000, py::arg("min_lr_ratio") = 0.0, py::arg("max_grad_norm") = 1.0,
         py::arg("data_parallel") = true, py::arg("sequences_per_pass") = 0, py::arg("data_parallel_shares") = 0,
-        py::arg("compute_dtype") = "float32",
+        py::arg("compute_dtype") = "float32", py::arg("lr_decay_fraction") = 0.0,
         py::keep_alive<1, 2>());
 }
 

@@ -2,6 +2,8 @@
 // gradient accumulation equal to one large batch, frozen tensors untouched, and the NaN guard.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "c3/train/trainer.hpp"
 #include "small_models.hpp"
 
@@ -58,13 +60,32 @@ TEST(AdamW, ClippingScalesToTheMaximumNorm) {
 }
 
 TEST(Schedule, WarmupThenCosine) {
-    CosineSchedule s{1.0, 10, 110, 0.1};
+    LearningRateSchedule s{1.0, 10, 110, 0.1};
     EXPECT_DOUBLE_EQ(s.at(0), 0.0);
     EXPECT_DOUBLE_EQ(s.at(5), 0.5);
     EXPECT_DOUBLE_EQ(s.at(10), 1.0);
     EXPECT_NEAR(s.at(60), 0.1 + 0.9 * 0.5, 1e-12);
     EXPECT_NEAR(s.at(110), 0.1, 1e-12);
     EXPECT_NEAR(s.at(500), 0.1, 1e-12);
+}
+
+// Warmup-stable-decay: the peak held to 75% of the steps after warmup, then a straight line to the floor.
+TEST(Schedule, WarmupStableDecay) {
+    const LearningRateSchedule s{2.0, 10, 110, 0.1, 0.25};
+    EXPECT_DOUBLE_EQ(s.at(5), 1.0);
+    for (size_t step : {10, 50, 85}) EXPECT_DOUBLE_EQ(s.at(step), 2.0) << step;
+    for (size_t step = 85; step <= 110; ++step) {
+        const double expected = 2.0 * (1.0 - 0.9 * double(step - 85) / 25.0);  // 2.0 at step 85, 0.2 at 110
+        EXPECT_NEAR(s.at(step), expected, 1e-12) << step;
+    }
+    EXPECT_NEAR(s.at(500), 0.2, 1e-12);
+    const LearningRateSchedule whole{1.0, 0, 100, 0.0, 1.0};  // all of it decaying: a linear schedule
+    EXPECT_NEAR(whole.at(30), 0.7, 1e-12);
+    TrainingOptions options;
+    for (double fraction : {-0.1, 1.5, std::nan("")}) {
+        options.lr_decay_fraction = fraction;
+        EXPECT_THROW(options.validate(), ValueError) << fraction;
+    }
 }
 
 TEST(Training, AccumulationEqualsOneLargeBatch) {

@@ -67,12 +67,24 @@ STEPPERS = {
 @pytest.mark.parametrize("bad", [dict(learning_rate=-1.0), dict(learning_rate=math.inf), dict(beta1=1.0),
                                  dict(beta2=-0.1), dict(epsilon=math.nan), dict(weight_decay=-0.5),
                                  dict(min_lr_ratio=2.0), dict(max_grad_norm=math.nan),
-                                 dict(compute_dtype="float16")])
+                                 dict(compute_dtype="float16"), dict(lr_decay_fraction=1.5),
+                                 dict(lr_decay_fraction=math.nan)])
 def test_training_options_are_validated_in_cpp_for_both_trainers(bad):
     with pytest.raises(c3.C3ValueError):
         c3.LanguageModelTrainer(c3.Transformer(SHAPE, seed=0), **bad)
     with pytest.raises(c3.C3ValueError):
         c3.CascadeTrainer(c3.CascadeModel(cascade_config(), seed=0), **bad)
+
+
+def test_warmup_stable_decay_holds_the_peak_then_falls_in_a_line():
+    trainer = c3.LanguageModelTrainer(c3.Transformer(SHAPE, seed=0), learning_rate=1.0, warmup_steps=10,
+                                      total_steps=110, min_lr_ratio=0.1, lr_decay_fraction=0.25)
+    assert [trainer.learning_rate_at(step) for step in (5, 10, 85)] == [0.5, 1.0, 1.0]
+    assert trainer.learning_rate_at(90) == pytest.approx(1.0 - 0.9 * 5 / 25, abs=1e-12)
+    assert trainer.learning_rate_at(110) == pytest.approx(0.1, abs=1e-12)
+    cosine = c3.LanguageModelTrainer(c3.Transformer(SHAPE, seed=0), learning_rate=1.0, warmup_steps=10,
+                                     total_steps=110, min_lr_ratio=0.1)
+    assert cosine.learning_rate_at(60) == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-12)
 
 
 @pytest.mark.parametrize("bad,match", [(dict(temperature=0.0), "temperature"), (dict(top_p=0.0), "top_p"),

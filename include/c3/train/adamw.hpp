@@ -1,4 +1,5 @@
-// AdamW over flat parameter buffers, global-norm gradient clipping, and the warmup + cosine schedule.
+// AdamW over flat parameter buffers, global-norm gradient clipping, and the learning-rate schedule (warmup, then
+// cosine or warmup-stable-decay).
 // A model hands the optimiser ParameterGroups: views of its flat parameter and gradient buffers with their
 // layout. The moments are flat buffers of the same layout, so every update is one loop per tensor.
 #pragma once
@@ -185,15 +186,25 @@ struct AdamW {
 
 // Linear warmup from 0 to the peak over warmup_steps, then a cosine from the peak down to
 // peak * min_ratio at total_steps (transformers' get_cosine_schedule_with_warmup when min_ratio = 0).
-struct CosineSchedule {
+// Linear warmup over warmup_steps, then down to min_ratio * peak at total_steps, in one of two shapes:
+// - decay_fraction = 0 (the default): a half cosine over every step after warmup;
+// - decay_fraction in (0, 1]: warmup-stable-decay (WSD), the peak held and then cut linearly over the last
+//   decay_fraction of the steps after warmup. A short run then spends more of its steps at the peak rate, where a
+//   cosine has already lowered it.
+struct LearningRateSchedule {
     double peak = 1e-3;
     size_t warmup_steps = 0, total_steps = 1;
     double min_ratio = 0.0;
+    double decay_fraction = 0.0;
 
     double at(size_t step) const {
         if (warmup_steps > 0 && step < warmup_steps) return peak * double(step) / double(warmup_steps);
         if (total_steps <= warmup_steps) return peak;
         const double progress = std::min(1.0, double(step - warmup_steps) / double(total_steps - warmup_steps));
+        if (decay_fraction > 0) {
+            const double decayed = std::max(0.0, progress - (1 - decay_fraction)) / decay_fraction;  // 0 .. 1
+            return peak * (1 - (1 - min_ratio) * std::min(1.0, decayed));
+        }
         return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + std::cos(3.141592653589793 * progress)));
     }
 };

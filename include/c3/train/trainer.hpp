@@ -29,6 +29,9 @@ struct TrainingOptions {
     size_t warmup_steps = 0;
     size_t total_steps = 1000;
     double min_lr_ratio = 0.0;
+    // 0: cosine from the peak to min_lr_ratio; in (0, 1]: warmup-stable-decay, the last lr_decay_fraction of the
+    // steps after warmup decaying linearly (LearningRateSchedule).
+    double lr_decay_fraction = 0.0;
     double max_grad_norm = 1.0;  // 0 or less: no clipping
     // Split each batch's sequences across the threads, each running the whole forward and backward on its share
     // with its own activations and gradient buffer (then one sum). Small models train much faster this way than
@@ -68,6 +71,8 @@ struct TrainingOptions {
                  "weight_decay must be finite and >= 0, got ", a.weight_decay);
         C3_CHECK(min_lr_ratio >= 0 && min_lr_ratio <= 1, ValueError, "min_lr_ratio must lie in [0, 1], got ",
                  min_lr_ratio);
+        C3_CHECK(lr_decay_fraction >= 0 && lr_decay_fraction <= 1, ValueError,
+                 "lr_decay_fraction must lie in [0, 1] (0: cosine), got ", lr_decay_fraction);
         C3_CHECK(!std::isnan(max_grad_norm), ValueError, "max_grad_norm must be a number (0 or less: no clipping)");
         C3_CHECK(data_parallel || data_parallel_shares == 0, ValueError,
                  "data_parallel_shares needs data_parallel, got data_parallel_shares=", data_parallel_shares);
@@ -143,14 +148,15 @@ class Trainer {
 public:
     std::vector<ParameterGroup<T>> groups;
     AdamW<T> optimizer;
-    CosineSchedule schedule;
+    LearningRateSchedule schedule;
     TrainingOptions options;
 
     Trainer(std::vector<ParameterGroup<T>> parameter_groups, const TrainingOptions& training_options)
         : groups(std::move(parameter_groups)), options(training_options) {
         options.validate();
         optimizer.config = options.adamw;
-        schedule = {options.adamw.learning_rate, options.warmup_steps, options.total_steps, options.min_lr_ratio};
+        schedule = {options.adamw.learning_rate, options.warmup_steps, options.total_steps, options.min_lr_ratio,
+                    options.lr_decay_fraction};
     }
 
     // Takes the groups afresh at each step: a model may have replaced its buffers since (resize_vocabulary,
