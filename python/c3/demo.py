@@ -40,9 +40,11 @@ SIZES = {
     # no continuation (c3.sweep.build_cascade sizes the decoder for it); data-parallel shares, fixed so that the
     # trained cascades are the same on any number of threads; each step's ratio drawn in proportion to its length
     # (sweep.MixedBatches' balance), so that 8x, the slowest to learn, gets the most steps
-    # The model is the sweep's small shape: 3 layers, rotary base 10^3.
+    # The model is the sweep's small shape: 3 layers, rotary base 10^3. AdamW's beta2 of 0.95 (the sweep keeps
+    # 0.999) adapts the step sizes to each newly unlocked ratio at once, which takes 8x much further in the default
+    # steps (docs/DEMO.md, "The second-moment decay").
     "default": dict(model=dict(sweep.SIZES["small"]["model"]),
-                    latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, min_lr_ratio=0.05,
+                    latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, min_lr_ratio=0.05, beta2=0.95,
                     steps=STEPS_DEFAULT, evaluate=128, continuation=0, shares=4, balance="passages"),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
                  latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, min_lr_ratio=0.05, steps=8,

@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 import c3
@@ -125,3 +126,28 @@ def test_demo_draws_each_ratio_in_proportion_to_its_length():
     lengths = [next(batches).shape[1] for _ in range(1404)][4:]
     for ratio, share in ((2, 1 / 7), (4, 2 / 7), (8, 4 / 7)):
         assert abs(lengths.count(ratio * size["latents"]) / 1400 - share) < 0.04, (ratio, share)
+
+
+def test_the_trainer_takes_beta2_from_the_settings():
+    """make_trainer passes a size's beta2 on (the demo's default sets 0.95): one step with it gives the parameters
+    of a trainer built with that beta2 by hand, and not those of the default 0.999."""
+    size = dict(c3.demo.SIZES["tiny"], beta2=0.95)
+    train_regions, _ = c3.sweep.default_regions()
+    batch = next(c3.demo.mixed_batches(train_regions, (2,), size, seed=0, steps=1))
+
+    def stepped(make):
+        cascade = c3.sweep.build_cascade("c3", size, 2, 0)
+        trainer = make(cascade)
+        for _ in range(3):
+            cascade.train_step(trainer, batch)
+        return np.concatenate([np.asarray(v).ravel() for v in cascade.model.bridge_parameters().values()])
+
+    by_settings = stepped(lambda cascade: c3.sweep.make_trainer(cascade, size, 20))
+    by_hand = stepped(lambda cascade: cascade.trainer(learning_rate=size["learning_rate"], warmup_steps=1,
+                                                      total_steps=20, min_lr_ratio=0.05, beta2=0.95,
+                                                      weight_decay=0.0, max_grad_norm=1.0,
+                                                      data_parallel_shares=size["shares"]))
+    default_beta2 = stepped(lambda cascade: c3.sweep.make_trainer(cascade, dict(size, beta2=0.999), 20))
+    assert np.array_equal(by_settings, by_hand)
+    assert not np.allclose(by_settings, default_beta2)
+    assert c3.demo.SIZES["default"]["beta2"] == 0.95
