@@ -72,7 +72,7 @@ BENCHMARK(BM_Gemm)->ArgsProduct({{128}, {128}, {128, 512}, {0, ops::kBroadcastGe
     ->ArgsProduct({{1024}, {1024}, {1024}, {0, ops::kBroadcastGemm ? 1 : 0}});
 
 #if defined(C3_BROADCAST_GEMM)
-// One thread's float FMA ceiling: 12 independent accumulator chains of the GEMM kernel's vector width, enough to
+// One thread's float FMA ceiling (no OpenMP inside): 12 independent accumulator chains of the GEMM kernel's vector width, enough to
 // hide the FMA latency on the CPUs seen (4 cycles, 2 per cycle). BM_Gemm's rates are stated as fractions of it.
 static void BM_FmaPeak(benchmark::State& state) {
     using ops::detail::GemmLanes;
@@ -81,8 +81,6 @@ static void BM_FmaPeak(benchmark::State& state) {
     float one = 1.0f, tiny = 1e-7f;
     benchmark::DoNotOptimize(one);
     benchmark::DoNotOptimize(tiny);
-    const int threads = num_threads();
-    set_num_threads(1);
     for (auto _ : state) {
         GemmLanes sum[chains];
         const GemmLanes a = ops::detail::gemm_broadcast(&one), b = ops::detail::gemm_broadcast(&tiny);
@@ -97,7 +95,6 @@ static void BM_FmaPeak(benchmark::State& state) {
             for (size_t i = 0; i < chains; ++i) sum[i] = ops::detail::gemm_fma(a, b, sum[i]);
         for (size_t i = 0; i < chains; ++i) benchmark::DoNotOptimize(sum[i]);
     }
-    set_num_threads(threads);
     state.counters["GFLOP/s"] =
         benchmark::Counter(2.0 * chains * rounds * lanes * state.iterations(), benchmark::Counter::kIsRate);
 }

@@ -75,11 +75,9 @@ inline BuildInfo build_info() {
     info.eigen_simd = Eigen::SimdInstructionSetsInUse();
 #if defined(__AVX512F__)
     info.kernels.push_back("AVX-512 reductions (ops/vector_math.hpp)");
-#endif
-#if defined(__AVX512F__)
-    if (ops::kBroadcastGemm) info.kernels.push_back("AVX-512 broadcast_gemm (ops/broadcast_gemm.hpp)");
-#else
-    if (ops::kBroadcastGemm) info.kernels.push_back("AVX2 broadcast_gemm (ops/broadcast_gemm.hpp)");
+    info.kernels.push_back("AVX-512 broadcast_gemm (ops/broadcast_gemm.hpp)");
+#elif defined(C3_BROADCAST_GEMM)
+    info.kernels.push_back("AVX2 broadcast_gemm (ops/broadcast_gemm.hpp)");
 #endif
     if (ops::bf16_dot_product_available) info.kernels.push_back("AVX512-BF16 dot products (ops/matmul_bf16.hpp)");
     return info;

@@ -184,10 +184,10 @@ struct AdamW {
     }
 };
 
-// Linear warmup from 0 to the peak over warmup_steps, then a cosine from the peak down to
-// peak * min_ratio at total_steps (transformers' get_cosine_schedule_with_warmup when min_ratio = 0).
-// Linear warmup over warmup_steps, then down to min_ratio * peak at total_steps, in one of two shapes:
-// - decay_fraction = 0 (the default): a half cosine over every step after warmup;
+// Linear warmup from 0 to the peak over warmup_steps, then down to min_ratio * peak at total_steps, in one of two
+// shapes:
+// - decay_fraction = 0 (the default): a half cosine over every step after warmup (transformers'
+//   get_cosine_schedule_with_warmup when min_ratio = 0);
 // - decay_fraction in (0, 1]: warmup-stable-decay (WSD), the peak held and then cut linearly over the last
 //   decay_fraction of the steps after warmup. A short run then spends more of its steps at the peak rate, where a
 //   cosine has already lowered it.
