@@ -423,7 +423,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     budget = demo.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive_int, metavar="STEPS",
                         help="training steps of every method, instead of the size's fixed steps (4,000 at the "
-                        "default size, about 12 minutes on 2 Zen 4 cores; 8,000 converge 8x, docs/DEMO.md)")
+                        "default size, about 12 minutes on 2 Zen 4 cores, where 8x has levelled off; docs/DEMO.md)")
     budget.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
                         help="time budget in minutes, all methods together: the steps are sized to it from each "
                         "method's measured speed, instead of the fixed steps that make the default reproducible")
