@@ -49,7 +49,7 @@ nlohmann::json json_from_python(const std::string& key, py::handle value) {
         throw ConfigError("cascade config key '" + key + "': " + std::string(py::repr(value)) + " is out of range");
     }
     if (py::isinstance<py::float_>(value)) return value.cast<double>();
-    if (py::isinstance<py::str>(value)) return value.cast<std::string>();
+    if (py::isinstance<py::str>(value)) return utf8_from_python(value, "cascade config key '" + key + "'");
     if (py::isinstance<py::list>(value) || py::isinstance<py::tuple>(value)) {
         nlohmann::json list = nlohmann::json::array();
         for (py::handle item : value) list.push_back(json_from_python(key, item));
@@ -60,7 +60,7 @@ nlohmann::json json_from_python(const std::string& key, py::handle value) {
         for (auto item : value.cast<py::dict>()) {
             C3_CHECK(py::isinstance<py::str>(item.first), ConfigError, "cascade config keys must be str, got ",
                      std::string(py::repr(item.first)));
-            object[item.first.cast<std::string>()] = json_from_python(key, item.second);
+            object[utf8_from_python(item.first, "cascade config key")] = json_from_python(key, item.second);
         }
         return object;
     }
@@ -152,6 +152,22 @@ struct ContextsAndAnswers {
     }
 };
 
+// Latents that compress made are finite, or a ValueError: the first non-finite parameter when the weights hold
+// one (float storage), else the first non-finite latent. NaN latents saved to a file would decode as garbage.
+void check_compressed(const CascadeModel& self, const std::vector<float>& latents) {
+    for (size_t i = 0; i < latents.size(); ++i) {
+        if (std::isfinite(latents[i])) continue;
+        const std::string what = "compress";
+        if (!self.encoder.stores_bf16())
+            io::check_finite_parameters(self.encoder.layout, self.encoder.parameters.data(), what + " (encoder)");
+        if (!self.decoder.stores_bf16())
+            io::check_finite_parameters(self.decoder.layout, self.decoder.parameters.data(), what + " (decoder)");
+        io::check_finite_parameters(self.bridge, self.bridge_parameters.data(), what);
+        throw ValueError(::c3::detail::concat("compress: non-finite latent value ", latents[i], " at flat index ", i,
+                                              " (the weights are finite: an activation overflowed)"));
+    }
+}
+
 }  // namespace
 
 void bind_cascade(py::module_& m) {
@@ -203,6 +219,20 @@ void bind_cascade(py::module_& m) {
                  io::save_c3(self, directory, stored, extra_files);
              },
              py::arg("directory"), py::arg("dtype") = "F32", py::arg("extra_files") = std::map<std::string, std::string>{})
+        .def("identity",
+             [](const CascadeModel& self) {
+                 py::gil_scoped_release release;
+                 return io::cascade_identity(self);
+             },
+             "Which cascade this is (16 hex digits): SHA-256 over the configuration and every parameter, computed "
+             "from the weights in memory at each call (so a changed weight changes it).")
+        .def("parameters_fingerprint",
+             [](const CascadeModel& self) {
+                 py::gil_scoped_release release;
+                 return io::parameters_fingerprint(self);
+             },
+             "A fast 64-bit fingerprint of every parameter's bytes: it changes whenever a weight does (Cascade keys "
+             "its cached identity on it).")
         .def_property_readonly("config", [](const CascadeModel& self) { return cascade_config_to_dict(self.config); })
         .def_property_readonly("num_parameters", &CascadeModel::num_parameters)
         .def_property_readonly("encoder", [](CascadeModel& self) -> Transformer<float>& { return self.encoder; },
@@ -221,7 +251,8 @@ void bind_cascade(py::module_& m) {
                  return layout_views(self.bridge, self.bridge_gradients, self_object);
              })
         .def("set_trainable", &CascadeModel::set_trainable, py::arg("part"), py::arg("trainable"),
-             "Freeze (False) or unfreeze a part: 'encoder', 'decoder', 'queries' or 'projector'.")
+             "Freeze (False) or unfreeze a part: 'encoder', 'decoder', 'queries', 'projector' or 'hierarchical' "
+             "(the hierarchical baseline's blocks).")
         .def("compress",
              [](const CascadeModel& self, py::object contexts, py::object attention_mask) {
                  IdBatch batch(contexts, attention_mask, "contexts");
@@ -230,6 +261,7 @@ void bind_cascade(py::module_& m) {
                  {
                      py::gil_scoped_release release;
                      self.compress(batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a, false);
+                     check_compressed(self, a.latents);
                  }
                  return move_to_array(std::move(a.latents),
                                       {batch.batch, a.block_width, self.config.decoder.hidden_size});
@@ -244,6 +276,7 @@ void bind_cascade(py::module_& m) {
                  {
                      py::gil_scoped_release release;
                      self.compress(batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a, false);
+                     check_compressed(self, a.latents);
                  }
                  py::object mask = py::none();
                  if (!a.block_mask.empty())
@@ -326,6 +359,9 @@ void bind_cascade(py::module_& m) {
              py::arg("answer_mask") = py::none(),
              "Mean answer-token loss; zeroes every gradient, then accumulates d(mean loss) into the trainable parts "
              "(read them with encoder.gradients(), decoder.gradients(), bridge_gradients()).");
+
+    m.def("method_names", &method_names,
+          "The compression methods a cascade's 'method' may name: c3 and the baselines (cascade/baselines.hpp).");
 
     m.def("banned_ngram_tokens",
           [](const std::vector<int32_t>& history, size_t vocab_size, size_t ngram_size) {

@@ -6,6 +6,7 @@
 
 #include "bindings.hpp"
 #include "config_convert.hpp"
+#include "c3/io/files.hpp"
 #include "c3/io/hf_config.hpp"
 #include "c3/io/latents.hpp"
 #include "c3/io/safetensors.hpp"
@@ -66,7 +67,7 @@ std::vector<int32_t> token_list_from_python(const std::string& key, const py::ha
 std::string string_from_python(const std::string& key, const py::handle& value) {
     C3_CHECK(py::isinstance<py::str>(value), ConfigError, "config key '", key, "' must be a str, got ",
              std::string(py::repr(value)));
-    return value.cast<std::string>();
+    return utf8_from_python(value, "config key '" + key + "'");
 }
 
 namespace {
@@ -100,7 +101,8 @@ io::Metadata metadata_from_python(const py::object& metadata) {
         C3_CHECK(py::isinstance<py::str>(item.first) && py::isinstance<py::str>(item.second), ValueError,
                  "metadata must be a dict of str to str, got the entry ", std::string(py::repr(item.first)), ": ",
                  std::string(py::repr(item.second)));
-        result[item.first.cast<std::string>()] = item.second.cast<std::string>();
+        const std::string key = utf8_from_python(item.first, "metadata key");
+        result[key] = utf8_from_python(item.second, "metadata '" + key + "'");
     }
     return result;
 }
@@ -175,7 +177,7 @@ std::vector<io::NamedTensor<T>> named_tensors(const py::dict& tensors, std::vect
     for (auto item : tensors) {
         C3_CHECK(py::isinstance<py::str>(item.first), ValueError, "tensor names must be str, got ",
                  std::string(py::repr(item.first)));
-        const std::string name = item.first.cast<std::string>();
+        const std::string name = utf8_from_python(item.first, "tensor name");
         auto array = Array<T>::ensure(item.second);
         C3_CHECK(array, ValueError, "tensor '", name, "' must be a numeric array");
         arrays.push_back(array);
@@ -220,11 +222,11 @@ TransformerConfig config_from_dict(const py::dict& values) {
     for (auto item : values) {
         C3_CHECK(py::isinstance<py::str>(item.first), ConfigError, "config keys must be str, got ",
                  std::string(py::repr(item.first)));
-        const std::string key = item.first.cast<std::string>();
+        const std::string key = utf8_from_python(item.first, "config key");
         const py::handle value = item.second;
         if (key == "model_type") {
             C3_CHECK(py::isinstance<py::str>(value), ConfigError, "config key 'model_type' must be a str");
-            config.model_type = value.cast<std::string>();
+            config.model_type = utf8_from_python(value, "config key 'model_type'");
             C3_CHECK(config.model_type == "qwen2" || config.model_type == "llama", ConfigError,
                      "model_type must be 'qwen2' or 'llama', got '", config.model_type, "'");
         } else if (key == "vocab_size") config.vocab_size = size_from_python(key, value);
@@ -331,6 +333,38 @@ void bind_io(py::module_& m) {
           },
           py::arg("path"),
           "A c3 latents file, checked: (latents [batch, N, d] float32, metadata, source_tokens [batch] int64 or None).");
+    m.def("write_latents",
+          [](const std::string& path, const py::object& latents_object, const py::object& source_tokens_object,
+             const py::object& metadata) {
+              auto latents = Array<float>::ensure(latents_object);
+              C3_CHECK(latents, ValueError, "latents must be a float array");
+              const Shape shape = array_shape(latents);
+              std::vector<int64_t> source_tokens;
+              const bool has_source_tokens = !source_tokens_object.is_none();
+              if (has_source_tokens) {
+                  auto counts = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(
+                      source_tokens_object);
+                  C3_CHECK(counts && counts.ndim() == 1, ValueError, "source_tokens must be a list of counts");
+                  for (py::ssize_t i = 0; i < counts.shape(0); ++i) {
+                      const double value = counts.at(i);
+                      C3_CHECK(std::isfinite(value) && value == std::floor(value) && value >= 0 && value < 9.0e15,
+                               ValueError, "source token count ", value, " is not a non-negative integer");
+                      source_tokens.push_back(int64_t(value));
+                  }
+              }
+              const io::Metadata entries = metadata_from_python(metadata);
+              py::gil_scoped_release release;
+              io::write_latents(path, shape, latents.data(), source_tokens, has_source_tokens, entries);
+          },
+          py::arg("path"), py::arg("latents"), py::arg("source_tokens") = py::none(), py::arg("metadata") = py::none(),
+          "Write a c3 latents file (as read_latents reads it): latents [batch, N, d] as F32, the source token counts, "
+          "the metadata given, and c3.kind, c3.num_latents and c3.checksum (SHA-256 of the data).");
+    m.def("sha256",
+          [](const py::bytes& data) {
+              const std::string bytes = data;
+              return sha256_hex(bytes.data(), bytes.size());
+          },
+          py::arg("data"), "The hex SHA-256 of some bytes, by c3's own implementation (the one its files use).");
     m.def("write_safetensors",
           [](const std::string& path, const py::dict& tensors, const std::string& dtype, const py::object& metadata) {
               write_any(path, tensors, dtype, metadata, false, 0);
@@ -396,6 +430,32 @@ void bind_io(py::module_& m) {
           py::arg("config"), "The config.json text write_hf_config would write.");
     m.def("config_from_dict", [](const py::dict& config) { return config_to_dict(config_from_dict(config)); },
           py::arg("config"), "Validate a c3 config dict and fill in its defaults.");
+    // The one atomic writer of files and of directories, for the Python code that writes them.
+    m.def("write_file_atomically",
+          [](const std::string& path, const py::object& contents) {
+              C3_CHECK(py::isinstance<py::bytes>(contents) || py::isinstance<py::str>(contents), ValueError,
+                       "contents must be bytes or str, got ",
+                       std::string(py::str(py::type::handle_of(contents).attr("__name__"))));
+              const std::string bytes = py::isinstance<py::str>(contents) ? utf8_from_python(contents, "contents")
+                                                                          : contents.cast<std::string>();
+              py::gil_scoped_release release;
+              io::detail::write_atomically(
+                  path, [&](std::ostream& out) { out.write(bytes.data(), std::streamsize(bytes.size())); });
+          },
+          py::arg("path"), py::arg("contents"),
+          "Write bytes, or a str as UTF-8, to path through a temporary sibling and a rename. A character device or "
+          "FIFO (/dev/null, /dev/stdout) is written into directly; a symbolic link is kept and its target replaced.");
+    m.def("directory_save_target", &io::detail::save_target, py::arg("directory"),
+          "The absolute directory that write_directory_atomically(directory, ...) replaces (a symbolic link "
+          "resolved); C3IOError for the file system root, the current directory and its ancestors.");
+    m.def("write_directory_atomically",
+          [](const std::string& directory, const py::function& fill) {
+              io::detail::write_directory_atomically(directory, [&](const std::string& staging) { fill(staging); });
+          },
+          py::arg("directory"), py::arg("fill"),
+          "Call fill(staging) to write a directory's files into a fresh sibling folder, then swap it into the place "
+          "of directory as a whole (entries of an old directory that fill does not write are kept, old weights are "
+          "not). A failed fill leaves the old directory as it was.");
 }
 
 }  // namespace c3::python

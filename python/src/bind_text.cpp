@@ -25,8 +25,9 @@ py::array_t<int32_t> ids_to_array(std::vector<int32_t>&& ids) {
 
 // Text for a tokenizer that normalises to NFC: Python's unicodedata does the normalisation.
 std::string prepared(const text::BpeTokenizer& tokenizer, const py::str& text) {
-    if (!tokenizer.needs_nfc()) return std::string(text);
-    return std::string(py::str(py::module_::import("unicodedata").attr("normalize")("NFC", text)));
+    if (!tokenizer.needs_nfc()) return utf8_from_python(text, "text");
+    utf8_from_python(text, "text");  // a lone surrogate is refused before normalisation
+    return utf8_from_python(py::module_::import("unicodedata").attr("normalize")("NFC", text), "text");
 }
 
 template <typename Tokenizer, typename Prepare>
@@ -92,7 +93,8 @@ void bind_text(py::module_& m) {
                            return specials ? text::ByteTokenizer(*specials) : text::ByteTokenizer();
                        }),
                        py::arg("special_tokens") = py::none());
-    bind_common(byte_tokenizer, [](const text::ByteTokenizer&, const py::str& text) { return std::string(text); });
+    bind_common(byte_tokenizer,
+                [](const text::ByteTokenizer&, const py::str& text) { return utf8_from_python(text, "text"); });
 
     py::class_<text::BpeTokenizer> bpe(m, "BpeTokenizer", "Byte-level BPE from a Hugging Face tokenizer.json.");
     bpe.def_static("from_file", [](const std::string& path) {

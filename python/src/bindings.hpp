@@ -105,6 +105,27 @@ inline py::array_t<float> leased_view(std::vector<float>& buffer, size_t offset,
     return view_array(buffer.data() + offset, shape, lease_for(buffer, owner));
 }
 
+// A Python str as UTF-8. A str may hold a lone surrogate (U+D800..U+DFFF, e.g. from surrogateescape), which
+// UTF-8 cannot encode: that is a c3.Utf8Error naming `what` and the character's index, where pybind11's own
+// conversion raises UnicodeEncodeError or a RuntimeError.
+inline std::string utf8_from_python(const py::handle& text, const std::string& what) {
+    C3_CHECK(PyUnicode_Check(text.ptr()), ValueError, what, " must be a str, got ", Py_TYPE(text.ptr())->tp_name);
+    Py_ssize_t size = 0;
+    if (const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &size)) return std::string(data, size_t(size));
+    PyErr_Clear();
+    const Py_ssize_t length = PyUnicode_GetLength(text.ptr());
+    for (Py_ssize_t index = 0; index < length; ++index) {
+        const Py_UCS4 character = PyUnicode_ReadChar(text.ptr(), index);
+        if (character >= 0xD800 && character <= 0xDFFF) {
+            std::ostringstream code;
+            code << std::hex << std::uppercase << unsigned(character);
+            throw Utf8Error(what + ": character " + std::to_string(index) + " is a lone surrogate (U+" + code.str() +
+                            "), which is not text and has no UTF-8 encoding");
+        }
+    }
+    throw Utf8Error(what + ": cannot be encoded as UTF-8");
+}
+
 // Moves a std::vector into a NumPy array without copying; a capsule frees it with the array.
 template <typename T>
 py::array_t<T> move_to_array(std::vector<T>&& values, const Shape& shape) {

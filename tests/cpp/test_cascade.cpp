@@ -95,7 +95,8 @@ TEST_P(BaselineGradient, EveryPartMatchesCentralDifferences) {
 INSTANTIATE_TEST_SUITE_P(Methods, BaselineGradient,
                          ::testing::Values(CompressionMethod::MeanPool, CompressionMethod::Truncate,
                                            CompressionMethod::TruncateLast, CompressionMethod::NoContext,
-                                           CompressionMethod::FullContext));
+                                           CompressionMethod::FullContext, CompressionMethod::MeanPoolHidden,
+                                           CompressionMethod::Hierarchical));
 
 TEST(Baselines, TruncationScoresEqualTheDecoderOnTheKeptTokens) {
     CascadeConfig config = tiny_cascade(ProjectorKind::Linear);
@@ -364,7 +365,10 @@ INSTANTIATE_TEST_SUITE_P(
                       TrainingCase{CompressionMethod::Truncate, ProjectorKind::Linear, {}},
                       TrainingCase{CompressionMethod::TruncateLast, ProjectorKind::Linear, {}},
                       TrainingCase{CompressionMethod::NoContext, ProjectorKind::Linear, {}},
-                      TrainingCase{CompressionMethod::FullContext, ProjectorKind::Linear, {}}));
+                      TrainingCase{CompressionMethod::FullContext, ProjectorKind::Linear, {}},
+                      TrainingCase{CompressionMethod::MeanPoolHidden, ProjectorKind::Mlp, {}},
+                      TrainingCase{CompressionMethod::Hierarchical, ProjectorKind::Mlp, {}},
+                      TrainingCase{CompressionMethod::Hierarchical, ProjectorKind::Linear, {"projector"}}));
 
 // Reconstruction and continuation in one weighted step, in passes of one sequence, against Cascade::loss.
 TEST(CascadeDataParallelSteps, WeightedGroupsInPassesMatchTheLoss) {

@@ -41,6 +41,17 @@ struct CascadeConfig {
                                                           : num_latents;
     }
     size_t decoder_slot_start() const { return prompt_prefix.size() + 1; }
+    // The longest context the encoder reads with its N queries and their two markers (the Python layer's limit for
+    // every method).
+    size_t max_context_length() const {
+        return encoder.max_position_embeddings >= num_latents + 2 ? encoder.max_position_embeddings - num_latents - 2
+                                                                  : 0;
+    }
+    // Blocks of the hierarchical encoder: as many as the longest context needs to reach N (hierarchical_depth), so
+    // that one model serves every ratio up to max_context_length() / N; 0 for the other methods.
+    size_t hierarchical_blocks() const {
+        return method == CompressionMethod::Hierarchical ? hierarchical_depth(max_context_length(), num_latents) : 0;
+    }
 
     void validate() const {
         encoder.validate();
@@ -72,7 +83,8 @@ struct CascadeConfig {
     }
 };
 
-// Q and the projector, named as in the official checkpoint. Q is the first entry; the projector's tensors follow.
+// Q and the projector, named as in the official checkpoint. Q is the first entry; the projector's tensors follow,
+// then, for the hierarchical baseline only, its blocks (model.hierarchical.blocks.{i}.*, cascade/hierarchical.hpp).
 inline std::vector<ParameterInfo> bridge_layout(const CascadeConfig& c) {
     LayoutBuilder b;
     const size_t de = c.encoder.hidden_size, dd = c.decoder.hidden_size;
@@ -86,6 +98,7 @@ inline std::vector<ParameterInfo> bridge_layout(const CascadeConfig& c) {
         b.add("model.mm_projector.2.weight", {dd, dd}, ParameterKind::Matrix);
         b.add("model.mm_projector.2.bias", {dd}, ParameterKind::Bias);
     }
+    add_hierarchical_layout(b, de, c.hierarchical_blocks());
     return b.entries;
 }
 
@@ -97,6 +110,7 @@ struct BridgeWeights {
     T* queries = nullptr;                                   // Q [N, d_enc]
     T *projector_weight = nullptr, *projector_bias = nullptr;  // [d_dec, d_enc], [d_dec]
     T *output_weight = nullptr, *output_bias = nullptr;        // [d_dec, d_dec], [d_dec] (MLP projector only)
+    std::vector<HierarchicalBlockWeights<T>> blocks;           // the hierarchical baseline's blocks (else empty)
 };
 
 // With a trainable mask (one byte per layout entry), frozen entries get null pointers.
@@ -115,6 +129,15 @@ BridgeWeights<T> bind_bridge_weights(const CascadeConfig& c, const std::vector<P
     if (c.projector == ProjectorKind::Mlp) {
         w.output_weight = next();
         w.output_bias = next();
+    }
+    w.blocks.resize(c.hierarchical_blocks());
+    for (HierarchicalBlockWeights<T>& block : w.blocks) {
+        block.conv1 = next();
+        block.norm1_weight = next();
+        block.norm1_bias = next();
+        block.conv2 = next();
+        block.norm2_weight = next();
+        block.norm2_bias = next();
     }
     return w;
 }
@@ -163,6 +186,7 @@ struct CascadeActivations {
     std::vector<uint8_t> block_mask;  // [B, W] (empty: all rows real)
     std::vector<int32_t> block_ids;   // [B, W]: the context tokens in the block (truncation, full context)
     std::vector<size_t> pool_windows; // [B, N, 2]: mean pooling's [begin, end) in the context
+    std::vector<HierarchicalSequence<T>> hierarchical;  // [B]: the hierarchical encoder's saved activations
 };
 
 // Where Cascade::loss_into accumulates parameter gradients: the model's own buffers, or one set per thread in
@@ -224,13 +248,19 @@ public:
     BridgeWeights<T> bridge_weight_gradients() {
         return bind_bridge_weights(config, bridge, bridge_gradients.data(), &bridge_trainable);
     }
-    // Freezing by part: "encoder", "decoder", "queries" (Q) or "projector".
+    // Freezing by part: "encoder", "decoder", "queries" (Q), "projector" or "hierarchical" (the hierarchical
+    // baseline's blocks; nothing for the other methods).
     void set_trainable(const std::string& part, bool value) {
         if (part == "encoder") encoder.set_trainable("", value);
         else if (part == "decoder") decoder.set_trainable("", value);
         else if (part == "queries") bridge_trainable.front() = value;  // Q leads bridge_layout
-        else if (part == "projector") std::fill(bridge_trainable.begin() + 1, bridge_trainable.end(), value);
-        else throw ValueError("unknown cascade part '" + part + "' (encoder, decoder, queries, projector)");
+        else if (part == "projector" || part == "hierarchical") {
+            const std::string prefix = part == "projector" ? "model.mm_projector." : "model.hierarchical.";
+            for (size_t e = 0; e < bridge.size(); ++e)
+                if (bridge[e].name.compare(0, prefix.size(), prefix) == 0) bridge_trainable[e] = value;
+        } else {
+            throw ValueError("unknown cascade part '" + part + "' (encoder, decoder, queries, projector, hierarchical)");
+        }
     }
     std::vector<ParameterGroup<T>> parameter_groups() {
         return {encoder.parameter_group("encoder"), decoder.parameter_group("decoder"),
@@ -267,6 +297,17 @@ public:
         a.block_ids.clear();
         if (config.method == CompressionMethod::MeanPool) {
             baselines::mean_pool_forward(*this, contexts, context_mask, batch, context_length, a);
+            project(a);
+            return;
+        }
+        if (config.method == CompressionMethod::MeanPoolHidden) {
+            baselines::mean_pool_hidden_forward(*this, contexts, context_mask, batch, context_length, a,
+                                                save_for_backward, step);
+            project(a);
+            return;
+        }
+        if (config.method == CompressionMethod::Hierarchical) {
+            baselines::hierarchical_forward(*this, contexts, context_mask, batch, context_length, a);
             project(a);
             return;
         }
@@ -504,7 +545,7 @@ private:
                 }
         }
         if (!(gradients.encoder || (gradients.bridge && any_bridge_trainable()))) return;
-        if (config.method != CompressionMethod::C3 && config.method != CompressionMethod::MeanPool) return;
+        if (!uses_projector(config.method)) return;
         std::vector<T> dlatents(B * N * dd);
         for (size_t b = 0; b < B; ++b)
             std::memcpy(dlatents.data() + b * N * dd, dinput.data() + (b * Ld + slot) * dd, N * dd * sizeof(T));
@@ -529,6 +570,14 @@ private:
         }
         if (config.method == CompressionMethod::MeanPool) {
             baselines::mean_pool_backward(*this, a, dslots.data(), encoder_embed);
+            return;
+        }
+        if (config.method == CompressionMethod::MeanPoolHidden) {
+            baselines::mean_pool_hidden_backward(*this, a, dslots.data(), gradients.encoder, encoder_step);
+            return;
+        }
+        if (config.method == CompressionMethod::Hierarchical) {
+            baselines::hierarchical_backward(*this, a, dslots.data(), g.blocks, encoder_embed);
             return;
         }
         T* dqueries = g.queries;  // null when Q is frozen

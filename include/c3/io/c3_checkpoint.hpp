@@ -5,11 +5,15 @@
 // "c3" key of the decoder config; when it is absent the caller supplies them.
 #pragma once
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <initializer_list>
 #include <map>
+#include <type_traits>
 
 #include "c3/cascade/cascade.hpp"
+#include "c3/core/float16.hpp"
+#include "c3/core/sha256.hpp"
 #include "c3/io/hf_model.hpp"
 
 namespace c3::io {
@@ -75,7 +79,8 @@ inline CascadeConfig parse_c3_config(const nlohmann::json& json, const std::stri
         C3_CHECK(reader.required_size("contexts_compression_llm_hidden_size") == encoder.hidden_size, ConfigError,
                  "config '", config_path, "': contexts_compression_llm_hidden_size does not match llm1/'s hidden size ",
                  encoder.hidden_size);
-    if (has_extra) read_cascade_settings(*extra_found, config_path, config, {"decoder_model_type"});
+    // "identity" is what cascade_identity gave when the directory was saved: a record, recomputed from the weights.
+    if (has_extra) read_cascade_settings(*extra_found, config_path, config, {"decoder_model_type", "identity"});
     try {
         config.validate();
     } catch (const ConfigError& error) {
@@ -117,14 +122,9 @@ Cascade<T> load_c3(const std::string& directory, const CascadeConfig& defaults,
     return cascade;
 }
 
-// `extra_files` (name in the directory -> source path), e.g. the tokenizer.json, are copied into the staging
-// directory, so they arrive with the weights in the one swap and a failed copy leaves the old directory intact.
-template <typename T>
-void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtype = DType::F32,
-             const std::map<std::string, std::string>& extra_files = {}) {
-    const CascadeConfig& c = cascade.config;
-    C3_CHECK(!cascade.encoder.stores_bf16() && !cascade.decoder.stores_bf16(), ValueError,
-             "saving a bf16-stored cascade is not supported; load it in float");
+// The decoder's config.json of a C3 directory: the Hugging Face config with the C3 keys, and under "c3" what the
+// official layout leaves to code.
+inline nlohmann::json c3_config_json(const CascadeConfig& c) {
     nlohmann::json json = to_hf_config(c.decoder);
     json["model_type"] = "C3";
     json["architectures"] = {"C3QwenForCausalLM"};
@@ -139,6 +139,146 @@ void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtyp
                   {"prompt_prefix", c.prompt_prefix},
                   {"prompt_suffix", c.prompt_suffix},
                   {"stop_tokens", c.stop_tokens}};
+    return json;
+}
+
+namespace detail {
+inline float round_to_dtype(float value, DType dtype) {
+    if (dtype == DType::BF16) return bf16_to_float(float_to_bf16(value));
+    if (dtype == DType::F16) return half_to_float(float_to_half(value));
+    return value;
+}
+}  // namespace detail
+
+// Which cascade this is, as 16 hex digits: SHA-256 over its configuration (the saved config.json's content and
+// the encoder's) and every parameter of encoder, decoder, queries and projector, as float32 values. Two cascades
+// that differ in any weight differ here, so latents made by one are refused by the other (c3.load_latents).
+// The tensors are hashed one by one in parallel and their digests hashed in layout order, so the result never
+// depends on the thread count. `stored` rounds every value as a save in that dtype stores it (save_c3 records
+// the identity of the directory it writes, which is the identity of the cascade loaded back from it).
+template <typename T>
+std::string cascade_identity(const Cascade<T>& cascade, DType stored = DType::F32) {
+    std::vector<std::pair<std::string, const Transformer<T>*>> parts = {{"encoder.", &cascade.encoder},
+                                                                       {"decoder.", &cascade.decoder}};
+    struct Entry {
+        std::string name;
+        const Transformer<T>* model;
+        size_t index;  // layout entry, or the bridge entry when model is null
+    };
+    std::vector<Entry> entries;
+    for (const auto& [prefix, model] : parts)
+        for (size_t e = 0; e < model->layout.size(); ++e) entries.push_back({prefix + model->layout[e].name, model, e});
+    for (size_t e = 0; e < cascade.bridge.size(); ++e) entries.push_back({cascade.bridge[e].name, nullptr, e});
+    std::vector<Sha256::Digest> digests(entries.size());
+    parallel_for_checked(entries.size(), [&](size_t k) {
+        const Entry& entry = entries[k];
+        const ParameterInfo& info = entry.model ? entry.model->layout[entry.index] : cascade.bridge[entry.index];
+        // value(i): the tensor's i-th value as a float, from whichever storage holds it.
+        const bool bf16_matrix = entry.model && entry.model->stores_bf16() && Bf16Storage<T>::is_matrix(info);
+        const uint16_t* bf16_values = bf16_matrix ? entry.model->bf16.matrices.data() + info.offset : nullptr;
+        const T* values = bf16_matrix ? nullptr
+                          : !entry.model ? cascade.bridge_parameters.data() + info.offset
+                          : entry.model->stores_bf16() ? entry.model->bf16.vectors.data() +
+                                                             entry.model->bf16.vector_offsets[entry.index]
+                                                       : entry.model->parameters.data() + info.offset;
+        Sha256 hash;
+        if (std::is_same_v<T, float> && values && stored != DType::BF16 && stored != DType::F16) {
+            hash.update(values, info.size * sizeof(float));  // the common case: the buffer as it is
+        } else {
+            std::vector<float> chunk;
+            for (size_t begin = 0; begin < info.size; begin += 16384) {
+                chunk.resize(std::min<size_t>(16384, info.size - begin));
+                for (size_t i = 0; i < chunk.size(); ++i)
+                    chunk[i] = detail::round_to_dtype(values ? float(values[begin + i])
+                                                             : bf16_to_float(bf16_values[begin + i]), stored);
+                hash.update(chunk.data(), chunk.size() * sizeof(float));
+            }
+        }
+        digests[k] = hash.finish();
+    }, 1 << 16);
+    Sha256 total;
+    total.update("c3.identity/1\n");
+    total.update(c3_config_json(cascade.config).dump());
+    total.update("\n");
+    total.update(to_hf_config(cascade.config.encoder).dump());
+    for (size_t k = 0; k < entries.size(); ++k) {
+        total.update("\n" + entries[k].name + "\n");
+        total.update(digests[k].data(), digests[k].size());
+    }
+    return total.finish_hex().substr(0, 16);
+}
+
+// A fast 64-bit fingerprint of every parameter's bytes (encoder, decoder, queries, projector, in either storage), at
+// memory speed: what c3.Cascade keys its cached identity on, so that cascade_identity's SHA-256 runs again only
+// when a weight changed (through training, set_parameters or a NumPy view alike). Each 64-bit word goes through a
+// bijective step ((state ^ word) * odd constant, then an xor-shift), so a change to any one word always changes
+// the fingerprint. Chunks of fixed size are hashed in parallel and combined in order: the same on any thread count.
+template <typename T>
+uint64_t parameters_fingerprint(const Cascade<T>& cascade) {
+    struct Buffer {
+        const unsigned char* data;
+        size_t bytes;
+    };
+    std::vector<Buffer> buffers;
+    auto add = [&](const auto& values) {
+        buffers.push_back({reinterpret_cast<const unsigned char*>(values.data()),
+                           values.size() * sizeof(values[0])});
+    };
+    for (const Transformer<T>* model : {&cascade.encoder, &cascade.decoder}) {
+        add(model->parameters);
+        add(model->bf16.matrices);
+        add(model->bf16.vectors);
+    }
+    add(cascade.bridge_parameters);
+    constexpr size_t kChunk = size_t(1) << 20;  // bytes
+    struct Piece {
+        size_t buffer, offset, bytes;
+    };
+    std::vector<Piece> pieces;
+    for (size_t b = 0; b < buffers.size(); ++b)
+        for (size_t offset = 0; offset < buffers[b].bytes; offset += kChunk)
+            pieces.push_back({b, offset, std::min(kChunk, buffers[b].bytes - offset)});
+    constexpr uint64_t kOdd = 0x9E3779B97F4A7C15ull;
+    auto step = [](uint64_t state, uint64_t word) {
+        state = (state ^ word) * kOdd;
+        return state ^ (state >> 32);
+    };
+    std::vector<uint64_t> hashes(pieces.size());
+    parallel_for(pieces.size(), [&](size_t k) {
+        const unsigned char* data = buffers[pieces[k].buffer].data + pieces[k].offset;
+        const size_t bytes = pieces[k].bytes;
+        uint64_t lanes[4] = {1, 2, 3, 4};
+        size_t i = 0;
+        for (; i + 32 <= bytes; i += 32)
+            for (size_t lane = 0; lane < 4; ++lane) {
+                uint64_t word;
+                std::memcpy(&word, data + i + 8 * lane, 8);
+                lanes[lane] = step(lanes[lane], word);
+            }
+        for (; i < bytes; ++i) lanes[0] = step(lanes[0], uint64_t(data[i]) | uint64_t(1) << 8);
+        uint64_t hash = bytes;
+        for (uint64_t lane : lanes) hash = step(hash, lane);
+        hashes[k] = hash;
+    }, kChunk / 4);
+    uint64_t total = buffers.size();
+    for (size_t k = 0; k < pieces.size(); ++k) total = step(step(total, pieces[k].buffer), hashes[k]);
+    return total;
+}
+
+// `extra_files` (name in the directory -> source path), e.g. the tokenizer.json, are copied into the staging
+// directory, so they arrive with the weights in the one swap and a failed copy leaves the old directory intact.
+template <typename T>
+void save_c3(const Cascade<T>& cascade, const std::string& directory, DType dtype = DType::F32,
+             const std::map<std::string, std::string>& extra_files = {}) {
+    const CascadeConfig& c = cascade.config;
+    C3_CHECK(!cascade.encoder.stores_bf16() && !cascade.decoder.stores_bf16(), ValueError,
+             "saving a bf16-stored cascade is not supported; load it in float");
+    const std::string what = "cannot save '" + directory + "'";
+    check_finite_parameters(cascade.encoder.layout, cascade.encoder.parameters.data(), what + " (encoder)");
+    check_finite_parameters(cascade.decoder.layout, cascade.decoder.parameters.data(), what + " (decoder)");
+    check_finite_parameters(cascade.bridge, cascade.bridge_parameters.data(), what);
+    nlohmann::json json = c3_config_json(c);
+    json["c3"]["identity"] = cascade_identity(cascade, dtype);
     const std::string text = json.dump(2) + "\n";
     auto tensors = named_tensors(cascade.decoder.layout, cascade.decoder.parameters.data());
     auto bridge = named_tensors(cascade.bridge, cascade.bridge_parameters.data());

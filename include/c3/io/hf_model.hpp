@@ -1,5 +1,6 @@
 // Hugging Face model directories: config.json + safetensors (single or sharded), mapped by the HF names.
 #pragma once
+#include <cmath>
 #include <filesystem>
 
 #include "c3/io/hf_config.hpp"
@@ -63,6 +64,18 @@ std::vector<NamedTensor<T>> named_tensors(const std::vector<ParameterInfo>& layo
     return tensors;
 }
 
+// Refuses to save non-finite weights: a ValueError naming `what`, the first tensor holding a NaN or infinity, and
+// the value's index in it. A file of NaN weights loads and runs, and every result made from it is silently wrong.
+template <typename T>
+void check_finite_parameters(const std::vector<ParameterInfo>& layout, const T* base, const std::string& what) {
+    for (const ParameterInfo& info : layout) {
+        const T* values = base + info.offset;
+        for (size_t i = 0; i < info.size; ++i)
+            C3_CHECK(std::isfinite(values[i]), ValueError, what, ": parameter '", info.name, "' holds ", values[i],
+                     " at index ", i, "; non-finite weights are never saved (was the learning rate too large?)");
+    }
+}
+
 namespace detail {
 // The files of a model directory, written into `directory` (a staging directory of an atomic save).
 template <typename T>
@@ -79,6 +92,7 @@ void write_transformer_files(const Transformer<T>& model, const std::string& dir
 template <typename T>
 void save_transformer(const Transformer<T>& model, const std::string& directory, DType dtype = DType::F32) {
     C3_CHECK(!model.stores_bf16(), ValueError, "saving a bf16-stored model is not supported; load it in float");
+    check_finite_parameters(model.layout, model.parameters.data(), "cannot save '" + directory + "'");
     detail::write_directory_atomically(directory, [&](const std::string& staging) {
         detail::write_transformer_files(model, staging, dtype);
     });

@@ -140,10 +140,10 @@ private:
     // and returns each group's loss sum.
     std::vector<double> accumulate(const std::vector<const std::vector<Batch>*>& groups,
                                    const std::vector<T>& token_weights) {
-        // Mean pooling and the token methods run no encoder layer.
+        // Mean pooling, the hierarchical encoder and the token methods run no encoder layer.
         const TrainingOptions& options = trainer.options;
         const CascadeStepWeights<T> copies{
-            cascade.config.method == CompressionMethod::C3
+            runs_encoder_layers(cascade.config.method)
                 ? take_step_weights(cascade.encoder, options, encoder_step_weights)
                 : nullptr,
             take_step_weights(cascade.decoder, options, decoder_step_weights)};
@@ -169,8 +169,7 @@ private:
         Transformer<T>& encoder = cascade.encoder;
         Transformer<T>& decoder = cascade.decoder;
         // The token methods use neither the encoder nor the bridge: no buffers for them.
-        const bool compresses = cascade.config.method == CompressionMethod::C3 ||
-                                cascade.config.method == CompressionMethod::MeanPool;
+        const bool compresses = uses_projector(cascade.config.method);
         const bool train_encoder = compresses && encoder.any_trainable(), train_decoder = decoder.any_trainable();
         const bool train_bridge = compresses && cascade.any_bridge_trainable();
         replica_activations.resize(shares - 1);

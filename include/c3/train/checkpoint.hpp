@@ -1,6 +1,7 @@
 // Exact save and resume of training: every parameter group's flat parameters and AdamW moments, and the step,
 // in one safetensors file (F32 or F64, so nothing is rounded). A resumed run continues bit for bit.
 #pragma once
+#include "c3/io/hf_model.hpp"
 #include "c3/io/safetensors_reader.hpp"
 #include "c3/io/safetensors_writer.hpp"
 #include "c3/train/adamw.hpp"
@@ -13,6 +14,9 @@ template <typename T>
 void save_training_checkpoint(const std::string& path, const std::vector<ParameterGroup<T>>& groups,
                               const AdamW<T>& optimizer, io::Metadata metadata = {}) {
     const io::DType dtype = std::is_same_v<T, double> ? io::DType::F64 : io::DType::F32;
+    for (const ParameterGroup<T>& group : groups)  // a checkpoint of NaN weights would resume into NaN
+        io::check_finite_parameters(*group.layout, group.parameters,
+                                    "cannot save checkpoint '" + path + "' (group '" + group.name + "')");
     const AdamWState<T> state = optimizer.state(groups);
     std::vector<io::NamedTensor<T>> tensors;
     for (const ParameterGroup<T>& group : groups)

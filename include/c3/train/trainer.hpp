@@ -191,7 +191,35 @@ public:
         report.learning_rate = schedule.at(optimizer.step);
         optimizer.update(groups, report.learning_rate);
         report.step = optimizer.step;
+        check_parameters_finite(report);
         return report;
+    }
+
+    // The NaN guard's second half: finite gradients can still carry a parameter past the float range (a learning
+    // rate of 1e300 does in one step). Such a step is reported here, naming the first bad tensor, rather than
+    // leaving NaN weights to be saved as a trained model; the update cannot be undone, so the model is unusable.
+    void check_parameters_finite(const StepReport& report) const {
+        const std::vector<TensorBlock> blocks = trainable_blocks(groups);
+        std::vector<uint8_t> bad(blocks.size(), 0);
+        parallel_for(blocks.size(), [&](size_t b) {
+            const T* p = groups[blocks[b].group].parameters + blocks[b].offset;
+            for (size_t i = 0; i < blocks[b].count; ++i)
+                if (!std::isfinite(p[i])) {
+                    bad[b] = 1;
+                    break;
+                }
+        }, kOptimizerBlock);
+        for (size_t b = 0; b < blocks.size(); ++b) {
+            if (!bad[b]) continue;
+            const ParameterGroup<T>& group = groups[blocks[b].group];
+            std::string tensor = "?";
+            for (const ParameterInfo& info : *group.layout)
+                if (info.offset <= blocks[b].offset && blocks[b].offset < info.offset + info.size) tensor = info.name;
+            throw ValueError(::c3::detail::concat("NaN guard: step ", report.step, " (learning rate ",
+                                            report.learning_rate, ") made parameter '", tensor, "' of group '",
+                                            group.name, "' non-finite; the model is unusable: lower the learning ",
+                                            "rate and train again"));
+        }
     }
 };
 
