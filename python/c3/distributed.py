@@ -3,11 +3,13 @@
     c3 compress --cascade C --texts corpus.jsonl --output work/ --ray [ADDRESS]
     c3 eval     --cascade C --texts corpus.jsonl --output metrics.json --ray [ADDRESS]
 
-Input is one JSONL file (each line a JSON string or an object with a "text" field), cut into shards of
-``shard_size`` documents, or a folder of such files, one shard each (in name order). Each Ray actor loads the
-cascade once and works through the shards it is given, in batches of ``batch_size`` documents:
+Input is one texts file, read as every command reads it (c3.text_files: a .jsonl file of {"text": ...} objects,
+a .json list, or one text per line), cut into shards of ``shard_size`` documents, or a folder of .jsonl files, one
+shard each (in name order). Each Ray actor loads the cascade once and works through the shards it is given, in
+batches of ``batch_size`` documents:
 
-    work/manifest.json            what the work directory holds (cascade identity, shards, settings)
+    work/manifest.json            what the work directory holds (cascade identity, shards and the SHA-256 of each
+                                  shard's documents, settings): a resumed run redoes the shards whose text changed
     work/latents/<shard>.safetensors   c3 compress: latents [B, N, d] with metadata (save_latents)
     work/results/<shard>.json     c3 eval: evaluation.evaluate_part of the shard (hypotheses, per-text scores,
                                   alignment counts) and the settings it was made with
@@ -25,76 +27,90 @@ corpus is read by the driver and shipped to the actors.
 from __future__ import annotations
 
 import collections
+import contextlib
+import hashlib
 import json
 import os
+import sys
 import time
 from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
-from . import _core
+from . import _core, text_files
 
 SHARD_FORMAT = "c3.distributed/1"
 
 
 # ---- the corpus as shards ------------------------------------------------------------------------------------------
 class Shard:
-    """A named run of documents; its texts are read when needed (a corpus need not fit in memory)."""
+    """A named run of documents; its texts are read when needed (a corpus need not fit in memory), through the
+    one texts reader (c3.text_files). sha256: the hex SHA-256 of its documents' bytes, which the work directory's
+    manifest records, so that a resumed run redoes a shard whose input changed."""
 
-    def __init__(self, name: str, path: str, offset: int = 0, count: Optional[int] = None):
+    def __init__(self, name: str, path: str, offset: int = 0, count: Optional[int] = None, first_line: int = 1,
+                 sha256: str = "", documents: Optional[List[str]] = None):
         self.name, self.path, self.offset, self.count = name, path, offset, count
+        self.first_line, self.sha256, self.documents = first_line, sha256, documents
 
     def texts(self) -> List[str]:
-        texts = []
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            line_number = 0
-            for raw in handle:
-                line_number += 1
-                if self.count is not None and len(texts) == self.count:
-                    break
-                if not raw.strip():
-                    continue
-                texts.append(_document(raw, self.path, self.name, line_number))
-        return texts
+        if self.documents is not None:
+            return list(self.documents)
+        return [text for _, text in text_files.line_documents(self.path, self.offset, self.first_line, self.count)]
 
 
-def _document(raw: bytes, path: str, shard: str, line_number: int) -> str:
+def _line_shards(path: str, stem: str, shard_size: Optional[int]) -> List[Shard]:
+    """Shards of `shard_size` documents (None: all in one) of a line-format file, each with its first line and the
+    SHA-256 of its document lines."""
+    shards, offset, documents, start, first_line = [], 0, 0, 0, 1
+    digest = hashlib.sha256()
     try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise _core.FormatError(f"{path}: shard {shard}, line {line_number}: not JSON ({error})") from None
-    if isinstance(value, dict) and isinstance(value.get("text"), str):
-        return value["text"]
-    if isinstance(value, str):
-        return value
-    raise _core.FormatError(f"{path}: shard {shard}, line {line_number}: expected a JSON string or an object "
-                            f"with a 'text' string")
+        handle = open(path, "rb")
+    except OSError as error:
+        raise _core.C3IOError(f"cannot read {path}: {error.strerror or error}") from None
+    with handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if raw.strip():
+                if documents == shard_size:
+                    name = f"{stem}-{len(shards):05d}"
+                    shards.append(Shard(name, path, start, documents, first_line, digest.hexdigest()))
+                    start, documents, first_line, digest = offset, 0, line_number, hashlib.sha256()
+                documents += 1
+                digest.update(raw)
+            offset += len(raw)
+    if documents:
+        name = stem if shard_size is None else f"{stem}-{len(shards):05d}"
+        shards.append(Shard(name, path, start, documents, first_line, digest.hexdigest()))
+    return shards
 
 
 def plan_shards(source: str, shard_size: int = 1000) -> List[Shard]:
-    """Shards of a JSONL file (``shard_size`` non-empty lines each) or of a folder of JSONL files (one each)."""
+    """Shards of a texts file (``shard_size`` documents each; .jsonl, .json or plain lines, as c3.text_files reads
+    them) or of a folder of .jsonl files (one shard each)."""
     if shard_size < 1:
         raise _core.C3ValueError(f"shard_size must be at least 1, got {shard_size}")
     if os.path.isdir(source):
         names = sorted(name for name in os.listdir(source) if name.endswith(".jsonl"))
         if not names:
             raise _core.C3IOError(f"{source}: no .jsonl shards in this folder")
-        return [Shard(name[:-len(".jsonl")], os.path.join(source, name)) for name in names]
+        shards = []
+        for name in names:
+            found = _line_shards(os.path.join(source, name), name[:-len(".jsonl")], None)
+            shards += found or [Shard(name[:-len(".jsonl")], os.path.join(source, name), 0, 0, 1,
+                                      hashlib.sha256().hexdigest())]
+        return shards
     if not os.path.exists(source):
         raise _core.C3IOError(f"{source}: no such corpus file or folder")
     stem = os.path.splitext(os.path.basename(source))[0]
-    shards, offset, documents, start = [], 0, 0, 0
-    with open(source, "rb") as handle:
-        for raw in handle:
-            if raw.strip():
-                if documents == shard_size:
-                    shards.append(Shard(f"{stem}-{len(shards):05d}", source, start, documents))
-                    start, documents = offset, 0
-                documents += 1
-            offset += len(raw)
-    if documents:
-        shards.append(Shard(f"{stem}-{len(shards):05d}", source, start, documents))
+    if source.endswith(".json"):
+        texts = text_files.read_texts_file(source)
+        shards = []
+        for start in range(0, len(texts), shard_size):
+            part = texts[start:start + shard_size]
+            digest = hashlib.sha256(json.dumps(part, ensure_ascii=False).encode("utf-8")).hexdigest()
+            shards.append(Shard(f"{stem}-{len(shards):05d}", source, sha256=digest, documents=part))
+        return shards
+    shards = _line_shards(source, stem, shard_size)
     if not shards:
         raise _core.C3ValueError(f"{source}: the corpus holds no documents")
     return shards
@@ -104,10 +120,7 @@ def plan_shards(source: str, shard_size: int = 1000) -> List[Shard]:
 def _write_json(path: str, value: dict) -> None:
     """Written beside the target, then renamed: a killed worker leaves no half file."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f"{path}.partial-{os.getpid()}"
-    with open(partial, "w") as handle:
-        json.dump(value, handle)
-    os.replace(partial, path)
+    _core.write_file_atomically(path, json.dumps(value))
 
 
 def _read_json(path: str) -> Optional[dict]:
@@ -161,10 +174,19 @@ class ShardWorker:
 
     def __init__(self, cascade_path: str, threads: int = 1):
         from . import set_num_threads
-        from .cascade import Cascade
 
         set_num_threads(int(threads))
-        self.cascade = Cascade.load(cascade_path)
+        self.cascade_path, self._cascade = cascade_path, None
+
+    @property
+    def cascade(self):
+        """The cascade, loaded on first use: an actor answers pid() as soon as it runs, which is how Pool tells an
+        actor that Ray cannot place from one that is loading."""
+        if self._cascade is None:
+            from .cascade import Cascade
+
+            self._cascade = Cascade.load(self.cascade_path)
+        return self._cascade
 
     def pid(self) -> int:
         return os.getpid()
@@ -184,25 +206,109 @@ class ShardWorker:
 
 
 def _get(reference):
-    """ray.get, raising a task's own c3 error (a one-line message) rather than Ray's wrapper of it."""
+    """ray.get, raising a task's own error (a c3 error, OSError or ValueError: a one-line message) rather than
+    Ray's wrapper of it, which carries the actor's traceback in its message."""
     import ray
 
     try:
         return ray.get(reference)
     except ray.exceptions.RayTaskError as error:
-        if isinstance(error.cause, _core.C3Error):
+        if isinstance(error.cause, (_core.C3Error, OSError, ValueError)):
             raise error.cause from None
         raise
+
+
+# How long c3 waits on Ray before it stops and says why: for a cluster's address to answer, and for actors to start.
+CONNECT_SECONDS = 10.0
+START_SECONDS = 60.0
+
+
+def _note(message: str) -> None:
+    print(f"c3: note: {message}", file=sys.stderr, flush=True)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _check_reachable(address: str) -> None:
+    """A C3Error unless something accepts connections at the host:port of `address` within CONNECT_SECONDS (Ray
+    itself would retry an unreachable address for minutes)."""
+    import socket
+
+    where = address[len("ray://"):] if address.startswith("ray://") else address
+    host, colon, port = where.rpartition(":")
+    if not colon or not port.isdigit():
+        return  # no port: Ray's own defaults apply
+    host = host.strip("[]")  # [IPv6]:port
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS):
+            pass
+    except socket.timeout:
+        raise _core.C3Error(f"Ray cluster at {address}: no answer within {CONNECT_SECONDS:g} s") from None
+    except (OSError, OverflowError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else _first_line(error)
+        raise _core.C3Error(f"Ray cluster at {address}: cannot connect ({reason})") from None
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced(silence: bool):
+    """Ray's C++ client writes a line to stderr (file descriptor 2) for each failed attempt to reach a cluster;
+    the failure is reported as one line instead."""
+    if not silence:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def start_ray(address: Optional[str] = None) -> None:
+    """ray.init, quietly (no INFO lines, no dashboard, workers' output not forwarded): a new local cluster, or the
+    one at `address` ("auto": the one this machine runs). An unreachable address, or a Ray that does not start, is
+    a C3Error in one line, within CONNECT_SECONDS plus Ray's one connection attempt (about 40 s)."""
+    import logging
+
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None  # Ray itself would use RAY_ADDRESS
+    if address and address not in ("auto", "local"):
+        _check_reachable(address)
+    # Ray tries a cluster's control store 20 times over (minutes) before it gives up; once is enough here.
+    variable = "RAY_gcs_server_port_wait_time_s"
+    previous = os.environ.get(variable)
+    if address and previous is None:
+        os.environ[variable] = "1"
+    try:
+        with _native_stderr_silenced(bool(address)):
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, include_dashboard=False)
+    except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+        where = f"connect to the Ray cluster at {address}" if address else "start a local Ray cluster"
+        raise _core.C3Error(f"could not {where}: {_first_line(error)}") from None
+    finally:
+        if address and previous is None:
+            os.environ.pop(variable, None)
 
 
 class Pool:
     """Workers over which shards are mapped: Ray actors (each loads the cascade once), or one in this process.
 
     A shard whose actor dies is handed to the next free actor; Ray restarts the dead actor (its cascade is loaded
-    again) up to ``max_restarts`` times."""
+    again) up to ``max_restarts`` times. The actors are as many as asked, or as fit the cluster's CPUs at
+    ``threads`` each (note(message) says so; default: a line on stderr); more threads per actor than the cluster
+    has CPUs, or actors that Ray cannot place within START_SECONDS, are a C3Error."""
 
     def __init__(self, cascade_path: str, use_ray: bool = True, address: Optional[str] = None,
-                 actors: Optional[int] = None, threads: int = 1, max_restarts: int = 4):
+                 actors: Optional[int] = None, threads: int = 1, max_restarts: int = 4,
+                 note: Optional[Callable[[str], None]] = None):
         self.use_ray, self.threads = use_ray, int(threads)
         self.retried = []  # shards handed to another actor after theirs died
         if not use_ray:
@@ -215,13 +321,38 @@ class Pool:
             raise _core.C3Error("running on Ray needs the ray package: pip install 'c3[ray]'") from None
 
         if not ray.is_initialized():
-            ray.init(address=address or None, log_to_driver=False)
+            start_ray(address)
+        # Each actor reserves `threads` CPUs for its life: more than the cluster has would wait for ever.
+        total = int(ray.cluster_resources().get("CPU", 0))
+        if self.threads > total:
+            raise _core.C3ValueError(f"{self.threads} thread{'s' if self.threads > 1 else ''} per actor: the Ray "
+                                     f"cluster has {total} CPUs, and each actor reserves one per thread")
+        fit = total // self.threads
         if actors is None:
-            actors = max(1, int(ray.available_resources().get("CPU", 1) // self.threads))
+            actors = max(1, min(fit, int(ray.available_resources().get("CPU", 0) // self.threads)))
+        elif actors > fit:
+            (note or _note)(f"the Ray cluster has {total} CPUs: running {fit} actors of {self.threads} "
+                            f"thread{'s' if self.threads > 1 else ''} each, not {actors}")
+            actors = fit
         remote = ray.remote(ShardWorker).options(num_cpus=self.threads, max_restarts=max_restarts,
                                                  max_task_retries=0)
         self.workers = [remote.remote(cascade_path, self.threads) for _ in range(int(actors))]
+        self._wait_for_actors(total)
         self.description = self.describe()
+
+    def _wait_for_actors(self, total: int) -> None:
+        """Returns once every actor runs (before any loads its cascade), or raises after START_SECONDS: the CPUs
+        they reserve are held by others (other jobs on the cluster, or actors Ray has not yet released)."""
+        import ray
+
+        waiting = [worker.pid.remote() for worker in self.workers]
+        _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=START_SECONDS)
+        if waiting:
+            free = ray.available_resources().get("CPU", 0)
+            cpus = f"{self.threads} CPU{'s' if self.threads > 1 else ''}"
+            raise _core.C3Error(f"{len(waiting)} of {len(self.workers)} Ray actors did not start within "
+                                f"{START_SECONDS:g} s: each reserves {cpus}, and {free:g} of the cluster's {total} "
+                                f"are free")
 
     def describe(self, max_new_tokens: Optional[int] = None) -> dict:
         if not self.use_ray:
@@ -285,11 +416,12 @@ class Pool:
             try:
                 report = _get(done[0])
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
-                    ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError):
+                    ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError) as error:
                 # The actor died or is restarting; the shard may or may not have run there, and redoing it is safe
                 # (every shard's files are written whole, under unique temporary names).
                 if attempts >= retries:
-                    raise
+                    raise _core.C3Error(f"shard {shard.name}: its Ray actor failed {attempts + 1} times "
+                                        f"({_first_line(error)})") from error
                 self.retried.append(shard.name)
                 pending.appendleft((shard, attempts + 1, index))  # another actor takes it
                 continue
@@ -298,15 +430,34 @@ class Pool:
 
 # ---- the two jobs --------------------------------------------------------------------------------------------------
 def _manifest(work: str, source: str, shards: List[Shard], pool: Pool, shard_size: int, batch_size: int) -> dict:
-    """Checks that a work directory being resumed was made from the same corpus, cascade and settings."""
+    """Checks that a work directory being resumed was made from the same corpus, cascade and settings, and
+    redoes the shards whose input changed since.
+
+    The manifest records the cascade's identity (which covers every weight) and the SHA-256 of each shard's
+    documents. Another cascade, other settings or another cut into shards is refused; a shard whose content
+    changed (or whose hash an older manifest lacks) loses its latents and results before the new manifest is
+    written, so that it is done again and a stopped run never reports metrics of the old text."""
     manifest = {"format": SHARD_FORMAT, "source": os.path.abspath(source), "cascade": pool.description["cascade"],
-                "shard_size": shard_size, "batch_size": batch_size, "shards": [shard.name for shard in shards]}
-    previous = _read_json(os.path.join(work, "manifest.json"))
-    if previous is not None and previous != manifest:
-        changed = sorted(key for key in manifest if previous.get(key) != manifest[key])
-        raise _core.C3ValueError(f"{work}: this work directory was made with another {', '.join(changed)}; "
-                                 f"use a fresh one")
-    _write_json(os.path.join(work, "manifest.json"), manifest)
+                "shard_size": shard_size, "batch_size": batch_size, "shards": [shard.name for shard in shards],
+                "shard_sha256": {shard.name: shard.sha256 for shard in shards}}
+    path = os.path.join(work, "manifest.json")
+    previous = _read_json(path) if os.path.exists(path) else None
+    if os.path.exists(path) and not isinstance(previous, dict):
+        raise _core.FormatError(f"{path}: not a work directory's manifest (not a JSON object); use a fresh "
+                                f"work directory")
+    if previous is not None:
+        changed = sorted(key for key in manifest if key != "shard_sha256" and previous.get(key) != manifest[key])
+        if changed:
+            raise _core.C3ValueError(f"{work}: this work directory was made with another {', '.join(changed)}; "
+                                     f"use a fresh one")
+        hashes = previous.get("shard_sha256")
+        hashes = hashes if isinstance(hashes, dict) else {}
+        for shard in shards:
+            if hashes.get(shard.name) != shard.sha256:
+                for stale in (latents_path(work, shard.name), results_path(work, shard.name)):
+                    if os.path.exists(stale):
+                        os.remove(stale)
+    _write_json(path, manifest)
     return manifest
 
 
@@ -384,23 +535,29 @@ def evaluate(source: str, cascade_path: str, work: str, *, use_ray: bool = True,
 
 # ---- the command line (c3 compress --ray, c3 eval --ray) -------------------------------------------------------
 RAY_DEFAULTS = dict(actors=None, threads_per_actor=1, shard_size=1000, work_dir=None)
+MAX_ACTORS, MAX_THREADS = 4096, 1024
 
 
-def add_arguments(parser, command: str, positive_int: Callable[[str], int] = int) -> None:
-    """The --ray options of `c3 compress` and `c3 eval`; they use the command's own --batch-size and --quiet."""
+def add_arguments(parser, command: str, number: Optional[Callable] = None) -> None:
+    """The --ray options of `c3 compress` and `c3 eval`; they use the command's own --batch-size and --quiet.
+    number(kind, low, high) gives the checked converter of an option's numbers (the CLI's one converter)."""
+    number = number or (lambda kind, low, high: kind)
+    positive_int = lambda high: number(int, 1, high)  # noqa: E731
     group = parser.add_argument_group("on a Ray cluster (pip install c3[ray]; see docs/DISTRIBUTED.md)")
     group.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                        help="run on Ray: a cluster's address (host:6379, ray://host:10001, auto), or none to start "
                             "one on this machine; --texts is then a JSONL file (a JSON string or {\"text\": ...} "
-                            "per line) or a folder of .jsonl shards, and c3 compress's --output a work directory")
-    group.add_argument("--actors", type=positive_int, metavar="COUNT",
-                       help="Ray actors (default: the cluster's CPUs / --threads-per-actor)")
-    group.add_argument("--threads-per-actor", type=positive_int, default=RAY_DEFAULTS["threads_per_actor"],
-                       metavar="THREADS",
-                       help="threads of each actor's cascade")
-    group.add_argument("--shard-size", type=positive_int, default=RAY_DEFAULTS["shard_size"], metavar="TEXTS",
-                       help="texts per shard of a JSONL file; a multiple of --batch-size keeps the batches, and so "
-                            "the results, of a run without --ray")
+                            "per line) or a folder of .jsonl shards, and c3 compress's --output a work directory. An "
+                            "address that does not answer, or actors that do not start within a minute, are an error")
+    group.add_argument("--actors", type=positive_int(MAX_ACTORS), metavar="COUNT",
+                       help="Ray actors (default: the cluster's CPUs / --threads-per-actor; more than the CPUs hold "
+                            "are scaled down, with a note)")
+    group.add_argument("--threads-per-actor", type=positive_int(MAX_THREADS),
+                       default=RAY_DEFAULTS["threads_per_actor"], metavar="THREADS",
+                       help="threads of each actor's cascade; each actor reserves as many of the cluster's CPUs")
+    group.add_argument("--shard-size", type=positive_int(10 ** 9), default=RAY_DEFAULTS["shard_size"],
+                       metavar="TEXTS", help="texts per shard of a JSONL file; a multiple of --batch-size keeps "
+                                             "the batches, and so the results, of a run without --ray")
     if command == "eval":
         group.add_argument("--work-dir", metavar="DIR",
                            help="folder for the shards' results, kept so that a stopped run resumes (default: the "

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import sys
-import tempfile
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -52,15 +50,11 @@ def smollm2(verbose: bool = True) -> str:
         del config.quantization_config  # save_pretrained refuses models marked as gguf-quantised
     fresh = transformers.LlamaForCausalLM(config)
     fresh.load_state_dict(loaded.state_dict())
-    os.makedirs(cache_dir(), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix="smollm2-", dir=cache_dir())
-    try:
+    from . import _core
+
+    def fill(staging: str) -> None:
         fresh.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(staging, target)  # appears whole or not at all
-    finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging, ignore_errors=True)
+
+    _core.write_directory_atomically(target, fill)  # appears whole or not at all
     return target

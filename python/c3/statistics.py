@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 from . import _core
 
@@ -49,7 +48,9 @@ def seed_interval(values, confidence: float = 0.95) -> dict:
         nan = float("nan")
         return dict(mean=mean, low=nan, high=nan, sd=nan, n=1, half_width=nan, confidence=confidence)
     sd = float(array.std(ddof=1))
-    quantile = float(_scipy_stats.t.ppf(0.5 + confidence / 2.0, count - 1))
+    from scipy import stats  # imported here: scipy.stats takes about a second to import, and `import c3` should not
+
+    quantile = float(stats.t.ppf(0.5 + confidence / 2.0, count - 1))
     half_width = quantile * sd / math.sqrt(count)
     return dict(mean=mean, low=mean - half_width, high=mean + half_width, sd=sd, n=count,
                 half_width=half_width, confidence=confidence)

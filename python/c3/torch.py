@@ -38,6 +38,8 @@ BRIDGE_PREFIX = ("model.Q.", "model.mm_projector.")
 # c3's compression methods (baselines.hpp), and those whose latent block holds the decoder's own token embeddings.
 METHODS = ("c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context")
 CONTEXT_TOKEN_METHODS = ("truncate", "truncate_last", "no_context", "full_context")
+# c3's methods this mirror does not implement: a cascade of one of them trains and evaluates in c3 itself.
+UNMIRRORED_METHODS = ("mean_pool_hidden", "hierarchical")
 
 
 def positions_for(mask: torch.Tensor) -> torch.Tensor:
@@ -70,6 +72,9 @@ class CascadeModule(nn.Module):
         else:
             raise ConfigError(f"unknown projector kind {c3_config['projector']!r} (known: linear, mlp)")
         self.method = str(c3_config.get("method", "c3"))
+        if self.method in UNMIRRORED_METHODS:
+            raise C3ValueError(f"c3.torch does not mirror the {self.method!r} baseline (it mirrors "
+                               f"{', '.join(METHODS)}); train and evaluate it with c3 itself")
         if self.method not in METHODS:
             raise ConfigError(f"unknown compression method {self.method!r} (known: {', '.join(METHODS)})")
         self.prompt_prefix = [int(i) for i in c3_config["prompt_prefix"]]
@@ -363,6 +368,9 @@ def load(path: str, attn_implementation: Optional[str] = None) -> CascadeModule:
     if not isinstance(extra, dict):
         raise ConfigError(f"{path}: config.json has no 'c3' key (an official checkpoint): load it with "
                           f"c3.Cascade.load and convert it with c3.torch.to_torch")
+    if extra.get("method") in UNMIRRORED_METHODS:  # before its extra tensors are mistaken for the decoder's
+        raise C3ValueError(f"{path}: c3.torch does not mirror the {extra['method']!r} baseline; train and evaluate "
+                           f"it with c3 itself")
     encoder_directory = os.path.join(path, "llm1")
     if not os.path.isdir(encoder_directory):
         raise FormatError(f"{path}: a C3 checkpoint needs the encoder in the subfolder llm1/")
@@ -435,7 +443,8 @@ def from_torch(module: CascadeModule, path: str, dtype: str = "float32") -> None
     """Write the module in the official C3 layout (decoder directory with model.Q.weight and model.mm_projector.*,
     the encoder in llm1/, c3's "c3" key, the tokenizer.json it came with), in float32 or bf16.
 
-    The directory appears whole or not at all: it is written beside the target, then renamed into place."""
+    The directory appears whole or not at all: it is written into a staging folder beside the target, which then
+    takes the old directory's place as a whole (c3's one directory writer, write_directory_atomically)."""
     from safetensors.torch import save_file
 
     names = {"float32": torch.float32, "F32": torch.float32, "bf16": torch.bfloat16, "BF16": torch.bfloat16,
@@ -444,11 +453,14 @@ def from_torch(module: CascadeModule, path: str, dtype: str = "float32") -> None
         raise ValueError(f"dtype must be 'float32' or 'bf16', got {dtype!r}")
     torch_dtype = names[dtype]
     module = getattr(module, "module", module)  # a DDP wrapper
-    path = os.path.abspath(str(path))
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=os.path.basename(path) + ".partial-", dir=parent)
-    try:
+    # No NaN is ever saved: c3 refuses non-finite weights at every save, and a cascade brought in from PyTorch is
+    # no exception (checked in float32 and in the dtype written, where a large float overflows bf16).
+    for name, value in module.named_parameters():
+        value = value.detach()
+        if not bool(torch.isfinite(value).all()) or not bool(torch.isfinite(value.to(torch_dtype)).all()):
+            raise C3ValueError(f"from_torch: parameter '{name}' holds a non-finite value; nothing was written")
+
+    def fill(staging: str) -> None:
         os.makedirs(os.path.join(staging, "llm1"))
         _write_json(os.path.join(staging, "llm1", "config.json"), _config_for_file(module.encoder, torch_dtype))
         save_file(_state_for_file(module.encoder, torch_dtype), os.path.join(staging, "llm1", "model.safetensors"),
@@ -468,17 +480,41 @@ def from_torch(module: CascadeModule, path: str, dtype: str = "float32") -> None
         save_file(tensors, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
         if module.tokenizer_file and os.path.exists(module.tokenizer_file):
             shutil.copyfile(module.tokenizer_file, os.path.join(staging, "tokenizer.json"))
+
+    _write_directory_atomically(os.fspath(path), fill)
+
+
+def _write_directory_atomically(path: str, fill) -> None:
+    """c3's one directory writer (files.hpp): fill(staging) writes the files, then the staging folder takes the
+    old directory's place as a whole."""
+    try:
+        from ._core import write_directory_atomically
+    except ImportError:  # pragma: no cover - machines without the compiled core
+        write_directory_atomically = _swap_directory_in_python
+    write_directory_atomically(path, fill)
+
+
+def _swap_directory_in_python(path: str, fill) -> None:  # pragma: no cover - machines without the compiled core
+    """The same swap without c3's core, in two renames: every folder it removes is one it made itself."""
+    path = os.path.realpath(path)
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f"{name}.saving-", dir=parent)
+    retired = tempfile.mkdtemp(prefix=f"{name}.replaced-", dir=parent)
+    old = os.path.join(retired, name)
+    try:
+        fill(staging)
         if os.path.isdir(path):
-            previous = path + ".previous"
-            shutil.rmtree(previous, ignore_errors=True)
-            os.replace(path, previous)
-            os.replace(staging, path)
-            shutil.rmtree(previous, ignore_errors=True)
-        else:
-            os.replace(staging, path)
+            os.rename(path, old)
+        try:
+            os.rename(staging, path)
+        except OSError:
+            if os.path.isdir(old):
+                os.rename(old, path)  # put the old one back
+            raise
     finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
 
 
 # ---- text, without c3's core ----------------------------------------------------------------------------------

@@ -51,14 +51,19 @@ def save_checkpoint(path: str, model, trainer, extra: Optional[dict] = None) -> 
     trainer.save_checkpoint(path, metadata)
 
 
-def load_checkpoint(path: str, model, trainer) -> dict:
+def load_checkpoint(path: str, model, trainer, check: Optional[Callable[[str, dict], None]] = None) -> dict:
     """Restores what save_checkpoint wrote into the trainer and its model; returns its `extra` dict. Everything
     is checked before anything is written: a foreign file is a c3.FormatError, non-finite optimiser moments a
-    c3.C3ValueError."""
+    c3.C3ValueError, and `extra` must be a JSON object (a c3.FormatError naming the file otherwise).
+    check(path, extra), when given, checks extra's shape (raising a c3 error) before the trainer is touched."""
     metadata = _core.safetensors_metadata(path)
     try:
         extra = json.loads(metadata.get("c3.extra", "{}"))
     except ValueError as error:
         raise _core.FormatError(f"{path}: metadata c3.extra is not valid JSON: {error}") from None
+    if not isinstance(extra, dict):
+        raise _core.FormatError(f"{path}: metadata c3.extra must be a JSON object, got {type(extra).__name__}")
+    if check is not None:
+        check(path, extra)
     trainer.load_checkpoint(path)
     return extra

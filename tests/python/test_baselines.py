@@ -362,6 +362,6 @@ def test_cli_trains_and_saves_a_baseline(tmp_path, capsys):
                      "--steps", "2", "--batch", "2", "--hidden-size", "16", "--layers", "1", "--quiet"]) == 0
     assert c3.Cascade.load(output).method == "mean_pool"
     capsys.readouterr()
-    assert cli.main(["train", "--output", output, "--method", "truncate", "--encoder", output, "--decoder",
-                     output]) == 2
+    assert cli.main(["train", "--output", str(tmp_path / "other"), "--method", "truncate", "--encoder", output,
+                     "--decoder", output]) == 2
     assert "--method other than c3 trains from scratch" in capsys.readouterr().err

@@ -464,7 +464,10 @@ def test_latents_round_trip_and_non_finite_latents_are_refused(tmp_path):
     np.testing.assert_array_equal(loaded, latents)
     np.testing.assert_array_equal(metadata["source_tokens"], [3, 5])
     latents[1, 2, 3] = np.inf
-    c3.save_latents(path, latents)
+    with pytest.raises(c3.C3ValueError, match="not finite"):  # never written by c3
+        c3.save_latents(path, latents)
+    # ... nor read from a file another tool wrote.
+    c3.write_safetensors(path, {"latents": latents}, "F32", {"c3.kind": "latents", "c3.num_latents": "4"})
     with pytest.raises(c3.FormatError, match="not finite"):
         c3.load_latents(path)
 
