@@ -48,20 +48,36 @@ import json
 import math
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _core, analysis, corpus, surprisal
+from . import _core, analysis, corpus, statistics, surprisal
 from .cascade import Cascade, byte_tokenizer, scratch_model_config
 from .training import load_checkpoint, save_checkpoint
 
-METHODS = ("c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context")
+METHODS = tuple(_core.method_names())  # the C++ list (cascade/baselines.hpp), the one source of method names
 DEFAULT_METHODS = ("c3", "mean_pool", "truncate", "no_context", "full_context")
 DEFAULT_RATIOS = (2, 4, 8, 16, 32)
 MAX_SHARES = 1024  # TrainingOptions' kMaxDataParallelShares
+# Held-out designs. "regions": the recorded sweeps' design (the default corpus cut into 100 blocks, a tenth held
+# out, windows that start with training text skipped). "documents": train on the train split of the corpus's
+# documents (corpus.document_splits, seed 0 for every seed), evaluate on non-overlapping passages of the dev or test
+# documents that share no LEAKAGE_WINDOW-byte stretch with the training text (corpus.heldout_passages), and out of
+# domain on passages of the King James Version (prose.ood_prose_documents); every passage keeps its document id.
+HELDOUT_DESIGNS = ("regions", "documents")
+SPLITS = ("dev", "test")
+LEAKAGE_WINDOW = 32
+# Training recipes: the settings that differ between the recorded sweeps and the demo, in one place. "recorded" is
+# what docs/results/*/ were run with (AdamW beta2 0.999), so their commands still reproduce; "demo" is the demo's
+# (beta2 0.95: adapts the step sizes to each newly unlocked ratio at once; docs/DEMO.md, "Recipe"). A sweep
+# with --heldout documents uses "demo" unless --recipe says otherwise.
+RECIPES = {"recorded": dict(beta2=0.999), "demo": dict(beta2=0.95)}
 OOD_LICENCE = ("docstrings of the CPython standard library's top-level modules (Lib/*.py of the running Python), "
                "Python Software Foundation License; shipped with Python itself")
 
@@ -156,6 +172,42 @@ def evaluation_passages(regions, length: int, count: int, unseen_in=None, unseen
     if len(unseen) <= count:
         return unseen
     return [unseen[i] for i in np.unique(np.linspace(0, len(unseen) - 1, count).astype(np.int64))]
+
+
+def document_data(passage_length: int, eval_count: int, ood_count: int, split: str = "dev",
+                  window: int = LEAKAGE_WINDOW) -> dict:
+    """The "documents" held-out design's data, as byte ids.
+
+    Training text: the train split of corpus.documents() (corpus.document_splits, seed 0, so every seed of a sweep
+    shares it), its documents joined by blank lines as default_text joins them, one region. In-domain evaluation:
+    up to `eval_count` passages of `passage_length` bytes of the `split` documents, cut without overlap inside
+    single documents, none sharing a `window`-byte stretch with the training text (corpus.heldout_passages; the
+    window is at most the passage length, which only the tiny size's passages fall under). Out-of-domain: up to
+    `ood_count` passages of the King James Version's books (prose.ood_prose_documents), cut the same way (never
+    trained on, so no leakage check).
+
+    Returns dict(train_regions, in_domain, out_of_domain (lists of int32 id arrays), in_domain_documents,
+    out_of_domain_documents (document index of each passage), in_domain_names, out_of_domain_names (the names of
+    the split's documents and of the books), in_domain_offsets, out_of_domain_offsets (byte offsets in the
+    documents) and report (corpus.heldout_passages' reports, the split, the training documents and bytes))."""
+    from . import prose
+
+    if split not in SPLITS:
+        raise _core.C3ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    splits = corpus.document_splits(corpus.documents(), seed=0)
+    train_text = "\n\n".join(text for _, text in splits["train"]).encode("utf-8")
+    window = min(int(window), int(passage_length))
+    held_out = corpus.heldout_passages(splits[split], train_text, passage_length, eval_count, seed=0, window=window)
+    books = prose.ood_prose_documents()
+    ood = corpus.heldout_passages(books, b"", passage_length, ood_count, seed=0, window=window)
+    as_ids = lambda passages: [np.frombuffer(p, dtype=np.uint8).astype(np.int32) for p in passages]  # noqa: E731
+    return dict(train_regions=[np.frombuffer(train_text, dtype=np.uint8).astype(np.int32)],
+                in_domain=as_ids(held_out.passages), out_of_domain=as_ids(ood.passages),
+                in_domain_documents=held_out.document_ids.tolist(), out_of_domain_documents=ood.document_ids.tolist(),
+                in_domain_offsets=held_out.offsets.tolist(), out_of_domain_offsets=ood.offsets.tolist(),
+                in_domain_names=[name for name, _ in splits[split]], out_of_domain_names=[name for name, _ in books],
+                report=dict(split=split, train_documents=len(splits["train"]), train_bytes=len(train_text),
+                            in_domain=held_out.report, out_of_domain=dict(ood.report, leaked=None)))
 
 
 BALANCES = ("bytes", "passages", "longest")
@@ -259,6 +311,95 @@ class MixedBatches:
         return np.stack(contexts), np.stack(continuations)
 
 
+# ---- training compute -----------------------------------------------------------------------------------------
+def ratio_probabilities(ratios, step: int, curriculum_steps: int, balance: str = "bytes") -> dict:
+    """{ratio: probability that MixedBatches.draw picks it at 0-based `step`}: the same unlocking and balance rules
+    as MixedBatches (its draw is not changed, so recorded runs keep their data order)."""
+    ordered = sorted(ratios)
+    balance = check_balance(balance, ordered)
+    weight = dict(zip(ordered, ratio_weights(balance, ordered) or ordered))
+    unlocked = [r for k, r in enumerate(ordered) if k * curriculum_steps <= step * len(ordered)]
+    if balance == "bytes":
+        weights = np.ones(len(unlocked))
+    else:
+        weights = np.array([weight[r] for r in unlocked], np.float64)
+        if balance == "longest" and unlocked[-1] == ordered[-1]:
+            weights[-1] *= 2.0
+    return dict(zip(unlocked, (weights / weights.sum()).tolist()))
+
+
+def _transformer_training_flops(model: dict, sequences: int, tokens: int, loss_tokens: int = 0,
+                                vocab: int = 0) -> float:
+    """6 x matmul parameters x tokens + 6 x layers x tokens^2 x attention width per sequence (+ the LM head on the
+    loss tokens): see training_flops_per_step."""
+    d, heads = int(model["hidden_size"]), int(model["num_heads"])
+    head_dim = int(model.get("head_dim") or d // heads)
+    kv_heads = int(model.get("num_kv_heads") or heads)
+    layer = d * heads * head_dim + 2 * d * kv_heads * head_dim + heads * head_dim * d + 3 * d * int(
+        model["intermediate_size"])
+    layers = int(model["num_layers"])
+    return sequences * (6.0 * layers * layer * tokens + 6.0 * layers * tokens * tokens * heads * head_dim
+                        + 6.0 * d * vocab * loss_tokens)
+
+
+def training_flops_per_step(method: str, settings: dict, ratio: int, vocab: int = 262) -> float:
+    """Estimated training FLOPs (forward and backward) of one step at `ratio`, for a sweep run of `method`.
+
+    A step holds B = max(1, batch_tokens // (ratio * N)) contexts of L = ratio * N tokens (MixedBatches). Each
+    transformer costs, per sequence of T tokens, 6 * P * T + 6 * layers * T^2 * heads * head_dim, where P is its
+    matmul parameters per layer times layers (q, k, v, o projections and the three MLP matrices; embedding lookups
+    and norms are not counted) and the second term is attention (QK^T and AV, forward 2 * T^2 * width each over all
+    T^2 pairs, counting the causal half that is skipped as Kaplan et al. do), times 3 for forward and backward.
+    The decoder reads T = L + W + 3 tokens (<img>, the block of W rows, </img>, the answer of L tokens and its stop
+    token; W = N, 0 for no_context, L for full_context) and its tied LM head costs 6 * d * vocab on each of the
+    L + 1 answer positions. The encoder: c3 reads L + N tokens (the context and N queries), mean_pool_hidden L
+    tokens; hierarchical runs hierarchical_depth(L, N) convolution blocks, each 6 * d^2 * (5 * l + 3 * ceil(l / 2))
+    at input length l; mean_pool and the decoder-only methods none. Methods with a projector add its linear map,
+    6 * d_enc * d_dec * N. Every part is trained from scratch, so all of it takes the backward pass."""
+    model, latents = settings["model"], int(settings["latents"])
+    length = int(ratio) * latents
+    batch = max(1, int(settings["batch_tokens"]) // length)
+    width = 0 if method == "no_context" else length if method == "full_context" else latents
+    flops = _transformer_training_flops(model, batch, length + width + 3, length + 1, vocab)
+    d = int(model["hidden_size"])
+    if method == "c3":
+        flops += _transformer_training_flops(model, batch, length + latents)
+    elif method == "mean_pool_hidden":
+        flops += _transformer_training_flops(model, batch, length)
+    elif method == "hierarchical":
+        rows = length
+        while rows > latents and (rows + 1) // 2 >= latents:  # hierarchical_depth (cascade/hierarchical.hpp)
+            flops += batch * 6.0 * d * d * (5 * rows + 3 * ((rows + 1) // 2))
+            rows = (rows + 1) // 2
+    if method in ("c3", "mean_pool", "mean_pool_hidden", "hierarchical"):
+        flops += batch * 6.0 * d * d * latents
+    return flops
+
+
+def training_flops(method: str, settings: dict, ratios, steps: int) -> float:
+    """Estimated training FLOPs of a whole run: training_flops_per_step summed over the steps, each step's ratio
+    taken in expectation under the curriculum and balance of MixedBatches."""
+    per_ratio = {r: training_flops_per_step(method, settings, r) for r in ratios}
+    curriculum_steps = int(round(settings["curriculum"] * steps))
+    balance = settings.get("balance", "bytes")
+    total = 0.0
+    for step in range(int(steps)):
+        total += sum(p * per_ratio[r] for r, p in ratio_probabilities(ratios, step, curriculum_steps,
+                                                                          balance).items())
+    return total
+
+
+def equal_flops_steps(methods, settings: dict, ratios, steps: int) -> dict:
+    """{method: steps}: the steps that give each method about the training FLOPs of C3 at `steps` (training_flops),
+    with the same schedule shape (warmup, curriculum and decay scale with each method's steps)."""
+    budget = training_flops("c3", settings, ratios, steps)
+    result = {}
+    for method in methods:
+        per_step = training_flops(method, settings, ratios, steps) / steps  # the shape's mean cost of a step
+        result[method] = max(1, int(round(budget / per_step)))
+    return result
+
+
 # ---- one run --------------------------------------------------------------------------------------------------
 def build_cascade(method: str, settings: dict, max_ratio: int, seed: int) -> Cascade:
     """A byte-level cascade of the sweep's shape for `method`. The decoder has room for the full context, the
@@ -285,6 +426,126 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+# ---- reading back what a sweep wrote ---------------------------------------------------------------------------
+def _fail(path: str, message: str):
+    raise _core.FormatError(f"{path}: {message}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def read_sweep_file(path: str, check: Callable[[str, object], None]):
+    """The JSON value of a file the sweep wrote (sweep.json, trained.json, evaluation.json), checked: unreadable
+    bytes, invalid UTF-8 or JSON, or a value of the wrong shape (check(path, value) raises) are a c3.FormatError
+    naming the file. The one reader of them, so a damaged file never becomes a traceback or a result."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise _core.C3IOError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise _core.FormatError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except ValueError as error:
+        raise _core.FormatError(f"{path}: not valid JSON ({error})") from None
+    check(path, value)
+    return value
+
+
+def check_plan(path: str, value) -> None:
+    """sweep.json: a JSON object (its values are compared with the current options key by key)."""
+    if not isinstance(value, dict):
+        _fail(path, f"expected a JSON object (the sweep's settings), got {type(value).__name__}")
+
+
+def _trained_checker(method: str, seed: int):
+    def check(path: str, value) -> None:
+        """trained.json of run (method, seed) (None: any run): what train_run writes."""
+        if not isinstance(value, dict):
+            _fail(path, f"expected a JSON object, got {type(value).__name__}")
+        if method is not None and (value.get("method") != method or value.get("seed") != seed):
+            _fail(path, f"records run {value.get('method')!r} seed {value.get('seed')!r}, not {method!r} seed {seed}")
+        for key in ("steps", "planned_steps"):
+            if not _is_count(value.get(key)):
+                _fail(path, f"'{key}' must be a non-negative integer, got {value.get(key)!r}")
+        for key in ("log", "track", "track_ratios"):
+            if not isinstance(value.get(key), list):
+                _fail(path, f"'{key}' must be a list, got {type(value.get(key)).__name__}")
+        if not all(isinstance(entry, list) and len(entry) == 2 for entry in value["log"]):
+            _fail(path, "'log' must hold [ratio, loss] pairs")
+        if not (value.get("final_loss") is None or _is_number(value.get("final_loss"))):
+            _fail(path, f"'final_loss' must be a number or null, got {value.get('final_loss')!r}")
+    return check
+
+
+EVALUATION_KEYS = ("passages", "curves", "teacher_errors", "teacher_regression") + (
+    "token_accuracy", "aligned_accuracy", "teacher_forced_accuracy", "fox_precision", "continuation_bits_per_byte")
+
+
+def _evaluation_checker(method: str, seed: int, ratios):
+    def check(path: str, value) -> None:
+        """evaluation.json of run (method, seed): what evaluate_run writes, every ratio of the sweep present with
+        the measures that the summary and the report read."""
+        if not isinstance(value, dict):
+            _fail(path, f"expected a JSON object, got {type(value).__name__}")
+        try:
+            _trained_checker(method, seed)(path, value.get("training"))
+        except _core.FormatError as error:
+            _fail(path, "'training': " + str(error).split(": ", 1)[-1])
+        for domain in ("in_domain", "out_of_domain"):
+            table = value.get(domain)
+            if not isinstance(table, dict):
+                _fail(path, f"'{domain}' must be an object, got {type(table).__name__}")
+            for ratio in ratios:
+                entry = table.get(str(ratio))
+                if not isinstance(entry, dict):
+                    _fail(path, f"'{domain}' has no object for ratio {ratio}")
+                missing = [key for key in EVALUATION_KEYS if key not in entry]
+                if missing:
+                    _fail(path, f"'{domain}' ratio {ratio} lacks {', '.join(missing)}")
+                for key in METRICS:
+                    if not (entry[key] is None or _is_number(entry[key])):
+                        _fail(path, f"'{domain}' ratio {ratio}: '{key}' must be a number or null, got {entry[key]!r}")
+                for key in ("curves", "teacher_errors", "teacher_regression"):
+                    if not isinstance(entry[key], dict):
+                        _fail(path, f"'{domain}' ratio {ratio}: '{key}' must be an object")
+    return check
+
+
+def check_extra(path: str, extra) -> None:
+    """A sweep checkpoint's c3.extra (what _save_checkpoint writes): the step, the data generator's state, the
+    loss log and the tracked accuracies."""
+    if not isinstance(extra, dict):
+        _fail(path, f"metadata c3.extra must be a JSON object, got {type(extra).__name__}")
+    if not _is_count(extra.get("step")):
+        _fail(path, f"c3.extra 'step' must be a non-negative integer, got {extra.get('step')!r}")
+    if not isinstance(extra.get("data"), dict):
+        _fail(path, "c3.extra 'data' must be the data generator's state (an object)")
+    if not _is_number(extra.get("seconds", 0.0)):
+        _fail(path, f"c3.extra 'seconds' must be a number, got {extra.get('seconds')!r}")
+    for key in ("log", "track"):
+        if not isinstance(extra.get(key, []), list):
+            _fail(path, f"c3.extra '{key}' must be a list")
+
+
+def _say(message: str) -> None:
+    """A note on stderr about what a resumed sweep does differently from a fresh one."""
+    print(f"c3 sweep: {message}", file=sys.stderr, flush=True)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def make_trainer(cascade: Cascade, settings: dict, steps: int):
@@ -327,27 +588,66 @@ def track_steps(settings: dict, steps: int) -> set:
 def train_run(directory: str, method: str, seed: int, settings: dict, ratios, train_regions, steps: int,
               minutes: Optional[float] = None, continuation_weight: float = 0.0, progress: bool = True,
               on_step: Optional[Callable[[int], None]] = None, track: Optional[dict] = None) -> Cascade:
-    """Trains (or resumes, or loads when finished) one run; returns its cascade.
+    """Trains (or resumes, or loads when finished) one run; returns its cascade. The one resume path, whatever
+    the number of jobs.
+
+    A run is finished only when trained.json is a valid record AND checkpoint.safetensors loads at the step it
+    records. A checkpoint that is missing or does not load is trained again from the start, and a trained.json
+    that is damaged is written again from the checkpoint (either is said on stderr); a run that trains again
+    loses its evaluation.json. Nothing is ever reported from a model that did not load.
 
     track: {ratio: held-out contexts}, scored teacher-forced at track_steps (recorded as "track" in trained.json:
     [step, [accuracy of each ratio]] in the order of `ratios`)."""
     os.makedirs(directory, exist_ok=True)
-    cascade = build_cascade(method, settings, max(ratios), seed)
     checkpoint = os.path.join(directory, "checkpoint.safetensors")
     finished = os.path.join(directory, "trained.json")
-    trainer = make_trainer(cascade, settings, steps)
-    data = MixedBatches(train_regions, ratios, settings["latents"], settings["batch_tokens"], settings["continuation"],
-                        seed=seed + 1000, curriculum_steps=int(round(settings["curriculum"] * steps)),
-                        balance=settings.get("balance", "bytes"))
+    name = f"run {method}-seed{seed}"
+
+    def fresh():
+        cascade = build_cascade(method, settings, max(ratios), seed)
+        data = MixedBatches(train_regions, ratios, settings["latents"], settings["batch_tokens"],
+                            settings["continuation"], seed=seed + 1000,
+                            curriculum_steps=int(round(settings["curriculum"] * steps)),
+                            balance=settings.get("balance", "bytes"))
+        return cascade, make_trainer(cascade, settings, steps), data
+
+    cascade, trainer, data = fresh()
     step, seconds, log, tracked = 0, 0.0, [], []
+    loaded = damaged = False
     if os.path.exists(checkpoint):
-        extra = load_checkpoint(checkpoint, cascade.model, trainer)
-        data.restore(extra["data"])
-        step, seconds, log = int(extra["step"]), float(extra.get("seconds", 0.0)), list(extra.get("log", []))
-        tracked = list(extra.get("track", []))
+        try:
+            extra = load_checkpoint(checkpoint, cascade.model, trainer, check=check_extra)
+            data.restore(extra["data"])
+            step, seconds, log = int(extra["step"]), float(extra.get("seconds", 0.0)), list(extra.get("log", []))
+            tracked = list(extra.get("track", []))
+            loaded = True
+        except (_core.C3Error, ValueError, TypeError, KeyError) as error:
+            _say(f"{name}: its checkpoint does not load ({' '.join(str(error).split())}); training it from the start")
+            _remove(checkpoint)
+            damaged = True
+            cascade, trainer, data = fresh()
+            step, seconds, log, tracked = 0, 0.0, [], []
     scored = track_steps(settings, steps) if track else set()
     if os.path.exists(finished):
-        return cascade
+        record = None
+        try:
+            record = read_sweep_file(finished, _trained_checker(method, seed))
+        except _core.C3Error as error:
+            _say(f"{name}: {' '.join(str(error).split())}; "
+                 + ("it is written again from the checkpoint" if loaded else "training it again"))
+        if record is not None and not loaded:
+            if not damaged:  # a damaged one was said above
+                _say(f"{name}: {finished} says it is trained, but its checkpoint is missing; training it again")
+            record = None
+        elif record is not None and record["steps"] != step:
+            _say(f"{name}: {finished} records {record['steps']} steps, its checkpoint holds {step}; continuing from "
+                 "the checkpoint")
+            record = None
+        if record is not None:
+            return cascade
+        _remove(finished)
+    # The model may change from here on: an evaluation made before is no longer of this run.
+    _remove(os.path.join(directory, "evaluation.json"))
     started = time.perf_counter() - seconds
     bar = tqdm(total=steps, initial=step, desc=f"{method} seed {seed}", disable=not progress, leave=False,
                mininterval=1.0)
@@ -393,13 +693,44 @@ def _save_checkpoint(path, cascade, trainer, data, step, seconds, log, tracked=(
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------------
+def information_bits(reconstruction_bits, prior_bits, latents: int) -> dict:
+    """What the latents supply, in bits, from per-token surprisals of the same passages.
+
+    reconstruction_bits: per passage, -log2 p of each true token given the latents (teacher-forced);
+    prior_bits: per passage, -log2 p of each token under the prior (the sweep's language model without context).
+    The bits the latents supply at a position are prior minus reconstruction surprisal; summed over a passage they
+    are the passage's total bits supplied, and that total / N is the capacity used per latent.
+
+    Returns dict(reconstruction_bits_per_token, prior_bits_per_token (token-weighted means), supplied_bits (per
+    passage), supplied_bits_per_passage (their mean), bits_per_latent (per passage), bits_per_latent_mean)."""
+    if len(reconstruction_bits) != len(prior_bits):
+        raise _core.ShapeError(f"{len(reconstruction_bits)} passages of reconstruction surprisal, "
+                               f"{len(prior_bits)} of prior surprisal")
+    supplied, tokens, reconstruction_sum, prior_sum = [], 0, 0.0, 0.0
+    for reconstruction, prior in zip(reconstruction_bits, prior_bits):
+        reconstruction = np.asarray(reconstruction, np.float64)
+        prior = np.asarray(prior, np.float64)
+        if reconstruction.shape != prior.shape:
+            raise _core.ShapeError(f"a passage has {reconstruction.size} reconstruction and {prior.size} prior "
+                                   "surprisals")
+        supplied.append(float((prior - reconstruction).sum()))
+        tokens += reconstruction.size
+        reconstruction_sum += float(reconstruction.sum())
+        prior_sum += float(prior.sum())
+    per_latent = [value / latents for value in supplied]
+    return dict(reconstruction_bits_per_token=reconstruction_sum / tokens if tokens else None,
+                prior_bits_per_token=prior_sum / tokens if tokens else None,
+                supplied_bits=supplied, supplied_bits_per_passage=float(np.mean(supplied)) if supplied else None,
+                bits_per_latent=per_latent, bits_per_latent_mean=float(np.mean(per_latent)) if per_latent else None)
+
+
 def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior, progress: bool = False) -> dict:
     """Every measure of one (model, ratio) on passages of ratio * N + continuation tokens. `prior` maps token rows
     to their surprisal (bits)."""
     length = ratio * settings["latents"]
     contexts = [p[:length] for p in passages]
     continuations = [p[length:] for p in passages]
-    references, hypotheses, teacher, nats = [], [], [], 0.0
+    references, hypotheses, teacher, nats, reconstruction_bits = [], [], [], 0.0, []
     for start in tqdm(range(0, len(passages), settings["eval_batch"]), desc=f"{cascade.method} {ratio}x",
                       disable=not progress, leave=False):
         rows = contexts[start:start + settings["eval_batch"]]
@@ -408,6 +739,9 @@ def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior
                                           latent_mask=mask)
         scores = cascade.score(latents, rows, latent_mask=mask)
         teacher += [scores["correct"][k][scores["valid"][k]].astype(np.int8) for k in range(len(rows))]
+        # -log2 p of each true token given the latents (log_probability is natural).
+        reconstruction_bits += [-scores["log_probability"][k][scores["valid"][k]].astype(np.float64) / math.log(2.0)
+                                for k in range(len(rows))]
         follow = continuations[start:start + settings["eval_batch"]]
         follow_scores = cascade.score(latents, follow, latent_mask=mask)
         nats -= float(np.where(follow_scores["valid"], follow_scores["log_probability"].astype(np.float64), 0).sum())
@@ -420,6 +754,7 @@ def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior
     aligned_table = surprisal.error_table([1 - c for c in aligned], bits, edges=teacher_table["surprisal_edges"])
     decode = lambda row: bytes(int(t) for t in row if int(t) < 256).decode("utf-8", errors="replace")  # noqa: E731
     fox = analysis.fox_metrics([decode(r) for r in references], [decode(h) for h in hypotheses])
+    information = information_bits(reconstruction_bits, bits, settings["latents"])
     return dict(
         ratio=ratio, passages=len(passages), context_tokens=length,
         token_accuracy=float(np.mean([c.mean() for c in strict])),
@@ -431,6 +766,15 @@ def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior
         teacher_errors=teacher_table, aligned_errors=aligned_table,
         teacher_regression=surprisal.position_surprisal_regression([1 - c for c in teacher], bits),
         aligned_regression=surprisal.position_surprisal_regression([1 - c for c in aligned], bits),
+        # Information in bits (information_bits), and per passage, in passage order, what the summary's
+        # passage-level intervals resample.
+        reconstruction_bits_per_token=information["reconstruction_bits_per_token"],
+        prior_bits_per_token=information["prior_bits_per_token"],
+        supplied_bits_per_passage=information["supplied_bits_per_passage"],
+        bits_per_latent=information["bits_per_latent_mean"],
+        per_passage=dict(token_accuracy=[float(c.mean()) for c in strict],
+                         teacher_forced_accuracy=[float(c.mean()) for c in teacher],
+                         bits_per_latent=information["bits_per_latent"]),
     )
 
 
@@ -440,12 +784,14 @@ def evaluate_run(directory: str, cascade: Optional[Cascade], prior_model: Option
     evaluation.json (atomically); a run already evaluated is read back instead (the cascades may then be None).
     Surprisal is under prior_model."""
     path = os.path.join(directory, "evaluation.json")
-    if os.path.exists(path):
-        with open(path) as handle:
-            return json.load(handle)
+    done = finished_evaluation(directory, ratios)
+    if done is not None:
+        return done
+    if cascade is None or prior_model is None:
+        raise _core.C3ValueError(f"{directory}: no valid evaluation.json, and no trained cascade to evaluate")
     prior = lambda rows: surprisal.prior_surprisal(prior_model, rows)  # noqa: E731
-    with open(os.path.join(directory, "trained.json")) as handle:
-        evaluation = dict(training=json.load(handle), in_domain={}, out_of_domain={})
+    training = read_sweep_file(os.path.join(directory, "trained.json"), _trained_checker(None, None))
+    evaluation = dict(training=training, in_domain={}, out_of_domain={})
     keep = lambda ratio: ratio * settings["latents"] + settings["continuation"]  # noqa: E731
     for ratio in ratios:
         evaluation["in_domain"][str(ratio)] = evaluate_ratio(cascade, [p[:keep(ratio)] for p in in_domain], ratio,
@@ -457,6 +803,24 @@ def evaluate_run(directory: str, cascade: Optional[Cascade], prior_model: Option
     return evaluation
 
 
+def finished_evaluation(directory: str, ratios, quiet: bool = False) -> Optional[dict]:
+    """The run's evaluation.json when it is valid (every ratio, every measure) and made from the run's current
+    trained.json; else None (a damaged or stale one is said on stderr, unless quiet, and is evaluated again)."""
+    path = os.path.join(directory, "evaluation.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        evaluation = read_sweep_file(path, _evaluation_checker(None, None, ratios))
+        training = read_sweep_file(os.path.join(directory, "trained.json"), _trained_checker(None, None))
+    except _core.C3Error as error:
+        quiet or _say(f"{' '.join(str(error).split())}; evaluating the run again")
+        return None
+    if evaluation["training"] != _jsonable(training):
+        quiet or _say(f"{path} was made by an earlier training of the run; evaluating it again")
+        return None
+    return evaluation
+
+
 def load_run(directory: str, method: str, seed: int, settings: dict, max_ratio: int) -> Cascade:
     """The trained cascade of one sweep run, from its checkpoint."""
     cascade = build_cascade(method, settings, max_ratio, seed)
@@ -465,13 +829,45 @@ def load_run(directory: str, method: str, seed: int, settings: dict, max_ratio: 
     return cascade
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """A sweep worker's initializer: the worker ends when the sweep's process does, however it ends (a SIGKILL
+    included), rather than training on for nobody. On Linux the kernel sends SIGTERM when the parent dies
+    (prctl PR_SET_PDEATHSIG), and a parent that died before that call is caught by comparing the parent's pid
+    right after it; elsewhere a thread polls the parent's pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0:
+                if os.getppid() != parent:  # the parent died before the signal was armed
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass  # no prctl: poll as elsewhere
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="c3-parent-watch", daemon=True).start()
+
+
 def _in_workers(job, work: list, jobs: int, description: str, progress: bool) -> None:
-    """job(item) for every item of `work`, in up to `jobs` spawned worker processes."""
+    """job(item) for every item of `work`, in up to `jobs` spawned worker processes, which end when this
+    process does (_die_with_parent)."""
     if not work:
         return
     # Not a with-block: Pool.__exit__ terminates the workers without waiting for them, so they could still hold
     # their queues' semaphores when this process exits.
-    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(work)))
+    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(work)), initializer=_die_with_parent,
+                                                     initargs=(os.getpid(),))
     try:
         for _ in tqdm(pool.imap_unordered(job, work), total=len(work), desc=description, disable=not progress):
             pass
@@ -523,7 +919,8 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
               continuation_weight: float = 0.0, curriculum: Optional[float] = None,
               batch_tokens: Optional[int] = None, jobs: int = 1, shares: int = 0, balance: str = "bytes",
               progress: bool = True,
-              on_step: Optional[Callable[[str, int, int], None]] = None) -> dict:
+              on_step: Optional[Callable[[str, int, int], None]] = None, heldout: str = "regions",
+              split: Optional[str] = None, recipe: Optional[str] = None, equal_flops: bool = False) -> dict:
     """Trains, evaluates and reports every (method, seed); returns the results written to results.json.
 
     steps: optimiser steps per run (default: the size's). minutes: a cap on each run's training time (the
@@ -537,7 +934,12 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     threads and jobs; 0 (the default): one share per thread. balance: how each step picks its ratio
     (MixedBatches: "bytes", each unlocked ratio equally likely; "passages", in proportion to the ratio; "longest",
     as "passages" with the longest ratio's weight doubled).
-    on_step(method, seed, step) is called after every step (tests interrupt a run with it)."""
+    on_step(method, seed, step) is called after every step (tests interrupt a run with it).
+    heldout: the held-out design, "regions" (the recorded sweeps') or "documents" (document_data: train on the
+    train documents, evaluate on leakage-checked passages of the `split` documents, "dev" (the default) or "test",
+    and out of domain on the King James Version). recipe: a key of RECIPES (default: "demo" with documents,
+    "recorded" with regions). equal_flops: every method trains for about the FLOPs of C3 at `steps`
+    (equal_flops_steps); otherwise every method trains for `steps`."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     methods = _check_list("methods", methods, METHODS)
@@ -562,6 +964,17 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
         raise _core.C3ValueError(f"shares must be in [0, {MAX_SHARES}], got {shares}")
     settings["shares"] = int(shares)
     settings["balance"] = check_balance(balance, ratios)
+    if heldout not in HELDOUT_DESIGNS:
+        raise _core.C3ValueError(f"heldout must be one of {', '.join(HELDOUT_DESIGNS)}, got {heldout!r}")
+    if split is not None and heldout != "documents":
+        raise _core.C3ValueError("split chooses among the documents' splits: it needs heldout='documents'")
+    split = split or "dev"
+    if split not in SPLITS:
+        raise _core.C3ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    recipe = recipe or ("demo" if heldout == "documents" else "recorded")
+    if recipe not in RECIPES:
+        raise _core.C3ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    settings.update(RECIPES[recipe])
     steps = int(steps or settings["steps"])
     eval_count = int(eval_passages or settings["eval_passages"])
     # results.json records the settings the runs used, not the size's defaults that the options replaced.
@@ -573,11 +986,18 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
         plan["shares"] = settings["shares"]  # absent when 0, so sweeps recorded before the option still resume
     if balance != "bytes":
         plan["balance"] = balance  # likewise absent at the default
+    if heldout != "regions":
+        plan.update(heldout=heldout, split=split)  # likewise
+    if recipe != "recorded":
+        plan["recipe"] = recipe
+    if equal_flops:
+        plan["equal_flops"] = True
+    method_steps = equal_flops_steps(methods, settings, ratios, steps) if equal_flops else {m: steps for m in methods}
+    settings["method_steps"] = method_steps
     os.makedirs(output, exist_ok=True)
     plan_path = os.path.join(output, "sweep.json")
     if os.path.exists(plan_path):
-        with open(plan_path) as handle:
-            previous = json.load(handle)
+        previous = read_sweep_file(plan_path, check_plan)
         if previous != _jsonable(plan):
             current = _jsonable(plan)
             changed = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
@@ -586,13 +1006,21 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     else:
         _write_json_atomically(plan_path, plan)
 
-    train_regions, held_out_regions = default_regions()
     passage_length = max(ratios) * settings["latents"] + settings["continuation"]
-    # Held-out windows whose shortest evaluated part (the lowest ratio's context and continuation) occurs verbatim
-    # in the training text are skipped, so no evaluated passage was seen in training.
-    in_domain = evaluation_passages(held_out_regions, passage_length, eval_count, unseen_in=train_regions,
-                                    unseen_length=min(ratios) * settings["latents"] + settings["continuation"])
-    out_of_domain = evaluation_passages([_ids(ood_text())], passage_length, min(eval_count, settings["ood_passages"]))
+    held_out_record = dict(design=heldout)
+    if heldout == "documents":
+        data = document_data(passage_length, eval_count, min(eval_count, settings["ood_passages"]), split)
+        train_regions, in_domain, out_of_domain = data["train_regions"], data["in_domain"], data["out_of_domain"]
+        held_out_record.update({key: value for key, value in data.items()
+                                if key not in ("train_regions", "in_domain", "out_of_domain")})
+    else:
+        train_regions, held_out_regions = default_regions()
+        # Held-out windows whose shortest evaluated part (the lowest ratio's context and continuation) occurs
+        # verbatim in the training text are skipped, so no evaluated passage was seen in training.
+        in_domain = evaluation_passages(held_out_regions, passage_length, eval_count, unseen_in=train_regions,
+                                        unseen_length=min(ratios) * settings["latents"] + settings["continuation"])
+        out_of_domain = evaluation_passages([_ids(ood_text())], passage_length,
+                                            min(eval_count, settings["ood_passages"]))
     # A fixed, evenly spread subset of the in-domain passages, scored during training (train_run's track).
     subset = np.unique(np.linspace(0, len(in_domain) - 1, min(settings.get("track_passages", 0),
                                                               len(in_domain))).astype(np.int64))
@@ -605,24 +1033,33 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
         # Runs train side by side, each in its own process with num_threads // jobs threads: a small model's step
         # does not fill many cores, so separate runs use them better than one run on all of them.
         threads = max(1, _core.num_threads() // jobs)
-        work = [(run_directory(m, s), m, s, settings, ratios, train_regions, steps, minutes, continuation_weight,
-                 threads, track) for m, s in runs
-                if not os.path.exists(os.path.join(run_directory(m, s), "trained.json"))]
+        # Every run goes to train_run, the one resume path: it returns at once for a finished run whose checkpoint
+        # loads, and trains again what is missing or damaged.
+        work = [(run_directory(m, s), m, s, settings, ratios, train_regions, method_steps[m], minutes,
+                 continuation_weight, threads, track) for m, s in runs]
         _in_workers(_training_job, work, jobs, "training runs", progress)
     else:
         for method, seed in tqdm(runs, desc="training runs", disable=not progress):
             hook = (lambda step, m=method, s=seed: on_step(m, s, step)) if on_step else None
             cascades[method, seed] = train_run(run_directory(method, seed), method, seed, settings, ratios,
-                                               train_regions, steps, minutes, continuation_weight, progress, hook,
-                                               track)
+                                               train_regions, method_steps[method], minutes, continuation_weight,
+                                               progress, hook, track)
 
-    results = dict(plan=plan, settings=settings, corpus=corpus.LICENCE, out_of_domain_corpus=OOD_LICENCE, runs={})
+    if heldout == "documents":
+        from . import prose
+
+        out_of_domain_corpus = prose.LICENCE
+    else:
+        out_of_domain_corpus = OOD_LICENCE
+    compute = {m: dict(steps=method_steps[m], training_flops=training_flops(m, settings, ratios, method_steps[m]))
+               for m in methods}
+    results = dict(plan=plan, settings=settings, corpus=corpus.LICENCE, out_of_domain_corpus=out_of_domain_corpus,
+                   held_out=held_out_record, compute=compute, runs={})
     if jobs > 1:
         # One run per worker process, each on one thread: greedy decoding at evaluation batches is too small a
         # product for many threads, so separate processes use the cores better.
         work = [(output, method, seed, settings, ratios, "no_context" in methods, in_domain, out_of_domain)
-                for method, seed in runs
-                if not os.path.exists(os.path.join(run_directory(method, seed), "evaluation.json"))]
+                for method, seed in runs if finished_evaluation(run_directory(method, seed), ratios, quiet=True) is None]
         _in_workers(_evaluation_job, work, jobs, "evaluating runs", progress)
     for method, seed in tqdm(runs, desc="evaluating runs", disable=not progress or jobs > 1):
         cascade = cascades.get((method, seed))  # None when workers trained and evaluated it
@@ -637,10 +1074,35 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
 
 METRICS = ("token_accuracy", "aligned_accuracy", "teacher_forced_accuracy", "fox_precision",
            "continuation_bits_per_byte")
+# Information in bits (information_bits); absent from evaluations made before they were measured.
+BIT_METRICS = ("reconstruction_bits_per_token", "prior_bits_per_token", "supplied_bits_per_passage",
+               "bits_per_latent")
+# The per-passage measures a passage-level (block bootstrap) interval is computed for.
+PASSAGE_METRICS = ("token_accuracy", "teacher_forced_accuracy", "bits_per_latent")
+CONFIDENCE = 0.95
+
+
+def _seed_values(results: dict, domain: str, metric: str, method: str, ratio, seeds) -> dict:
+    """{seed: value} of the seeds whose run measured `metric` (None and absent values left out)."""
+    values = {}
+    for seed in seeds:
+        value = results["runs"][f"{method}-seed{seed}"][domain][str(ratio)].get(metric)
+        if value is not None and math.isfinite(value):
+            values[seed] = float(value)
+    return values
 
 
 def summarise(results: dict, methods, ratios, seeds) -> dict:
-    """{domain: {metric: {method: {ratio: [mean, standard deviation over seeds]}}}}."""
+    """{domain: {metric: {method: {ratio: [mean, standard deviation over seeds (ddof 0)]}}}} (as recorded sweeps
+    have it), and:
+
+    - "intervals": {domain: {metric: {method: {ratio: statistics.seed_interval over the seeds}}}} (95%, Student t
+      with n - 1 degrees of freedom; None where no seed measured it), for METRICS and BIT_METRICS;
+    - "paired": {domain: {metric: {baseline: {ratio: statistics.paired_difference of C3 minus the baseline, seed
+      by seed, plus "seeds"}}}} over the seeds both measured (when c3 is among the methods);
+    - "passage_intervals": {domain: {metric: {method: {ratio: statistics.block_bootstrap}}}} when the passages
+      carry document ids (results["held_out"]): each passage's value averaged over the seeds first, then documents
+      resampled as blocks, for PASSAGE_METRICS."""
     summary = {}
     for domain in ("in_domain", "out_of_domain"):
         summary[domain] = {}
@@ -654,6 +1116,48 @@ def summarise(results: dict, methods, ratios, seeds) -> dict:
                     table[method][str(ratio)] = [float(np.mean(values)) if values else None,
                                                  float(np.std(values)) if values else None]
             summary[domain][metric] = table
+    intervals, paired, passage = {}, {}, {}
+    held_out = results.get("held_out") or {}
+    for domain in ("in_domain", "out_of_domain"):
+        intervals[domain], paired[domain], passage[domain] = {}, {}, {}
+        for metric in METRICS + BIT_METRICS:
+            intervals[domain][metric] = {
+                method: {str(r): (statistics.seed_interval(list(values.values()), CONFIDENCE) if values else None)
+                         for r in ratios
+                         for values in [_seed_values(results, domain, metric, method, r, seeds)]}
+                for method in methods}
+            if "c3" not in methods:
+                continue
+            paired[domain][metric] = {}
+            for baseline in methods:
+                if baseline == "c3":
+                    continue
+                paired[domain][metric][baseline] = {}
+                for r in ratios:
+                    ours = _seed_values(results, domain, metric, "c3", r, seeds)
+                    theirs = _seed_values(results, domain, metric, baseline, r, seeds)
+                    common = [seed for seed in seeds if seed in ours and seed in theirs]
+                    entry = None
+                    if common:
+                        entry = statistics.paired_difference([ours[k] for k in common], [theirs[k] for k in common],
+                                                             CONFIDENCE)
+                        entry["seeds"] = common
+                    paired[domain][metric][baseline][str(r)] = entry
+        documents = held_out.get(f"{domain}_documents")
+        if documents is None:
+            continue
+        for metric in PASSAGE_METRICS:
+            passage[domain][metric] = {}
+            for method in methods:
+                passage[domain][metric][method] = {}
+                for r in ratios:
+                    rows = [results["runs"][f"{method}-seed{seed}"][domain][str(r)].get("per_passage", {}).get(metric)
+                            for seed in seeds]
+                    rows = [row for row in rows if row is not None and len(row) == len(documents)]
+                    passage[domain][metric][method][str(r)] = (
+                        statistics.block_bootstrap(np.mean(np.asarray(rows, np.float64), axis=0), documents,
+                                                   confidence=CONFIDENCE) if rows else None)
+    summary.update(intervals=intervals, paired=paired, passage_intervals=passage)
     return summary
 
 
@@ -743,20 +1247,81 @@ def _tracking_lines(results, methods, ratios, seeds) -> list:
     return header + lines + [""]
 
 
+def seed_band(curves, confidence: float = CONFIDENCE) -> dict:
+    """The mean across seeds of curves measured at the same positions (one 1-D array per seed) and its t-interval
+    at each position (statistics.seed_interval; NaN values, such as empty bins, left out): dict(mean, low, high)
+    arrays. One seed (or one value at a position) gives a mean and no band (NaN low and high)."""
+    table = np.asarray([np.asarray(curve, np.float64) for curve in curves], np.float64)
+    if table.ndim != 2 or table.shape[0] == 0:
+        raise _core.ShapeError(f"seed_band needs one curve per seed, all of one length; got shape {table.shape}")
+    mean, low, high = (np.full(table.shape[1], np.nan) for _ in range(3))
+    for position in range(table.shape[1]):
+        values = table[:, position][np.isfinite(table[:, position])]
+        if values.size:
+            entry = statistics.seed_interval(values, confidence)
+            mean[position], low[position], high[position] = entry["mean"], entry["low"], entry["high"]
+    return dict(mean=mean, low=low, high=high)
+
+
+def decay_figure(runs: list, ratios, method: str):
+    """Accuracy by relative position, one panel per ratio, one line per kind of accuracy (teacher-forced, strict
+    and aligned greedy), each the mean across seeds with its 95% t-interval across seeds as a band. runs: the
+    in-domain evaluation of `method` for each seed ({ratio: {"curves": ...}})."""
+    figure, axes = _figure(1, len(ratios), width=4.0, height=3.2)
+    for axis, ratio in zip(axes, ratios):
+        kinds = runs[0][str(ratio)]["curves"]
+        for kind in kinds:
+            position = np.asarray(kinds[kind]["position"], np.float64)
+            band = seed_band([np.asarray(run[str(ratio)]["curves"][kind]["accuracy"], np.float64) for run in runs])
+            line, = axis.plot(position, band["mean"], marker=".", label=kind.replace("_", " "))
+            if np.isfinite(band["low"]).any():
+                axis.fill_between(position, band["low"], band["high"], alpha=0.2, color=line.get_color())
+        axis.set_ylim(0.0, 1.02)
+        axis.set_xlabel("relative position in the text")
+        axis.set_ylabel("accuracy")
+        axis.set_title(f"{method} {ratio}x ({len(runs)} seed{'s' if len(runs) != 1 else ''})")
+        axis.legend(loc="lower left", fontsize="small")
+    return figure
+
+
+def _interval_cell(entry, digits: int = 3, signed: bool = False) -> str:
+    """"mean [low, high]" of a seed_interval/paired_difference/block_bootstrap dict; "n/a" for None, and the mean
+    with "(1 seed)" when there is no interval."""
+    if entry is None:
+        return "n/a"
+    mean = entry.get("mean", entry.get("estimate"))
+    if mean is None:
+        return "n/a"
+    form = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+    low, high = entry.get("low"), entry.get("high")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return form.format(mean) + " (1 seed)"
+    return f"{form.format(mean)} [{form.format(low)}, {form.format(high)}]"
+
+
+def _flops_text(value: float) -> str:
+    return f"{value:.3g}"
+
+
 def write_report(output: str, results: dict) -> None:
     """report.md and the plots from results (as run_sweep returns them)."""
     plan, summary = results["plan"], results["summary"]
     methods, ratios, seeds = plan["methods"], plan["ratios"], plan["seeds"]
+    if "intervals" not in summary:  # results summarised before intervals existed
+        summary = dict(summary, **{key: value for key, value in summarise(results, methods, ratios, seeds).items()
+                                   if key not in summary})
+    intervals = summary["intervals"]
     plots = []
     for metric, label in (("token_accuracy", "greedy token accuracy (strict)"),
                           ("teacher_forced_accuracy", "teacher-forced token accuracy"),
                           ("continuation_bits_per_byte", "continuation bits per byte")):
         figure, (axis,) = _figure()
         for method in methods:
-            values = summary["in_domain"][metric][method]
-            mean = np.array([np.nan if values[str(r)][0] is None else values[str(r)][0] for r in ratios])
-            spread = np.array([0.0 if values[str(r)][1] is None else values[str(r)][1] for r in ratios])
-            axis.errorbar(ratios, mean, yerr=spread, marker="o", capsize=3, label=method,
+            entries = [intervals["in_domain"][metric][method][str(r)] for r in ratios]
+            mean = np.array([np.nan if e is None else e["mean"] for e in entries], np.float64)
+            half = np.array([0.0 if e is None or not math.isfinite(e["half_width"]) else e["half_width"]
+                             for e in entries], np.float64)
+            axis.errorbar(ratios, mean, yerr=half, marker="o", capsize=3, label=method,
                           color=analysis.color_for(method))
         axis.set_xscale("log", base=2)
         axis.set_xticks(ratios)
@@ -764,7 +1329,7 @@ def write_report(output: str, results: dict) -> None:
         axis.set_xlabel("compression ratio (context tokens per latent)")
         axis.set_ylabel(label)
         # Two lines: one line of this length is wider than the figure and was clipped.
-        axis.set_title(f"{label} against ratio\n(held-out, mean and sd over {len(seeds)} seeds)")
+        axis.set_title(f"{label} against ratio\n(held-out, mean and 95% t-interval over {len(seeds)} seeds)")
         axis.legend()
         plots.append(_save(figure, output, f"{metric}_vs_ratio.png"))
     plots.append(_learning_curves(output, results, methods, ratios, seeds[0]))
@@ -773,39 +1338,46 @@ def write_report(output: str, results: dict) -> None:
         plots.append(_save(tracking_figure(tracks, ratios, seeds[0]), output, "held_out_during_training.png"))
     first = f"{methods[0]}-seed{seeds[0]}"
     for method in methods:
+        plots.append(_save(decay_figure([results["runs"][f"{method}-seed{seed}"]["in_domain"] for seed in seeds],
+                                        ratios, method), output, f"decay_{method}.png"))
         run = results["runs"][f"{method}-seed{seeds[0]}"]["in_domain"]
-        figure, axes = _figure(1, len(ratios), width=4.0, height=3.2)
-        for axis, ratio in zip(axes, ratios):
-            surprisal.plot_accuracy_curves({k: {kk: np.asarray(vv, dtype=float) for kk, vv in v.items()}
-                                            for k, v in run[str(ratio)]["curves"].items()},
-                                           title=f"{method} {ratio}x", ax=axis)
-        plots.append(_save(figure, output, f"decay_{method}.png"))
         figure, axes = _figure(1, len(ratios), width=4.0, height=3.2)
         for axis, ratio in zip(axes, ratios):
             table = {k: np.asarray(v, dtype=float) for k, v in run[str(ratio)]["teacher_errors"].items()}
             surprisal.plot_error_heatmap(table, title=f"{method} {ratio}x teacher-forced errors", ax=axis)
         plots.append(_save(figure, output, f"heatmap_{method}.png"))
+    settings = results["settings"]
+    method_steps = settings.get("method_steps") or {}
+    steps_text = (f"{plan['steps']} steps per run" if not plan.get("equal_flops") else
+                  f"equal training FLOPs: every method trains for about the FLOPs of C3 at {plan['steps']} steps ("
+                  + ", ".join(f"{m} {method_steps.get(m)}" for m in methods) + " steps)")
+    recipe = plan.get("recipe", "recorded")
     lines = ["# c3 sweep: C3 against baselines under the same latent budget", "",
              f"Methods {', '.join(methods)}; ratios {', '.join(f'{r}x' for r in ratios)} at N = "
-             f"{results['settings']['latents']} latents; seeds {', '.join(map(str, seeds))}; {plan['steps']} steps "
-             f"per run ({plan['size']} size). One model per method and seed, trained on contexts of mixed length "
-             f"(about {results['settings']['batch_tokens']} context tokens per step; ratios unlocked in increasing "
+             f"{settings['latents']} latents; seeds {', '.join(map(str, seeds))}; {steps_text} "
+             f"({plan['size']} size; recipe {recipe}: AdamW beta2 {settings.get('beta2', 0.999)}). One model per "
+             f"method and seed, trained on contexts of mixed length "
+             f"(about {settings['batch_tokens']} context tokens per step; ratios unlocked in increasing "
              f"order over the first {plan['curriculum']:.0%} of the steps); each ratio is read off held-out "
              "contexts of exactly ratio x N bytes.", "",
              f"In-domain text: {results['corpus']}. Out-of-domain text: {results['out_of_domain_corpus']}.", ""]
+    lines += _held_out_lines(results)
+    lines += [f"Intervals: the mean over seeds with its two-sided 95% Student t-interval (n - 1 degrees of freedom; "
+              f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}; one seed gives no interval).", ""]
     for domain in ("in_domain", "out_of_domain"):
         passages = results["runs"][first][domain][str(ratios[0])]["passages"]
         lines += [f"## {domain.replace('_', '-')} ({passages} passages per ratio)", ""]
         for metric in METRICS:
-            lines += [f"**{metric}** (mean ± sd over seeds)", "",
+            lines += [f"**{metric}** (mean over seeds [95% t-interval])", "",
                       "| method | " + " | ".join(f"{r}x" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
             for method in methods:
-                cells = []
-                for r in ratios:
-                    mean, spread = summary[domain][metric][method][str(r)]
-                    cells.append("n/a" if mean is None else f"{mean:.3f} ± {spread:.3f}")
+                cells = [_interval_cell(intervals[domain][metric][method][str(r)]) for r in ratios]
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
             lines.append("")
+    lines += _paired_lines(summary, methods, ratios)
+    lines += _passage_lines(results, summary, methods, ratios, seeds)
+    lines += _bits_lines(results, summary, methods, ratios)
+    lines += _compute_lines(results, methods)
     lines += _tracking_lines(results, methods, ratios, seeds)
     lines += ["## Position decay or content difficulty", "",
               "Logistic regression of each token's teacher-forced error on its relative position (0..1) and its "
@@ -818,5 +1390,121 @@ def write_report(output: str, results: dict) -> None:
             cells = [("n/a" if c is None else f"{c:.3f} ({s:.3f})") for c, s in
                      zip(fit["coefficients"][1:], fit["stderr"][1:])]
             lines.append(f"| {method} | {r}x | {cells[0]} | {cells[1]} | {fit['error_rate']:.3f} |")
-    lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
+    lines += ["", "## Plots", "",
+              "Decay plots (decay_*.png): accuracy by relative position, the mean over seeds with its 95% "
+              "t-interval across seeds as the band.", ""] + [f"![{name}]({name})" for name in plots] + [""]
     analysis.write_text_atomically(os.path.join(output, "report.md"), "\n".join(lines) + "\n")
+
+
+def _held_out_lines(results: dict) -> list:
+    """The held-out design: which split, how many passages, how many dropped for leakage."""
+    held_out = results.get("held_out") or {}
+    if held_out.get("design") != "documents":
+        return ["Held-out design: regions (the default corpus cut into 100 contiguous blocks, a fixed tenth held "
+                "out; held-out windows whose lowest ratio's part occurs verbatim in the training blocks skipped).",
+                ""]
+    report = held_out["report"]
+    inside, outside = report["in_domain"], report["out_of_domain"]
+    lines = ["## Held-out design: documents", "",
+             f"Trained on the train split of the corpus's documents ({report['train_documents']} documents, "
+             f"{report['train_bytes']} bytes; corpus.document_splits, seed 0 for every seed). Evaluated in-domain on "
+             f"the **{report['split']}** split: {inside['documents']} documents cut into {inside['available']} "
+             f"non-overlapping passages of {inside['length']} bytes, of which {inside['leaked']} were dropped because "
+             f"some {inside['window']}-byte stretch of them occurs verbatim in the training text; "
+             f"{inside['returned']} passages from {len(set(held_out['in_domain_documents']))} documents evaluated "
+             f"(requested {inside['requested']}). Out-of-domain: {outside['returned']} passages of "
+             f"{outside['length']} bytes from {len(set(held_out['out_of_domain_documents']))} of "
+             f"{outside['documents']} books, cut the same way (never trained on: no leakage check).", ""]
+    if inside.get("short"):
+        lines += [f"Note: {inside['note']}.", ""]
+    return lines
+
+
+def _paired_lines(summary: dict, methods, ratios) -> list:
+    paired = summary.get("paired") or {}
+    if not any(paired.get(domain) for domain in ("in_domain", "out_of_domain")):
+        return []
+    lines = ["## C3 minus each baseline, seed by seed", "",
+             "The per-seed difference C3 - baseline (both trained with the same seed), its mean and 95% t-interval "
+             "(statistics.paired_difference). An interval that excludes 0 is a difference the seeds support; for "
+             "bits per byte and bits per token lower is better.", ""]
+    for domain in ("in_domain", "out_of_domain"):
+        for metric in ("token_accuracy", "teacher_forced_accuracy", "continuation_bits_per_byte", "bits_per_latent"):
+            table = paired.get(domain, {}).get(metric)
+            if not table:
+                continue
+            lines += [f"**{metric}**, {domain.replace('_', '-')}: C3 - baseline", "",
+                      "| baseline | " + " | ".join(f"{r}x" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+            for baseline in table:
+                lines.append(f"| {baseline} | " + " | ".join(_interval_cell(table[baseline][str(r)], signed=True)
+                                                           for r in ratios) + " |")
+            lines.append("")
+    return lines
+
+
+def _passage_lines(results: dict, summary: dict, methods, ratios, seeds) -> list:
+    passage = summary.get("passage_intervals") or {}
+    if not any(passage.get(domain) for domain in ("in_domain", "out_of_domain")):
+        return []
+    lines = ["## Passage-level intervals (documents as blocks)", "",
+             f"Each passage's value averaged over the {len(seeds)} seeds, then a block bootstrap over documents "
+             "(statistics.block_bootstrap, 2,000 resamples, 95% percentile interval): how much the verdict depends "
+             "on which documents were held out. Few documents give wide intervals.", ""]
+    for domain in ("in_domain", "out_of_domain"):
+        for metric, table in (passage.get(domain) or {}).items():
+            lines += [f"**{metric}**, {domain.replace('_', '-')} (mean over passages [95% block-bootstrap "
+                      "interval])", "",
+                      "| method | " + " | ".join(f"{r}x" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+            for method in methods:
+                lines.append(f"| {method} | " + " | ".join(_interval_cell(table[method][str(r)]) for r in ratios)
+                             + " |")
+            lines.append("")
+    return lines
+
+
+def _bits_lines(results: dict, summary: dict, methods, ratios) -> list:
+    intervals = summary["intervals"]["in_domain"]
+    if all(intervals["bits_per_latent"][m][str(r)] is None for m in methods for r in ratios):
+        return []
+    prior = ("the sweep's no_context model of the same seed" if "no_context" in methods else
+             "each cascade's own decoder with an empty latent block (no no_context run: a rough prior for methods "
+             "whose decoder never saw an empty block)")
+    lines = ["## Information in bits", "",
+             f"Per token, the reconstruction surprisal -log2 p(true token | latents, true prefix) and the prior "
+             f"surprisal under {prior}; the latents supply prior - reconstruction bits at each position, summed over "
+             f"a passage of ratio x N bytes, and divided by N = {results['settings']['latents']}: **bits per latent** "
+             "(in-domain; mean over seeds [95% t-interval]). A lossless code of the context would need all of its "
+             "prior bits.", "",
+             "| method | " + " | ".join(f"{r}x" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+    for method in methods:
+        lines.append(f"| {method} | " + " | ".join(_interval_cell(intervals["bits_per_latent"][method][str(r)], 2)
+                                                   for r in ratios) + " |")
+    lines += ["", "Reconstruction and prior surprisal, bits per token (in-domain, mean over seeds):", "",
+              "| method | " + " | ".join(f"{r}x recon / prior" for r in ratios) + " |",
+              "|---|" + "---|" * len(ratios)]
+    for method in methods:
+        cells = []
+        for r in ratios:
+            recon = intervals["reconstruction_bits_per_token"][method][str(r)]
+            prior_entry = intervals["prior_bits_per_token"][method][str(r)]
+            cells.append("n/a" if recon is None or prior_entry is None else
+                         f"{recon['mean']:.3f} / {prior_entry['mean']:.3f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _compute_lines(results: dict, methods) -> list:
+    compute = results.get("compute")
+    if not compute:
+        return []
+    reference = (compute.get("c3") or {}).get("training_flops")
+    lines = ["## Training compute", "",
+             "Estimated training FLOPs per run (sweep.training_flops: 6 x matmul parameters x tokens + attention "
+             "6 x layers x tokens^2 x width, per part each method runs, each step's ratio in expectation over the "
+             "curriculum).", "",
+             "| method | steps | training FLOPs | relative to c3 |", "|---|---|---|---|"]
+    for method in methods:
+        entry = compute[method]
+        relative = f"{entry['training_flops'] / reference:.2f}" if reference else "n/a"
+        lines.append(f"| {method} | {entry['steps']} | {_flops_text(entry['training_flops'])} | {relative} |")
+    return lines + [""]

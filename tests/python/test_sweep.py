@@ -150,7 +150,8 @@ def test_cli_sweep_help_and_one_line_errors(tmp_path):
     result = run("sweep", "--output", "out", "--methods", "c3,gist", "--size", "tiny")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == ["c3 sweep: error: methods: unknown 'gist' (known: c3, mean_pool, "
-                                                  "truncate, truncate_last, no_context, full_context)"]
+                                                  "mean_pool_hidden, hierarchical, truncate, truncate_last, "
+                                                  "no_context, full_context)"]
     result = run("sweep", "--continuation-weight", "2")
     assert result.returncode == 2 and "between 0 and 1" in result.stderr
     result = run("sweep", "--output", "out", "--size", "tiny", "--ratios", "2,4", "--balance", "1:2:3")
@@ -329,7 +330,7 @@ def test_workers_are_joined_after_the_jobs_and_after_an_error(monkeypatch):
     """_in_workers waits for its worker processes on every path: closed then joined when every job is done,
     terminated then joined when a job fails (the error reaches the caller)."""
     calls = []
-    context = types.SimpleNamespace(Pool=lambda processes: RecordingPool(calls))
+    context = types.SimpleNamespace(Pool=lambda processes, **options: RecordingPool(calls))
     monkeypatch.setattr(sweep.multiprocessing, "get_context", lambda method: context)
     done = []
     sweep._in_workers(done.append, [1, 2], 2, "jobs", False)
