@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import textwrap
 import warnings
 
@@ -95,8 +96,16 @@ def _corpus(flag: str, path: str) -> None:
 
 
 def _writable_directory(flag: str, directory: str) -> None:
+    """Checked by creating (and removing) a file there: for root, os.access says yes to /proc and /sys too, and the
+    command would then fail only after its work."""
     if not os.access(directory, os.W_OK | os.X_OK):
         raise _core.C3IOError(f"{flag}: cannot write into directory {directory}")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".c3-probe-", dir=directory)
+    except OSError as error:
+        raise _core.C3IOError(f"{flag}: cannot write into directory {directory} ({error.strerror})") from None
+    os.close(descriptor)
+    os.unlink(probe)
 
 
 def _named(flag: str, path: str) -> None:

@@ -183,6 +183,13 @@ def test_reports_are_never_written_into_the_file_system_root(tmp_path, command):
     assert set(os.listdir("/")) == before
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_a_folder_that_refuses_files_is_refused_before_any_work(tmp_path):
+    """As root, os.access says /proc is writable: the demo trained, then failed writing its plots."""
+    line = one_error_line(run_c3("demo", "--output", "/proc", "--size", "tiny", "--quiet", cwd=tmp_path), "demo")
+    assert "cannot write into directory /proc" in line, line
+
+
 @pytest.mark.parametrize("command, arguments", [("demo", ["--size", "tiny"]), ("train", TINY),
                                                 ("sweep", ["--size", "tiny"])])
 def test_an_empty_output_path_names_the_option(tmp_path, command, arguments):
