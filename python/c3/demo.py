@@ -1,6 +1,7 @@
 """The main job: train small byte-level cascades from scratch on the CPU, read each compression ratio off held-out
 text, beside mean pooling and truncation under the same latent budget, and write a report (Markdown, plots as PNG
-and PDF, JSON) on where the information is lost.
+and PDF, JSON) on where the information is lost. Each trained cascade is kept in the output's cascades/<method>, for
+`c3 eval --cascade` on other text.
 
     c3 demo --output reports/demo [--ratios 2,4,8] [--steps 8000 | --minutes 10] [--size default|tiny] [--seed 0]
 
@@ -24,7 +25,7 @@ import numbers
 import os
 import sys
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -40,17 +41,19 @@ SIZES = {
     # no continuation (c3.sweep.build_cascade sizes the decoder for it); data-parallel shares, fixed so that the
     # trained cascades are the same on any number of threads; each step's ratio drawn in proportion to its length
     # (sweep.MixedBatches' balance), so that 8x, the slowest to learn, gets the most steps
-    # The model is the sweep's small shape: 3 layers, rotary base 10^3. AdamW's beta2 of 0.95 (the sweep keeps
-    # 0.999) adapts the step sizes to each newly unlocked ratio at once, which takes 8x much further in the default
-    # steps (docs/DEMO.md, "The second-moment decay").
+    # The model is the sweep's small shape: 3 layers, rotary base 10^3. AdamW's beta2 of 0.95 (sweep.RECIPES'
+    # "demo"; the recorded sweeps kept 0.999) adapts the step sizes to each newly unlocked ratio at once, which takes
+    # 8x much further in the default steps (docs/DEMO.md, "Recipe", the bullet on the second-moment decay).
     "default": dict(model=dict(sweep.SIZES["small"]["model"]),
-                    latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, min_lr_ratio=0.05, beta2=0.95,
+                    latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, min_lr_ratio=0.05,
+                    beta2=sweep.RECIPES["demo"]["beta2"],
                     steps=STEPS_DEFAULT, evaluate=128, continuation=0, shares=4, balance="passages"),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
                  latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, min_lr_ratio=0.05, steps=8,
                  evaluate=8, continuation=0, shares=2, balance="passages"),
 }
 METHODS = ("c3", "mean_pool", "truncate")
+CASCADES = "cascades"  # the folder of the output where each method's trained cascade is saved
 
 
 def held_out_texts(train_regions, held_out_regions, ratio: int, latents: int, count: int) -> list:
@@ -94,11 +97,40 @@ def train(method: str, ratios, size: dict, seed: int, steps: int, train_regions,
     return cascade, log
 
 
+def cascade_path(output_dir: str, method: str) -> str:
+    """Where run_demo (and save_cascade) keeps `method`'s trained cascade: output_dir/cascades/<method>."""
+    return os.path.join(output_dir, CASCADES, method)
+
+
+def save_cascade(cascade, output_dir: str, method: str) -> str:
+    """Saves a trained cascade at cascade_path(output_dir, method), where Cascade.load and `c3 eval --cascade` read
+    it (Cascade.save replaces the folder atomically); returns the path. It draws no random numbers and changes no
+    parameter, so saving leaves training and evaluation as they were."""
+    path = cascade_path(output_dir, method)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cascade.save(path)
+    return path
+
+
+def accuracy_curves_figure(results: dict, method: str = "C3"):
+    """Teacher-forced, strict greedy and aligned greedy accuracy by relative position, one panel per ratio.
+    results: {ratio: c3.evaluation.evaluate's metrics}. A greedy "decay" that teacher forcing does not show is error
+    propagation, not information lost from the latents. The figure shows itself in a notebook."""
+    ratios = sorted(results)
+    figure = analysis.new_figure(3.6 * len(ratios), 3.0)
+    for axis, r in zip(figure.subplots(1, len(ratios), squeeze=False)[0], ratios):
+        surprisal.plot_accuracy_curves({"teacher_forced": results[r]["teacher_decay"],
+                                        "strict_greedy": results[r]["strict_decay"],
+                                        "aligned_greedy": results[r]["decay"]}, title=f"{method}, {r}x", ax=axis)
+    return figure
+
+
 def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: Optional[float] = None,
              size: str = "default", seed: int = 0, progress: bool = True, steps: Optional[int] = None) -> dict:
     """Trains C3, mean pooling and truncation (the size's fixed steps, `steps` of them, or as many as fit in
     `minutes`), evaluates each at every ratio on held-out text and writes the report; returns C3's metrics by ratio
-    (the baselines' are in baselines.json, by method and ratio)."""
+    (the baselines' are in baselines.json, by method and ratio). Each trained cascade is saved at
+    cascade_path(output_dir, method), for `c3 eval --cascade` on other text."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     if steps is not None:
@@ -126,6 +158,7 @@ def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: O
         cascade, log = train(method, ratios, config, seed, steps, train_regions, progress)
         train_seconds = time.perf_counter() - run_started
         logs[method] = [(report["ratio"], report["loss"]) for report in log]
+        save_cascade(cascade, output_dir, method)
         for ratio in ratios:
             metrics = evaluation.evaluate(cascade, texts[ratio])
             metrics.update(ratio=ratio, method=method, steps=len(log), train_seconds=train_seconds,
@@ -137,7 +170,8 @@ def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: O
                   f"{metrics['token_accuracy']:.3f}, teacher-forced {metrics['teacher_forced_accuracy']:.3f}, Fox "
                   f"precision {metrics['fox_precision']:.3f} ({len(log)} steps in {train_seconds:.0f} s)",
                   file=sys.stderr, flush=True)
-    write_report(output_dir, results, config, size, time.perf_counter() - started, baselines, minutes, seed, logs)
+    write_report(output_dir, results, config, size, time.perf_counter() - started, baselines, minutes, seed, logs,
+                 cascades=METHODS)
     return results
 
 
@@ -155,9 +189,10 @@ def loss_by_quarter(log, ratio: int) -> list:
 
 def write_report(output_dir: str, results: dict, config: dict, size: str, seconds: float,
                  baselines: Optional[dict] = None, minutes: Optional[float] = None, seed: int = 0,
-                 logs: Optional[dict] = None) -> None:
+                 logs: Optional[dict] = None, cascades: Sequence[str] = ()) -> None:
     """report.md, the plots, results.json and baselines.json. logs: {method: [(ratio, loss) of every step]}, for
-    the training-loss curves and table (left out when not given)."""
+    the training-loss curves and table (left out when not given). cascades: the methods whose cascades are saved
+    at cascade_path(output_dir, method), which the report tells how to evaluate on one's own text."""
     ratios = sorted(results)
     baselines = baselines or {}
     plots = {  # each written as PNG (for report.md) and PDF (for a paper)
@@ -171,15 +206,7 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
         "precision_vs_ratio": analysis.plot_precision_vs_ratio(
             ratios, [results[r]["fox_precision"] for r in ratios], [results[r]["edit_distance"] for r in ratios]),
     }
-    # Teacher-forced, strict greedy and aligned greedy side by side: a greedy "decay" that teacher forcing does not
-    # show is error propagation, not information lost from the latents.
-    figure, axes = sweep._figure(1, len(ratios), width=3.6, height=3.0)
-    for axis, r in zip(axes, ratios):
-        surprisal.plot_accuracy_curves({"teacher_forced": results[r]["teacher_decay"],
-                                        "strict_greedy": results[r]["strict_decay"],
-                                        "aligned_greedy": results[r]["decay"]}, title=f"C3, {r}x", ax=axis)
-    figure.tight_layout()  # room for the axis labels of the side-by-side panels
-    plots["accuracy_curves"] = figure
+    plots["accuracy_curves"] = accuracy_curves_figure(results)
     if logs:
         plots["learning_curves"] = sweep.learning_curves_figure(logs, ratios, seed)
     for name, figure in plots.items():
@@ -218,6 +245,18 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
     if goal is not None:
         verdict = "reaches" if goal >= 0.95 else "is below"
         lines += [f"**Goal** (at least 0.95 greedy token accuracy at 4x): this run {verdict} it with {goal:.3f}.", ""]
+    if cascades:
+        lines += ["## Your own text", "",
+                  "Each trained cascade is saved here, " + ", ".join(
+                      f"{method} in `{cascade_path(output_dir, method)}`" for method in cascades)
+                  + ". To read your own text with one:", "",
+                  "```", f"c3 eval --cascade {cascade_path(output_dir, cascades[0])} --texts my_texts.txt", "```", "",
+                  "`my_texts.txt` holds one text per line (a `.jsonl` file, one `{\"text\": ...}` object per line, "
+                  f"keeps line breaks). Every text is compressed into {config['latents']} latents, so a text of "
+                  f"{4 * config['latents']} bytes is read at 4x; the cascades were trained on texts of "
+                  f"{ratios[0] * config['latents']} to {ratios[-1] * config['latents']} bytes, so cut longer text into "
+                  "pieces of that length. In Python: `c3.Cascade.load(path)` and "
+                  "`c3.evaluation.evaluate(cascade, texts)`.", ""]
     if logs:
         lines += ["## Training loss by ratio", "",
                   "Mean training loss (nats per byte) of each ratio's steps, by quarter of the run. A loss that still "

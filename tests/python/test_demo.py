@@ -1,6 +1,8 @@
 """The demo pipeline end to end in its tiny configuration (the command line is in test_cli.py)."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -151,3 +153,58 @@ def test_the_trainer_takes_beta2_from_the_settings():
     assert np.array_equal(by_settings, by_hand)
     assert not np.allclose(by_settings, default_beta2)
     assert c3.demo.SIZES["default"]["beta2"] == 0.95
+
+
+def run_c3(*arguments, cwd):
+    """`python3 -m c3.cli ...` in a subprocess with this process's environment (the same c3 package and _core)."""
+    return subprocess.run([sys.executable, "-m", "c3.cli", *arguments], cwd=cwd, capture_output=True, text=True,
+                          env=dict(os.environ), timeout=600)
+
+
+def test_demo_saves_cascades_that_c3_eval_reads(tmp_path):
+    """`c3 demo` keeps every trained cascade in its output (cascades/<method>) and its report says how to evaluate
+    one on other text. Oracle: `c3 eval` of each saved cascade on the demo's own held-out 4x passages gives the
+    teacher-forced and greedy accuracy that results.json (c3) or baselines.json reports for that method."""
+    finished = run_c3("demo", "--output", "out", "--size", "tiny", "--ratios", "2,4", "--quiet", cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    output = tmp_path / "out"
+    reported = {"c3": json.loads((output / "results.json").read_text())["4"]}
+    baselines = json.loads((output / "baselines.json").read_text())
+    reported.update({method: table["4"] for method, table in baselines.items()})
+    size = c3.demo.SIZES["tiny"]
+    train_regions, held_out_regions = c3.sweep.default_regions()
+    texts = c3.demo.held_out_texts(train_regions, held_out_regions, 4, size["latents"], size["evaluate"])
+    (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    assert sorted(os.listdir(output / "cascades")) == sorted(c3.demo.METHODS)  # no staging folder left beside them
+    for method in c3.demo.METHODS:
+        path = os.path.join("out", "cascades", method)
+        assert c3.demo.cascade_path("out", method) == path
+        assert c3.Cascade.load(str(tmp_path / path)).method == method
+        evaluated = run_c3("eval", "--cascade", path, "--texts", "texts.jsonl", "--quiet", cwd=tmp_path)
+        assert evaluated.returncode == 0, evaluated.stderr
+        metrics = json.loads(evaluated.stdout)
+        assert metrics["count"] == reported[method]["held_out_passages"] == len(texts)
+        assert metrics["teacher_forced_accuracy"] == reported[method]["teacher_forced_accuracy"], method
+        assert metrics["token_accuracy"] == reported[method]["token_accuracy"], method
+    report = (output / "report.md").read_text()
+    assert "## Your own text" in report
+    assert f"c3 eval --cascade {os.path.join('out', 'cascades', 'c3')} --texts my_texts.txt" in report
+
+
+def test_saving_the_cascades_leaves_the_demo_as_it_was(tmp_path):
+    """The demo saves each cascade between training and evaluation. Oracle: C3 trained by c3.demo.train with the
+    same seed and steps, never saved, gives the demo's C3 numbers at every ratio, and the cascade the demo saved
+    holds its projector's parameters (saving draws no random numbers and changes no parameter)."""
+    results = c3.demo.run_demo(str(tmp_path), ratios=(2, 4), size="tiny", progress=False)
+    size = c3.demo.SIZES["tiny"]
+    train_regions, held_out_regions = c3.sweep.default_regions()
+    cascade, log = c3.demo.train("c3", (2, 4), size, 0, size["steps"], train_regions, progress=False)
+    assert log[-1]["loss"] == results[2]["final_loss"]
+    for ratio in (2, 4):
+        metrics = c3.evaluation.evaluate(cascade, c3.demo.held_out_texts(train_regions, held_out_regions, ratio,
+                                                                         size["latents"], size["evaluate"]))
+        for key in ("token_accuracy", "teacher_forced_accuracy", "fox_precision", "edit_distance"):
+            assert metrics[key] == results[ratio][key], (ratio, key)
+    fresh = cascade.model.bridge_parameters()
+    saved = c3.Cascade.load(c3.demo.cascade_path(str(tmp_path), "c3")).model.bridge_parameters()
+    assert fresh and set(fresh) == set(saved) and all(np.array_equal(fresh[k], saved[k]) for k in fresh)
