@@ -29,7 +29,7 @@ import os
 import numpy as np
 
 import c3
-from c3 import analysis, corpus
+from c3 import analysis, corpus, plots
 
 c3.set_num_threads(os.cpu_count() or 2)
 print("c3", c3.__version__, "threads", c3.num_threads())
@@ -50,7 +50,7 @@ if checkpoint:
 # %%
 if checkpoint:
     pairs = [(r, np.asarray(cascade.tokenizer.encode(h), dtype=np.int32)) for r, h in zip(cascade.tokenize(texts), out)]
-    figure = analysis.plot_decay_curves({f"{np.mean(ratio):.0f}x": analysis.decay_curve(pairs)},
+    figure = plots.plot_decay_curves({f"{np.mean(ratio):.0f}x": analysis.decay_curve(pairs)},
                                         title="Official checkpoint: kept rate by position")
 else:
     figure = None

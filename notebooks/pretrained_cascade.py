@@ -29,7 +29,7 @@ import os
 import numpy as np
 
 import c3
-from c3 import analysis, corpus
+from c3 import corpus, plots
 from c3.models import smollm2
 
 TINY = os.environ.get("C3_NOTEBOOK_SIZE") == "tiny"  # the tests and the documentation build run the notebooks small
@@ -70,5 +70,5 @@ print(cascade.reconstruct(z, max_new_tokens=80))
 print("held-out loss", cascade.loss(held_out[:8]))
 
 # %%
-analysis.plot_training_loss({"phase 1: Q and projector": log_frozen, "phase 2: everything": log_all},
+plots.plot_training_loss({"phase 1: Q and projector": log_frozen, "phase 2: everything": log_all},
                             title="Training loss, SmolLM2-135M cascade, 16 latents", consecutive=True)

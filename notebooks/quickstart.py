@@ -27,7 +27,9 @@ import tempfile
 import time
 
 import c3
-from c3 import analysis, corpus, demo, evaluation, sweep
+from c3 import corpus, plots
+from c3.eval import evaluate
+from c3.experiments import demo, heldout
 
 TINY = os.environ.get("C3_NOTEBOOK_SIZE") == "tiny"  # the tests and the documentation build run the notebooks small
 c3.set_num_threads(os.cpu_count() or 2)
@@ -37,9 +39,9 @@ print("c3", c3.__version__, "threads", c3.num_threads(), "tiny" if TINY else "fu
 # ## Part 1: train a cascade with the demo's recipe
 #
 # A cascade is an encoder LLM that reads a passage and writes N latent vectors, and a decoder LLM that reads only
-# those latents and writes the passage back. `c3.demo.SIZES["default"]` is the recipe of `c3 demo` (docs/DEMO.md):
+# those latents and writes the passage back. `demo.SIZES["default"]` is the recipe of `c3 demo` (docs/DEMO.md):
 # Llama-style encoder and decoder (d = 128, 3 layers, rotary base 10^3), N = 16 latents, batches of 1,024 context
-# bytes, AdamW at 2e-3 with β2 = 0.95 and a cosine schedule. `c3.demo.train` trains one cascade on passages of mixed
+# bytes, AdamW at 2e-3 with β2 = 0.95 and a cosine schedule. `demo.train` trains one cascade on passages of mixed
 # length: here 32 and 64 bytes (2x and 4x compression) of CPython's documentation, 4x unlocked after the first
 # fifth of the steps (a cascade trained on every ratio from the start stays at its language-model prior). The demo
 # trains 2x, 4x and 8x for 4,000 steps; 2x and 4x alone need far fewer. A fixed tenth of the text is held out.
@@ -50,24 +52,24 @@ print("c3", c3.__version__, "threads", c3.num_threads(), "tiny" if TINY else "fu
 # %%
 size = demo.SIZES["tiny" if TINY else "default"]
 RATIOS, STEPS, SEED = (2, 4), 30 if TINY else 1300, 0
-train_regions, held_out_regions = sweep.default_regions()
+train_regions, held_out_regions = heldout.default_regions()
 started = time.perf_counter()
 cascade, log = demo.train("c3", RATIOS, size, SEED, STEPS, train_regions)
 print(f"{cascade.model.num_parameters:,} parameters; {len(log)} steps in {time.perf_counter() - started:.0f} s; "
       f"loss {log[0]['loss']:.3f} -> {log[-1]['loss']:.3f}")
 
 # %%
-analysis.plot_training_loss({"c3": log}, title="Training loss (2x and 4x steps mixed)")
+plots.plot_training_loss({"c3": log}, title="Training loss (2x and 4x steps mixed)")
 
 # %% [markdown]
 # ## Compress and reconstruct held-out text
 #
-# `c3.demo.held_out_texts` cuts passages of each ratio's length from the held-out text, keeping only those that occur
-# nowhere in the training text; `c3.evaluation.evaluate` compresses each into the latents, reconstructs it greedily
+# `demo.held_out_texts` cuts passages of each ratio's length from the held-out text, keeping only those that occur
+# nowhere in the training text; `evaluate` (`c3.eval`) compresses each into the latents, reconstructs it greedily
 # and scores it (as the demo's report and `c3 eval` do).
 
 # %%
-results = {r: evaluation.evaluate(cascade, demo.held_out_texts(train_regions, held_out_regions, r, size["latents"],
+results = {r: evaluate(cascade, demo.held_out_texts(train_regions, held_out_regions, r, size["latents"],
                                                                size["evaluate"]))
            for r in RATIOS}
 for r, metrics in results.items():
@@ -105,7 +107,7 @@ demo.accuracy_curves_figure(results)
 # %% [markdown]
 # ## Save it
 #
-# `c3.demo.save_cascade` saves the cascade the way `c3 demo` saves each of its trained cascades (`Cascade.save`,
+# `demo.save_cascade` saves the cascade the way `c3 demo` saves each of its trained cascades (`Cascade.save`,
 # in the official C3 layout; `c3 demo --output reports/demo` writes `reports/demo/cascades/c3`, `.../mean_pool` and
 # `.../truncate`).
 
@@ -131,7 +133,7 @@ my_text = ("A list comprehension builds a new list from an iterable in a single 
            "its values lazily, one at a time. The committee met on Tuesday and approved the budget for the new "
            "footbridge over the river. Work starts in spring, and the old ferry keeps running until it opens.")
 pieces = corpus.passages(4 * loaded.num_latents, text=my_text)
-mine = evaluation.evaluate(loaded, pieces)
+mine = evaluate(loaded, pieces)
 print(f"{CASCADE}: {len(pieces)} pieces of {4 * loaded.num_latents} bytes, greedy token accuracy "
       f"{mine['token_accuracy']:.3f}, teacher-forced {mine['teacher_forced_accuracy']:.3f}")
 for reference, reconstruction in mine["examples"]:

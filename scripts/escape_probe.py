@@ -6,7 +6,7 @@ the no-context prior: the same accuracy at every ratio.
     python scripts/escape_probe.py --ratios 2,4,8,16,32 --curriculum 0 --steps 1250 --every 250
     python scripts/escape_probe.py --ratios 2 --steps 400 --every 100 --evaluate 2,4
 
-The batches and the curriculum are the sweep's (c3.sweep.MixedBatches), with its training settings.
+The batches and the curriculum are the sweep's (c3.experiments.batches.MixedBatches), with its training settings.
 """
 import argparse
 import json
@@ -15,12 +15,12 @@ import time
 
 import numpy as np
 
-from c3 import sweep
+from c3.experiments import batches, heldout, recipe, runs
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--method", default="c3", choices=sweep.METHODS)
+    parser.add_argument("--method", default="c3", choices=recipe.METHODS)
     parser.add_argument("--ratios", default="2,4,8,16,32", help="training ratios, comma-separated")
     parser.add_argument("--evaluate", default="4,8,16", help="evaluated ratios, comma-separated")
     parser.add_argument("--curriculum", type=float, default=0.0, help="fraction of the steps that unlocks the ratios")
@@ -30,14 +30,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     ratios = [int(r) for r in args.ratios.split(",")]
     evaluated = [int(r) for r in args.evaluate.split(",")]
-    settings = dict(sweep.SIZES["default"])
+    settings = dict(recipe.SIZES["default"])
     latents = settings["latents"]
-    train_regions, held_out_regions = sweep.default_regions()
-    passages = sweep.evaluation_passages(held_out_regions, max(evaluated) * latents, 64, unseen_in=train_regions,
+    train_regions, held_out_regions = heldout.default_regions()
+    passages = heldout.evaluation_passages(held_out_regions, max(evaluated) * latents, 64, unseen_in=train_regions,
                                          unseen_length=min(evaluated) * latents)
-    cascade = sweep.build_cascade(args.method, settings, max(ratios + evaluated), args.seed)
-    trainer = sweep.make_trainer(cascade, settings, args.steps)
-    data = sweep.MixedBatches(train_regions, ratios, latents, settings["batch_tokens"], settings["continuation"],
+    cascade = recipe.build_cascade(args.method, settings, max(ratios + evaluated), args.seed)
+    trainer = recipe.make_trainer(cascade, settings, args.steps)
+    data = batches.MixedBatches(train_regions, ratios, latents, settings["batch_tokens"], settings["continuation"],
                               seed=args.seed + 1000, curriculum_steps=int(round(args.curriculum * args.steps)))
     started, losses = time.perf_counter(), []
     for step in range(args.steps):
@@ -46,7 +46,7 @@ def main(argv=None):
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
             row = dict(step=step + 1, seconds=round(time.perf_counter() - started, 1),
                        loss=round(float(np.mean(losses[-50:])), 4),
-                       teacher_forced={f"{r}x": round(sweep.teacher_forced_accuracy(
+                       teacher_forced={f"{r}x": round(runs.teacher_forced_accuracy(
                            cascade, [passage[:r * latents] for passage in passages], settings["eval_batch"]), 4)
                            for r in evaluated})
             print(json.dumps(row), flush=True)

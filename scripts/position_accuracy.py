@@ -16,7 +16,7 @@ ratios 2, 4 and 8 with the sweep's curriculum, to see how the dips move with the
 --recipe demo trains it as `c3 demo` does (its shape, 1,024 context bytes a step); --layers changes the depth of
 its encoder and decoder; --learning-rate, --min-lr-ratio (the cosine schedule's floor, a fraction of the peak) and
 --shares (data-parallel shares per step, 0: one per thread) change its optimiser settings, --balance how a step draws
-its ratio (c3.sweep.MixedBatches) and --curriculum the fraction of the steps over which the ratios unlock. They
+its ratio (batches.MixedBatches) and --curriculum the fraction of the steps over which the ratios unlock. They
 default to the recipe's (sweep: base 10^4, 4 layers, 3e-3, floor 0.05, one share per thread, bytes, 0.4; demo: base
 10^3, 3 layers, 2e-3, floor 0.05, four shares, passages, 0.4); they and --seed apply to --train only. --greedy adds each ratio's strict
 greedy token accuracy (the reconstruction compared position by position).
@@ -30,12 +30,13 @@ import sys
 import numpy as np
 
 import c3
-from c3 import demo, surprisal, sweep
+from c3.eval import score_rows, surprisal
+from c3.experiments import batches, demo, heldout, recipe, runs
 
 
 def accuracy_by_position(cascade, passages, length):
     """[length]: the fraction of passages whose token at each position the decoder predicts, fed the true prefix."""
-    correct = sweep.teacher_forced_correct(cascade, [passage[:length] for passage in passages], 32)
+    correct = score_rows(cascade, [passage[:length] for passage in passages], 32, reconstruct=False)["correct"]
     return np.mean(np.stack([row[:length] for row in correct]).astype(np.float64), axis=0)
 
 
@@ -90,7 +91,7 @@ def main(argv=None):
     parser.add_argument("--curriculum", type=float,
                         help="fraction of a --train cascade's steps over which its ratios unlock, in [0, 1]")
     parser.add_argument("--shares", type=int, help="data-parallel shares per step of a --train cascade (0: per thread)")
-    parser.add_argument("--balance", choices=sweep.BALANCES,
+    parser.add_argument("--balance", choices=batches.BALANCES,
                         help="how a step of a --train cascade draws its ratio: bytes (each equally likely), "
                         "passages (in proportion to the ratio) or longest (as passages, the longest ratio twice over)")
     parser.add_argument("--ratios", default="4,8")
@@ -109,7 +110,7 @@ def main(argv=None):
                if value is not None]
     if args.run and (ignored or args.recipe != "sweep"):
         raise c3.C3ValueError(f"{', '.join(ignored) or '--recipe demo'} applies to --train, not to --run")
-    settings = dict(sweep.SIZES["default"] if args.recipe == "sweep" else demo.SIZES["default"])
+    settings = dict(recipe.SIZES["default"] if args.recipe == "sweep" else demo.SIZES["default"])
     if args.learning_rate is not None:
         if not args.learning_rate > 0:
             raise c3.C3ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
@@ -121,21 +122,21 @@ def main(argv=None):
     if args.balance is not None:
         settings["balance"] = args.balance
     if args.min_lr_ratio is not None:
-        settings["min_lr_ratio"] = sweep.check_fraction("--min-lr-ratio", args.min_lr_ratio)
+        settings["min_lr_ratio"] = batches.check_fraction("--min-lr-ratio", args.min_lr_ratio)
     if args.curriculum is not None:
-        settings["curriculum"] = sweep.check_fraction("--curriculum", args.curriculum)
+        settings["curriculum"] = batches.check_fraction("--curriculum", args.curriculum)
     ratios = [int(r) for r in args.ratios.split(",")]
-    train_regions, held_out_regions = sweep.default_regions()
+    train_regions, held_out_regions = heldout.default_regions()
     if args.run:
         match = re.fullmatch(r"(\w+)-seed(\d+)", os.path.basename(os.path.normpath(args.run)))
-        if not match or match.group(1) not in sweep.METHODS:
+        if not match or match.group(1) not in recipe.METHODS:
             raise c3.C3ValueError(f"{args.run}: expected a sweep run directory named <method>-seed<seed>")
-        cascade = sweep.load_run(args.run, match.group(1), int(match.group(2)), settings, args.max_ratio)
+        cascade = runs.load_run(args.run, match.group(1), int(match.group(2)), settings, args.max_ratio)
     else:
         if args.layers is not None and args.layers < 1:
             raise c3.C3ValueError(f"--layers must be at least 1, got {args.layers}")
         cascade = trained_cascade(args.train, args.rope_theta, args.seed or 0, settings, train_regions, args.layers)
-    passages = sweep.evaluation_passages(held_out_regions, max(ratios) * settings["latents"], args.passages,
+    passages = heldout.evaluation_passages(held_out_regions, max(ratios) * settings["latents"], args.passages,
                                          unseen_in=train_regions, unseen_length=min(ratios) * settings["latents"])
     for ratio in ratios:
         accuracy = accuracy_by_position(cascade, passages, ratio * settings["latents"])

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import _core
+from .jsonfiles import read_json_object
 
 LATENT_START, LATENT_END, LATENT_PAD = "<img>", "</img>", "<imgpad>"
 # The official decoder prompt ("mpt" chat layout); {latents} stands for <img> + N x <imgpad> + </img>.
@@ -48,24 +49,6 @@ def _split_prompt(tokenizer, prompt: str):
     before, after = prompt.split("{latents}", 1)
     encode = lambda text: [int(i) for i in tokenizer.encode(text)] if text else []  # noqa: E731
     return encode(before), encode(after)
-
-
-def _read_json_object(path: str) -> dict:
-    """A JSON file that must hold an object; every failure is a typed c3 error (C3IOError, FormatError)."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as error:
-        raise _core.C3IOError(f"cannot read '{path}': {error.strerror or error}") from None
-    try:
-        value = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise _core.FormatError(f"'{path}' is not valid UTF-8 (byte {error.start}): {error.reason}") from None
-    except ValueError as error:
-        raise _core.FormatError(f"'{path}' is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise _core.FormatError(f"'{path}' must hold a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _rows(texts_or_ids) -> list:
@@ -121,29 +104,19 @@ class Cascade:
         config = model.config
         self.num_latents = int(config["num_latents"])
         self.stop_token = int(config["stop_tokens"][0]) if config["stop_tokens"] else _stop_token(tokenizer)
-        limit = config["encoder"]["max_position_embeddings"] - self.num_latents - 2
+        limit = model.max_context_length
         self.max_context_tokens = min(max_context_tokens or limit, limit)
 
     @property
     def block_width(self) -> int:
         """Rows between <img> and </img> for this cascade's method: N, 0 for no_context, and the longest context the
         encoder reads for full_context (whose block is as wide as its context)."""
-        if self.method == "no_context":
-            return 0
-        if self.method == "full_context":
-            return self.max_context_tokens
-        return self.num_latents
+        return self.model.block_width(self.max_context_tokens)
 
     def prompt_length_for(self, block_width: int) -> int:
         """Tokens of the decoder prompt around a latent block of `block_width` rows: prefix, <img>, the block,
         </img>, suffix."""
-        config = self.model.config
-        return len(config["prompt_prefix"]) + int(block_width) + 2 + len(config["prompt_suffix"])
-
-    @property
-    def prompt_length(self) -> int:
-        """Tokens of the decoder prompt for a block of block_width rows."""
-        return self.prompt_length_for(self.block_width)
+        return self.model.prompt_length(int(block_width))
 
     @property
     def max_new_tokens_limit(self) -> int:
@@ -239,7 +212,7 @@ class Cascade:
         the tokenizer (tokenizer.json in the directory, or the one given) and the official prompt.
         storage='bf16' keeps encoder and decoder matrices in bfloat16 (inference only).
         """
-        config = _read_json_object(os.path.join(path, "config.json"))
+        config = read_json_object(os.path.join(path, "config.json"))
         tokenizer_file = None
         if tokenizer is None:
             tokenizer_path = os.path.join(path, "tokenizer.json")

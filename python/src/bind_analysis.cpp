@@ -151,9 +151,8 @@ std::vector<Row<T>> to_rows(py::handle rows, const py::object& lengths, const ch
     return result;
 }
 
-}  // namespace
-
-void bind_analysis(py::module_& m) {
+// Code points and Levenshtein distances of id sequences, one pair or many in parallel.
+void bind_edit_distance(py::module_& m) {
     m.def(
         "decode_utf8",
         [](const py::bytes& text) {
@@ -162,7 +161,6 @@ void bind_analysis(py::module_& m) {
         },
         py::arg("text"), "The code points of UTF-8 bytes (int64); invalid UTF-8 is a Utf8Error naming the byte offset.");
 
-    // Edit distance and alignment --------------------------------------------------------------------------
     m.def(
         "edit_distance",
         [](const Ids& reference, const Ids& hypothesis) {
@@ -212,6 +210,10 @@ void bind_analysis(py::module_& m) {
             return vector_array(std::move(distances));
         },
         py::arg("references"), py::arg("hypotheses"), "normalized_edit_distance over pairs, in parallel: float64 array.");
+}
+
+// Levenshtein alignments: which reference tokens were kept, substituted or deleted.
+void bind_alignment(py::module_& m) {
     m.def(
         "align",
         [](const Ids& reference, const Ids& hypothesis) {
@@ -242,8 +244,10 @@ void bind_analysis(py::module_& m) {
             return result;
         },
         py::arg("references"), py::arg("hypotheses"), "align over pairs, in parallel: a list of (ops, insertions_before).");
+}
 
-    // Set metrics (Fox) -----------------------------------------------------------------------------------
+// Fox's set metrics and per-page scores.
+void bind_fox_metrics(py::module_& m) {
     const auto set_metric = [&m](const char* name, double (*metric)(const ca::SetOverlap&), const char* doc) {
         m.def(
             name,
@@ -305,8 +309,10 @@ void bind_analysis(py::module_& m) {
         },
         py::arg("references"), py::arg("hypotheses"),
         "fox_scores over many pages, in parallel: a dict of float64 arrays, one entry per page.");
+}
 
-    // Accuracy --------------------------------------------------------------------------------------------
+// Position-by-position exact match.
+void bind_accuracy(py::module_& m) {
     m.def(
         "token_accuracy",
         [](const Ids& reference, const Ids& hypothesis) {
@@ -347,8 +353,10 @@ void bind_analysis(py::module_& m) {
         py::arg("references"), py::arg("hypotheses"),
         "token_accuracy over pairs: dict of correct, total (int64) and accuracy (float64). The token-weighted "
         "mean is correct.sum() / total.sum().");
+}
 
-    // BLEU ------------------------------------------------------------------------------------------------
+// BLEU as nltk computes it.
+void bind_bleu(py::module_& m) {
     const std::vector<double> default_weights = {0.25, 0.25, 0.25, 0.25};
     m.def(
         "bleu",
@@ -375,8 +383,10 @@ void bind_analysis(py::module_& m) {
         py::arg("references"), py::arg("hypotheses"), py::arg("weights") = default_weights,
         py::arg("smoothing") = py::none(), py::arg("epsilon") = 0.1,
         "nltk corpus_bleu with one reference per hypothesis (counts summed over the corpus, then divided).");
+}
 
-    // Profiles --------------------------------------------------------------------------------------------
+// Alignment-based error profiles by relative reference position.
+void bind_position_profiles(py::module_& m) {
     m.def(
         "position_profile",
         [](const std::vector<Ids>& references, const std::vector<Ids>& hypotheses, size_t bins) {
@@ -416,6 +426,10 @@ void bind_analysis(py::module_& m) {
         py::arg("groups"), py::arg("bins") = 20,
         "position_profile for each group, given as (references, hypotheses) (e.g. one group per compression ratio): dict of [groups, bins] "
         "arrays, counts and rates as in position_profile. For heat maps.");
+}
+
+// Per-sample correctness and values by relative position.
+void bind_sequence_profiles(py::module_& m) {
     m.def(
         "correctness_profile",
         [](py::object correct, size_t bins, py::object lengths) {
@@ -445,6 +459,18 @@ void bind_analysis(py::module_& m) {
         },
         py::arg("values"), py::arg("bins") = 20, py::arg("lengths") = py::none(),
         "Per-position values (e.g. NLL) by relative position: sum, count and mean per bin. Non-finite values raise.");
+}
+
+}  // namespace
+
+void bind_analysis(py::module_& m) {
+    bind_edit_distance(m);
+    bind_alignment(m);
+    bind_fox_metrics(m);
+    bind_accuracy(m);
+    bind_bleu(m);
+    bind_position_profiles(m);
+    bind_sequence_profiles(m);
 }
 
 }  // namespace c3::python

@@ -31,42 +31,6 @@ py::dict cascade_config_to_dict(const CascadeConfig& c) {
     return d;
 }
 
-// A Python value as JSON, for the C++ config parsers: None, bool, integers (int and NumPy integers), float, str,
-// lists, tuples and dicts with str keys. Anything else, or an integer beyond 64 bits, is a ConfigError.
-nlohmann::json json_from_python(const std::string& key, py::handle value) {
-    if (value.is_none()) return nullptr;
-    if (py::isinstance<py::bool_>(value)) return value.cast<bool>();
-    if (PyIndex_Check(value.ptr())) {
-        const py::int_ integer = py::reinterpret_steal<py::int_>(PyNumber_Index(value.ptr()));
-        int overflow = 0;
-        const long long signed_value = PyLong_AsLongLongAndOverflow(integer.ptr(), &overflow);
-        if (!overflow) return int64_t(signed_value);
-        if (overflow > 0) {
-            const unsigned long long unsigned_value = PyLong_AsUnsignedLongLong(integer.ptr());
-            if (!PyErr_Occurred()) return uint64_t(unsigned_value);
-            PyErr_Clear();
-        }
-        throw ConfigError("cascade config key '" + key + "': " + std::string(py::repr(value)) + " is out of range");
-    }
-    if (py::isinstance<py::float_>(value)) return value.cast<double>();
-    if (py::isinstance<py::str>(value)) return utf8_from_python(value, "cascade config key '" + key + "'");
-    if (py::isinstance<py::list>(value) || py::isinstance<py::tuple>(value)) {
-        nlohmann::json list = nlohmann::json::array();
-        for (py::handle item : value) list.push_back(json_from_python(key, item));
-        return list;
-    }
-    if (py::isinstance<py::dict>(value)) {
-        nlohmann::json object = nlohmann::json::object();
-        for (auto item : value.cast<py::dict>()) {
-            C3_CHECK(py::isinstance<py::str>(item.first), ConfigError, "cascade config keys must be str, got ",
-                     std::string(py::repr(item.first)));
-            object[utf8_from_python(item.first, "cascade config key")] = json_from_python(key, item.second);
-        }
-        return object;
-    }
-    throw ConfigError("cascade config key '" + key + "': cannot read " + std::string(py::repr(value)));
-}
-
 // Reads a dict into `c`: the model configs and num_latents here (when models_allowed; Cascade.load's defaults
 // take none), every other key through io::read_cascade_settings, the parser config.json's "c3" key goes through.
 void cascade_keys_from_dict(const py::dict& d, CascadeConfig& c, bool models_allowed) {
@@ -78,11 +42,11 @@ void cascade_keys_from_dict(const py::dict& d, CascadeConfig& c, bool models_all
         py::handle value = item.second;
         if (models_allowed && (key == "encoder" || key == "decoder")) {
             C3_CHECK(py::isinstance<py::dict>(value), ConfigError, "cascade config key '", key, "' must be a dict");
-            (key == "encoder" ? c.encoder : c.decoder) = config_from_dict(value.cast<py::dict>());
+            (key == "encoder" ? c.encoder : c.decoder) = config_from_dict(value.cast<py::dict>(), "cascade " + key);
         } else if (models_allowed && key == "num_latents") {
             c.num_latents = size_from_python(key, value);
         } else {
-            settings[key] = json_from_python(key, value);
+            settings[key] = json_from_python(value, "cascade config key '" + key + "'");
         }
     }
     io::read_cascade_settings(settings, "cascade config", c);
@@ -168,6 +132,18 @@ void check_compressed(const CascadeModel& self, const std::vector<float>& latent
     }
 }
 
+// The shared body of compress and compress_with_mask: contexts [B, L] (checked against the encoder's vocabulary)
+// compressed into `a` with the GIL released; returns B.
+size_t compress_into(const CascadeModel& self, const py::object& contexts, const py::object& attention_mask,
+                     CascadeActivations<float>& a) {
+    const IdBatch batch(contexts, attention_mask, "contexts");
+    check_vocabulary(batch.ids, self.config.encoder.vocab_size, "contexts");
+    py::gil_scoped_release release;
+    self.compress(batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a, false);
+    check_compressed(self, a.latents);
+    return batch.batch;
+}
+
 }  // namespace
 
 void bind_cascade(py::module_& m) {
@@ -182,17 +158,13 @@ void bind_cascade(py::module_& m) {
         .def_static("from_models",
                     [](const Transformer<float>& encoder, const Transformer<float>& decoder, const py::dict& config,
                        uint64_t seed) {
-                        C3_CHECK(!encoder.stores_bf16() && !decoder.stores_bf16(), ValueError,
-                                 "from_models needs float-stored models (a cascade is trained and saved in float); "
-                                 "load them with storage='float32'");
-                        py::dict full = config;
-                        full["encoder"] = config_to_dict(encoder.config);
-                        full["decoder"] = config_to_dict(decoder.config);
-                        auto cascade = std::make_shared<CascadeModel>(cascade_config_from_dict(full));
-                        cascade->init_random(seed);
-                        cascade->encoder.parameters = encoder.parameters;
-                        cascade->decoder.parameters = decoder.parameters;
-                        return cascade;
+                        // The models give the encoder's and decoder's configs; the dict's own are ignored.
+                        py::dict settings_dict = config.attr("copy")();
+                        settings_dict.attr("pop")("encoder", py::none());
+                        settings_dict.attr("pop")("decoder", py::none());
+                        CascadeConfig settings;
+                        cascade_keys_from_dict(settings_dict, settings, true);
+                        return std::make_shared<CascadeModel>(cascade_from_models(encoder, decoder, settings, seed));
                     },
                     py::arg("encoder"), py::arg("decoder"), py::arg("config"), py::arg("seed") = 0,
                     "A cascade from two (pretrained) transformers, copied in; Q and the projector start random.")
@@ -200,10 +172,7 @@ void bind_cascade(py::module_& m) {
                     [](const std::string& directory, const py::dict& defaults, const std::string& storage) {
                         C3_CHECK(storage == "float32" || storage == "bf16", ValueError,
                                  "storage must be 'float32' or 'bf16', got '", storage, "'");
-                        CascadeConfig fallback;
-                        fallback.latent_start_token = io::kOfficialImageStart;
-                        fallback.latent_end_token = io::kOfficialImageEnd;
-                        fallback.latent_pad_token = io::kOfficialImagePad;
+                        CascadeConfig fallback = io::official_cascade_defaults();
                         cascade_keys_from_dict(defaults, fallback, false);
                         py::gil_scoped_release release;
                         return std::make_shared<CascadeModel>(io::load_c3<float>(
@@ -235,6 +204,20 @@ void bind_cascade(py::module_& m) {
              "its cached identity on it).")
         .def_property_readonly("config", [](const CascadeModel& self) { return cascade_config_to_dict(self.config); })
         .def_property_readonly("num_parameters", &CascadeModel::num_parameters)
+        // The decoder prompt's layout, from CascadeConfig (the one place it is defined).
+        .def("prompt_length",
+             [](const CascadeModel& self, size_t block_width) { return self.config.prompt_length(block_width); },
+             py::arg("block_width"),
+             "Tokens of the decoder prompt around a latent block of `block_width` rows: prefix, <img>, the block, "
+             "</img>, suffix.")
+        .def("block_width",
+             [](const CascadeModel& self, size_t context_length) { return self.config.block_width(context_length); },
+             py::arg("context_length"),
+             "Rows of the decoder's latent block for contexts of `context_length` tokens: N, 0 for no_context, the "
+             "context length for full_context.")
+        .def_property_readonly("max_context_length",
+                               [](const CascadeModel& self) { return self.config.max_context_length(); },
+                               "The longest context the encoder reads beside its N queries and their two markers.")
         .def_property_readonly("encoder", [](CascadeModel& self) -> Transformer<float>& { return self.encoder; },
                                py::return_value_policy::reference_internal)
         .def_property_readonly("decoder", [](CascadeModel& self) -> Transformer<float>& { return self.decoder; },
@@ -255,35 +238,21 @@ void bind_cascade(py::module_& m) {
              "(the hierarchical baseline's blocks).")
         .def("compress",
              [](const CascadeModel& self, py::object contexts, py::object attention_mask) {
-                 IdBatch batch(contexts, attention_mask, "contexts");
-                 check_vocabulary(batch.ids, self.config.encoder.vocab_size, "contexts");
                  thread_local CascadeActivations<float> a;  // reused per thread: see Transformer.forward
-                 {
-                     py::gil_scoped_release release;
-                     self.compress(batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a, false);
-                     check_compressed(self, a.latents);
-                 }
-                 return move_to_array(std::move(a.latents),
-                                      {batch.batch, a.block_width, self.config.decoder.hidden_size});
+                 const size_t batch = compress_into(self, contexts, attention_mask, a);
+                 return move_to_array(std::move(a.latents), {batch, a.block_width, self.config.decoder.hidden_size});
              },
              py::arg("contexts"), py::arg("attention_mask") = py::none(),
              "Contexts [B, L] (left-padded) -> latents [B, W, d_dec] (W = N; 0 for no_context, L for full_context).")
         .def("compress_with_mask",
              [](const CascadeModel& self, py::object contexts, py::object attention_mask) {
-                 IdBatch batch(contexts, attention_mask, "contexts");
-                 check_vocabulary(batch.ids, self.config.encoder.vocab_size, "contexts");
                  CascadeActivations<float> a;
-                 {
-                     py::gil_scoped_release release;
-                     self.compress(batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a, false);
-                     check_compressed(self, a.latents);
-                 }
+                 const size_t batch = compress_into(self, contexts, attention_mask, a);
                  py::object mask = py::none();
                  if (!a.block_mask.empty())
-                     mask = move_to_array(std::move(a.block_mask), {batch.batch, a.block_width}).attr("astype")("bool");
-                 return py::make_tuple(move_to_array(std::move(a.latents),
-                                                     {batch.batch, a.block_width, self.config.decoder.hidden_size}),
-                                       mask);
+                     mask = move_to_array(std::move(a.block_mask), {batch, a.block_width}).attr("astype")("bool");
+                 return py::make_tuple(
+                     move_to_array(std::move(a.latents), {batch, a.block_width, self.config.decoder.hidden_size}), mask);
              },
              py::arg("contexts"), py::arg("attention_mask") = py::none(),
              "(latents [B, W, d_dec], their mask [B, W] or None when every row is real): full_context masks the "

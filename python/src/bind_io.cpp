@@ -6,6 +6,7 @@
 
 #include "bindings.hpp"
 #include "config_convert.hpp"
+#include "c3/core/json.hpp"
 #include "c3/io/files.hpp"
 #include "c3/io/hf_config.hpp"
 #include "c3/io/latents.hpp"
@@ -50,20 +51,6 @@ int64_t integer_from_python(const std::string& key, const py::handle& value, int
     return result;
 }
 
-int token_from_python(const std::string& key, const py::handle& value) {
-    if (value.is_none()) return -1;
-    return int(integer_from_python(key, value, -1, INT_MAX));
-}
-
-std::vector<int32_t> token_list_from_python(const std::string& key, const py::handle& value) {
-    C3_CHECK(py::isinstance<py::sequence>(value) && !py::isinstance<py::str>(value), ConfigError, "config key '",
-             key, "' must be a list of token ids, got ", std::string(py::repr(value)));
-    std::vector<int32_t> ids;
-    for (const py::handle item : py::reinterpret_borrow<py::sequence>(value))
-        ids.push_back(int32_t(integer_from_python(key, item, 0, INT32_MAX)));
-    return ids;
-}
-
 std::string string_from_python(const std::string& key, const py::handle& value) {
     C3_CHECK(py::isinstance<py::str>(value), ConfigError, "config key '", key, "' must be a str, got ",
              std::string(py::repr(value)));
@@ -71,20 +58,6 @@ std::string string_from_python(const std::string& key, const py::handle& value) 
 }
 
 namespace {
-
-double number_from_python(const std::string& key, const py::handle& value) {
-    const bool numeric = !is_python_bool(value) && !py::isinstance<py::str>(value) && !value.is_none() &&
-                         (PyFloat_Check(value.ptr()) || PyIndex_Check(value.ptr()) ||
-                          py::hasattr(value, "__float__"));
-    C3_CHECK(numeric, ConfigError, "config key '", key, "' must be a number, got ", std::string(py::repr(value)));
-    return py::float_(py::reinterpret_borrow<py::object>(value)).cast<double>();
-}
-
-bool bool_from_python(const std::string& key, const py::handle& value) {
-    C3_CHECK(is_python_bool(value), ConfigError, "config key '", key, "' must be True or False, got ",
-             std::string(py::repr(value)));
-    return py::cast<bool>(value);
-}
 
 io::DType float_dtype_from_python(const std::string& name) {
     io::DType dtype;
@@ -216,50 +189,50 @@ py::list write_any(const std::string& path, const py::dict& tensors, const std::
 
 }  // namespace
 
-TransformerConfig config_from_dict(const py::dict& values) {
-    TransformerConfig config;
-    bool head_dim_given = false;
-    for (auto item : values) {
-        C3_CHECK(py::isinstance<py::str>(item.first), ConfigError, "config keys must be str, got ",
-                 std::string(py::repr(item.first)));
-        const std::string key = utf8_from_python(item.first, "config key");
-        const py::handle value = item.second;
-        if (key == "model_type") {
-            C3_CHECK(py::isinstance<py::str>(value), ConfigError, "config key 'model_type' must be a str");
-            config.model_type = utf8_from_python(value, "config key 'model_type'");
-            C3_CHECK(config.model_type == "qwen2" || config.model_type == "llama", ConfigError,
-                     "model_type must be 'qwen2' or 'llama', got '", config.model_type, "'");
-        } else if (key == "vocab_size") config.vocab_size = size_from_python(key, value);
-        else if (key == "hidden_size") config.hidden_size = size_from_python(key, value);
-        else if (key == "intermediate_size") config.intermediate_size = size_from_python(key, value);
-        else if (key == "num_layers") config.num_layers = size_from_python(key, value);
-        else if (key == "num_heads") config.num_heads = size_from_python(key, value);
-        else if (key == "num_kv_heads") config.num_kv_heads = size_from_python(key, value);
-        else if (key == "head_dim") {
-            head_dim_given = !value.is_none();
-            if (head_dim_given) config.head_dim = size_from_python(key, value);
-        } else if (key == "max_position_embeddings") config.max_position_embeddings = size_from_python(key, value);
-        else if (key == "rope_theta") config.rope_theta = number_from_python(key, value);
-        else if (key == "rms_norm_eps") config.rms_norm_eps = number_from_python(key, value);
-        else if (key == "attention_bias") config.attention_bias = bool_from_python(key, value);
-        else if (key == "tie_word_embeddings") config.tie_word_embeddings = bool_from_python(key, value);
-        else if (key == "initializer_range") config.initializer_range = number_from_python(key, value);
-        else if (key == "bos_token_id") config.bos_token_id = token_from_python(key, value);
-        else if (key == "eos_token_id") config.eos_token_id = token_from_python(key, value);
-        else
-            throw ConfigError("unknown config key '" + key +
-                              "' (known: model_type, vocab_size, hidden_size, intermediate_size, num_layers, num_heads, "
-                              "num_kv_heads, head_dim, max_position_embeddings, rope_theta, rms_norm_eps, "
-                              "attention_bias, tie_word_embeddings, initializer_range, bos_token_id, eos_token_id)");
+nlohmann::json json_from_python(const py::handle& value, const std::string& what, size_t depth) {
+    // A bound as for JSON files: a list that holds itself would otherwise recurse until the stack overflows.
+    C3_CHECK(depth <= kMaxJsonDepth, ConfigError, what, " nests more than ", kMaxJsonDepth, " levels deep");
+    if (value.is_none()) return nullptr;
+    if (is_python_bool(value)) return py::cast<bool>(value);
+    if (PyIndex_Check(value.ptr())) {
+        if (PyObject* index = PyNumber_Index(value.ptr())) {
+            const py::int_ integer = py::reinterpret_steal<py::int_>(index);
+            int overflow = 0;
+            const long long signed_value = PyLong_AsLongLongAndOverflow(integer.ptr(), &overflow);
+            if (!overflow) return int64_t(signed_value);
+            if (overflow > 0) {
+                const unsigned long long unsigned_value = PyLong_AsUnsignedLongLong(integer.ptr());
+                if (!PyErr_Occurred()) return uint64_t(unsigned_value);
+                PyErr_Clear();
+            }
+            throw ConfigError(what + ": " + std::string(py::repr(value)) + " is out of range");
+        }
+        PyErr_Clear();  // a NumPy array that is no integer (a float array, or not 0-d): read below
     }
-    if (!head_dim_given) {
-        C3_CHECK(config.num_heads > 0 && config.hidden_size % config.num_heads == 0, ConfigError, "hidden_size (",
-                 config.hidden_size, ") must be a multiple of num_heads (", config.num_heads,
-                 ") when head_dim is not given");
-        config.head_dim = config.hidden_size / config.num_heads;
+    if (py::isinstance<py::str>(value)) return utf8_from_python(value, what);
+    if (py::isinstance<py::list>(value) || py::isinstance<py::tuple>(value)) {
+        nlohmann::json list = nlohmann::json::array();
+        for (py::handle item : value) list.push_back(json_from_python(item, what, depth + 1));
+        return list;
     }
-    config.validate();
-    return config;
+    if (py::isinstance<py::dict>(value)) {
+        nlohmann::json object = nlohmann::json::object();
+        for (auto item : value.cast<py::dict>()) {
+            C3_CHECK(py::isinstance<py::str>(item.first), ConfigError, what, " keys must be str, got ",
+                     std::string(py::repr(item.first)));
+            const std::string key = utf8_from_python(item.first, what + " key");
+            object[key] = json_from_python(item.second, what + " key '" + key + "'", depth + 1);
+        }
+        return object;
+    }
+    // float and what converts to one (NumPy's float32, Fraction), as float() reads them.
+    if (PyFloat_Check(value.ptr()) || py::hasattr(value, "__float__"))
+        return py::float_(py::reinterpret_borrow<py::object>(value)).cast<double>();
+    throw ConfigError(what + ": cannot read " + std::string(py::repr(value)));
+}
+
+TransformerConfig config_from_dict(const py::dict& values, const std::string& source) {
+    return io::parse_model_config(json_from_python(values, "config"), source);
 }
 
 py::dict config_to_dict(const TransformerConfig& config) {

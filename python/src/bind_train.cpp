@@ -38,6 +38,7 @@ struct TrainBatch {
 };
 
 void bind_train(py::module_& m) {
+    m.attr("max_data_parallel_shares") = py::int_(kMaxDataParallelShares);  // data_parallel_shares' upper bound
     py::class_<LanguageModelTrainer<float>> trainer_class(m, "LanguageModelTrainer",
                                             "AdamW with clipping, warmup + cosine schedule and accumulation. data_parallel: each thread runs "
                                             "forward and backward on its share of the batch's sequences (used when "

@@ -19,6 +19,7 @@ py::dict step_report_to_dict(const StepReport& report);  // bind_train.cpp
 // the model alive. model_argument names the first argument.
 template <typename TrainerType, typename ModelType>
 void bind_trainer_constructor(py::class_<TrainerType>& trainer_class, const char* model_argument) {
+    const TrainingOptions defaults{};  // the keyword defaults are C++'s
     trainer_class.def(
         py::init([](ModelType& model, double learning_rate, double weight_decay, double beta1, double beta2,
                     double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
@@ -37,11 +38,14 @@ void bind_trainer_constructor(py::class_<TrainerType>& trainer_class, const char
             options.compute_dtype = compute_dtype;
             return std::make_unique<TrainerType>(model, options);
         }),
-        py::arg(model_argument), py::arg("learning_rate") = 1e-3, py::arg("weight_decay") = 0.0,
-        py::arg("beta1") = 0.9, py::arg("beta2") = 0.999, py::arg("epsilon") = 1e-8, py::arg("warmup_steps") = 0,
-        py::arg("total_steps") = 1000, py::arg("min_lr_ratio") = 0.0, py::arg("max_grad_norm") = 1.0,
-        py::arg("data_parallel") = true, py::arg("sequences_per_pass") = 0, py::arg("data_parallel_shares") = 0,
-        py::arg("compute_dtype") = "float32", py::arg("lr_decay_fraction") = 0.0,
+        py::arg(model_argument), py::arg("learning_rate") = defaults.adamw.learning_rate,
+        py::arg("weight_decay") = defaults.adamw.weight_decay, py::arg("beta1") = defaults.adamw.beta1,
+        py::arg("beta2") = defaults.adamw.beta2, py::arg("epsilon") = defaults.adamw.epsilon,
+        py::arg("warmup_steps") = defaults.warmup_steps, py::arg("total_steps") = defaults.total_steps,
+        py::arg("min_lr_ratio") = defaults.min_lr_ratio, py::arg("max_grad_norm") = defaults.max_grad_norm,
+        py::arg("data_parallel") = defaults.data_parallel, py::arg("sequences_per_pass") = defaults.sequences_per_pass,
+        py::arg("data_parallel_shares") = defaults.data_parallel_shares,
+        py::arg("compute_dtype") = defaults.compute_dtype, py::arg("lr_decay_fraction") = defaults.lr_decay_fraction,
         py::keep_alive<1, 2>());
 }
 

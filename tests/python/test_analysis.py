@@ -11,7 +11,7 @@ from nltk.metrics.distance import edit_distance as nltk_edit_distance  # noqa: E
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu  # noqa: E402
 
 import c3  # noqa: E402
-from c3 import _core, analysis  # noqa: E402
+from c3 import _core, analysis, plots  # noqa: E402
 
 # A small vocabulary makes overlaps, repeats and n-gram matches common; a few non-ASCII words and odd
 # whitespace check code points and Python's str.split().
@@ -376,10 +376,10 @@ def test_plots_produce_figures(tmp_path):
         ratio: analysis.decay_curve([(list(range(40)), list(range(40 - ratio)))], bins=10) for ratio in (2, 4, 8)
     }
     figures = {
-        "decay.png": analysis.plot_decay_curves(curves),
-        "decay_arrays.png": analysis.plot_decay_curves({"raw": np.linspace(1, 0.5, 20)}),
-        "heatmap.png": analysis.plot_ratio_heatmap([2, 4, 8], np.stack([c["accuracy"] for c in curves.values()])),
-        "precision.png": analysis.plot_precision_vs_ratio([10, 20, 40], [0.99, 0.98, 0.93], [0.02, 0.05, 0.12]),
+        "decay.png": plots.plot_decay_curves(curves),
+        "decay_arrays.png": plots.plot_decay_curves({"raw": np.linspace(1, 0.5, 20)}),
+        "heatmap.png": plots.plot_ratio_heatmap([2, 4, 8], np.stack([c["accuracy"] for c in curves.values()])),
+        "precision.png": plots.plot_precision_vs_ratio([10, 20, 40], [0.99, 0.98, 0.93], [0.02, 0.05, 0.12]),
     }
     for name, figure in figures.items():
         assert isinstance(figure, Figure)
@@ -387,7 +387,7 @@ def test_plots_produce_figures(tmp_path):
         figure.savefig(path)
         assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):
-        analysis.plot_ratio_heatmap([1, 2], np.zeros((3, 4)))
+        plots.plot_ratio_heatmap([1, 2], np.zeros((3, 4)))
 
 
 def line_colors(axes):
@@ -400,9 +400,9 @@ def test_ratios_sort_numerically_and_keep_their_colour_in_every_plot():
     def curve(ratio):
         return analysis.decay_curve([(list(range(32)), list(range(32 - ratio)))] * 3, bins=8)
 
-    wide = analysis.plot_decay_curves({16: curve(16), 4: curve(4), 8: curve(8)}).axes[0]
-    labelled = analysis.plot_decay_curves({"16x": curve(16), "8x": curve(8)}).axes[0]
-    loss = analysis.plot_training_loss({8: [{"loss": 2.0}, {"loss": 1.5}], 2: np.array([3.0, 2.0])}).axes[0]
+    wide = plots.plot_decay_curves({16: curve(16), 4: curve(4), 8: curve(8)}).axes[0]
+    labelled = plots.plot_decay_curves({"16x": curve(16), "8x": curve(8)}).axes[0]
+    loss = plots.plot_training_loss({8: [{"loss": 2.0}, {"loss": 1.5}], 2: np.array([3.0, 2.0])}).axes[0]
     assert [text.get_text() for text in wide.get_legend().get_texts()][:3] == ["4x", "8x", "16x"]
     assert list(line_colors(labelled)) == ["8x", "16x"]
     assert list(line_colors(loss)) == ["2x", "8x"]
@@ -410,65 +410,65 @@ def test_ratios_sort_numerically_and_keep_their_colour_in_every_plot():
     assert len(set(colors.values())) == 3
     for axes in (labelled, loss):
         for label, color in line_colors(axes).items():
-            assert to_hex(color) == to_hex(analysis.color_for(label)) == to_hex(analysis.color_for(float(label[:-1])))
+            assert to_hex(color) == to_hex(plots.color_for(label)) == to_hex(plots.color_for(float(label[:-1])))
     assert to_hex(line_colors(labelled)["8x"]) == to_hex(colors["8x"])
-    heatmap = analysis.plot_ratio_heatmap(["16x", "4x", "8x"], np.stack([curve(r)["accuracy"] for r in (16, 4, 8)]))
+    heatmap = plots.plot_ratio_heatmap(["16x", "4x", "8x"], np.stack([curve(r)["accuracy"] for r in (16, 4, 8)]))
     ticks = heatmap.axes[0].get_yticklabels()
     assert [tick.get_text() for tick in ticks] == ["4x", "8x", "16x"]
     assert [to_hex(tick.get_color()) for tick in ticks] == [to_hex(colors[label]) for label in ("4x", "8x", "16x")]
     # Rows were reordered with their labels: the 4x row (fewest deletions) is the bottom one.
     assert np.allclose(heatmap.axes[0].get_images()[0].get_array()[0], curve(4)["accuracy"])
-    precision = analysis.plot_precision_vs_ratio([16, 4, 8], [0.5, 0.9, 0.7], [0.4, 0.1, 0.2]).axes[0]
+    precision = plots.plot_precision_vs_ratio([16, 4, 8], [0.5, 0.9, 0.7], [0.4, 0.1, 0.2]).axes[0]
     assert [tick.get_text() for tick in precision.get_xticklabels()] == ["4x", "8x", "16x"]
     assert [to_hex(c) for c in precision.collections[0].get_facecolors()] == [to_hex(colors[k]) for k in ("4x", "8x", "16x")]
-    assert [analysis.ratio_value(key) for key in (4, "4x", " 2.5X ", "greedy", "nan", float("inf"), True)] == [
+    assert [plots.ratio_value(key) for key in (4, "4x", " 2.5X ", "greedy", "nan", float("inf"), True)] == [
         4.0, 4.0, 2.5, None, None, None, None]
-    assert analysis.color_for("nan") == analysis.color_for("nan") and analysis.ratio_label(2.5) == "2.5x"
+    assert plots.color_for("nan") == plots.color_for("nan") and plots.ratio_label(2.5) == "2.5x"
     # Methods (not ratios) keep their colour too, and their given order.
-    assert analysis.color_for("teacher-forced") == analysis.color_for("teacher-forced")
+    assert plots.color_for("teacher-forced") == plots.color_for("teacher-forced")
     # The compression methods never share a colour (a hash of their names did: three got the same green).
     methods = ("c3", "mean_pool", "truncate", "truncate_last", "no_context", "full_context")
-    assert len({analysis.color_for(method) for method in methods}) == len(methods)
-    assert list(line_colors(analysis.plot_decay_curves({"b": np.ones(4), "a": np.ones(4)}).axes[0])) == ["b", "a"]
+    assert len({plots.color_for(method) for method in methods}) == len(methods)
+    assert list(line_colors(plots.plot_decay_curves({"b": np.ones(4), "a": np.ones(4)}).axes[0])) == ["b", "a"]
 
 
 def test_bands_say_what_they_are_and_axes_carry_units():
     pairs = [(list(range(30)), list(range(25)))] * 12
-    axes = analysis.plot_decay_curves({4: analysis.decay_curve(pairs, bins=6)}).axes[0]
+    axes = plots.plot_decay_curves({4: analysis.decay_curve(pairs, bins=6)}).axes[0]
     legend = [text.get_text() for text in axes.get_legend().get_texts()]
     assert legend == ["4x", "band: \u00b11 standard error, 12 passages"]
     assert len(axes.collections) == 1  # the band
     assert "fraction of reference tokens" in axes.get_ylabel() and "relative position" in axes.get_xlabel()
-    no_band = analysis.plot_decay_curves({4: analysis.decay_curve(pairs, bins=6)}, show_stderr=False).axes[0]
+    no_band = plots.plot_decay_curves({4: analysis.decay_curve(pairs, bins=6)}, show_stderr=False).axes[0]
     assert [text.get_text() for text in no_band.get_legend().get_texts()] == ["4x"]
-    precision = analysis.plot_precision_vs_ratio([4, 8], [0.9, 0.5], [0.1, 0.4])
+    precision = plots.plot_precision_vs_ratio([4, 8], [0.9, 0.5], [0.1, 0.4])
     left, right = precision.axes
     assert "log scale" in left.get_xlabel() and "per character" in right.get_ylabel()
-    loss = analysis.plot_training_loss({4: np.array([3.0, 2.0])}).axes[0]
+    loss = plots.plot_training_loss({4: np.array([3.0, 2.0])}).axes[0]
     assert "nats per token" in loss.get_ylabel() and loss.get_xlabel() == "optimiser step"
 
 
 def test_plots_draw_into_the_callers_axes():
-    figure = analysis.new_figure(12, 4)
+    figure = plots.new_figure(12, 4)
     axes = figure.subplots(1, 4)
     pairs = [(list(range(20)), list(range(18)))]
     results = [
-        analysis.plot_decay_curves({4: analysis.decay_curve(pairs, bins=5)}, ax=axes[0]),
-        analysis.plot_ratio_heatmap([4, 8], np.full((2, 5), 0.5), ax=axes[1]),
-        analysis.plot_precision_vs_ratio([4, 8], [0.9, 0.5], [0.1, 0.4], ax=axes[2]),
-        analysis.plot_training_loss({4: [1.0, 0.5]}, ax=axes[3]),
+        plots.plot_decay_curves({4: analysis.decay_curve(pairs, bins=5)}, ax=axes[0]),
+        plots.plot_ratio_heatmap([4, 8], np.full((2, 5), 0.5), ax=axes[1]),
+        plots.plot_precision_vs_ratio([4, 8], [0.9, 0.5], [0.1, 0.4], ax=axes[2]),
+        plots.plot_training_loss({4: [1.0, 0.5]}, ax=axes[3]),
     ]
     assert all(result is figure for result in results)
     assert [len(ax.get_lines()) for ax in axes] == [1, 0, 1, 1]
-    sub = analysis.new_figure().subfigures(1, 2)[1].subplots()  # a SubFigure's axes: the root figure comes back
-    assert analysis.plot_training_loss({4: [1.0, 0.5]}, ax=sub) is sub.figure.figure
+    sub = plots.new_figure().subfigures(1, 2)[1].subplots()  # a SubFigure's axes: the root figure comes back
+    assert plots.plot_training_loss({4: [1.0, 0.5]}, ax=sub) is sub.figure.figure
 
 
 def test_figures_show_themselves_in_ipython_and_pickle():
     import pickle
 
     formatters = pytest.importorskip("IPython.core.formatters")
-    figure = analysis.plot_training_loss({4: [1.0, 0.5]})
+    figure = plots.plot_training_loss({4: [1.0, 0.5]})
     data, _ = formatters.DisplayFormatter().format(figure)
     assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
     copy = pickle.loads(pickle.dumps(figure))
@@ -476,15 +476,15 @@ def test_figures_show_themselves_in_ipython_and_pickle():
 
 
 def test_save_figure_writes_vector_copies_whole(tmp_path):
-    figure = analysis.plot_training_loss({4: [1.0, 0.5]})
-    written = analysis.save_figure(figure, tmp_path / "loss.png", formats=("png", "pdf", "svg"))
+    figure = plots.plot_training_loss({4: [1.0, 0.5]})
+    written = plots.save_figure(figure, tmp_path / "loss.png", formats=("png", "pdf", "svg"))
     assert written == [str(tmp_path / f"loss.{kind}") for kind in ("png", "pdf", "svg")]
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "loss.pdf").read_bytes()[:5] == b"%PDF-"
     assert b"<svg" in (tmp_path / "loss.svg").read_bytes()[:1000]
     assert sorted(os.listdir(tmp_path)) == ["loss.pdf", "loss.png", "loss.svg"]
     with pytest.raises(c3.C3ValueError):
-        analysis.save_figure(figure, tmp_path / "loss", formats=("jpg",))
+        plots.save_figure(figure, tmp_path / "loss", formats=("jpg",))
     with pytest.raises(OSError):
-        analysis.save_figure(figure, tmp_path / "missing" / "loss")
+        plots.save_figure(figure, tmp_path / "missing" / "loss")
     assert sorted(os.listdir(tmp_path)) == ["loss.pdf", "loss.png", "loss.svg"]

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import c3
-from c3 import _core, continuation, surprisal
+from c3 import _core, plots
+from c3.eval import continuation, evaluate, surprisal
 from c3.cascade import scratch_model_config
 from c3_reference import named_gradients
 
@@ -327,10 +328,10 @@ def test_accuracy_curves_separate_propagation_from_loss():
     assert strict.sum() == 0 and aligned.sum() == 10
     curves = surprisal.accuracy_curves([reference], [inserted], [np.ones(10)], bins=5)
     assert np.all(curves["strict_greedy"]["accuracy"] == 0) and np.all(curves["aligned_greedy"]["accuracy"] == 1)
-    figure = surprisal.plot_accuracy_curves(curves)
+    figure = plots.plot_accuracy_curves(curves)
     assert figure.axes
     table = surprisal.error_table([1 - strict], [np.linspace(0, 5, 10)], position_bins=5, surprisal_bins=2)
-    assert surprisal.plot_error_heatmap(table).axes
+    assert plots.plot_error_heatmap(table).axes
 
 
 def test_full_context_masks_the_padding_of_shorter_texts(monkeypatch):
@@ -350,7 +351,7 @@ def test_full_context_masks_the_padding_of_shorter_texts(monkeypatch):
     score = c3.Cascade.score
     monkeypatch.setattr(c3.Cascade, "score", lambda self, latents, rows, latent_mask=None: seen.append(
         latent_mask) or score(self, latents, rows, latent_mask=latent_mask))
-    c3.evaluation.evaluate(cascade, texts, max_new_tokens=4)
+    evaluate(cascade, texts, max_new_tokens=4)
     assert len(seen) == 1 and seen[0] is not None and not seen[0].all()
 
 

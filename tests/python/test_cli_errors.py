@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import c3
-from c3 import _loader, cli, distributed
+from c3 import _loader, cli
+from c3.eval import distributed
 from c3.cascade import scratch_model_config
 
 SHAPE = dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1)

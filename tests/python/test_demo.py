@@ -9,6 +9,7 @@ import pytest
 
 import c3
 from c3 import corpus
+from c3.experiments import demo, heldout
 
 
 def test_corpus_split_keeps_held_out_apart():
@@ -23,7 +24,7 @@ def test_corpus_split_keeps_held_out_apart():
 def test_tiny_demo_writes_report(tmp_path):
     """Fixed steps by default; C3, mean pooling and truncation each train one model on the mixed ratios for the
     same steps and are read off every ratio."""
-    results = c3.demo.run_demo(str(tmp_path), ratios=(2, 4), size="tiny", progress=False)
+    results = demo.run_demo(str(tmp_path), ratios=(2, 4), size="tiny", progress=False)
     for name in ("report.md", "results.json", "decay_curves.png", "ratio_position_heatmap.png",
                  "precision_vs_ratio.png", "teacher_forced_decay.png"):
         assert os.path.getsize(tmp_path / name) > 0, name
@@ -36,12 +37,12 @@ def test_tiny_demo_writes_report(tmp_path):
     assert "| 2x |" in report and "| 4x |" in report and "Goal" in report and "accuracy_curves.png" in report
     numbers = json.loads((tmp_path / "results.json").read_text())
     assert set(numbers) == {"2", "4"}
-    steps = c3.demo.SIZES["tiny"]["steps"]
+    steps = demo.SIZES["tiny"]["steps"]
     for ratio in results.values():
         assert 0.0 <= ratio["token_accuracy"] <= 1.0
         assert len(ratio["decay"]["accuracy"]) == 20
         assert ratio["steps"] == steps
-        assert ratio["held_out_passages"] == c3.demo.SIZES["tiny"]["evaluate"]
+        assert ratio["held_out_passages"] == demo.SIZES["tiny"]["evaluate"]
     baselines = json.loads((tmp_path / "baselines.json").read_text())
     assert set(baselines) == {"mean_pool", "truncate"}
     for method, table in baselines.items():
@@ -57,19 +58,19 @@ def test_loss_by_quarter_is_the_mean_of_each_quarters_steps_at_that_ratio():
     """Against a brute-force mean over a planted log of 10 steps (quarters of 2, 3, 2 and 3 steps); a quarter
     without the ratio's steps is None."""
     log = [(2, 1.0), (4, 9.0), (2, 3.0), (2, 5.0), (4, 7.0), (4, 6.0), (4, 2.0), (2, 0.5), (2, 1.5), (4, 4.0)]
-    assert c3.demo.loss_by_quarter(log, 2) == [1.0, 4.0, None, 1.0]
-    assert c3.demo.loss_by_quarter(log, 4) == [9.0, 7.0, 4.0, 4.0]
-    assert c3.demo.loss_by_quarter(log, 8) == [None] * 4
+    assert demo.loss_by_quarter(log, 2) == [1.0, 4.0, None, 1.0]
+    assert demo.loss_by_quarter(log, 4) == [9.0, 7.0, 4.0, 4.0]
+    assert demo.loss_by_quarter(log, 8) == [None] * 4
 
 
 def test_demo_evaluates_on_text_it_never_trained_on():
     """No held-out passage occurs verbatim in a training region, although the corpus repeats itself (a quarter of
     the held-out blocks' 128-byte windows occur in the training blocks)."""
-    train, held_out = c3.sweep.default_regions()
+    train, held_out = heldout.default_regions()
     training_bytes = [bytes(int(b) for b in region) for region in train]
-    spread = [bytes(int(b) for b in w) for w in c3.sweep.evaluation_passages(held_out, 128, 128)]
+    spread = [bytes(int(b) for b in w) for w in heldout.evaluation_passages(held_out, 128, 128)]
     assert sum(any(w in region for region in training_bytes) for w in spread) >= 16  # the filter has work to do
-    texts = c3.demo.held_out_texts(train, held_out, 4, 16, 32)
+    texts = demo.held_out_texts(train, held_out, 4, 16, 32)
     assert len(texts) == 32 and all(0 < len(t.encode("utf-8")) <= 64 for t in texts)
     for text in texts:
         assert not any(text.encode("utf-8") in region for region in training_bytes)
@@ -77,12 +78,12 @@ def test_demo_evaluates_on_text_it_never_trained_on():
 
 def test_demo_refuses_an_unknown_size_or_ratio(tmp_path):
     with pytest.raises(c3.C3ValueError, match="size"):
-        c3.demo.run_demo(str(tmp_path), size="huge", progress=False)
+        demo.run_demo(str(tmp_path), size="huge", progress=False)
     with pytest.raises(c3.C3ValueError, match="ratios"):
-        c3.demo.run_demo(str(tmp_path), ratios=(0, 2), size="tiny", progress=False)
+        demo.run_demo(str(tmp_path), ratios=(0, 2), size="tiny", progress=False)
     for steps, minutes in ((0, None), (2.5, None), ("8", None), (True, None), (5, 1.0)):
         with pytest.raises(c3.C3ValueError, match="steps"):
-            c3.demo.run_demo(str(tmp_path), size="tiny", steps=steps, minutes=minutes, progress=False)
+            demo.run_demo(str(tmp_path), size="tiny", steps=steps, minutes=minutes, progress=False)
     assert not os.listdir(tmp_path)  # nothing written before the arguments are checked
 
 
@@ -90,13 +91,13 @@ def test_demo_trains_the_same_cascade_on_any_thread_count(tmp_path):
     """The demo fixes its data-parallel shares, so that a seed trains bit for bit the same cascade on one thread
     as on three; with the trainers' default, where the shares follow the thread count, two and three threads
     differ."""
-    train_regions, _ = c3.sweep.default_regions()
+    train_regions, _ = heldout.default_regions()
     saved = c3.num_threads()
 
     def trained_bytes(size, threads, name):
         c3.set_num_threads(threads)
         try:
-            cascade, log = c3.demo.train("c3", (2, 4), size, 0, 6, train_regions, progress=False)
+            cascade, log = demo.train("c3", (2, 4), size, 0, 6, train_regions, progress=False)
         finally:
             c3.set_num_threads(saved)
         if size["shares"]:
@@ -104,7 +105,7 @@ def test_demo_trains_the_same_cascade_on_any_thread_count(tmp_path):
         cascade.save(str(tmp_path / name))
         return b"".join(p.read_bytes() for p in sorted((tmp_path / name).rglob("*.safetensors")))
 
-    fixed = c3.demo.SIZES["tiny"]
+    fixed = demo.SIZES["tiny"]
     assert fixed["shares"] == 2
     assert trained_bytes(fixed, 1, "fixed1") == trained_bytes(fixed, 3, "fixed3")
     per_thread = dict(fixed, shares=0)
@@ -112,7 +113,7 @@ def test_demo_trains_the_same_cascade_on_any_thread_count(tmp_path):
 
 
 def test_fixed_shares_need_data_parallel_and_have_a_ceiling():
-    cascade = c3.sweep.build_cascade("c3", c3.demo.SIZES["tiny"], 4, 0)
+    cascade = c3.experiments.recipe.build_cascade("c3", demo.SIZES["tiny"], 4, 0)
     with pytest.raises(c3.C3ValueError, match="data_parallel_shares"):
         cascade.trainer(data_parallel=False, data_parallel_shares=2)
     with pytest.raises(c3.C3ValueError, match="at most 1024"):
@@ -122,9 +123,9 @@ def test_fixed_shares_need_data_parallel_and_have_a_ceiling():
 def test_demo_draws_each_ratio_in_proportion_to_its_length():
     """The default recipe's balance: once every ratio is unlocked, 2x, 4x and 8x are drawn 1 : 2 : 4 (counted over
     1,400 seeded draws), so each ratio trains on about the same number of passages."""
-    train_regions, _ = c3.sweep.default_regions()
-    size = c3.demo.SIZES["default"]
-    batches = c3.demo.mixed_batches(train_regions, (2, 4, 8), size, seed=0, steps=10)  # all unlocked from step 4
+    train_regions, _ = heldout.default_regions()
+    size = demo.SIZES["default"]
+    batches = demo.mixed_batches(train_regions, (2, 4, 8), size, seed=0, steps=10)  # all unlocked from step 4
     lengths = [next(batches).shape[1] for _ in range(1404)][4:]
     for ratio, share in ((2, 1 / 7), (4, 2 / 7), (8, 4 / 7)):
         assert abs(lengths.count(ratio * size["latents"]) / 1400 - share) < 0.04, (ratio, share)
@@ -133,26 +134,26 @@ def test_demo_draws_each_ratio_in_proportion_to_its_length():
 def test_the_trainer_takes_beta2_from_the_settings():
     """make_trainer passes a size's beta2 on (the demo's default sets 0.95): one step with it gives the parameters
     of a trainer built with that beta2 by hand, and not those of the default 0.999."""
-    size = dict(c3.demo.SIZES["tiny"], beta2=0.95)
-    train_regions, _ = c3.sweep.default_regions()
-    batch = next(c3.demo.mixed_batches(train_regions, (2,), size, seed=0, steps=1))
+    size = dict(demo.SIZES["tiny"], beta2=0.95)
+    train_regions, _ = heldout.default_regions()
+    batch = next(demo.mixed_batches(train_regions, (2,), size, seed=0, steps=1))
 
     def stepped(make):
-        cascade = c3.sweep.build_cascade("c3", size, 2, 0)
+        cascade = c3.experiments.recipe.build_cascade("c3", size, 2, 0)
         trainer = make(cascade)
         for _ in range(3):
             cascade.train_step(trainer, batch)
         return np.concatenate([np.asarray(v).ravel() for v in cascade.model.bridge_parameters().values()])
 
-    by_settings = stepped(lambda cascade: c3.sweep.make_trainer(cascade, size, 20))
+    by_settings = stepped(lambda cascade: c3.experiments.recipe.make_trainer(cascade, size, 20))
     by_hand = stepped(lambda cascade: cascade.trainer(learning_rate=size["learning_rate"], warmup_steps=1,
                                                       total_steps=20, min_lr_ratio=0.05, beta2=0.95,
                                                       weight_decay=0.0, max_grad_norm=1.0,
                                                       data_parallel_shares=size["shares"]))
-    default_beta2 = stepped(lambda cascade: c3.sweep.make_trainer(cascade, dict(size, beta2=0.999), 20))
+    default_beta2 = stepped(lambda cascade: c3.experiments.recipe.make_trainer(cascade, dict(size, beta2=0.999), 20))
     assert np.array_equal(by_settings, by_hand)
     assert not np.allclose(by_settings, default_beta2)
-    assert c3.demo.SIZES["default"]["beta2"] == 0.95
+    assert demo.SIZES["default"]["beta2"] == 0.95
 
 
 def run_c3(*arguments, cwd):
@@ -171,14 +172,14 @@ def test_demo_saves_cascades_that_c3_eval_reads(tmp_path):
     reported = {"c3": json.loads((output / "results.json").read_text())["4"]}
     baselines = json.loads((output / "baselines.json").read_text())
     reported.update({method: table["4"] for method, table in baselines.items()})
-    size = c3.demo.SIZES["tiny"]
-    train_regions, held_out_regions = c3.sweep.default_regions()
-    texts = c3.demo.held_out_texts(train_regions, held_out_regions, 4, size["latents"], size["evaluate"])
+    size = demo.SIZES["tiny"]
+    train_regions, held_out_regions = heldout.default_regions()
+    texts = demo.held_out_texts(train_regions, held_out_regions, 4, size["latents"], size["evaluate"])
     (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
-    assert sorted(os.listdir(output / "cascades")) == sorted(c3.demo.METHODS)  # no staging folder left beside them
-    for method in c3.demo.METHODS:
+    assert sorted(os.listdir(output / "cascades")) == sorted(demo.METHODS)  # no staging folder left beside them
+    for method in demo.METHODS:
         path = os.path.join("out", "cascades", method)
-        assert c3.demo.cascade_path("out", method) == path
+        assert demo.cascade_path("out", method) == path
         assert c3.Cascade.load(str(tmp_path / path)).method == method
         evaluated = run_c3("eval", "--cascade", path, "--texts", "texts.jsonl", "--quiet", cwd=tmp_path)
         assert evaluated.returncode == 0, evaluated.stderr
@@ -192,19 +193,19 @@ def test_demo_saves_cascades_that_c3_eval_reads(tmp_path):
 
 
 def test_saving_the_cascades_leaves_the_demo_as_it_was(tmp_path):
-    """The demo saves each cascade between training and evaluation. Oracle: C3 trained by c3.demo.train with the
+    """The demo saves each cascade between training and evaluation. Oracle: C3 trained by demo.train with the
     same seed and steps, never saved, gives the demo's C3 numbers at every ratio, and the cascade the demo saved
     holds its projector's parameters (saving draws no random numbers and changes no parameter)."""
-    results = c3.demo.run_demo(str(tmp_path), ratios=(2, 4), size="tiny", progress=False)
-    size = c3.demo.SIZES["tiny"]
-    train_regions, held_out_regions = c3.sweep.default_regions()
-    cascade, log = c3.demo.train("c3", (2, 4), size, 0, size["steps"], train_regions, progress=False)
+    results = demo.run_demo(str(tmp_path), ratios=(2, 4), size="tiny", progress=False)
+    size = demo.SIZES["tiny"]
+    train_regions, held_out_regions = heldout.default_regions()
+    cascade, log = demo.train("c3", (2, 4), size, 0, size["steps"], train_regions, progress=False)
     assert log[-1]["loss"] == results[2]["final_loss"]
     for ratio in (2, 4):
-        metrics = c3.evaluation.evaluate(cascade, c3.demo.held_out_texts(train_regions, held_out_regions, ratio,
+        metrics = c3.eval.evaluate(cascade, demo.held_out_texts(train_regions, held_out_regions, ratio,
                                                                          size["latents"], size["evaluate"]))
         for key in ("token_accuracy", "teacher_forced_accuracy", "fox_precision", "edit_distance"):
             assert metrics[key] == results[ratio][key], (ratio, key)
     fresh = cascade.model.bridge_parameters()
-    saved = c3.Cascade.load(c3.demo.cascade_path(str(tmp_path), "c3")).model.bridge_parameters()
+    saved = c3.Cascade.load(demo.cascade_path(str(tmp_path), "c3")).model.bridge_parameters()
     assert fresh and set(fresh) == set(saved) and all(np.array_equal(fresh[k], saved[k]) for k in fresh)

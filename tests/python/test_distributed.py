@@ -1,5 +1,5 @@
 """c3.distributed on a local Ray cluster (two CPUs, two actors): compressing and evaluating a JSONL corpus shard by
-shard gives exactly the single-process results, the reduce step gives evaluation.evaluate's metrics on the whole
+shard gives exactly the single-process results, the reduce step gives scoring.evaluate's metrics on the whole
 corpus at once (and `c3 eval --ray` the output and summary of `c3 eval`), a restarted run skips finished shards, and
 a run that loses an actor mid-way still ends with the identical result."""
 import json
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import c3
-from c3 import distributed, evaluation
-from c3.cli import _jsonable, main as cli_main
+from c3.cli import main as cli_main
+from c3.eval import distributed, scoring
+from c3.jsonfiles import jsonable as _jsonable
 from c3.cascade import scratch_model_config
 
 ray = pytest.importorskip("ray")
@@ -71,12 +72,12 @@ def test_shards_cover_the_corpus_in_order(corpus):
 
 
 def test_reduce_equals_evaluation_evaluate(corpus, single_process):
-    """One pipeline: the shards' evaluate_part results, merged, are evaluation.evaluate of the whole corpus with
+    """One pipeline: the shards' evaluate_part results, merged, are scoring.evaluate of the whole corpus with
     the same batches and threads (so latents, reconstructions and every metric agree bit for bit)."""
     cascade_path, _, texts = corpus
     _, metrics = single_process
     c3.set_num_threads(1)
-    expected = evaluation.evaluate(c3.Cascade.load(cascade_path), texts, batch_size=BATCH_SIZE)
+    expected = scoring.evaluate(c3.Cascade.load(cascade_path), texts, batch_size=BATCH_SIZE)
     assert list(metrics) == list(expected)
     assert canonical(metrics) == canonical(expected)
     assert metrics["count"] == len(texts) and 0 < metrics["teacher_forced_accuracy"] < 1

@@ -1,8 +1,8 @@
-"""evaluation.evaluate's strict greedy curve against a brute-force count, beside its teacher-forced curve."""
+"""scoring.evaluate's strict greedy curve against a brute-force count, beside its teacher-forced curve."""
 import numpy as np
 
 import c3
-from c3 import evaluation
+from c3.eval import scoring
 from c3.cascade import byte_tokenizer, scratch_model_config
 
 
@@ -16,12 +16,12 @@ def test_strict_decay_counts_position_by_position_matches():
     trainer = cascade.trainer(learning_rate=1e-2)
     for _ in range(60):  # part-way: some tokens right, some wrong
         cascade.train_step(trainer, texts)
-    metrics = evaluation.evaluate(cascade, texts, max_new_tokens=24)
+    metrics = scoring.evaluate(cascade, texts, max_new_tokens=24)
     references = cascade.tokenize(texts)
     latents, mask = cascade.encode(references)
     hypotheses = cascade.reconstruct(latents, max_new_tokens=24, source_tokens=[len(r) for r in references],
                                      return_ids=True, latent_mask=mask)
-    bins = evaluation.DECAY_BINS
+    bins = scoring.DECAY_BINS
     correct, total = np.zeros(bins), np.zeros(bins)
     for reference, hypothesis in zip(references, hypotheses):
         for position, token in enumerate(reference):

@@ -102,14 +102,17 @@ def test_output_through_a_symbolic_link_keeps_the_link(workspace, tmp_path):
 
 
 def test_python_writers_share_the_atomic_writer(tmp_path, character_device):
-    # _write_json, analysis.write_text_atomically and save_figure go through _core.write_file_atomically.
+    # jsonfiles.write_json (the CLI's and the sweep's) and plots.save_figure go through _core.write_file_atomically.
+    from c3.jsonfiles import write_json
+
     cli._write_json(character_device, {"a": 1})
-    c3.analysis.write_text_atomically(character_device, "text")
+    write_json(character_device, {"b": [1.0, float("nan")]})
     assert stat.S_ISCHR(os.lstat(character_device).st_mode)
-    (tmp_path / "real.md").write_text("old")
-    (tmp_path / "report.md").symlink_to("real.md")
-    c3.analysis.write_text_atomically(str(tmp_path / "report.md"), "new é")
-    assert (tmp_path / "report.md").is_symlink() and (tmp_path / "real.md").read_text(encoding="utf-8") == "new é"
+    (tmp_path / "real.json").write_text("old")
+    (tmp_path / "report.json").symlink_to("real.json")
+    write_json(str(tmp_path / "report.json"), {"text": "new é"})
+    assert (tmp_path / "report.json").is_symlink()
+    assert json.loads((tmp_path / "real.json").read_text(encoding="utf-8")) == {"text": "new é"}
     with pytest.raises(c3.C3ValueError):
         _core.write_file_atomically(str(tmp_path / "x"), 3)
 

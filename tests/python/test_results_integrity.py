@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 import c3
-from c3 import _core, distributed, evaluation, sweep, text_files
+from c3 import _core, text_files
+from c3.eval import distributed, scoring
+from c3.experiments import recipe, runs, sweep
 from c3.cascade import scratch_model_config
-from c3.cli import _jsonable
+from c3.jsonfiles import jsonable as _jsonable
 
 SHAPE = dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1)
 TINY = dict(methods=("c3",), ratios=(2,), seeds=(0,), size="tiny", steps=3, eval_passages=2, progress=False)
@@ -78,13 +80,48 @@ def test_sweep_trains_again_a_run_whose_checkpoint_is_gone(tmp_path, jobs):
     assert measures(json.load(open(tmp_path / "out" / "results.json"))) == measures(results)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_evaluated_run_needs_no_checkpoint_but_the_prior_of_an_unevaluated_one_does(tmp_path, jobs, monkeypatch):
+    """A recorded sweep keeps only the checkpoints of runs in progress. Oracle: the first sweep's results.
+    Every run evaluated and every checkpoint gone: the sweep trains nothing and reports the same measures. Then
+    c3's evaluation removed too: c3 trains again from the start (bit for bit), and so does no_context, its
+    surprisal prior, although its own evaluation stood; the measures are the first sweep's."""
+    output = str(tmp_path / "out")
+    options = dict(TINY, methods=("c3", "no_context"), jobs=jobs)
+    first = sweep.run_sweep(output, **options)
+    files = {name: run_files(output, name) for name in ("c3-seed0", "no_context-seed0")}
+    expected = {name: _core.read_safetensors(paths[0]) for name, paths in files.items()}
+    for checkpoint, _, _ in files.values():
+        os.remove(checkpoint)
+
+    def not_now(*args, **kwargs):
+        raise AssertionError("a finished, evaluated run was trained again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sweep, "train_run", not_now)
+        patch.setattr(sweep, "_in_workers", lambda job, work, *rest: work and not_now())
+        again = sweep.run_sweep(output, **options)
+    assert again["runs"] == first["runs"] and _jsonable(again["summary"]) == _jsonable(first["summary"])
+    assert all(not os.path.exists(paths[0]) for paths in files.values())
+    os.remove(files["c3-seed0"][2])
+    third = sweep.run_sweep(output, **options)
+    for name in files:
+        for domain in ("in_domain", "out_of_domain"):
+            assert third["runs"][name][domain] == first["runs"][name][domain]
+    for name, paths in files.items():
+        retrained = _core.read_safetensors(paths[0])
+        for key in expected[name]:
+            np.testing.assert_array_equal(retrained[key], expected[name][key], err_msg=f"{name} {key}")
+
+
 def test_sweep_trains_again_a_run_whose_checkpoint_does_not_load(tmp_path):
     output = str(tmp_path / "out")
     results = sweep.run_sweep(output, **TINY)
-    checkpoint, _, _ = run_files(output)
+    checkpoint, _, evaluated = run_files(output)
     expected = _core.read_safetensors(checkpoint)
     with open(checkpoint, "r+b") as handle:  # the header damaged: not a safetensors file any more
         handle.write(b"\xff" * 16)
+    os.remove(evaluated)  # an evaluated run is final and would not read its checkpoint again
     again = sweep.run_sweep(output, **TINY)
     retrained = _core.read_safetensors(checkpoint)
     for name in expected:
@@ -157,14 +194,15 @@ def test_damaged_evaluation_is_evaluated_again_never_reported(tmp_path, capsys, 
 def test_checkpoint_extra_of_the_wrong_shape_trains_the_run_again(tmp_path, capsys, extra):
     output = str(tmp_path / "out")
     results = sweep.run_sweep(output, **TINY)
-    checkpoint, trained, _ = run_files(output)
+    checkpoint, trained, evaluated = run_files(output)
+    os.remove(evaluated)  # an evaluated run is final and would not read its checkpoint again
     expected = _core.read_safetensors(checkpoint)
     metadata = _core.safetensors_metadata(checkpoint)
     metadata["c3.extra"] = extra
     _core.write_safetensors(checkpoint, expected, "F32", metadata)
     with pytest.raises(c3.FormatError, match="checkpoint.safetensors"):
         c3.load_checkpoint(checkpoint, *(lambda cascade: (cascade.model, cascade.trainer(learning_rate=0.0)))(
-            sweep.build_cascade("c3", sweep.SIZES["tiny"], 2, 0)), check=sweep.check_extra)
+            recipe.build_cascade("c3", recipe.SIZES["tiny"], 2, 0)), check=runs.check_extra)
     capsys.readouterr()
     again = sweep.run_sweep(output, **TINY)
     assert "does not load" in capsys.readouterr().err
@@ -179,9 +217,9 @@ def test_read_sweep_file_names_the_file(tmp_path):
     for content, words in ((b"\xc3\x28", "not UTF-8"), (b"{", "not valid JSON"), (b"3", "expected a JSON object")):
         path.write_bytes(content)
         with pytest.raises(c3.FormatError, match="trained.json.*" + words):
-            sweep.read_sweep_file(str(path), sweep.check_plan)
+            runs.read_sweep_file(str(path), runs.check_plan)
     with pytest.raises(c3.C3IOError, match="missing.json"):
-        sweep.read_sweep_file(str(tmp_path / "missing.json"), sweep.check_plan)
+        runs.read_sweep_file(str(tmp_path / "missing.json"), runs.check_plan)
 
 
 # ---- 3. a resumed distributed evaluation redoes the shards whose input changed ----------------------------------
@@ -214,8 +252,8 @@ def test_resumed_distributed_evaluation_redoes_shards_whose_text_changed(tmp_pat
     changed = CORPUS[:5] + [text[::-1] for text in CORPUS[5:]]  # the second shard's texts, same count
     write_jsonl(source, changed)
     c3.set_num_threads(1)
-    expected = evaluation.evaluate(c3.Cascade.load(saved_cascade), changed, batch_size=2)
-    assert evaluation.evaluate(c3.Cascade.load(saved_cascade), CORPUS, batch_size=2)["count"] == old["count"]
+    expected = scoring.evaluate(c3.Cascade.load(saved_cascade), changed, batch_size=2)
+    assert scoring.evaluate(c3.Cascade.load(saved_cascade), CORPUS, batch_size=2)["count"] == old["count"]
     first_result = os.path.join(work, "results", "corpus-00000.json")
     untouched = os.stat(first_result).st_mtime_ns
     pytest.importorskip("ray")
@@ -494,7 +532,7 @@ def test_sweep_workers_exit_when_the_sweep_is_killed(tmp_path):
 
 
 def test_worker_initializer_ends_a_worker_whose_parent_is_already_gone():
-    code = ("import os, sys; from c3 import sweep; sweep._die_with_parent(os.getppid() + 100000); "
+    code = ("import os, sys; from c3.experiments import sweep; sweep._die_with_parent(os.getppid() + 100000); "
             "print('survived')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "survived" not in result.stdout

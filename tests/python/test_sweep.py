@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import c3
-from c3 import _core, sweep
+from c3 import _core
+from c3.experiments import batches, demo, heldout, recipe, runs, sweep
 
 TINY = dict(ratios=(2, 4), seeds=(0,), size="tiny", progress=False)
 
@@ -50,7 +51,7 @@ def test_results_record_the_steps_and_passages_the_runs_used(tmp_path):
     """Options that replace the size's defaults show in results.json's settings as well as its plan."""
     results = sweep.run_sweep(str(tmp_path / "sweep"), methods=("no_context",), ratios=(2,), seeds=(0,), size="tiny",
                               steps=3, eval_passages=4, progress=False)
-    assert sweep.SIZES["tiny"]["steps"] != 3 and sweep.SIZES["tiny"]["eval_passages"] != 4
+    assert recipe.SIZES["tiny"]["steps"] != 3 and recipe.SIZES["tiny"]["eval_passages"] != 4
     assert results["settings"]["steps"] == results["plan"]["steps"] == 3
     assert results["settings"]["eval_passages"] == results["plan"]["eval_passages"] == 4
     assert results["runs"]["no_context-seed0"]["training"]["steps"] == 3
@@ -115,15 +116,15 @@ def test_fixed_shares_resume_bit_identical_on_another_thread_count(tmp_path):
     assert plan["shares"] == 2 and "balance" not in plan  # the default balance is not recorded (older plans resume)
     with pytest.raises(c3.ConfigError, match="shares"):
         sweep.run_sweep(whole, methods=("c3",), steps=7, eval_passages=2, shares=3, **TINY)
-    for bad in (-1, sweep.MAX_SHARES + 1):
+    for bad in (-1, recipe.MAX_SHARES + 1):
         with pytest.raises(c3.C3ValueError, match="shares"):
             sweep.run_sweep(str(tmp_path / "other"), methods=("c3",), shares=bad, **TINY)
     assert not os.path.exists(tmp_path / "other")  # refused before anything is written
     # The bound is the trainer's own.
-    cascade = sweep.build_cascade("c3", sweep.SIZES["tiny"], 4, 0)
-    cascade.trainer(learning_rate=1e-3, data_parallel_shares=sweep.MAX_SHARES)
+    cascade = recipe.build_cascade("c3", recipe.SIZES["tiny"], 4, 0)
+    cascade.trainer(learning_rate=1e-3, data_parallel_shares=recipe.MAX_SHARES)
     with pytest.raises(c3.C3ValueError):
-        cascade.trainer(learning_rate=1e-3, data_parallel_shares=sweep.MAX_SHARES + 1)
+        cascade.trainer(learning_rate=1e-3, data_parallel_shares=recipe.MAX_SHARES + 1)
 
 
 def test_other_settings_in_the_same_directory_are_refused(tmp_path):
@@ -164,7 +165,7 @@ def test_curriculum_unlocks_ratios_in_order_and_balances_tokens():
     batch_tokens context tokens (at least one passage); curriculum 0 draws every ratio from the first step."""
     regions = [np.arange(5000, dtype=np.int32) % 251]
     ratios, latents, curriculum_steps = (2, 4, 8, 16), 4, 40
-    data = sweep.MixedBatches(regions, ratios[::-1], latents, batch_tokens=64, continuation=3, seed=0,
+    data = batches.MixedBatches(regions, ratios[::-1], latents, batch_tokens=64, continuation=3, seed=0,
                               curriculum_steps=curriculum_steps)
     seen = {}
     for step in range(60):
@@ -177,7 +178,7 @@ def test_curriculum_unlocks_ratios_in_order_and_balances_tokens():
         seen.setdefault(ratio, step)
     assert sorted(seen) == list(ratios)  # each ratio is drawn once unlocked
     assert seen[2] == 0 and seen[16] >= 30
-    plain = sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=3, seed=0)
+    plain = batches.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=3, seed=0)
     assert plain.unlocked(0) == list(ratios)
     assert {plain.draw(0)[0].shape[1] // latents for _ in range(40)} == set(ratios)
 
@@ -188,7 +189,7 @@ def test_passage_balance_draws_each_ratio_in_proportion_to_its_length():
     proportion among themselves. Counted over 7,000 seeded draws (a binomial sd of at most 0.006 per share)."""
     regions = [np.arange(5000, dtype=np.int32) % 251]
     ratios, latents = (2, 4, 8), 4
-    data = sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3,
+    data = batches.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3,
                               curriculum_steps=30, balance="passages")
     early = [data.draw(step)[0].shape[1] // latents for step in range(10, 20)]  # 2x and 4x unlocked
     assert set(early) <= {2, 4}
@@ -198,11 +199,11 @@ def test_passage_balance_draws_each_ratio_in_proportion_to_its_length():
         assert abs(counts[r] / 7000 - r / 14) < 0.025, counts
     passages = {r: sum(d.shape[0] for d in draws if d.shape[1] == r * latents) for r in ratios}
     assert max(passages.values()) < 1.1 * min(passages.values()), passages
-    uniform = sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3)
+    uniform = batches.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3)
     counts = {r: sum(uniform.draw(1000)[0].shape[1] == r * latents for _ in range(3000)) for r in ratios}
     assert all(abs(c / 3000 - 1 / 3) < 0.03 for c in counts.values()), counts
     with pytest.raises(c3.C3ValueError, match="balance"):
-        sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3, balance="tokens")
+        batches.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=3, balance="tokens")
 
 
 @pytest.mark.parametrize("balance, shares", [
@@ -216,7 +217,7 @@ def test_weighted_balances_draw_each_unlocked_ratio_in_proportion(balance, share
     binomial sd of at most 0.007 per share)."""
     regions = [np.arange(5000, dtype=np.int32) % 251]
     ratios, latents = (2, 4, 8), 4
-    data = sweep.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=5,
+    data = batches.MixedBatches(regions, ratios, latents, batch_tokens=64, continuation=0, seed=5,
                               curriculum_steps=30, balance=balance)
     for step, expected in zip((15, 1000), shares):
         draws = [data.draw(step)[0].shape[1] // latents for _ in range(6000)]
@@ -228,8 +229,8 @@ def test_ratio_weights_must_give_one_positive_number_per_ratio():
     regions = [np.arange(5000, dtype=np.int32) % 251]
     for bad in ("1:2", "1:2:3:4", "1:0:2", "1:-1:2", "1:a:2", "1:nan:2", "1:inf:2", "1::2", ""):
         with pytest.raises(c3.C3ValueError, match="ratio weights"):
-            sweep.MixedBatches(regions, (2, 4, 8), 4, batch_tokens=64, continuation=0, seed=7, balance=bad)
-    assert sweep.check_balance("0.5:2.5:1", (8, 2, 4)) == "0.5:2.5:1"
+            batches.MixedBatches(regions, (2, 4, 8), 4, batch_tokens=64, continuation=0, seed=7, balance=bad)
+    assert batches.check_balance("0.5:2.5:1", (8, 2, 4)) == "0.5:2.5:1"
 
 
 def test_tracked_accuracy_is_the_evaluation_at_the_last_step_and_does_not_change_training(tmp_path, monkeypatch):
@@ -241,7 +242,7 @@ def test_tracked_accuracy_is_the_evaluation_at_the_last_step_and_does_not_change
     results = sweep.run_sweep(whole, **options)
     training = results["runs"]["c3-seed0"]["training"]
     assert training["track_ratios"] == [2, 4]
-    assert [step for step, _ in training["track"]] == sorted(sweep.track_steps(sweep.SIZES["tiny"], 7)) == [4, 7]
+    assert [step for step, _ in training["track"]] == sorted(runs.track_steps(recipe.SIZES["tiny"], 7)) == [4, 7]
     for index, ratio in enumerate((2, 4)):
         expected = results["runs"]["c3-seed0"]["in_domain"][str(ratio)]["teacher_forced_accuracy"]
         assert training["track"][-1][1][index] == pytest.approx(expected, abs=1e-5)
@@ -255,7 +256,7 @@ def test_tracked_accuracy_is_the_evaluation_at_the_last_step_and_does_not_change
         sweep.run_sweep(broken, on_step=interrupt, **options)
     resumed = sweep.run_sweep(broken, **options)
     assert resumed["runs"]["c3-seed0"]["training"]["track"] == training["track"]
-    monkeypatch.setitem(sweep.SIZES, "tiny", dict(sweep.SIZES["tiny"], track_points=0))
+    monkeypatch.setitem(recipe.SIZES, "tiny", dict(recipe.SIZES["tiny"], track_points=0))
     untracked = sweep.run_sweep(str(tmp_path / "untracked"), **options)
     assert untracked["runs"]["c3-seed0"]["training"]["track"] == []
     expected, plain = checkpoint_tensors(whole, "c3"), checkpoint_tensors(tmp_path / "untracked", "c3")
@@ -268,8 +269,8 @@ def test_tracked_accuracy_is_the_evaluation_at_the_last_step_and_does_not_change
 
 def test_small_size_trains_the_demo_shape(tmp_path):
     """--size small is the demo's model shape (3 layers, rotary base 10^3), with the sweep's evaluation."""
-    from c3 import demo
-    assert sweep.SIZES["small"]["model"] == demo.SIZES["default"]["model"]
+    from c3.experiments import demo
+    assert recipe.SIZES["small"]["model"] == demo.SIZES["default"]["model"]
     results = sweep.run_sweep(str(tmp_path / "sweep"), methods=("c3",), ratios=(2,), seeds=(0,), size="small",
                               steps=1, eval_passages=2, progress=False)
     assert results["settings"]["model"]["rope_theta"] == 1000.0 and results["settings"]["model"]["num_layers"] == 3
@@ -287,10 +288,10 @@ def test_sweep_trains_with_passage_balance_and_records_it(tmp_path):
 
 
 def test_check_fraction_keeps_the_unit_interval_and_refuses_the_rest():
-    assert [sweep.check_fraction("weight", v) for v in (0, 0.25, 1, "0.5")] == [0.0, 0.25, 1.0, 0.5]
+    assert [batches.check_fraction("weight", v) for v in (0, 0.25, 1, "0.5")] == [0.0, 0.25, 1.0, 0.5]
     for value in (-1e-9, 1.0000001, float("nan"), float("inf"), "half", None):
         with pytest.raises(c3.C3ValueError, match="weight must be in"):
-            sweep.check_fraction("weight", value)
+            batches.check_fraction("weight", value)
 
 
 def test_sweep_refuses_a_curriculum_or_batch_outside_its_range(tmp_path):
@@ -357,7 +358,7 @@ def test_parallel_sweep_trains_and_evaluates_what_the_serial_one_does(tmp_path, 
 
         def not_here(*args, **kwargs):
             raise AssertionError("run in the parent process")
-        monkeypatch.setattr(sweep, "evaluate_ratio", not_here)
+        monkeypatch.setattr(runs, "evaluate_ratio", not_here)
         monkeypatch.setattr(sweep, "train_run", not_here)
         parallel = sweep.run_sweep(str(tmp_path / "parallel"), methods=("c3", "no_context"), jobs=2, **TINY)
     finally:
@@ -386,18 +387,18 @@ def test_evaluation_passages_skip_windows_seen_in_training():
     held_out = [np.concatenate([rng.integers(1, 200, size=30), phrase, rng.integers(1, 200, size=40), phrase,
                                 rng.integers(1, 200, size=20)]).astype(np.int32)]
     train = [np.concatenate([rng.integers(1, 200, size=50), phrase, rng.integers(1, 200, size=50)]).astype(np.int32)]
-    plain = sweep.evaluation_passages(held_out, 16, 1000)
+    plain = heldout.evaluation_passages(held_out, 16, 1000)
     assert len(plain) == len(held_out[0]) - 16 + 1
 
     def seen(window, length):
         part = list(window[:length])
         return any(list(region[i:i + length]) == part for region in train for i in range(len(region) - length + 1))
     for unseen_length in (None, 6):
-        kept = sweep.evaluation_passages(held_out, 16, 1000, unseen_in=train, unseen_length=unseen_length)
+        kept = heldout.evaluation_passages(held_out, 16, 1000, unseen_in=train, unseen_length=unseen_length)
         expected = [w for w in plain if not seen(w, unseen_length or 16)]
         assert 0 < len(expected) < len(plain)
         assert [w.tolist() for w in kept] == [w.tolist() for w in expected]
-    few = sweep.evaluation_passages(held_out, 16, 5, unseen_in=train, unseen_length=6)
+    few = heldout.evaluation_passages(held_out, 16, 5, unseen_in=train, unseen_length=6)
     assert len(few) == 5 and not any(seen(w, 6) for w in few)
 
 
@@ -452,8 +453,8 @@ def test_position_accuracy_greedy_score_is_a_position_by_position_count():
     shape = dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1)
     config = c3.cascade.scratch_model_config(shape, 16, 4)
     cascade = c3.Cascade.new(config, config, 4, tokenizer=c3.byte_tokenizer(), seed=3)
-    train_regions, held_out_regions = sweep.default_regions()
-    passages = sweep.evaluation_passages(held_out_regions, 16, 6)
+    train_regions, held_out_regions = heldout.default_regions()
+    passages = heldout.evaluation_passages(held_out_regions, 16, 6)
     trainer = cascade.trainer(learning_rate=1e-2)
     for _ in range(40):  # partly memorised, so the count is neither 0 nor 1
         cascade.train_step(trainer, np.array(passages))
@@ -470,8 +471,8 @@ def test_position_accuracy_layers_reach_encoder_and_decoder(tmp_path):
     """--layers sets the depth of a --train cascade's encoder and decoder (the shape keeps its other sizes); fewer
     than one layer is a typed error before any training."""
     position_accuracy = _script("position_accuracy")
-    train_regions, _ = sweep.default_regions()
-    settings = c3.demo.SIZES["tiny"]
+    train_regions, _ = heldout.default_regions()
+    settings = demo.SIZES["tiny"]
     cascade = position_accuracy.trained_cascade(1, 10000.0, 0, settings, train_regions, layers=2)
     for model in (cascade.model.encoder, cascade.model.decoder):
         assert model.config["num_layers"] == 2
@@ -505,7 +506,7 @@ def test_position_accuracy_passes_its_training_options_on_and_refuses_them_for_a
     assert calls[0][:4] == (7, 500.0, 3, 2)
     assert (calls[0][4]["learning_rate"], calls[0][4]["shares"], calls[0][4]["balance"]) == (3e-3, 0, "bytes")
     assert calls[1][:4] == (5, None, 0, None)
-    assert calls[1][4] == c3.demo.SIZES["default"]
+    assert calls[1][4] == demo.SIZES["default"]
     for options in (["--learning-rate", "0"], ["--shares", "-1"]):
         with pytest.raises(c3.C3ValueError, match="must be"):
             position_accuracy.main(["--train", "5"] + options)

@@ -295,3 +295,9 @@ def test_baselines_freeze_the_parts_they_never_run(method):
     expected = {"decoder"} | ({"encoder.model.embed_tokens.weight", "model.mm_projector.weight",
                                "model.mm_projector.bias"} if method == "mean_pool" else set())
     assert parts == expected
+
+
+def test_the_mirror_knows_every_method_of_c3_or_says_it_does_not_mirror_it():
+    # c3.torch keeps its own list so that it runs where the compiled core is missing; C++ is the source.
+    assert sorted(c3_torch.METHODS + c3_torch.UNMIRRORED_METHODS) == sorted(c3._core.method_names())
+    assert not set(c3_torch.METHODS) & set(c3_torch.UNMIRRORED_METHODS)

@@ -603,4 +603,24 @@ private:
     }
 };
 
+// A cascade from two (pretrained) transformers, copied in. `settings` gives all but the encoder's and decoder's
+// configs (num_latents, projector, method, special tokens, prompt, stop tokens), which come from the models; Q and
+// the projector start random, as init_random(seed) makes them. The models must be float-stored, as a cascade is
+// trained and saved in float.
+template <typename T>
+Cascade<T> cascade_from_models(const Transformer<T>& encoder, const Transformer<T>& decoder, CascadeConfig settings,
+                               uint64_t seed) {
+    C3_CHECK(!encoder.stores_bf16() && !decoder.stores_bf16(), ValueError,
+             "from_models needs float-stored models (a cascade is trained and saved in float); "
+             "load them with storage='float32'");
+    settings.encoder = encoder.config;
+    settings.decoder = decoder.config;
+    settings.validate();  // before the two transformers are allocated
+    Cascade<T> cascade(settings);
+    cascade.init_random(seed);
+    cascade.encoder.parameters = encoder.parameters;
+    cascade.decoder.parameters = decoder.parameters;
+    return cascade;
+}
+
 }  // namespace c3

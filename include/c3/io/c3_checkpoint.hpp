@@ -21,6 +21,16 @@ namespace c3::io {
 // The official special tokens of the shared Qwen2 tokenizer.
 constexpr int32_t kOfficialImageStart = 151857, kOfficialImageEnd = 151858, kOfficialImagePad = 151859;
 
+// The defaults for loading an official checkpoint, whose config.json has no "c3" key: the official special tokens,
+// and CascadeConfig's own defaults for the rest (a caller's defaults then replace what they name).
+inline CascadeConfig official_cascade_defaults() {
+    CascadeConfig defaults;
+    defaults.latent_start_token = kOfficialImageStart;
+    defaults.latent_end_token = kOfficialImageEnd;
+    defaults.latent_pad_token = kOfficialImagePad;
+    return defaults;
+}
+
 // The one parser of the cascade settings that a model config does not hold: projector, method, special tokens,
 // prompt and stop tokens. It reads the "c3" object of a C3 config.json and the dicts of the Python bindings
 // (CascadeModel(config), Cascade.load's defaults), so both accept and refuse the same things: an unknown key or

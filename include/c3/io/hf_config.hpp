@@ -2,6 +2,7 @@
 // model_type is "C3"). Reads what transformers 4.x writes (top-level rope_theta, rope_scaling) and what
 // transformers 5 writes (rope_parameters); writes a config.json that transformers 5.24 loads back.
 #pragma once
+#include <algorithm>
 #include <climits>
 #include <filesystem>
 #include <fstream>
@@ -81,18 +82,25 @@ struct ConfigReader {
         for (const auto& id : value) ids.push_back(vocabulary_id(key, id));
         return ids;
     }
-    // A token id: an integer, null (-1), or a list whose first entry is used (generation stops at any of them;
-    // the model itself needs one).
-    int token_id(const char* key) const {
+    // A token id: an integer, null (-1), or (where lists_allowed, as in config.json) a list whose first entry is
+    // used (generation stops at any of them; the model itself needs one).
+    int token_id(const char* key, bool lists_allowed = true) const {
         if (!has(key)) return -1;
         const nlohmann::json* value = &json.at(key);
+        const char* expected =
+            lists_allowed ? "a token id (an integer, a list of integers or null)" : "a token id (an integer or null)";
         if (value->is_array()) {
+            if (!lists_allowed) wrong_type(key, *value, expected);
             if (value->empty()) return -1;
             value = &value->front();
             if (value->is_null()) return -1;
         }
-        if (!value->is_number_integer() || value->get<int64_t>() < -1 || value->get<int64_t>() > INT_MAX)
-            wrong_type(key, *value, "a token id (an integer, a list of integers or null)");
+        // An unsigned value is compared as one: 2^64 - 1 read as int64_t would pass as -1.
+        const bool in_range = value->is_number_unsigned()
+                                  ? value->get<uint64_t>() <= uint64_t(INT_MAX)
+                                  : value->is_number_integer() && value->get<int64_t>() >= -1 &&
+                                        value->get<int64_t>() <= INT_MAX;
+        if (!in_range) wrong_type(key, *value, expected);
         return int(value->get<int64_t>());
     }
 };
@@ -128,6 +136,24 @@ inline double read_rope_theta(const ConfigReader& reader) {
     return theta;
 }
 
+// head_dim where a config does not give it: hidden_size / the number of heads, which must divide it. heads_key
+// names the heads in the config's own words.
+inline size_t head_dim_from_heads(size_t hidden_size, size_t num_heads, const char* heads_key,
+                                  const std::string& source) {
+    C3_CHECK(num_heads > 0 && hidden_size % num_heads == 0, ConfigError, "config '", source, "': hidden_size (",
+             hidden_size, ") is not a multiple of ", heads_key, " (", num_heads, ") and there is no head_dim");
+    return hidden_size / num_heads;
+}
+
+// Validates a parsed config, naming the source in the error.
+inline void validate_config(const TransformerConfig& config, const std::string& source) {
+    try {
+        config.validate();
+    } catch (const ConfigError& error) {
+        throw ConfigError("config '" + source + "': " + error.what());
+    }
+}
+
 }  // namespace detail
 
 // Parses a whole JSON file. Every failure (syntax, invalid UTF-8, nesting past kMaxJsonDepth) is a
@@ -156,14 +182,9 @@ inline TransformerConfig parse_hf_config(const nlohmann::json& json, const std::
     config.num_heads = reader.required_size("num_attention_heads");
     C3_CHECK(config.num_heads > 0, ConfigError, "config '", source_name, "': num_attention_heads must be positive");
     config.num_kv_heads = reader.optional_size("num_key_value_heads", config.num_heads);
-    if (reader.has("head_dim")) {
-        config.head_dim = reader.required_size("head_dim");
-    } else {
-        C3_CHECK(config.hidden_size % config.num_heads == 0, ConfigError, "config '", source_name, "': hidden_size (",
-                 config.hidden_size, ") is not a multiple of num_attention_heads (", config.num_heads,
-                 ") and there is no head_dim");
-        config.head_dim = config.hidden_size / config.num_heads;
-    }
+    config.head_dim = reader.has("head_dim") ? reader.required_size("head_dim")
+                                             : detail::head_dim_from_heads(config.hidden_size, config.num_heads,
+                                                                           "num_attention_heads", source_name);
     config.max_position_embeddings = reader.optional_size("max_position_embeddings", config.max_position_embeddings);
     config.rms_norm_eps = reader.optional_number("rms_norm_eps", 1e-6);
     config.rope_theta = detail::read_rope_theta(reader);
@@ -190,11 +211,56 @@ inline TransformerConfig parse_hf_config(const nlohmann::json& json, const std::
         C3_CHECK(config.num_layers <= reader.optional_size("max_window_layers", 28), ConfigError, "config '",
                  source_name, "': sliding-window attention is not supported");
     }
-    try {
-        config.validate();
-    } catch (const ConfigError& error) {
-        throw ConfigError("config '" + source_name + "': " + error.what());
+    detail::validate_config(config, source_name);
+    return config;
+}
+
+// c3's own model config: an object keyed by TransformerConfig's field names (model_type, vocab_size, hidden_size,
+// intermediate_size, num_layers, num_heads, num_kv_heads, head_dim, ...), as the Python bindings' config dicts
+// are. Absent keys keep TransformerConfig's defaults, except head_dim, which is hidden_size / num_heads when absent
+// or null; bos_token_id and eos_token_id may be null (none). An unknown key, a wrong type or any other null is a
+// ConfigError naming the key and `source`. The result is validated.
+inline TransformerConfig parse_model_config(const nlohmann::json& json, const std::string& source) {
+    C3_CHECK(json.is_object(), ConfigError, "config '", source, "' must be an object, got ", json.type_name());
+    static const char* const known[] = {"model_type", "vocab_size", "hidden_size", "intermediate_size",
+                                        "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                                        "max_position_embeddings", "rope_theta", "rms_norm_eps", "attention_bias",
+                                        "tie_word_embeddings", "initializer_range", "bos_token_id", "eos_token_id"};
+    const detail::ConfigReader reader{json, source};
+    for (const auto& item : json.items()) {
+        const std::string& key = item.key();
+        if (std::find(std::begin(known), std::end(known), key) == std::end(known)) {
+            std::string names;
+            for (const char* name : known) names += (names.empty() ? "" : ", ") + std::string(name);
+            throw ConfigError("config '" + source + "': unknown config key '" + key + "' (known: " + names + ")");
+        }
+        const bool may_be_null = key == "head_dim" || key == "bos_token_id" || key == "eos_token_id";
+        C3_CHECK(may_be_null || !item.value().is_null(), ConfigError, "config '", source, "': '", key,
+                 "' must not be null");
     }
+    TransformerConfig config;
+    config.model_type = reader.optional_string("model_type", config.model_type);
+    C3_CHECK(config.model_type == "qwen2" || config.model_type == "llama", ConfigError, "config '", source,
+             "': model_type must be 'qwen2' or 'llama', got '", config.model_type, "'");
+    config.vocab_size = reader.optional_size("vocab_size", config.vocab_size);
+    config.hidden_size = reader.optional_size("hidden_size", config.hidden_size);
+    config.intermediate_size = reader.optional_size("intermediate_size", config.intermediate_size);
+    config.num_layers = reader.optional_size("num_layers", config.num_layers);
+    config.num_heads = reader.optional_size("num_heads", config.num_heads);
+    config.num_kv_heads = reader.optional_size("num_kv_heads", config.num_kv_heads);
+    config.head_dim = reader.has("head_dim")
+                          ? reader.required_size("head_dim")
+                          : detail::head_dim_from_heads(config.hidden_size, config.num_heads, "num_heads", source);
+    config.max_position_embeddings = reader.optional_size("max_position_embeddings", config.max_position_embeddings);
+    config.rope_theta = reader.optional_number("rope_theta", config.rope_theta);
+    config.rms_norm_eps = reader.optional_number("rms_norm_eps", config.rms_norm_eps);
+    config.attention_bias = reader.optional_bool("attention_bias", config.attention_bias);
+    config.tie_word_embeddings = reader.optional_bool("tie_word_embeddings", config.tie_word_embeddings);
+    config.initializer_range = reader.optional_number("initializer_range", config.initializer_range);
+    // One id each: the list form of config.json (generation's stop ids) is not c3's.
+    config.bos_token_id = reader.token_id("bos_token_id", false);
+    config.eos_token_id = reader.token_id("eos_token_id", false);
+    detail::validate_config(config, source);
     return config;
 }
 

@@ -120,8 +120,8 @@ inline size_t saved_floats_per_row(const TransformerConfig& config, size_t lengt
 // can outgrow the cache (d=128, 4 layers, 512 rows: 20 MB per thread), so backward reads them back from memory;
 // passes of about kRowsPerPass rows keep them in cache and still give each product enough rows for the GEMM
 // kernel's blocking. Each pass adds one read-modify-write of the thread's gradient buffer, so passes are used only
-// when that buffer is smaller than one pass's activations. Measured on a 2-core EPYC with 32 MB L3
-// (docs/BENCHMARKS.md): d=128 +4-6%, tiny at T=128 +17%; d=256 (12 MB of gradients) lost 5-15% with any split.
+// when that buffer is smaller than one pass's activations. Measured once on a 2-core EPYC with 32 MB L3: d=128
+// +4-6%, tiny at T=128 +17%; d=256 (12 MB of gradients) lost 5-15% with any split.
 inline constexpr size_t kRowsPerPass = 128;
 
 inline size_t auto_sequences_per_pass(const TransformerConfig& config, size_t length, size_t share,

@@ -1,5 +1,6 @@
-"""How well a cascade reconstructs texts: greedy reconstruction and teacher-forced scores, in one pipeline that the
-demo, `c3 eval` and the notebooks share."""
+"""How well a cascade reconstructs texts. score_rows is the one per-row scorer: greedy reconstruction,
+teacher-forced correctness and surprisal, and continuation loss, batch by batch; evaluate (the demo, `c3 eval`,
+c3.eval.distributed and the notebooks) and the sweep's evaluation (c3.experiments.runs) both read its rows."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -7,7 +8,8 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _core, analysis, surprisal
+from .. import _core, analysis
+from . import continuation, surprisal
 
 
 def batch_slices(count: int, batch_size: Optional[int] = None, progress: bool = False, description: str = ""):
@@ -38,6 +40,44 @@ def source_rows(cascade, texts: Sequence[str], truncate: bool = False, option: s
 
 
 DECAY_BINS = 20  # bins of relative position in the decay curves
+
+
+def valid_values(scores: dict, key: str, row: int) -> np.ndarray:
+    """One row of a Cascade.score result's `key`, at the row's valid answer positions."""
+    return scores[key][row][scores["valid"][row]]
+
+
+def score_rows(cascade, rows: Sequence, batch_size: Optional[int] = None, reconstruct: bool = True,
+               continuations: Optional[Sequence] = None, max_new_tokens: Optional[int] = None,
+               progress: bool = False, description: str = "scoring") -> dict:
+    """Every per-row score of a cascade on token rows, from one encoding of each batch of `batch_size` rows.
+
+    rows: token-id rows the encoder reads (each at most cascade.max_context_tokens). Returns a dict of per-row
+    lists: ``correct`` (int8: the decoder, fed the true prefix after the row's latents, predicts each answer
+    token, the row's tokens then the stop token), ``bits`` (float64: -log2 p of each of those tokens),
+    ``hypotheses`` (int32 greedy reconstructions, as long as Cascade.default_max_new_tokens of the batch or
+    `max_new_tokens`; None when reconstruct is False) and ``continuation_nats`` (float: -ln p of the row's
+    continuation tokens given its latents, no stop token; None without `continuations`, one per row)."""
+    if continuations is not None and len(continuations) != len(rows):
+        raise _core.ShapeError(f"{len(rows)} rows against {len(continuations)} continuations")
+    correct, bits, hypotheses, following = [], [], [] if reconstruct else None, \
+        [] if continuations is not None else None
+    for part in batch_slices(len(rows), batch_size, progress, description):
+        batch = rows[part]
+        latents, latent_mask = cascade.encode(batch)  # the mask: full_context's padding
+        if reconstruct:
+            hypotheses += [np.asarray(row, dtype=np.int32) for row in cascade.reconstruct(
+                latents, max_new_tokens=max_new_tokens, source_tokens=[len(row) for row in batch], return_ids=True,
+                latent_mask=latent_mask)]
+        scores = cascade.score(latents, batch, latent_mask=latent_mask)
+        correct += [valid_values(scores, "correct", k).astype(np.int8) for k in range(len(batch))]
+        # log_probability is natural: -log2 p = -ln p / ln 2.
+        bits += [-valid_values(scores, "log_probability", k).astype(np.float64) / continuation.LN2
+                 for k in range(len(batch))]
+        if continuations is not None:
+            following += continuation.row_nats(cascade.score(latents, continuations[part],
+                                                             latent_mask=latent_mask)).tolist()
+    return dict(correct=correct, bits=bits, hypotheses=hypotheses, continuation_nats=following)
 
 
 def evaluate(cascade, texts: Sequence[str], truncate: bool = False, max_new_tokens: Optional[int] = None,
@@ -80,18 +120,12 @@ def evaluate_part(cascade, texts: Sequence[str], truncate: bool = False, max_new
     references, cut = source_rows(cascade, texts, truncate, truncate_option)
     for index in cut:
         texts[index] = cascade.tokenizer.decode(references[index])
-    hypothesis_ids, teacher = [], []
-    for part in batch_slices(len(texts), batch_size, progress, "evaluating"):
-        rows = references[part]
-        latents, latent_mask = cascade.encode(rows)  # the mask: full_context's padding
-        hypothesis_ids += [np.asarray(row, dtype=np.int32) for row in cascade.reconstruct(
-            latents, max_new_tokens=max_new_tokens, source_tokens=[len(row) for row in rows], return_ids=True,
-            latent_mask=latent_mask)]
-        scores = cascade.score(latents, rows, latent_mask=latent_mask)
-        teacher += [scores["correct"][row][scores["valid"][row]] for row in range(len(rows))]
+    scores = score_rows(cascade, references, batch_size, max_new_tokens=max_new_tokens, progress=progress,
+                        description="evaluating")
+    hypothesis_ids, teacher = scores["hypotheses"], scores["correct"]
     hypotheses = [cascade.tokenizer.decode(row) for row in hypothesis_ids]
     decay = analysis.position_profile(references, hypothesis_ids, bins=DECAY_BINS)
-    teacher_decay = _core.correctness_profile([np.asarray(row) for row in teacher], bins=DECAY_BINS)
+    teacher_decay = _core.correctness_profile(teacher, bins=DECAY_BINS)
     strict_decay = _core.correctness_profile([surprisal.strict_correct(reference, hypothesis) for reference, hypothesis
                                               in zip(references, hypothesis_ids)], bins=DECAY_BINS)
     return dict(
@@ -135,3 +169,34 @@ def merge_parts(parts: Sequence[dict], num_latents: int, examples: int = 3) -> d
         strict_decay=analysis.decay_from_counts(summed("strict_decay", analysis.CORRECTNESS_COUNTS), passages=count),
         examples=[tuple(pair) for pair in joined("examples")[:examples]],
     )
+
+
+def information_bits(reconstruction_bits, prior_bits, latents: int) -> dict:
+    """What the latents supply, in bits, from per-token surprisals of the same passages.
+
+    reconstruction_bits: per passage, -log2 p of each true token given the latents (teacher-forced);
+    prior_bits: per passage, -log2 p of each token under a prior (a language model without context).
+    The bits the latents supply at a position are prior minus reconstruction surprisal; summed over a passage they
+    are the passage's total bits supplied, and that total / N is the capacity used per latent.
+
+    Returns dict(reconstruction_bits_per_token, prior_bits_per_token (token-weighted means), supplied_bits (per
+    passage), supplied_bits_per_passage (their mean), bits_per_latent (per passage), bits_per_latent_mean)."""
+    if len(reconstruction_bits) != len(prior_bits):
+        raise _core.ShapeError(f"{len(reconstruction_bits)} passages of reconstruction surprisal, "
+                               f"{len(prior_bits)} of prior surprisal")
+    supplied, tokens, reconstruction_sum, prior_sum = [], 0, 0.0, 0.0
+    for reconstruction, prior in zip(reconstruction_bits, prior_bits):
+        reconstruction = np.asarray(reconstruction, np.float64)
+        prior = np.asarray(prior, np.float64)
+        if reconstruction.shape != prior.shape:
+            raise _core.ShapeError(f"a passage has {reconstruction.size} reconstruction and {prior.size} prior "
+                                   "surprisals")
+        supplied.append(float((prior - reconstruction).sum()))
+        tokens += reconstruction.size
+        reconstruction_sum += float(reconstruction.sum())
+        prior_sum += float(prior.sum())
+    per_latent = [value / latents for value in supplied]
+    return dict(reconstruction_bits_per_token=reconstruction_sum / tokens if tokens else None,
+                prior_bits_per_token=prior_sum / tokens if tokens else None,
+                supplied_bits=supplied, supplied_bits_per_passage=float(np.mean(supplied)) if supplied else None,
+                bits_per_latent=per_latent, bits_per_latent_mean=float(np.mean(per_latent)) if per_latent else None)

@@ -29,8 +29,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import _core, analysis, corpus, evaluation, surprisal, sweep
-from .training import fit
+from .. import _core, corpus, plots
+from ..eval import evaluate
+from ..training import fit
+from . import heldout, recipe
+from .batches import MixedBatches
+from .report import learning_curves_figure
 
 # Fixed steps of every method at the default size: about 12 minutes on a 2-core Zen 4 (AVX-512), 24 on a Zen 3.
 STEPS_DEFAULT = 4000
@@ -38,15 +42,15 @@ DEFAULT_RATIOS = (2, 4, 8)
 
 SIZES = {
     # encoder and decoder shapes, latents, context bytes per step, curriculum fraction, steps, evaluation passages;
-    # no continuation (c3.sweep.build_cascade sizes the decoder for it); data-parallel shares, fixed so that the
+    # no continuation (c3.recipe.build_cascade sizes the decoder for it); data-parallel shares, fixed so that the
     # trained cascades are the same on any number of threads; each step's ratio drawn in proportion to its length
-    # (sweep.MixedBatches' balance), so that 8x, the slowest to learn, gets the most steps
-    # The model is the sweep's small shape: 3 layers, rotary base 10^3. AdamW's beta2 of 0.95 (sweep.RECIPES'
+    # (MixedBatches' balance), so that 8x, the slowest to learn, gets the most steps
+    # The model is the sweep's small shape: 3 layers, rotary base 10^3. AdamW's beta2 of 0.95 (recipe.RECIPES'
     # "demo"; the recorded sweeps kept 0.999) adapts the step sizes to each newly unlocked ratio at once, which takes
     # 8x much further in the default steps (docs/DEMO.md, "Recipe", the bullet on the second-moment decay).
-    "default": dict(model=dict(sweep.SIZES["small"]["model"]),
+    "default": dict(model=dict(recipe.SIZES["small"]["model"]),
                     latents=16, batch_tokens=1024, curriculum=0.4, learning_rate=2e-3, min_lr_ratio=0.05,
-                    beta2=sweep.RECIPES["demo"]["beta2"],
+                    beta2=recipe.RECIPES["demo"]["beta2"],
                     steps=STEPS_DEFAULT, evaluate=128, continuation=0, shares=4, balance="passages"),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
                  latents=4, batch_tokens=32, curriculum=0.5, learning_rate=3e-3, min_lr_ratio=0.05, steps=8,
@@ -59,14 +63,14 @@ CASCADES = "cascades"  # the folder of the output where each method's trained ca
 def held_out_texts(train_regions, held_out_regions, ratio: int, latents: int, count: int) -> list:
     """`count` held-out passages of ratio * N bytes that occur nowhere in the training text, as strings (decoded
     leniently where a window cuts a character, as corpus.passages does)."""
-    windows = sweep.evaluation_passages(held_out_regions, ratio * latents, count, unseen_in=train_regions)
+    windows = heldout.evaluation_passages(held_out_regions, ratio * latents, count, unseen_in=train_regions)
     return [bytes(int(b) for b in window).decode("utf-8", errors="ignore") for window in windows]
 
 
 def mixed_batches(train_regions, ratios, size: dict, seed: int, steps: int):
     """The sweep's mixed-ratio batches (curriculum over the first size["curriculum"] of `steps`), as a generator
     of context rows."""
-    data = sweep.MixedBatches(train_regions, ratios, size["latents"], size["batch_tokens"], size["continuation"],
+    data = MixedBatches(train_regions, ratios, size["latents"], size["batch_tokens"], size["continuation"],
                               seed=seed + 1000, curriculum_steps=int(round(size["curriculum"] * steps)),
                               balance=size.get("balance", "bytes"))
     for step in itertools.count():
@@ -76,7 +80,7 @@ def mixed_batches(train_regions, ratios, size: dict, seed: int, steps: int):
 def seconds_per_step(method: str, ratios, size: dict, seed: int, train_regions) -> float:
     """One training step's time for `method`, measured with a throwaway cascade on the longest ratio's batches
     (token-balanced, so every ratio costs about the same)."""
-    cascade = sweep.build_cascade(method, size, max(ratios), seed)
+    cascade = recipe.build_cascade(method, size, max(ratios), seed)
     probe = cascade.trainer(learning_rate=0.0)
     batches = mixed_batches(train_regions, [max(ratios)], size, seed, 1)
     cascade.train_step(probe, next(batches))  # the first step allocates: not timed
@@ -88,8 +92,8 @@ def seconds_per_step(method: str, ratios, size: dict, seed: int, train_regions) 
 
 def train(method: str, ratios, size: dict, seed: int, steps: int, train_regions, progress: bool = True):
     """Trains one `method` cascade on the mixed ratios for `steps` steps; returns (cascade, reports)."""
-    cascade = sweep.build_cascade(method, size, max(ratios), seed)
-    trainer = sweep.make_trainer(cascade, size, steps)
+    cascade = recipe.build_cascade(method, size, max(ratios), seed)
+    trainer = recipe.make_trainer(cascade, size, steps)
     log = fit(trainer, mixed_batches(train_regions, ratios, size, seed, steps), steps,
               step_fn=lambda t, batch: dict(cascade.train_step(t, batch), ratio=batch.shape[1] // size["latents"]),
               progress=progress,
@@ -114,12 +118,12 @@ def save_cascade(cascade, output_dir: str, method: str) -> str:
 
 def accuracy_curves_figure(results: dict, method: str = "C3"):
     """Teacher-forced, strict greedy and aligned greedy accuracy by relative position, one panel per ratio.
-    results: {ratio: c3.evaluation.evaluate's metrics}. A greedy "decay" that teacher forcing does not show is error
+    results: {ratio: c3.eval.evaluate's metrics}. A greedy "decay" that teacher forcing does not show is error
     propagation, not information lost from the latents. The figure shows itself in a notebook."""
     ratios = sorted(results)
-    figure = analysis.new_figure(3.6 * len(ratios), 3.0)
+    figure = plots.new_figure(3.6 * len(ratios), 3.0)
     for axis, r in zip(figure.subplots(1, len(ratios), squeeze=False)[0], ratios):
-        surprisal.plot_accuracy_curves({"teacher_forced": results[r]["teacher_decay"],
+        plots.plot_accuracy_curves({"teacher_forced": results[r]["teacher_decay"],
                                         "strict_greedy": results[r]["strict_decay"],
                                         "aligned_greedy": results[r]["decay"]}, title=f"{method}, {r}x", ax=axis)
     return figure
@@ -144,7 +148,7 @@ def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: O
     os.makedirs(output_dir, exist_ok=True)
     config = SIZES[size]
     started = time.perf_counter()
-    train_regions, held_out_regions = sweep.default_regions()
+    train_regions, held_out_regions = heldout.default_regions()
     steps = config["steps"] if steps is None else int(steps)
     if minutes is not None:
         # 85% of the budget trains (the rest evaluates), the same number of steps for every method.
@@ -160,7 +164,7 @@ def run_demo(output_dir: str = "reports/demo", ratios=DEFAULT_RATIOS, minutes: O
         logs[method] = [(report["ratio"], report["loss"]) for report in log]
         save_cascade(cascade, output_dir, method)
         for ratio in ratios:
-            metrics = evaluation.evaluate(cascade, texts[ratio])
+            metrics = evaluate(cascade, texts[ratio])
             metrics.update(ratio=ratio, method=method, steps=len(log), train_seconds=train_seconds,
                            final_loss=log[-1]["loss"],
                            tokens_per_second=float(np.median([r["tokens_per_second"] for r in log])),
@@ -195,22 +199,22 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
     at cascade_path(output_dir, method), which the report tells how to evaluate on one's own text."""
     ratios = sorted(results)
     baselines = baselines or {}
-    plots = {  # each written as PNG (for report.md) and PDF (for a paper)
-        "decay_curves": analysis.plot_decay_curves({r: results[r]["decay"] for r in ratios},
-                                                   title="C3, greedy reconstruction: kept rate by position"),
-        "teacher_forced_decay": analysis.plot_decay_curves({r: results[r]["teacher_decay"] for r in ratios},
-                                                           title="C3, teacher-forced accuracy by position"),
-        "ratio_position_heatmap": analysis.plot_ratio_heatmap(
+    figures = {  # each written as PNG (for report.md) and PDF (for a paper)
+        "decay_curves": plots.plot_decay_curves({r: results[r]["decay"] for r in ratios},
+                                                title="C3, greedy reconstruction: kept rate by position"),
+        "teacher_forced_decay": plots.plot_decay_curves({r: results[r]["teacher_decay"] for r in ratios},
+                                                        title="C3, teacher-forced accuracy by position"),
+        "ratio_position_heatmap": plots.plot_ratio_heatmap(
             ratios, np.stack([results[r]["decay"]["accuracy"] for r in ratios]),
             title="C3, greedy reconstruction: kept rate by ratio and position"),
-        "precision_vs_ratio": analysis.plot_precision_vs_ratio(
+        "precision_vs_ratio": plots.plot_precision_vs_ratio(
             ratios, [results[r]["fox_precision"] for r in ratios], [results[r]["edit_distance"] for r in ratios]),
     }
-    plots["accuracy_curves"] = accuracy_curves_figure(results)
+    figures["accuracy_curves"] = accuracy_curves_figure(results)
     if logs:
-        plots["learning_curves"] = sweep.learning_curves_figure(logs, ratios, seed)
-    for name, figure in plots.items():
-        analysis.save_figure(figure, os.path.join(output_dir, name), formats=("png", "pdf"))
+        figures["learning_curves"] = learning_curves_figure(logs, ratios, seed)
+    for name, figure in figures.items():
+        plots.save_figure(figure, os.path.join(output_dir, name), formats=("png", "pdf"))
     steps = results[ratios[0]]["steps"]
     budget = f"{steps} steps each" + ("" if minutes is None else f", sized to a budget of {minutes:g} minutes")
     lines = ["# c3 demo: where the information goes", "",
@@ -256,7 +260,7 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
                   f"{4 * config['latents']} bytes is read at 4x; the cascades were trained on texts of "
                   f"{ratios[0] * config['latents']} to {ratios[-1] * config['latents']} bytes, so cut longer text into "
                   "pieces of that length. In Python: `c3.Cascade.load(path)` and "
-                  "`c3.evaluation.evaluate(cascade, texts)`.", ""]
+                  "`c3.evaluate(cascade, texts)`.", ""]
     if logs:
         lines += ["## Training loss by ratio", "",
                   "Mean training loss (nats per byte) of each ratio's steps, by quarter of the run. A loss that still "
@@ -286,11 +290,11 @@ def write_report(output_dir: str, results: dict, config: dict, size: str, second
     for r in ratios:
         for reference, hypothesis in results[r]["examples"][:1]:
             lines += [f"**{r}x** reference: `{reference!r}`", "", f"reconstruction: `{hypothesis!r}`", ""]
-    analysis.write_text_atomically(os.path.join(output_dir, "report.md"), "\n".join(lines) + "\n")
-    analysis.write_text_atomically(os.path.join(output_dir, "results.json"),
+    _core.write_file_atomically(os.path.join(output_dir, "report.md"), "\n".join(lines) + "\n")
+    _core.write_file_atomically(os.path.join(output_dir, "results.json"),
                                    json.dumps(_serialisable(results), indent=2))
     if baselines:
-        analysis.write_text_atomically(os.path.join(output_dir, "baselines.json"), json.dumps(
+        _core.write_file_atomically(os.path.join(output_dir, "baselines.json"), json.dumps(
             {method: _serialisable(table) for method, table in baselines.items()}, indent=2))
 
 

@@ -33,11 +33,11 @@ import json
 import os
 import sys
 import time
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
-from . import _core, text_files
+from .. import _core, text_files
 
 SHARD_FORMAT = "c3.distributed/1"
 
@@ -141,8 +141,8 @@ def results_path(work: str, shard: str) -> str:
 
 def compress_shard(cascade, work: str, shard: str, texts: List[str], batch_size: int, truncate: bool) -> dict:
     """Latents of a shard, batch by batch, saved with their metadata, as `c3 compress` saves a file's."""
-    from .cascade import save_latents
-    from .evaluation import batch_slices, source_rows
+    from ..cascade import save_latents
+    from .scoring import batch_slices, source_rows
 
     rows, _ = source_rows(cascade, texts, truncate, "--truncate")
     latents = np.concatenate([cascade.compress(rows[part]) for part in batch_slices(len(rows), batch_size)])
@@ -154,7 +154,7 @@ def compress_shard(cascade, work: str, shard: str, texts: List[str], batch_size:
 
 def evaluate_shard(cascade, work: str, shard: str, texts: List[str], options: dict) -> dict:
     """evaluation.evaluate_part of a shard, saved with the settings it was made with."""
-    from .evaluation import evaluate_part
+    from .scoring import evaluate_part
 
     part = evaluate_part(cascade, texts, truncate=options["truncate"], max_new_tokens=options["max_new_tokens"],
                          batch_size=options["batch_size"], examples=options["examples"],
@@ -173,7 +173,7 @@ class ShardWorker:
     """Holds one loaded cascade; Ray runs it as an actor (num_cpus = threads), use_ray=False in this process."""
 
     def __init__(self, cascade_path: str, threads: int = 1):
-        from . import set_num_threads
+        from .. import set_num_threads
 
         set_num_threads(int(threads))
         self.cascade_path, self._cascade = cascade_path, None
@@ -183,7 +183,7 @@ class ShardWorker:
         """The cascade, loaded on first use: an actor answers pid() as soon as it runs, which is how Pool tells an
         actor that Ray cannot place from one that is loading."""
         if self._cascade is None:
-            from .cascade import Cascade
+            from ..cascade import Cascade
 
             self._cascade = Cascade.load(self.cascade_path)
         return self._cascade
@@ -516,7 +516,7 @@ def evaluate(source: str, cascade_path: str, work: str, *, use_ray: bool = True,
     """evaluation.evaluate of a corpus, shard by shard: the same metrics (as `c3 eval`), from the shards'
     evaluation.evaluate_part results merged by evaluation.merge_parts. The work directory keeps every shard's
     results, so an interrupted evaluation resumes."""
-    from .evaluation import merge_parts
+    from .scoring import merge_parts
 
     shards = plan_shards(source, shard_size)
     pool = _open_pool(cascade_path, pool, use_ray, address, actors, threads)

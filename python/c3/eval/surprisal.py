@@ -19,7 +19,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from . import _core, analysis
+from .. import _core, analysis
 
 LN2 = math.log(2.0)
 
@@ -191,48 +191,3 @@ def accuracy_curves(references: Sequence, hypotheses: Sequence, teacher_correct:
         strict_greedy=analysis.decay_curve([strict_correct(r, h) for r, h in zip(references, hypotheses)], bins=bins),
         aligned_greedy=analysis.decay_curve([aligned_correct(r, h) for r, h in zip(references, hypotheses)],
                                             bins=bins))
-
-
-# ---- plots ----------------------------------------------------------------------------------------------------
-def _axes(ax, width=6.4, height=4.0):
-    if ax is not None:
-        return ax.figure, ax
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height))
-    FigureCanvasAgg(figure)
-    return figure, figure.add_subplot(1, 1, 1)
-
-
-def plot_error_heatmap(table: dict, title: str = "Error rate by position and surprisal", ax=None):
-    """The error_table's rate as a heatmap: relative position across, surprisal bins up."""
-    figure, ax = _axes(ax)
-    rate = np.asarray(table["rate"], np.float64)
-    image = ax.imshow(rate.T, origin="lower", aspect="auto", cmap="magma_r", vmin=0.0,
-                      vmax=max(1e-9, float(np.nanmax(rate)) if np.isfinite(rate).any() else 1.0),
-                      extent=(0.0, 1.0, 0, rate.shape[1]))
-    edges = table["surprisal_edges"]
-    ax.set_yticks(np.arange(rate.shape[1]) + 0.5)
-    ax.set_yticklabels([f"{edges[j]:.1f}-{edges[j + 1]:.1f}" for j in range(rate.shape[1])])
-    ax.set_xlabel("relative position in the text")
-    ax.set_ylabel("prior surprisal (bits)")
-    ax.set_title(title)
-    figure.colorbar(image, ax=ax, label="error rate")
-    return figure
-
-
-def plot_accuracy_curves(curves: dict, title: str = "Accuracy by position", ax=None):
-    """The three accuracy_curves on one axis, with binomial standard-error bands."""
-    figure, ax = _axes(ax)
-    for name, curve in curves.items():
-        position, accuracy = curve["position"], curve["accuracy"]
-        ax.plot(position, accuracy, marker=".", label=name.replace("_", " "))
-        stderr = np.nan_to_num(curve["stderr"])
-        ax.fill_between(position, accuracy - stderr, accuracy + stderr, alpha=0.2)
-    ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel("relative position in the text")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.legend(loc="lower left")
-    return figure

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import _core
+from .. import _core
 
 LN2 = math.log(2.0)
 
@@ -21,7 +21,12 @@ def continuation_nats(model, contexts, context_mask, continuations, continuation
     `model` is a c3._core.CascadeModel; contexts [B, Lc] left-padded, continuations [B, La] right-padded (no stop
     token)."""
     latents, latent_mask = model.compress_with_mask(contexts, context_mask)
-    scores = model.score(latents, continuations, continuation_mask, latent_mask=latent_mask)
+    return row_nats(model.score(latents, continuations, continuation_mask, latent_mask=latent_mask))
+
+
+def row_nats(scores: dict) -> np.ndarray:
+    """Per-row sum of -ln p over the valid positions of a score result (CascadeModel.score, Cascade.score),
+    float64 [B]."""
     log_probability = np.where(scores["valid"], scores["log_probability"].astype(np.float64), 0.0)
     return -log_probability.sum(axis=1)
 
