@@ -61,6 +61,6 @@ def load_model(directory: str, storage: str = "float32", compute: str = "float32
     return model
 
 from ._core import CascadeModel, CascadeTrainer  # noqa: E402,F401
-from .cascade import OFFICIAL_PROMPT, Cascade, byte_tokenizer, load_latents, save_latents  # noqa: E402,F401
+from .cascade import OFFICIAL_PROMPT, Cascade, LongLatents, byte_tokenizer, load_latents, save_latents  # noqa: E402,F401
 
 from . import analysis, corpus  # noqa: E402,F401

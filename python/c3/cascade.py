@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -81,6 +81,29 @@ def _source_token_counts(source_tokens, rows: int) -> np.ndarray:
         row = int(np.argmax(bad))
         raise _core.C3ValueError(f"{wrong}, got {counts[row].item()!r} at row {row}")
     return counts.astype(np.int64)
+
+
+class LongLatents(NamedTuple):
+    """One document's chunked latents (Cascade.compress_long): latents [K, N, d_dec] float32, one block of N per
+    chunk; offsets [K] and lengths [K] int64, each chunk's first token in the document and its token count;
+    source_tokens, the document's token count (the sum of lengths). An empty document has K = 0. Save them with
+    save_latents(path, long.latents, cascade, chunk_offsets=long.offsets, chunk_lengths=long.lengths)."""
+    latents: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    source_tokens: int
+
+
+def _chunk_positions(values, name: str) -> np.ndarray:
+    """Chunk offsets or lengths as int64 (C++ checks what they must be); anything but a list of integers is a
+    c3.C3ValueError."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise _core.ShapeError(f"{name} must be a list of integers, one per row of latents, got shape "
+                               f"{list(array.shape)}")
+    if array.size and array.dtype.kind not in "iu":
+        raise _core.C3ValueError(f"{name} must be integers, got an array of {array.dtype}")
+    return array.astype(np.int64)
 
 
 def _stop_token(tokenizer) -> int:
@@ -303,6 +326,29 @@ class Cascade:
         ids, mask = self.context_batch(_rows(texts), truncate=truncate)
         return self.model.compress(ids, mask)
 
+    def compress_long(self, texts, chunk_tokens: int, batch_chunks: int = 32) -> list:
+        """Texts (or token-id rows) of any length -> one LongLatents per text: its tokens cut into consecutive
+        chunks of chunk_tokens tokens (the last one shorter), each compressed into N latents exactly as compress
+        compresses that chunk alone. The chunks of all texts run in batches of at most batch_chunks, so memory is
+        one batch's activations however long the texts; only the latents, K x N x d_dec per text, grow with them
+        (include/c3/cascade/chunks.hpp). chunk_tokens runs from 1 to max_context_tokens. Only methods whose latent
+        block is N rows wide chunk: c3 and the baselines but no_context and full_context (a C3ValueError)."""
+        rows = _rows(texts)
+        rows = self.tokenize(rows) if isinstance(rows[0], str) else [np.asarray(row) for row in rows]
+        chunk_tokens, batch_chunks = int(chunk_tokens), int(batch_chunks)
+        if not 1 <= chunk_tokens <= self.max_context_tokens:
+            raise _core.C3ValueError(f"chunk_tokens must be between 1 and {self.max_context_tokens} (the longest "
+                                     f"context this cascade's encoder reads), got {chunk_tokens}")
+        if batch_chunks < 1:
+            raise _core.C3ValueError(f"batch_chunks must be at least 1, got {batch_chunks}")
+        for index, row in enumerate(rows):
+            if row.ndim != 1:
+                raise _core.ShapeError(f"text {index}: token ids must be one row, got shape {list(row.shape)}")
+        rows = [row.astype(np.int32) if row.size == 0 else row for row in rows]  # [] is a float array
+        results = self.model.compress_chunks(rows, chunk_tokens, batch_chunks)
+        return [LongLatents(latents, offsets, lengths, int(len(row)))
+                for row, (latents, offsets, lengths) in zip(rows, results)]
+
     def encode(self, texts, truncate: bool = False):
         """(latents [B, W, d_dec], latent mask [B, W] or None): as compress, with the mask that full_context
         needs for contexts of unequal length (pass it to score and reconstruct as latent_mask)."""
@@ -381,30 +427,44 @@ class Cascade:
 
 
 def save_latents(path: str, latents: np.ndarray, cascade: Optional[Cascade] = None, source_tokens=None,
-                 metadata: Optional[dict] = None) -> None:
+                 metadata: Optional[dict] = None, chunk_offsets=None, chunk_lengths=None) -> None:
     """Latents [B, N, d] with their metadata (cascade identity, N, source token counts, a SHA-256 checksum of the
-    data) as safetensors, written by C++ (io::write_latents). Non-finite latents are a c3.C3ValueError."""
+    data) as safetensors, written by C++ (io::write_latents). Non-finite latents are a c3.C3ValueError.
+
+    chunk_offsets and chunk_lengths (together, one per row) make the file one document's chunked latents, as
+    Cascade.compress_long gives them (LongLatents.offsets, .lengths); source_tokens then default to the chunk
+    lengths, and C++ checks that the chunks are consecutive (each starts where the previous one ends)."""
     latents = np.asarray(latents, dtype=np.float32)
     if latents.ndim != 3:
         raise _core.ShapeError(f"latents must be [batch, N, d], got shape {latents.shape}")
+    if (chunk_offsets is None) != (chunk_lengths is None):
+        raise _core.C3ValueError("chunk_offsets and chunk_lengths go together")
+    if chunk_offsets is not None:
+        chunk_offsets = _chunk_positions(chunk_offsets, "chunk_offsets")
+        chunk_lengths = _chunk_positions(chunk_lengths, "chunk_lengths")
+        if source_tokens is None and len(chunk_lengths) == latents.shape[0]:  # else C++ names the mismatch
+            source_tokens = chunk_lengths
     meta = {f"user.{k}": str(v) for k, v in (metadata or {}).items()}
     if cascade is not None:
         meta["c3.cascade"] = cascade.identity()
     if source_tokens is not None:
         source_tokens = _source_token_counts(source_tokens, latents.shape[0])
     counts = None if source_tokens is None else np.asarray(source_tokens, dtype=np.float64).reshape(-1)
-    _core.write_latents(str(path), latents, counts, meta)
+    _core.write_latents(str(path), latents, counts, meta, chunk_offsets, chunk_lengths)
 
 
 def load_latents(path: str, cascade: Optional[Cascade] = None):
     """(latents, metadata). With a cascade, checks that it is the one that made them (its identity covers every
     weight). The file is checked in C++ (kind, rank 3, N against the metadata, finite values, and the data against
     its c3.checksum where the file has one; files written before checksums have none); any mismatch is a
-    c3.FormatError."""
-    latents, metadata, source_tokens = _core.read_latents(str(path))
+    c3.FormatError. A file of one document's chunked latents (save_latents with chunk_offsets) gives
+    metadata["chunk_offsets"] and metadata["chunk_lengths"] (int64 [B]), checked to be consecutive chunks."""
+    latents, metadata, source_tokens, chunks = _core.read_latents(str(path), chunks=True)
     if cascade is not None and metadata.get("c3.cascade") not in (None, cascade.identity()):
         raise _core.C3ValueError(f"{path}: latents were made by cascade {metadata['c3.cascade']}, "
                                  f"not by this one ({cascade.identity()})")
     if source_tokens is not None:
         metadata["source_tokens"] = source_tokens
+    if chunks is not None:
+        metadata["chunk_offsets"], metadata["chunk_lengths"] = chunks
     return latents, metadata

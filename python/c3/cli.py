@@ -179,6 +179,8 @@ def _check_paths(args) -> None:
     """Every path an option names, before any work starts: inputs exist and can be read, outputs can be written,
     and no output names an input."""
     paths = dict(args.paths, **(args.ray_paths if getattr(args, "ray", None) is not None else {}))
+    if getattr(args, "chunk_tokens", None) is not None:
+        paths["output"] = "saved_directory"  # c3 compress --chunk-tokens writes a folder as a whole
     named = {"--" + destination.replace("_", "-"): (getattr(args, destination), kind)
              for destination, kind in paths.items() if getattr(args, destination) is not None}
     for flag, (path, kind) in named.items():
@@ -266,6 +268,9 @@ def command_compress(args):
     from .cascade import Cascade, save_latents
     from .eval.scoring import batch_slices, source_rows
 
+    if args.chunk_tokens is not None:
+        _compress_in_chunks(args)
+        return
     if args.ray is not None:
         from .eval import distributed
 
@@ -282,6 +287,49 @@ def command_compress(args):
     # The token counts the latents hold (after any cut): reconstruct sizes its default length by them.
     save_latents(args.output, latents, cascade, source_tokens=[len(row) for row in rows])
     _print_json({"output": args.output, "shape": list(latents.shape), "truncated": len(cut)})
+
+
+CHUNKED_FILE = "text-{:05d}.safetensors"  # c3 compress --chunk-tokens: one latents file per text, in text order
+
+
+def _compress_in_chunks(args) -> None:
+    """c3 compress --chunk-tokens: every text, of any length, cut into chunks of that many tokens and compressed
+    (Cascade.compress_long); --output is a folder with one latents file per text (CHUNKED_FILE, with its chunk
+    offsets and lengths), written as a whole by c3's directory writer."""
+    from .cascade import Cascade, save_latents
+    from .eval.scoring import batch_slices
+
+    if args.ray is not None:
+        raise _core.C3ValueError("--chunk-tokens does not go with --ray")
+    if args.truncate:
+        raise _core.C3ValueError("--chunk-tokens compresses texts of any length: leave out --truncate")
+    texts = _read_texts_file(args.texts)
+    # The directory writer keeps an old folder's other entries: latents of an earlier, longer run would stay
+    # beside the new ones as if they were this run's.
+    if os.path.isdir(args.output):
+        written = {CHUNKED_FILE.format(index) for index in range(len(texts))}
+        stale = sorted(name for name in os.listdir(args.output)
+                       if name.startswith("text-") and name.endswith(".safetensors") and name not in written)
+        if stale:
+            raise _core.C3IOError(f"--output {args.output}: holds {stale[0]}, latents of another run that this run of "
+                                  f"{len(texts)} texts would not replace; remove it or write elsewhere")
+    cascade = Cascade.load(args.cascade)
+    if args.chunk_tokens > cascade.max_context_tokens:
+        raise _core.C3ValueError(f"--chunk-tokens {args.chunk_tokens}: this cascade's encoder reads at most "
+                                 f"{cascade.max_context_tokens} tokens at once")
+    rows = cascade.tokenize(texts)
+    chunks = []
+
+    def fill(staging: str) -> None:
+        for part in batch_slices(len(rows), args.batch_size, not args.quiet, "compressing"):
+            for index, long in zip(range(part.start, part.stop),
+                                   cascade.compress_long(rows[part], args.chunk_tokens, args.batch_size)):
+                save_latents(os.path.join(staging, CHUNKED_FILE.format(index)), long.latents, cascade,
+                             chunk_offsets=long.offsets, chunk_lengths=long.lengths)
+                chunks.append(len(long.offsets))
+
+    _core.write_directory_atomically(args.output, fill)
+    _print_json({"output": args.output, "files": len(rows), "chunks": sum(chunks), "chunk_tokens": args.chunk_tokens})
 
 
 def command_reconstruct(args):
@@ -457,6 +505,7 @@ JOBS = _Number(int, 1, 1024)
 SHARES = _Number(int, 0, _core.max_data_parallel_shares)
 PASSAGES = _Number(int, 1, 10 ** 7)
 MAX_NEW_TOKENS = _Number(int, 1, 2 ** 24)
+CHUNK_TOKENS = _Number(int, 1, 2 ** 24)  # the cascade's own limit (its encoder's context) is checked on loading it
 # What a --config file may set: the settings of c3 train, each through the converter of its option.
 TRAIN_NUMBERS = dict(latents=LATENTS, ratio=RATIO, steps=STEPS, batch=BATCH, learning_rate=LEARNING_RATE,
                      hidden_size=HIDDEN_SIZE, layers=LAYERS, seed=SEED)
@@ -607,14 +656,22 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                          help=f"texts per {text} call")
 
     compress = command("compress", command_compress, "compress texts into a latents file (safetensors, with the "
-                       "cascade's identity and the texts' token counts)",
+                       "cascade's identity and the texts' token counts); with --chunk-tokens, texts of any length "
+                       "into a folder of one latents file per text",
                        "c3 compress --cascade casc --texts texts.txt --output latents.safetensors",
                        dict(cascade="model", texts="file", output="output_file"))
     cascade_option(compress, "cascade directory (from c3 train, or an official C3 checkpoint)")
     texts_option(compress)
-    compress.add_argument("--output", required=True, metavar="FILE", help="latents file to write (safetensors)")
+    compress.add_argument("--output", required=True, metavar="FILE",
+                          help="latents file to write (safetensors); with --chunk-tokens a folder, written as a whole")
     truncate_option(compress, "")
-    batch_size_option(compress, "encoder")
+    batch_size_option(compress, "encoder (with --chunk-tokens: chunks per encoder call, texts per group)")
+    compress.add_argument("--chunk-tokens", type=CHUNK_TOKENS, metavar="TOKENS",
+                          help="compress each text, of any length, in consecutive chunks of this many tokens (at most "
+                          "the encoder's context), each into N latents, and write --output as a folder with one "
+                          "latents file per text: text-00000.safetensors, text-00001.safetensors, ... in the texts' "
+                          "order, each holding the text's chunks [K, N, d] with their token offsets and lengths "
+                          "(c3.load_latents gives them as chunk_offsets and chunk_lengths)")
     distributed.add_arguments(compress, "compress", _Number)
 
     reconstruct = command("reconstruct", command_reconstruct, "reconstruct texts from a latents file (greedy "

@@ -6,6 +6,7 @@
 #include "trainer_state.hpp"
 #include <climits>
 
+#include "c3/cascade/chunks.hpp"
 #include "c3/io/c3_checkpoint.hpp"
 #include "c3/train/cascade_trainer.hpp"
 
@@ -257,6 +258,41 @@ void bind_cascade(py::module_& m) {
              py::arg("contexts"), py::arg("attention_mask") = py::none(),
              "(latents [B, W, d_dec], their mask [B, W] or None when every row is real): full_context masks the "
              "contexts' padding.")
+        .def("compress_chunks",
+             [](const CascadeModel& self, const py::iterable& ids_list, size_t chunk_tokens, size_t batch_chunks) {
+                 std::vector<std::vector<int32_t>> documents;
+                 for (py::handle item : ids_list) {
+                     py::array array = py::array::ensure(item);
+                     C3_CHECK(array && array.ndim() == 1, ShapeError, "document ", documents.size(),
+                              ": token ids must be a 1-d integer array");
+                     const std::string what = "document " + std::to_string(documents.size());
+                     documents.push_back(ids_from_array(array.reshape({py::ssize_t(1), array.shape(0)}), what.c_str()));
+                 }
+                 std::vector<TokenSpan> spans;
+                 for (const std::vector<int32_t>& document : documents)
+                     spans.push_back({document.data(), document.size()});
+                 std::vector<ChunkedLatents<float>> results;
+                 {
+                     py::gil_scoped_release release;
+                     results = compress_chunks(self, spans, chunk_tokens, batch_chunks);
+                 }
+                 py::list out;
+                 for (ChunkedLatents<float>& result : results) {
+                     check_compressed(self, result.latents);
+                     const size_t chunks = result.chunks();
+                     out.append(py::make_tuple(
+                         move_to_array(std::move(result.latents),
+                                       {chunks, self.config.num_latents, self.config.decoder.hidden_size}),
+                         move_to_array(std::move(result.offsets), {chunks}),
+                         move_to_array(std::move(result.lengths), {chunks})));
+                 }
+                 return out;
+             },
+             py::arg("ids_list"), py::arg("chunk_tokens"), py::arg("batch_chunks") = 32,
+             "Documents of any length (a list of 1-d token-id arrays) -> one (latents [K, N, d_dec], offsets [K], "
+             "lengths [K]) per document: its K consecutive chunks of chunk_tokens tokens (the last one shorter), each "
+             "compressed as compress compresses it alone, in batches of at most batch_chunks chunks (include/c3/"
+             "cascade/chunks.hpp).")
         .def("reconstruct",
              [](const CascadeModel& self, py::object latents_object, size_t max_new_tokens,
                 std::optional<std::vector<int32_t>> stop_tokens, bool sample, double temperature, size_t top_k,

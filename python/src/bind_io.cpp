@@ -290,7 +290,7 @@ void bind_io(py::module_& m) {
           },
           py::arg("path"), "The __metadata__ map of a .safetensors file.");
     m.def("read_latents",
-          [](const std::string& path) {
+          [](const std::string& path, bool chunks) {
               std::optional<io::LatentsFile> file;
               {
                   py::gil_scoped_release release;
@@ -302,13 +302,27 @@ void bind_io(py::module_& m) {
                   source_tokens = move_to_array(std::move(file->source_tokens), {batch});
               }
               const Shape shape = file->shape;
-              return py::make_tuple(move_to_array(std::move(file->latents), shape), file->metadata, source_tokens);
+              py::tuple result = py::make_tuple(move_to_array(std::move(file->latents), shape), file->metadata,
+                                                source_tokens);
+              if (!chunks) return result;
+              py::object spans = py::none();
+              if (file->has_chunks)
+                  spans = py::make_tuple(move_to_array(std::move(file->chunks.offsets), {shape[0]}),
+                                         move_to_array(std::move(file->chunks.lengths), {shape[0]}));
+              return py::tuple(result + py::make_tuple(spans));
           },
-          py::arg("path"),
-          "A c3 latents file, checked: (latents [batch, N, d] float32, metadata, source_tokens [batch] int64 or None).");
+          py::arg("path"), py::arg("chunks") = false,
+          "A c3 latents file, checked: (latents [batch, N, d] float32, metadata, source_tokens [batch] int64 or None), "
+          "and with chunks=True a fourth item: (chunk offsets [batch], chunk lengths [batch]) int64, or None for a "
+          "file that holds no document's chunks.");
     m.def("write_latents",
           [](const std::string& path, const py::object& latents_object, const py::object& source_tokens_object,
-             const py::object& metadata) {
+             const py::object& metadata, std::optional<std::vector<int64_t>> chunk_offsets,
+             std::optional<std::vector<int64_t>> chunk_lengths) {
+              C3_CHECK(chunk_offsets.has_value() == chunk_lengths.has_value(), ValueError,
+                       "chunk_offsets and chunk_lengths go together");
+              std::optional<io::LatentChunks> chunks;
+              if (chunk_offsets) chunks = io::LatentChunks{std::move(*chunk_offsets), std::move(*chunk_lengths)};
               auto latents = Array<float>::ensure(latents_object);
               C3_CHECK(latents, ValueError, "latents must be a float array");
               const Shape shape = array_shape(latents);
@@ -327,11 +341,14 @@ void bind_io(py::module_& m) {
               }
               const io::Metadata entries = metadata_from_python(metadata);
               py::gil_scoped_release release;
-              io::write_latents(path, shape, latents.data(), source_tokens, has_source_tokens, entries);
+              io::write_latents(path, shape, latents.data(), source_tokens, has_source_tokens, entries,
+                                chunks ? &*chunks : nullptr);
           },
           py::arg("path"), py::arg("latents"), py::arg("source_tokens") = py::none(), py::arg("metadata") = py::none(),
+          py::arg("chunk_offsets") = py::none(), py::arg("chunk_lengths") = py::none(),
           "Write a c3 latents file (as read_latents reads it): latents [batch, N, d] as F32, the source token counts, "
-          "the metadata given, and c3.kind, c3.num_latents and c3.checksum (SHA-256 of the data).");
+          "the metadata given, and c3.kind, c3.num_latents and c3.checksum (SHA-256 of the data); with chunk_offsets "
+          "and chunk_lengths (one per row), one document's chunked latents (io/latents.hpp).");
     m.def("sha256",
           [](const py::bytes& data) {
               const std::string bytes = data;

@@ -43,15 +43,7 @@ private:
 };
 
 CascadeConfig tiny_cascade() {
-    CascadeConfig c;
-    c.encoder = c.decoder = c3::testing::small_config();
-    c.encoder.vocab_size = c.decoder.vocab_size = 20;
-    c.encoder.max_position_embeddings = c.decoder.max_position_embeddings = 32;
-    c.decoder.tie_word_embeddings = true;
-    c.num_latents = 3;
-    c.latent_start_token = 17;
-    c.latent_end_token = 18;
-    c.latent_pad_token = 19;
+    CascadeConfig c = c3::testing::small_cascade_config(32);
     c.stop_tokens = {4};
     return c;
 }

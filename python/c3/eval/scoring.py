@@ -56,7 +56,9 @@ def score_rows(cascade, rows: Sequence, batch_size: Optional[int] = None, recons
     lists: ``correct`` (int8: the decoder, fed the true prefix after the row's latents, predicts each answer
     token, the row's tokens then the stop token), ``bits`` (float64: -log2 p of each of those tokens),
     ``hypotheses`` (int32 greedy reconstructions, as long as Cascade.default_max_new_tokens of the batch or
-    `max_new_tokens`; None when reconstruct is False) and ``continuation_nats`` (float: -ln p of the row's
+    `max_new_tokens`), ``strict`` and ``aligned`` (int8 per reference token: the reconstruction's i-th token is
+    the reference's i-th; the Levenshtein alignment keeps it) (these three None when reconstruct is False) and
+    ``continuation_nats`` (float: -ln p of the row's
     continuation tokens given its latents, no stop token; None without `continuations`, one per row)."""
     if continuations is not None and len(continuations) != len(rows):
         raise _core.ShapeError(f"{len(rows)} rows against {len(continuations)} continuations")
@@ -77,7 +79,12 @@ def score_rows(cascade, rows: Sequence, batch_size: Optional[int] = None, recons
         if continuations is not None:
             following += continuation.row_nats(cascade.score(latents, continuations[part],
                                                              latent_mask=latent_mask)).tolist()
-    return dict(correct=correct, bits=bits, hypotheses=hypotheses, continuation_nats=following)
+    strict = aligned = None
+    if reconstruct:
+        strict = [surprisal.strict_correct(row, hypothesis) for row, hypothesis in zip(rows, hypotheses)]
+        aligned = [surprisal.aligned_correct(row, hypothesis) for row, hypothesis in zip(rows, hypotheses)]
+    return dict(correct=correct, bits=bits, hypotheses=hypotheses, strict=strict, aligned=aligned,
+                continuation_nats=following)
 
 
 def evaluate(cascade, texts: Sequence[str], truncate: bool = False, max_new_tokens: Optional[int] = None,
@@ -126,8 +133,7 @@ def evaluate_part(cascade, texts: Sequence[str], truncate: bool = False, max_new
     hypotheses = [cascade.tokenizer.decode(row) for row in hypothesis_ids]
     decay = analysis.position_profile(references, hypothesis_ids, bins=DECAY_BINS)
     teacher_decay = _core.correctness_profile(teacher, bins=DECAY_BINS)
-    strict_decay = _core.correctness_profile([surprisal.strict_correct(reference, hypothesis) for reference, hypothesis
-                                              in zip(references, hypothesis_ids)], bins=DECAY_BINS)
+    strict_decay = _core.correctness_profile(scores["strict"], bins=DECAY_BINS)
     return dict(
         source_tokens=[len(row) for row in references],
         token_accuracy=analysis.token_accuracy_batch(references, hypothesis_ids)["accuracy"].tolist(),

@@ -6,8 +6,8 @@ and PDF, JSON) on where the information is lost. Each trained cascade is kept in
     c3 demo --output reports/demo [--ratios 2,4,8] [--steps 8000 | --minutes 10] [--size default|tiny] [--seed 0]
 
 Every ratio keeps N latents fixed and changes the passage length (ratio = passage bytes / N). The recipe is the
-sweep's (c3.sweep) with a shallower model (3 layers, rotary base 10^3, more steps in the same time): each method
-trains ONE model on contexts of mixed length, the ratios unlocked in increasing order over the first part of the steps
+sweep's (c3.experiments.recipe) with a shallower model (3 layers, rotary base 10^3, more steps in the same time): each
+method trains ONE model on contexts of mixed length, the ratios unlocked in increasing order over the first part of the steps
 (a cascade trained on every ratio at once from the start stays at its language-model prior), every step holding about
 the same number of context bytes, and each step's ratio drawn in proportion to its length, so that every ratio trains
 on about the same number of passages. C3, mean pooling and truncation (the same decoder and N) train the same number

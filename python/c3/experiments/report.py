@@ -461,7 +461,7 @@ def _compute_lines(results: dict, methods) -> list:
         return []
     reference = (compute.get("c3") or {}).get("training_flops")
     lines = ["## Training compute", "",
-             "Estimated training FLOPs per run (sweep.training_flops: 6 x matmul parameters x tokens + attention "
+             "Estimated training FLOPs per run (recipe.training_flops: 6 x matmul parameters x tokens + attention "
              "6 x layers x tokens^2 x width, per part each method runs, each step's ratio in expectation over the "
              "curriculum).", "",
              "| method | steps | training FLOPs | relative to c3 |", "|---|---|---|---|"]
