@@ -26,6 +26,7 @@ public:
     }
 
     Sha256& update(const void* data, size_t size) {
+        if (size == 0) return *this;  // data may then be null (an empty vector's), which memcpy may not be given
         const auto* bytes = static_cast<const uint8_t*>(data);
         length_ += uint64_t(size);
         if (buffered_) {  // fill the partial block first
