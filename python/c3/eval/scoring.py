@@ -56,9 +56,9 @@ def score_rows(cascade, rows: Sequence, batch_size: Optional[int] = None, recons
     lists: ``correct`` (int8: the decoder, fed the true prefix after the row's latents, predicts each answer
     token, the row's tokens then the stop token), ``bits`` (float64: -log2 p of each of those tokens),
     ``hypotheses`` (int32 greedy reconstructions, as long as Cascade.default_max_new_tokens of the batch or
-    `max_new_tokens`), ``strict`` and ``aligned`` (int8 per reference token: the reconstruction's i-th token is
-    the reference's i-th; the Levenshtein alignment keeps it) (these three None when reconstruct is False) and
-    ``continuation_nats`` (float: -ln p of the row's
+    `max_new_tokens`) and ``strict`` (int8 per reference token: the reconstruction's i-th token is the
+    reference's i-th) (both None when reconstruct is False; the aligned kept rate needs an alignment per row, which
+    callers that want it make: surprisal.aligned_correct) and ``continuation_nats`` (float: -ln p of the row's
     continuation tokens given its latents, no stop token; None without `continuations`, one per row)."""
     if continuations is not None and len(continuations) != len(rows):
         raise _core.ShapeError(f"{len(rows)} rows against {len(continuations)} continuations")
@@ -79,12 +79,10 @@ def score_rows(cascade, rows: Sequence, batch_size: Optional[int] = None, recons
         if continuations is not None:
             following += continuation.row_nats(cascade.score(latents, continuations[part],
                                                              latent_mask=latent_mask)).tolist()
-    strict = aligned = None
+    strict = None
     if reconstruct:
         strict = [surprisal.strict_correct(row, hypothesis) for row, hypothesis in zip(rows, hypotheses)]
-        aligned = [surprisal.aligned_correct(row, hypothesis) for row, hypothesis in zip(rows, hypotheses)]
-    return dict(correct=correct, bits=bits, hypotheses=hypotheses, strict=strict, aligned=aligned,
-                continuation_nats=following)
+    return dict(correct=correct, bits=bits, hypotheses=hypotheses, strict=strict, continuation_nats=following)
 
 
 def evaluate(cascade, texts: Sequence[str], truncate: bool = False, max_new_tokens: Optional[int] = None,

@@ -260,7 +260,8 @@ def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior
     references, hypotheses, teacher = contexts, scores["hypotheses"], scores["correct"]
     reconstruction_bits, nats = scores["bits"], float(np.sum(scores["continuation_nats"]))
     continuation_bytes = sum(len(c) for c in continuations)  # byte-level: one token per byte
-    strict, aligned = scores["strict"], scores["aligned"]
+    strict = scores["strict"]
+    aligned = [surprisal.aligned_correct(r, h) for r, h in zip(references, hypotheses)]
     bits = prior(references)
     teacher_table = surprisal.error_table([1 - c for c in teacher], bits)
     aligned_table = surprisal.error_table([1 - c for c in aligned], bits, edges=teacher_table["surprisal_edges"])
