@@ -374,14 +374,116 @@ class Cascade:
             return [row[:length][row[:length] != self.stop_token] for row, length in zip(tokens, lengths)]
         return self.decode(tokens, lengths)
 
-    def score(self, latents: np.ndarray, texts, latent_mask=None) -> dict:
+    def score(self, latents: np.ndarray, texts, latent_mask=None, task: Optional[str] = None) -> dict:
         """Teacher-forced scores of the reference texts given latents: per-position log_probability, rank,
-        predicted, correct, valid [B, L] (the stop token excluded)."""
+        predicted, correct, valid [B, L] (the stop token excluded). task "continue": the texts are what follows
+        each context, asked for by the task's suffix (task_ids) in place of the prompt's."""
         ids, mask = self.answer_batch(_rows(texts), add_stop=False)
-        scores = self.model.score(latents, ids, mask, latent_mask=latent_mask)
+        task_arguments = {}
+        if task is not None:
+            task_arguments = dict(task=np.tile(self.task_ids(task), (len(ids), 1)))
+        scores = self.model.score(latents, ids, mask, latent_mask=latent_mask, **task_arguments)
         scores["correct"] = (scores["rank"] == 0) & scores["valid"]
         scores["reference"] = ids
         return scores
+
+    # ---- documents: a decoder prompt of many blocks and a task -------------------------------------------------
+    def task_ids(self, task: str, chunk: int = 0) -> np.ndarray:
+        """Token ids [S] of a task's decoder suffix (the text is C++'s, c3._core.task_prompt): "chunk" asks for the
+        text of chunk `chunk` (0-based) of a document's blocks, addressed reconstruction; "continue" for the text
+        that follows the document."""
+        return np.asarray(self.tokenizer.encode(_core.task_prompt(str(task), int(chunk))), dtype=np.int32)
+
+    def task_batch(self, tasks):
+        """(ids [B, S] left-padded, mask [B, S]) of the tasks' suffixes; each task is "continue" or ("chunk", k)."""
+        rows = [self.task_ids(*((task,) if isinstance(task, str) else task)) for task in _rows(tasks)]
+        length = max(len(row) for row in rows)
+        ids, mask = np.zeros((len(rows), length), np.int32), np.zeros((len(rows), length), np.uint8)
+        for index, row in enumerate(rows):
+            ids[index, length - len(row):], mask[index, length - len(row):] = row, 1
+        return ids, mask
+
+    def _document_rows(self, document: "LongLatents", tasks, batch_size: int):
+        """(the document's blocks as [1, K * N, d_dec], K, the task batches of at most batch_size rows)."""
+        latents = np.asarray(document.latents, dtype=np.float32)
+        if latents.ndim != 3 or latents.shape[0] < 1:
+            raise _core.ShapeError(f"a document's latents must be [K >= 1, N, d_dec], got shape {list(latents.shape)}")
+        if int(batch_size) < 1:
+            raise _core.C3ValueError(f"batch_size must be at least 1, got {batch_size}")
+        blocks = latents.shape[0]
+        tasks = _rows(tasks)
+        for task in tasks:
+            if not isinstance(task, str) and int(task[1]) >= blocks:
+                raise _core.C3ValueError(f"task {task!r} addresses chunk {int(task[1])} of a document of {blocks}")
+        joined = latents.reshape(1, blocks * latents.shape[1], latents.shape[2])
+        return joined, blocks, [tasks[i:i + int(batch_size)] for i in range(0, len(tasks), int(batch_size))]
+
+    def document_score(self, document: "LongLatents", texts, tasks, batch_size: int = 16) -> dict:
+        """Teacher-forced scores of reference texts, one per task, given a document's blocks (Cascade.compress_long):
+        the decoder reads all K blocks, each in its own <img> ... </img>, then the task's suffix; tasks are
+        "continue" or ("chunk", k). Returns what score returns, [B, L]."""
+        joined, blocks, parts = self._document_rows(document, tasks, batch_size)
+        texts = _rows(texts)
+        if len(texts) != sum(len(part) for part in parts):
+            raise _core.C3ValueError(f"{len(texts)} texts for {sum(len(part) for part in parts)} tasks")
+        ids, mask = self.answer_batch(texts, add_stop=False)
+        pieces, start = [], 0
+        for part in parts:
+            task, task_mask = self.task_batch(part)
+            rows = slice(start, start + len(part))
+            pieces.append(self.model.score(np.repeat(joined, len(part), axis=0), ids[rows], mask[rows],
+                                           blocks=blocks, task=task, task_mask=task_mask))
+            start += len(part)
+        scores = {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+        scores["correct"] = (scores["rank"] == 0) & scores["valid"]
+        scores["reference"] = ids
+        return scores
+
+    def document_reconstruct(self, document: "LongLatents", tasks, max_new_tokens: Optional[int] = None,
+                             return_ids: bool = False, batch_size: int = 16, **options) -> list:
+        """Each task's answer (greedy by default; options as in reconstruct) given a document's blocks: the text of
+        chunk k for ("chunk", k), the text that follows the document for "continue". max_new_tokens defaults to the
+        longest chunk plus RECONSTRUCTION_MARGIN, at most what the decoder's positions leave after the prompt."""
+        joined, blocks, parts = self._document_rows(document, tasks, batch_size)
+        width = joined.shape[1] // blocks
+        longest_task = max(len(self.task_ids(*((t,) if isinstance(t, str) else t))) for part in parts for t in part)
+        prompt = self.model.prompt_length(width, blocks, longest_task)
+        limit = int(self.model.config["decoder"]["max_position_embeddings"]) - prompt
+        if max_new_tokens is None:
+            longest = int(np.max(document.lengths)) if len(document.lengths) else self.max_context_tokens
+            max_new_tokens = max(1, min(limit, longest + RECONSTRUCTION_MARGIN))
+        if not 1 <= int(max_new_tokens) <= limit:
+            raise _core.C3ValueError(
+                f"max_new_tokens {int(max_new_tokens)} does not fit: the decoder's max_position_embeddings of "
+                f"{self.model.config['decoder']['max_position_embeddings']} minus its prompt of {prompt} tokens "
+                f"({blocks} blocks of {width} rows and the task) leaves {max(limit, 0)}")
+        texts = []
+        for part in parts:
+            task, task_mask = self.task_batch(part)
+            tokens, lengths = self.model.reconstruct(np.repeat(joined, len(part), axis=0),
+                                                     max_new_tokens=int(max_new_tokens), blocks=blocks, task=task,
+                                                     task_mask=task_mask, **options)
+            if return_ids:
+                texts += [row[:length][row[:length] != self.stop_token] for row, length in zip(tokens, lengths)]
+            else:
+                texts += self.decode(tokens, lengths)
+        return texts
+
+    def document_group(self, documents, answers, tasks, add_stop: bool = True) -> tuple:
+        """One group for trainer.step_weighted: B documents, each a list of K chunks (texts or id rows, the same K
+        for every document), each compressed into its own block; the B answers (the stop token appended unless
+        add_stop=False, as for continuations) and one task per document ("continue" or ("chunk", k))."""
+        documents = _rows(documents)
+        counts = {len(_rows(chunks)) for chunks in documents}
+        if len(counts) != 1:
+            raise _core.C3ValueError(f"every document of a group needs the same number of chunks, got {sorted(counts)}")
+        if len(_rows(answers)) != len(documents) or len(_rows(tasks)) != len(documents):
+            raise _core.C3ValueError(f"{len(documents)} documents, {len(_rows(answers))} answers and "
+                                     f"{len(_rows(tasks))} tasks: give one answer and one task per document")
+        contexts, context_mask = self.context_batch([chunk for chunks in documents for chunk in chunks])
+        answer_ids, answer_mask = self.answer_batch(_rows(answers), add_stop=add_stop)
+        task, task_mask = self.task_batch(tasks)
+        return contexts, context_mask, answer_ids, answer_mask, counts.pop(), task, task_mask
 
     def compression_ratio(self, texts) -> np.ndarray:
         return np.array([len(row) for row in self.tokenize(_rows(texts))]) / self.num_latents
@@ -402,19 +504,23 @@ class Cascade:
         return _core.CascadeTrainer(self.model, **options)
 
     def train_step(self, trainer, contexts, answers=None, micro_batches: int = 1, continuation_contexts=None,
-                   continuations=None, continuation_weight: float = 0.0) -> dict:
+                   continuations=None, continuation_weight: float = 0.0, continuation_task: bool = False) -> dict:
         """One step on texts (or id rows): answers default to the contexts themselves (reconstruction).
 
         With continuation_weight w > 0 the loss is (1 - w) * reconstruction + w * continuation, the latter the
-        mean loss on `continuations` (no stop token) given `continuation_contexts`."""
+        mean loss on `continuations` (no stop token) given `continuation_contexts`. continuation_task: the
+        continuation rows end their prompt with the "continue" task's suffix (task_ids) instead of the prompt's, so
+        that the decoder is told which of the two it is asked for (score with task="continue" then)."""
         if continuation_weight:
             if not 0 < continuation_weight <= 1 or continuations is None or continuation_contexts is None:
                 raise _core.C3ValueError("continuation_weight must be in (0, 1] and needs continuation_contexts and "
                                          "continuations")
+            follow = self.context_batch(_rows(continuation_contexts)) + self.answer_batch(
+                _rows(continuations), add_stop=False)
+            if continuation_task:
+                follow += (1, np.tile(self.task_ids("continue"), (len(follow[0]), 1)), None)
             groups = [self.context_batch(_rows(contexts)) + self.answer_batch(
-                          _rows(answers if answers is not None else contexts)),
-                      self.context_batch(_rows(continuation_contexts)) + self.answer_batch(
-                          _rows(continuations), add_stop=False)]
+                          _rows(answers if answers is not None else contexts)), follow]
             return trainer.step_weighted(groups, [1.0 - continuation_weight, continuation_weight])
         context_ids, context_mask = self.context_batch(_rows(contexts))
         answer_ids, answer_mask = self.answer_batch(_rows(answers if answers is not None else contexts))

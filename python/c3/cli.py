@@ -395,7 +395,7 @@ def command_sweep(args):
                         continuation_weight=args.continuation_weight, curriculum=args.curriculum,
                         batch_tokens=args.batch_tokens, jobs=args.jobs, shares=args.shares,
                         balance=args.balance, progress=not args.quiet, heldout=args.heldout, split=args.split,
-                        recipe=args.recipe, equal_flops=args.equal_flops,
+                        recipe=args.recipe, equal_flops=args.equal_flops, continuation_task=args.continuation_task,
                         command=" ".join(["c3"] + [shlex.quote(word) for word in sys.argv[1:]]))
     accuracy = results["summary"]["in_domain"]["token_accuracy"]
     _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
@@ -754,6 +754,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--equal-flops", action="store_true",
                        help="give every method about the training FLOPs of C3 at --steps (more steps for cheaper "
                        "methods, the same schedule shape)")
+    sweep.add_argument("--continuation-task", action="store_true",
+                       help="continuation rows (trained with --continuation-weight, and scored) end their prompt with "
+                       "the \"continue\" task's suffix instead of sharing reconstruction's prompt")
 
     models = command("models", command_models, "prepare real pretrained weights that are available offline",
                      "c3 models smollm2", {})

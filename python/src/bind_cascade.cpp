@@ -60,15 +60,20 @@ CascadeConfig cascade_config_from_dict(const py::dict& d) {
     return c;
 }
 
-// Latents [B, W, d_dec] from NumPy, checked: W is N, 0 without context, any width with the full context.
-Array<float> latents_from_array(const CascadeModel& cascade, const py::object& object) {
+// Latents [B, K * W, d_dec] from NumPy (K blocks, 1 by default), checked: W is N, 0 without context, any width
+// with the full context (then one block).
+Array<float> latents_from_array(const CascadeModel& cascade, const py::object& object, size_t blocks = 1) {
     auto latents = Array<float>::ensure(object);
     C3_CHECK(latents, ValueError, "latents must be a float array");
     C3_CHECK(latents.ndim() == 3, ShapeError, "latents must be [batch, width, d_dec], got ", latents.ndim(),
              " dimensions");
+    C3_CHECK(blocks >= 1, ValueError, "blocks must be at least 1, got ", blocks);
     const bool any_width = cascade.config.method == CompressionMethod::FullContext;
-    expect_shape(latents, {0, any_width ? size_t(latents.shape(1)) : cascade.config.block_width(0),
-                           cascade.config.decoder.hidden_size}, "latents");
+    C3_CHECK(blocks == 1 || !any_width, ValueError, "full_context's block is as wide as its context: it reads one "
+             "block, got blocks=", blocks);
+    expect_shape(latents, {0, any_width ? size_t(latents.shape(1)) : blocks * cascade.config.block_width(0),
+                           cascade.config.decoder.hidden_size}, blocks > 1 ? "latents [batch, blocks * width, d_dec]"
+                                                                          : "latents");
     check_finite(latents.data(), size_t(latents.size()), "latents");
     return latents;
 }
@@ -100,20 +105,50 @@ void check_vocabulary(const std::vector<int32_t>& ids, size_t vocab, const char*
                  " is outside the vocabulary of ", vocab);
 }
 
-// Contexts and answers of one batch, checked against each other and against the cascade's vocabularies.
+// A task's decoder suffix per row, [B, S] left-padded (None: the prompt's suffix), checked against the decoder's
+// vocabulary and the batch.
+struct TaskIds {
+    std::optional<IdBatch> ids;
+    TaskIds(const CascadeConfig& config, const py::object& ids_object, const py::object& mask_object, size_t batch) {
+        if (ids_object.is_none()) {
+            C3_CHECK(mask_object.is_none(), ValueError, "task_mask without task ids");
+            return;
+        }
+        ids.emplace(ids_object, mask_object, "task");
+        check_vocabulary(ids->ids, config.decoder.vocab_size, "task");
+        C3_CHECK(ids->batch == batch, ShapeError, "task ids have batch ", ids->batch, ", the answers ", batch);
+    }
+    TaskSuffix suffix() const {
+        return ids ? TaskSuffix{ids->ids.data(), ids->mask_data(), ids->length} : TaskSuffix{};
+    }
+};
+
+// Contexts and answers of one batch, checked against each other and against the cascade's vocabularies. With
+// blocks = K, each answer reads K consecutive context rows (the chunks of one document), and task ids, when given,
+// replace the prompt's suffix.
 struct ContextsAndAnswers {
     IdBatch contexts, answers;
+    size_t blocks;
+    TaskIds task;
     ContextsAndAnswers(const CascadeConfig& config, const py::object& contexts_object, const py::object& context_mask,
-                       const py::object& answers_object, const py::object& answer_mask)
-        : contexts(contexts_object, context_mask, "contexts"), answers(answers_object, answer_mask, "answers") {
-        C3_CHECK(contexts.batch == answers.batch, ShapeError, "contexts have batch ", contexts.batch, ", answers ",
-                 answers.batch);
+                       const py::object& answers_object, const py::object& answer_mask, size_t blocks_ = 1,
+                       const py::object& task_ids = py::none(), const py::object& task_mask = py::none())
+        : contexts(contexts_object, context_mask, "contexts"), answers(answers_object, answer_mask, "answers"),
+          blocks(blocks_), task(config, task_ids, task_mask, answers.batch) {
+        C3_CHECK(blocks >= 1, ValueError, "blocks must be at least 1, got ", blocks);
+        C3_CHECK(blocks == 1 || (config.method != CompressionMethod::FullContext &&
+                                 config.method != CompressionMethod::NoContext),
+                 ValueError, "blocks of chunks need a block of N rows per chunk; method ", method_name(config.method),
+                 " has none");
+        C3_CHECK(contexts.batch == answers.batch * blocks, ShapeError, "contexts have batch ", contexts.batch,
+                 ", answers ", answers.batch, blocks > 1 ? " (each answer reads " + std::to_string(blocks) +
+                 " context rows)" : std::string());
         check_vocabulary(contexts.ids, config.encoder.vocab_size, "contexts");
         check_vocabulary(answers.ids, config.decoder.vocab_size, "answers");
     }
     CascadeTrainer<float>::Batch trainer_batch() const {
         return {contexts.ids.data(), contexts.mask_data(), contexts.length, answers.ids.data(), answers.mask_data(),
-                answers.length, contexts.batch};
+                answers.length, answers.batch, blocks, task.suffix()};
     }
 };
 
@@ -207,10 +242,15 @@ void bind_cascade(py::module_& m) {
         .def_property_readonly("num_parameters", &CascadeModel::num_parameters)
         // The decoder prompt's layout, from CascadeConfig (the one place it is defined).
         .def("prompt_length",
-             [](const CascadeModel& self, size_t block_width) { return self.config.prompt_length(block_width); },
-             py::arg("block_width"),
-             "Tokens of the decoder prompt around a latent block of `block_width` rows: prefix, <img>, the block, "
-             "</img>, suffix.")
+             [](const CascadeModel& self, size_t block_width, size_t blocks, std::optional<size_t> suffix_length) {
+                 C3_CHECK(blocks >= 1, ValueError, "blocks must be at least 1, got ", blocks);
+                 DecoderLayout layout = self.config.layout(block_width, blocks);
+                 if (suffix_length) layout.suffix = *suffix_length;
+                 return layout.prompt_length();
+             },
+             py::arg("block_width"), py::arg("blocks") = 1, py::arg("suffix_length") = py::none(),
+             "Tokens of the decoder prompt: prefix, then `blocks` latent blocks of `block_width` rows each in <img> "
+             "... </img>, then the suffix (the prompt's, or a task's of suffix_length tokens).")
         .def("block_width",
              [](const CascadeModel& self, size_t context_length) { return self.config.block_width(context_length); },
              py::arg("context_length"),
@@ -296,16 +336,19 @@ void bind_cascade(py::module_& m) {
         .def("reconstruct",
              [](const CascadeModel& self, py::object latents_object, size_t max_new_tokens,
                 std::optional<std::vector<int32_t>> stop_tokens, bool sample, double temperature, size_t top_k,
-                double top_p, size_t no_repeat_ngram_size, uint64_t seed, int32_t pad_token, py::object latent_mask) {
-                 auto latents = latents_from_array(self, latents_object);
+                double top_p, size_t no_repeat_ngram_size, uint64_t seed, int32_t pad_token, py::object latent_mask,
+                size_t blocks, py::object task, py::object task_mask) {
+                 auto latents = latents_from_array(self, latents_object, blocks);
                  const std::vector<uint8_t> mask = latent_mask_from_object(latent_mask, latents);
+                 const TaskIds task_ids(self.config, task, task_mask, size_t(latents.shape(0)));
                  const GenerationOptions options = generation_options(
                      max_new_tokens, stop_tokens ? *stop_tokens : self.config.stop_tokens,  // [] = never stop
                      sample, temperature, top_k, top_p, no_repeat_ngram_size, seed, pad_token);
                  GenerationResult result;
                  {
                      py::gil_scoped_release release;
-                     result = self.reconstruct(latents.data(), size_t(latents.shape(1)), mask.empty() ? nullptr : mask.data(),
+                     result = self.reconstruct(latents.data(), size_t(latents.shape(1)) / blocks, blocks,
+                                               mask.empty() ? nullptr : mask.data(), task_ids.suffix(),
                                                size_t(latents.shape(0)), options);
                  }
                  return generation_result_to_python(std::move(result));
@@ -313,23 +356,28 @@ void bind_cascade(py::module_& m) {
              py::arg("latents"), py::arg("max_new_tokens") = 256, py::arg("stop_tokens") = py::none(),
              py::arg("sample") = false, py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
              py::arg("no_repeat_ngram_size") = 0, py::arg("seed") = 0, py::arg("pad_token") = 0,
-             py::arg("latent_mask") = py::none(),
-             "Latents -> (tokens [B, steps], lengths [B]) by greedy or sampled decoding with the KV cache.")
+             py::arg("latent_mask") = py::none(), py::arg("blocks") = 1, py::arg("task") = py::none(),
+             py::arg("task_mask") = py::none(),
+             "Latents -> (tokens [B, steps], lengths [B]) by greedy or sampled decoding with the KV cache. blocks=K: "
+             "latents [B, K * N, d_dec] are K blocks, each in its own <img> ... </img>; task [B, S] (left-padded, "
+             "task_mask): a task's decoder suffix in place of the prompt's.")
         .def("score",
              [](const CascadeModel& self, py::object latents_object, py::object answers, py::object answer_mask,
-                py::object latent_mask) {
-                 auto latents = latents_from_array(self, latents_object);
+                py::object latent_mask, size_t blocks, py::object task, py::object task_mask) {
+                 auto latents = latents_from_array(self, latents_object, blocks);
                  const std::vector<uint8_t> mask = latent_mask_from_object(latent_mask, latents);
                  IdBatch batch(answers, answer_mask, "answers");
                  check_vocabulary(batch.ids, self.config.decoder.vocab_size, "answers");
                  C3_CHECK(batch.batch == size_t(latents.shape(0)), ShapeError, "answers have batch ", batch.batch,
                           ", latents have ", latents.shape(0));
+                 const TaskIds task_ids(self.config, task, task_mask, batch.batch);
                  CascadeActivations<float> a;
                  AnswerScores scores;
                  {
                      py::gil_scoped_release release;
-                     scores = self.score(latents.data(), size_t(latents.shape(1)), mask.empty() ? nullptr : mask.data(),
-                                         batch.ids.data(), batch.mask_data(), batch.batch, batch.length, a);
+                     scores = self.score(latents.data(), size_t(latents.shape(1)) / blocks, blocks,
+                                         mask.empty() ? nullptr : mask.data(), task_ids.suffix(), batch.ids.data(),
+                                         batch.mask_data(), batch.batch, batch.length, a);
                  }
                  py::dict out;
                  const Shape shape = {scores.batch, scores.length};
@@ -340,31 +388,44 @@ void bind_cascade(py::module_& m) {
                  return out;
              },
              py::arg("latents"), py::arg("answers"), py::arg("attention_mask") = py::none(),
-             py::arg("latent_mask") = py::none(),
-             "Teacher-forced per-position scores of reference answers [B, La] (right-padded) given latents.")
+             py::arg("latent_mask") = py::none(), py::arg("blocks") = 1, py::arg("task") = py::none(),
+             py::arg("task_mask") = py::none(),
+             "Teacher-forced per-position scores of reference answers [B, La] (right-padded) given latents "
+             "(blocks, task: as in reconstruct).")
         .def("loss",
              [](CascadeModel& self, py::object contexts, py::object context_mask, py::object answers,
-                py::object answer_mask) {
-                 const ContextsAndAnswers batch(self.config, contexts, context_mask, answers, answer_mask);
+                py::object answer_mask, size_t blocks, py::object task, py::object task_mask) {
+                 const ContextsAndAnswers batch(self.config, contexts, context_mask, answers, answer_mask, blocks,
+                                                task, task_mask);
                  CascadeActivations<float> activations;
                  py::gil_scoped_release release;
                  return CascadeTrainer<float>::mean_loss(self, batch.trainer_batch(), false, activations);
              },
              py::arg("contexts"), py::arg("context_mask") = py::none(), py::arg("answers") = py::none(),
-             py::arg("answer_mask") = py::none(), "Mean answer-token loss without gradients.")
+             py::arg("answer_mask") = py::none(), py::arg("blocks") = 1, py::arg("task") = py::none(),
+             py::arg("task_mask") = py::none(),
+             "Mean answer-token loss without gradients. blocks=K: each answer reads the K consecutive rows of "
+             "contexts (one document's chunks), each compressed into its own block; task [B, S]: a task's decoder "
+             "suffix in place of the prompt's.")
         .def("loss_and_gradients",
              [](CascadeModel& self, py::object contexts, py::object context_mask, py::object answers,
-                py::object answer_mask) {
-                 const ContextsAndAnswers batch(self.config, contexts, context_mask, answers, answer_mask);
+                py::object answer_mask, size_t blocks, py::object task, py::object task_mask) {
+                 const ContextsAndAnswers batch(self.config, contexts, context_mask, answers, answer_mask, blocks,
+                                                task, task_mask);
                  py::gil_scoped_release release;
                  CascadeActivations<float> activations;
                  return CascadeTrainer<float>::mean_loss(self, batch.trainer_batch(), true, activations);
              },
              py::arg("contexts"), py::arg("context_mask") = py::none(), py::arg("answers") = py::none(),
-             py::arg("answer_mask") = py::none(),
+             py::arg("answer_mask") = py::none(), py::arg("blocks") = 1, py::arg("task") = py::none(),
+             py::arg("task_mask") = py::none(),
              "Mean answer-token loss; zeroes every gradient, then accumulates d(mean loss) into the trainable parts "
              "(read them with encoder.gradients(), decoder.gradients(), bridge_gradients()).");
 
+    m.def("task_names", &task_names, "The tasks a decoder prompt of a document's blocks asks for (cascade.hpp).");
+    m.def("task_prompt", &task_prompt, py::arg("task"), py::arg("chunk") = 0,
+          "The text of a task's decoder suffix: 'chunk' (the text of chunk `chunk`, 0-based) or 'continue' (the "
+          "text that follows the document).");
     m.def("method_names", &method_names,
           "The compression methods a cascade's 'method' may name: c3 and the baselines (cascade/baselines.hpp).");
 
@@ -413,9 +474,14 @@ void bind_cascade(py::module_& m) {
                  batches.reserve(groups.size());
                  for (auto group : groups) {
                      auto items = group.cast<py::tuple>();
-                     C3_CHECK(items.size() == 4, ValueError,
-                              "each group is (contexts, context_mask, answers, answer_mask)");
-                     batches.emplace_back(self.cascade.config, items[0], items[1], items[2], items[3]);
+                     C3_CHECK(items.size() == 4 || items.size() == 7, ValueError,
+                              "each group is (contexts, context_mask, answers, answer_mask), or that and (blocks, "
+                              "task, task_mask)");
+                     if (items.size() == 4)
+                         batches.emplace_back(self.cascade.config, items[0], items[1], items[2], items[3]);
+                     else
+                         batches.emplace_back(self.cascade.config, items[0], items[1], items[2], items[3],
+                                              size_from_python("blocks", items[4]), items[5], items[6]);
                  }
                  std::vector<std::vector<CascadeTrainer<float>::Batch>> parts;
                  for (const ContextsAndAnswers& b : batches) parts.push_back({b.trainer_batch()});
@@ -428,7 +494,8 @@ void bind_cascade(py::module_& m) {
              },
              py::arg("groups"), py::arg("weights"),
              "One step on sum_g weights[g] * (mean answer-token loss of group g); groups are (contexts, "
-             "context_mask, answers, answer_mask) tuples (reconstruction and continuation, say).")
+             "context_mask, answers, answer_mask) tuples (reconstruction and continuation, say), optionally "
+             "followed by (blocks, task, task_mask) as in loss.")
         .def_property_readonly("step_count", [](const CascadeTrainer<float>& self) { return self.trainer.optimizer.step; });
     bind_trainer_state(trainer_class);
 }

@@ -120,3 +120,63 @@ TEST(Chunks, OffsetsSurviveALatentsFileAndAreCheckedOnReading) {
     fs::remove(path);
     fs::remove(again);
 }
+
+// The decoder prompt of K blocks: every block in its own <img> ... </img> at DecoderLayout's slots, the task's
+// suffix (left-padded, masked) in place of the prompt's, and one block with no task is the plain prompt.
+TEST(DocumentPrompt, BlocksSitAtTheLayoutsSlotsAndTheTaskReplacesTheSuffix) {
+    CascadeConfig config = c3::testing::small_cascade_config(64);
+    config.prompt_prefix = {1, 2};
+    config.prompt_suffix = {3};
+    Cascade<float> cascade(config);
+    cascade.init_random(5);
+    const size_t N = config.num_latents, K = 3, dd = config.decoder.hidden_size, B = 2;
+    std::vector<float> latents(B * K * N * dd);
+    for (size_t i = 0; i < latents.size(); ++i) latents[i] = float(i) * 1e-3f;
+    const std::vector<int32_t> task = {0, 4, 5, 6, 7, 8};  // row 0: "4 5"... left-padded by one
+    const std::vector<uint8_t> task_mask = {0, 1, 1, 1, 1, 1};
+    const std::vector<int32_t> answers = {9, 10, 11, 12};
+    CascadeActivations<float> a;
+    cascade.build_decoder_input(latents.data(), N, K, nullptr, TaskSuffix{task.data(), task_mask.data(), 3},
+                                answers.data(), nullptr, B, 2, a);
+    const DecoderLayout& layout = a.layout;
+    ASSERT_EQ(layout.prompt_length(), 2 + K * (N + 2) + 3);
+    const size_t Ld = layout.prompt_length() + 2;
+    for (size_t b = 0; b < B; ++b) {
+        const int32_t* row = a.decoder_ids.data() + b * Ld;
+        EXPECT_EQ(row[0], 1);
+        EXPECT_EQ(row[1], 2);
+        for (size_t k = 0; k < K; ++k) {
+            EXPECT_EQ(row[layout.slot(k) - 1], config.latent_start_token);
+            EXPECT_EQ(row[layout.slot(k) + N], config.latent_end_token);
+            for (size_t i = 0; i < N; ++i) {
+                EXPECT_TRUE(layout.is_slot(layout.slot(k) + i));
+                const float* input = a.decoder_input.data() + (b * Ld + layout.slot(k) + i) * dd;
+                EXPECT_EQ(input[0], latents[((b * K + k) * N + i) * dd]);
+            }
+            EXPECT_FALSE(layout.is_slot(layout.slot(k) - 1));
+            EXPECT_FALSE(layout.is_slot(layout.slot(k) + N));
+        }
+        for (size_t i = 0; i < 3; ++i) {
+            EXPECT_EQ(a.decoder_mask[b * Ld + layout.suffix_start() + i], task_mask[b * 3 + i]);
+            if (task_mask[b * 3 + i]) {
+                EXPECT_EQ(row[layout.suffix_start() + i], task[b * 3 + i]);
+            }
+        }
+        EXPECT_EQ(row[layout.prompt_length()], answers[b * 2]);
+    }
+    // One block, no task: the plain prompt of the config.
+    CascadeActivations<float> plain, one;
+    cascade.build_decoder_input(latents.data(), answers.data(), nullptr, B, 2, plain);
+    cascade.build_decoder_input(latents.data(), N, 1, nullptr, TaskSuffix{}, answers.data(), nullptr, B, 2, one);
+    EXPECT_EQ(plain.decoder_ids, one.decoder_ids);
+    EXPECT_EQ(plain.decoder_input, one.decoder_input);
+    EXPECT_EQ(plain.layout.prompt_length(), config.prompt_length());
+}
+
+TEST(DocumentPrompt, TaskPromptsAreTextAndUnknownTasksAreValueErrors) {
+    EXPECT_EQ(task_prompt("chunk", 7), "<chunk 7>");
+    EXPECT_EQ(task_prompt("continue"), "<continue>");
+    EXPECT_THROW(task_prompt("summary"), ValueError);
+    EXPECT_THROW(task_prompt("continue", 1), ValueError);
+    EXPECT_EQ(task_names().size(), 2u);
+}

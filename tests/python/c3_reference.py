@@ -12,6 +12,8 @@ It follows the released model (the official C3 code and checkpoint layout), writ
                    truncate_last (the decoder's embeddings of the first / last N context tokens), no_context (an
                    empty block), full_context (every context token, the padding masked)
   continuation   = sum of -log p(continuation token | block, earlier continuation tokens), in nats
+  documents      = K chunks compressed alone; the decoder prompt holds their K blocks in order, each in its own
+                   <img> ... </img>, then a task's suffix (left-padded, masked) in place of the prompt suffix
   greedy decode  = a loop of full forwards (no cache) with argmax, optionally through transformers'
                    NoRepeatNGramLogitsProcessor over the whole decoder input ids (prompt included, as
                    generate() sees them in the official model).
@@ -201,6 +203,74 @@ class ReferenceCascade(nn.Module):
         targets = torch.where(answer_mask == 1, answers, torch.full_like(answers, -100))
         return nn.functional.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1),
                                            ignore_index=-100)
+
+    # ---- documents: K blocks and a task's suffix -----------------------------------------------------------------
+    def document_logits(self, blocks, answers, answer_mask=None, task=None, task_mask=None):
+        """Logits [B, P + La, V]. blocks: a list of K latent tensors [B, W, d], one per chunk; task [B, S]
+        (left-padded by task_mask) replaces the prompt suffix (None: the prompt suffix)."""
+        batch, width = blocks[0].shape[0], blocks[0].shape[1]
+        if task is None:
+            task = torch.tensor([self.prompt_suffix], dtype=torch.long).expand(batch, -1)
+        task = torch.as_tensor(np.asarray(task), dtype=torch.long)
+        task_mask = (torch.ones_like(task) if task_mask is None
+                     else torch.as_tensor(np.asarray(task_mask), dtype=torch.long))
+        answers = torch.as_tensor(np.asarray(answers), dtype=torch.long)
+        answer_mask = (torch.ones_like(answers) if answer_mask is None
+                       else torch.as_tensor(np.asarray(answer_mask), dtype=torch.long))
+        embed = self.decoder.get_input_embeddings()
+
+        def tokens(ids, mask=None):
+            ids = torch.as_tensor(ids, dtype=torch.long).expand(batch, -1) if not torch.is_tensor(ids) else ids
+            mask = torch.ones_like(ids) if mask is None else mask
+            return embed(ids * mask), mask
+
+        parts = [tokens([self.prompt_prefix])] if self.prompt_prefix else []
+        for block in blocks:
+            parts.append(tokens([[self.latent_start]]))
+            parts.append((block, torch.ones(batch, width, dtype=torch.long)))
+            parts.append(tokens([[self.latent_end]]))
+        parts += [tokens(task, task_mask), tokens(answers, answer_mask)]
+        embeddings = torch.cat([part[0] for part in parts], dim=1)
+        mask = torch.cat([part[1] for part in parts], dim=1)
+        return self.decoder(inputs_embeds=embeddings, attention_mask=mask, position_ids=positions_for(mask)).logits
+
+    def document_answer_logits(self, blocks, answers, answer_mask=None, task=None, task_mask=None):
+        """Logits [B, La, V] predicting each answer token (teacher forcing)."""
+        La = np.asarray(answers).shape[1]
+        logits = self.document_logits(blocks, answers, answer_mask, task, task_mask)
+        P = logits.shape[1] - La
+        return logits[:, P - 1:P - 1 + La]
+
+    def document_loss(self, chunks, chunk_mask, answers, answer_mask, task=None, task_mask=None):
+        """Mean answer-token cross-entropy when each answer reads K = len(chunks) // len(answers) consecutive
+        chunks [B * K, Lc], each compressed alone (autograd through every part)."""
+        answers = torch.as_tensor(np.asarray(answers), dtype=torch.long)
+        answer_mask = torch.as_tensor(np.asarray(answer_mask), dtype=torch.long)
+        batch = answers.shape[0]
+        K = np.asarray(chunks).shape[0] // batch
+        latents = self.compress(chunks, chunk_mask)  # [B * K, N, d]
+        blocks = [latents[k::K] for k in range(K)]
+        predictions = self.document_answer_logits(blocks, answers, answer_mask, task, task_mask)
+        targets = torch.where(answer_mask == 1, answers, torch.full_like(answers, -100))
+        return nn.functional.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1),
+                                           ignore_index=-100)
+
+    @torch.no_grad()
+    def document_greedy(self, blocks, max_new_tokens, task=None, task_mask=None, stop_tokens=()):
+        """(tokens [B, steps], lengths [B]) by full forwards with argmax over a document's blocks."""
+        batch = blocks[0].shape[0]
+        generated = torch.zeros(batch, 0, dtype=torch.long)
+        done, rows, lengths = [False] * batch, [[] for _ in range(batch)], [0] * batch
+        for _ in range(max_new_tokens):
+            choice = self.document_logits(blocks, generated, None, task, task_mask)[:, -1].argmax(dim=-1)
+            for b in range(batch):
+                rows[b].append(0 if done[b] else int(choice[b]))
+                lengths[b] += not done[b]
+                done[b] = done[b] or int(choice[b]) in stop_tokens
+            generated = torch.cat([generated, choice[:, None]], dim=1)
+            if all(done):
+                break
+        return np.array(rows, dtype=np.int64), np.array(lengths, dtype=np.int64)
 
     @torch.no_grad()
     def greedy(self, latents, max_new_tokens, stop_tokens=(), no_repeat_ngram_size=0, pad_token=0):

@@ -334,3 +334,125 @@ def test_memory_is_bounded_by_a_batch_of_chunks_not_by_the_document():
     # measurement grows far past the bound.
     all_at_once = probe(100)
     assert all_at_once["growth"] > all_at_once["output_bytes"] + slack, all_at_once
+
+
+# ---- a decoder that reads a document's blocks ------------------------------------------------------------------
+def document_cascade(seed=0, method="c3"):
+    """A byte cascade whose decoder has room for many blocks (its encoder reads chunks of CONTEXT tokens)."""
+    return c3.Cascade.new(scratch_model_config(SHAPE, CONTEXT, N), scratch_model_config(SHAPE, 160, N), N,
+                          seed=seed, method=method)
+
+
+def test_task_prompts_come_from_cpp_and_encode_as_text():
+    model = document_cascade()
+    assert list(_core.task_names()) == ["chunk", "continue"]
+    assert bytes(model.task_ids("chunk", 12).tolist()) == b"<chunk 12>"
+    assert bytes(model.task_ids("continue").tolist()) == b"<continue>"
+    ids, mask = model.task_batch([("chunk", 3), "continue"])
+    assert ids.shape == (2, 10) and mask[0].tolist() == [0] + [1] * 9  # "<chunk 3>" left-padded
+    with pytest.raises(_core.C3ValueError, match="unknown task 'summary'"):
+        model.task_ids("summary")
+    with pytest.raises(_core.C3ValueError, match="addresses no chunk"):
+        model.task_ids("continue", 2)
+
+
+def test_document_score_and_reconstruct_read_every_block_in_batches_of_any_size():
+    model = document_cascade()
+    text = "".join(chr(97 + i % 26) for i in range(70))
+    long = model.compress_long([text], chunk_tokens=CONTEXT)[0]
+    assert long.latents.shape[0] == 3
+    chunks = [text[int(o):int(o) + int(n)] for o, n in zip(long.offsets, long.lengths)]
+    tasks = [("chunk", 0), ("chunk", 2), "continue"]
+    answers = [chunks[0], chunks[2], "what follows"]
+    scores = model.document_score(long, answers, tasks)
+    one_by_one = model.document_score(long, answers, tasks, batch_size=1)
+    for name in ("log_probability", "valid", "predicted"):
+        np.testing.assert_array_equal(scores[name], one_by_one[name])
+    # The face adds nothing the model's own call over K = 3 blocks does not give.
+    ids, mask = model.answer_batch(answers, add_stop=False)
+    task, task_mask = model.task_batch(tasks)
+    joined = np.repeat(long.latents.reshape(1, 3 * N, -1), 3, axis=0)
+    direct = model.model.score(joined, ids, mask, blocks=3, task=task, task_mask=task_mask)
+    np.testing.assert_array_equal(scores["log_probability"], direct["log_probability"])
+    # Greedy answers are what teacher forcing on them predicts.
+    answers = model.document_reconstruct(long, tasks, max_new_tokens=8, return_ids=True)
+    again = model.document_reconstruct(long, tasks, max_new_tokens=8, return_ids=True, batch_size=2)
+    assert all(np.array_equal(a, b) for a, b in zip(answers, again))
+    for task, answer in zip(tasks, answers):
+        if len(answer):
+            check = model.document_score(long, [answer], [task])
+            np.testing.assert_array_equal(check["predicted"][check["valid"]], answer)
+
+
+def test_document_tasks_and_groups_refuse_bad_input():
+    model = document_cascade()
+    long = model.compress_long(["x" * 50], chunk_tokens=CONTEXT)[0]
+    with pytest.raises(_core.C3ValueError, match="addresses chunk 3 of a document of 3"):
+        model.document_score(long, ["x"], [("chunk", 3)])
+    with pytest.raises(_core.C3ValueError, match="2 texts for 1 tasks"):
+        model.document_score(long, ["x", "y"], ["continue"])
+    with pytest.raises(_core.C3ValueError, match="max_new_tokens 500 does not fit"):
+        model.document_reconstruct(long, ["continue"], max_new_tokens=500)
+    with pytest.raises(_core.ShapeError, match="K >= 1"):
+        model.document_score(long._replace(latents=long.latents[:0]), ["x"], ["continue"])
+    with pytest.raises(_core.C3ValueError, match="same number of chunks"):
+        model.document_group([["ab", "cd"], ["ef"]], ["ab", "ef"], ["continue", "continue"])
+    with pytest.raises(_core.C3ValueError, match="one answer and one task per document"):
+        model.document_group([["ab", "cd"]], ["ab", "cd"], ["continue"])
+
+
+def test_training_on_addressed_chunks_and_continuation_lowers_both_losses():
+    model = document_cascade(seed=1)
+    c3.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    trainer = model.trainer(learning_rate=3e-3, warmup_steps=2, total_steps=60, weight_decay=0.0)
+    words = ["alpha ", "beta ", "gamma ", "delta ", "eps "]
+
+    def document():
+        return ["".join(rng.choice(words) for _ in range(3))[:12] for _ in range(2)]
+
+    def groups():
+        documents = [document() for _ in range(4)]
+        which = rng.integers(0, 2, size=4)
+        chunk = model.document_group(documents, [d[k] for d, k in zip(documents, which)],
+                                     [("chunk", int(k)) for k in which])
+        follow = model.document_group(documents, [d[1][:4] for d in documents], ["continue"] * 4, add_stop=False)
+        return [chunk, follow]
+
+    fixed = groups()
+    before = [model.model.loss(*group) for group in fixed]
+    for _ in range(60):
+        trainer.step_weighted(groups(), [0.8, 0.2])
+    after = [model.model.loss(*group) for group in fixed]
+    assert after[0] < before[0] - 0.5 and after[1] < before[1] - 0.5, (before, after)
+
+
+# ---- continuation with a task token ---------------------------------------------------------------------------
+def test_continuation_with_its_task_token_in_training_and_scoring():
+    model = document_cascade(seed=2)
+    contexts, follow = ["the first context", "and another one"], ["goes on", "and on"]
+    ids, mask = model.context_batch(contexts)
+    answers, answer_mask = model.answer_batch(contexts)
+    follow_ids, follow_mask = model.answer_batch(follow, add_stop=False)
+    task = np.tile(model.task_ids("continue"), (2, 1))
+    reconstruction = model.model.loss(ids, mask, answers, answer_mask)
+    with_task = model.model.loss(ids, mask, follow_ids, follow_mask, task=task)
+    without = model.model.loss(ids, mask, follow_ids, follow_mask)
+    assert abs(with_task - without) > 1e-4  # the task's suffix is in the prompt
+    report = model.train_step(model.trainer(learning_rate=0.0), contexts, continuation_contexts=contexts,
+                              continuations=follow, continuation_weight=0.25, continuation_task=True)
+    assert abs(report["loss"] - (0.75 * reconstruction + 0.25 * with_task)) < 1e-5
+    # Scoring asks the same way: score_rows' continuation nats are the task's.
+    from c3.eval.scoring import score_rows
+
+    latents = model.compress(contexts)
+    scores = model.score(latents, follow, task="continue")
+    direct = model.model.score(latents, follow_ids, follow_mask, task=task)
+    np.testing.assert_array_equal(scores["log_probability"], direct["log_probability"])
+    rows = [np.asarray(model.tokenizer.encode(text), np.int32) for text in contexts]
+    following = [np.asarray(model.tokenizer.encode(text), np.int32) for text in follow]
+    nats = score_rows(model, rows, reconstruct=False, continuations=following, continuation_task=True)
+    expected = -np.where(direct["valid"], direct["log_probability"].astype(np.float64), 0).sum(axis=1)
+    np.testing.assert_allclose(nats["continuation_nats"], expected, rtol=1e-12)
+    plain = score_rows(model, rows, reconstruct=False, continuations=following)
+    assert not np.allclose(plain["continuation_nats"], expected)

@@ -139,6 +139,30 @@ def test_other_settings_in_the_same_directory_are_refused(tmp_path):
         sweep.run_sweep(str(tmp_path / "other"), methods=("gist",), **TINY)
 
 
+def test_a_continuation_task_sweep_records_it_and_scores_with_it(tmp_path):
+    output = str(tmp_path / "task")
+    results = sweep.run_sweep(output, methods=("c3",), steps=4, eval_passages=2, continuation_weight=0.5,
+                              continuation_task=True, **TINY)
+    assert results["plan"]["continuation_task"] is True and results["settings"]["continuation_task"] is True
+    with pytest.raises(c3.ConfigError, match="continuation_task"):
+        sweep.run_sweep(output, methods=("c3",), steps=4, eval_passages=2, continuation_weight=0.5, **TINY)
+    # evaluate_ratio scores continuations with the task when the settings say so, and only then.
+    settings = results["settings"]
+    cascade = runs.load_run(os.path.join(output, "runs", "c3-seed0"), "c3", 0, settings, 4)
+    rng = np.random.default_rng(0)
+    passages = [rng.integers(97, 123, 2 * settings["latents"] + settings["continuation"]).astype(np.int32)
+                for _ in range(2)]
+    prior = lambda rows: [np.random.default_rng(len(row)).uniform(0, 8, len(row)) for row in rows]  # noqa: E731
+    asked = runs.evaluate_ratio(cascade, passages, 2, settings, prior)["continuation_bits_per_byte"]
+    shared = runs.evaluate_ratio(cascade, passages, 2, dict(settings, continuation_task=False),
+                                 prior)["continuation_bits_per_byte"]
+    contexts = [p[:2 * settings["latents"]] for p in passages]
+    follow = [p[2 * settings["latents"]:] for p in passages]
+    scores = cascade.score(cascade.compress(contexts), follow, task="continue")
+    expected = -np.sum(scores["log_probability"][scores["valid"]], dtype=np.float64) / math.log(2) / sum(map(len, follow))
+    assert abs(asked - expected) < 1e-6 * expected and abs(shared - expected) > 1e-4
+
+
 def test_cli_sweep_help_and_one_line_errors(tmp_path):
     def run(*arguments):
         return subprocess.run([sys.executable, "-m", "c3.cli", *arguments], cwd=tmp_path, capture_output=True,

@@ -4,7 +4,8 @@
 //                   the slots' embeddings are the learnable queries Q [N, d_enc]
 //   latents:        encoder hidden states after the final norm at the slots -> projector -> [N, d_dec]
 //   decoder input:  prompt prefix , <img> , N latent slots , </img> , prompt suffix , answer (right-padded)
-//                   the slots' embeddings are the projected latents
+//                   the slots' embeddings are the projected latents; a document compressed in K chunks gives K
+//                   blocks, each in its own <img> ... </img>, and a task may replace the suffix (DecoderLayout)
 //   loss:           next-token cross-entropy on the answer tokens only
 // Backward runs the same path in reverse: decoder -> latents -> projector -> encoder slots -> Q and encoder.
 #pragma once
@@ -19,6 +20,45 @@ namespace c3 {
 
 enum class ProjectorKind { Linear, Mlp };
 
+// Where each part of the decoder prompt sits: the prefix, then `blocks` latent blocks of `width` rows, each wrapped
+// in its own <img> ... </img>, then the suffix (the prompt's, or a task's), then the answer. Each block keeps its
+// own markers rather than a learned block-index embedding: it adds no parameters, so a pretrained decoder reads K
+// blocks as it reads one, and the rotary positions already order the blocks.
+struct DecoderLayout {
+    size_t prefix = 0, width = 0, blocks = 1, suffix = 0;
+    size_t slot(size_t block) const { return prefix + block * (width + 2) + 1; }  // the first row of a block
+    size_t suffix_start() const { return prefix + blocks * (width + 2); }
+    size_t prompt_length() const { return suffix_start() + suffix; }
+    bool is_slot(size_t position) const {
+        if (position < prefix || position >= suffix_start()) return false;
+        const size_t within = (position - prefix) % (width + 2);
+        return within >= 1 && within <= width;
+    }
+};
+
+// The tasks a decoder prompt of a document's blocks can ask for, and the text of each one's suffix (the tokenizer
+// turns it into ids): "chunk" asks for the text of chunk `chunk` (0-based; addressed reconstruction), "continue"
+// for the text that follows the document. Text rather than new special tokens, so that vocabularies and checkpoint
+// shapes stay as they are, and a pretrained decoder reads an instruction it can parse.
+inline const std::vector<std::string>& task_names() {
+    static const std::vector<std::string> names = {"chunk", "continue"};
+    return names;
+}
+inline std::string task_prompt(const std::string& task, size_t chunk = 0) {
+    if (task == "chunk") return "<chunk " + std::to_string(chunk) + ">";
+    C3_CHECK(task == "continue", ValueError, "unknown task '", task, "' (chunk, continue)");
+    C3_CHECK(chunk == 0, ValueError, "the continue task addresses no chunk, got chunk ", chunk);
+    return "<continue>";
+}
+
+// A task's own decoder suffix for each row, in place of the prompt's: ids [B, length], left-padded (mask 1 =
+// token; null: every position is a token). Null ids: the prompt suffix for every row.
+struct TaskSuffix {
+    const int32_t* ids = nullptr;
+    const uint8_t* mask = nullptr;
+    size_t length = 0;
+};
+
 struct CascadeConfig {
     TransformerConfig encoder, decoder;
     size_t num_latents = 16;
@@ -31,8 +71,9 @@ struct CascadeConfig {
 
     size_t encoder_length(size_t context_length) const { return context_length + num_latents + 2; }
     size_t prompt_length() const { return prompt_length(num_latents); }
-    size_t prompt_length(size_t block_width) const {
-        return prompt_prefix.size() + block_width + 2 + prompt_suffix.size();
+    size_t prompt_length(size_t block_width) const { return layout(block_width).prompt_length(); }
+    DecoderLayout layout(size_t block_width, size_t blocks = 1) const {
+        return {prompt_prefix.size(), block_width, blocks, prompt_suffix.size()};
     }
     // Rows of the decoder's latent block for contexts of `context_length` tokens.
     size_t block_width(size_t context_length) const {
@@ -40,7 +81,6 @@ struct CascadeConfig {
                : method == CompressionMethod::FullContext ? context_length
                                                           : num_latents;
     }
-    size_t decoder_slot_start() const { return prompt_prefix.size() + 1; }
     // The longest context the encoder reads with its N queries and their two markers (the Python layer's limit for
     // every method).
     size_t max_context_length() const {
@@ -143,22 +183,36 @@ BridgeWeights<T> bind_bridge_weights(const CascadeConfig& c, const std::vector<P
 }
 
 // One batch of (context, answer) pairs for Cascade::loss. Contexts are left-padded, answers right-padded; a null
-// mask means every position is a token.
+// mask means every position is a token. With blocks = K, each answer reads the K chunks that follow each other in
+// `contexts` (batch * K rows), each compressed into its own block; task replaces the prompt suffix.
 struct CascadeBatch {
-    const int32_t* contexts = nullptr;    // [batch, context_length]
+    const int32_t* contexts = nullptr;    // [batch * blocks, context_length]
     const uint8_t* context_mask = nullptr;
     size_t context_length = 0;
     const int32_t* answers = nullptr;     // [batch, answer_length]
     const uint8_t* answer_mask = nullptr;
     size_t answer_length = 0;
     size_t batch = 0;
+    size_t blocks = 1;
+    TaskSuffix task;
+
+    CascadeBatch() = default;
+    CascadeBatch(const int32_t* contexts_, const uint8_t* context_mask_, size_t context_length_,
+                 const int32_t* answers_, const uint8_t* answer_mask_, size_t answer_length_, size_t batch_,
+                 size_t blocks_ = 1, TaskSuffix task_ = {})
+        : contexts(contexts_), context_mask(context_mask_), context_length(context_length_), answers(answers_),
+          answer_mask(answer_mask_), answer_length(answer_length_), batch(batch_), blocks(blocks_), task(task_) {}
 
     size_t answer_tokens() const { return count_real_tokens(answer_mask, batch * answer_length); }
     // Sequences [begin, begin + size) as a batch of their own.
     CascadeBatch sequences(size_t begin, size_t size) const {
-        return {contexts + begin * context_length, context_mask ? context_mask + begin * context_length : nullptr,
-                context_length, answers + begin * answer_length,
-                answer_mask ? answer_mask + begin * answer_length : nullptr, answer_length, size};
+        const size_t rows = begin * blocks * context_length;
+        TaskSuffix part = task;
+        if (task.ids) part.ids += begin * task.length;
+        if (task.mask) part.mask += begin * task.length;
+        return {contexts + rows, context_mask ? context_mask + rows : nullptr, context_length,
+                answers + begin * answer_length, answer_mask ? answer_mask + begin * answer_length : nullptr,
+                answer_length, size, blocks, part};
     }
 };
 
@@ -183,6 +237,7 @@ struct CascadeActivations {
     std::vector<T> projector_hidden, projector_activation;  // [B, N, d_dec] (MLP projector only)
     std::vector<T> latents;       // [B, W, d_dec]
     size_t block_width = 0;       // W: rows of the decoder's latent block (N for C3)
+    DecoderLayout layout;         // the decoder prompt of the last build_decoder_input
     std::vector<uint8_t> block_mask;  // [B, W] (empty: all rows real)
     std::vector<int32_t> block_ids;   // [B, W]: the context tokens in the block (truncation, full context)
     std::vector<size_t> pool_windows; // [B, N, 2]: mean pooling's [begin, end) in the context
@@ -343,48 +398,76 @@ public:
     // Decoder input for given latents [B, N, d_dec] and answers [B, La] (right-padded, may be empty: La = 0).
     void build_decoder_input(const T* latents, const int32_t* answers, const uint8_t* answer_mask, size_t batch,
                              size_t answer_length, CascadeActivations<T>& a) const {
-        build_decoder_input(latents, config.num_latents, nullptr, answers, answer_mask, batch, answer_length, a);
+        build_decoder_input(latents, config.num_latents, 1, nullptr, {}, answers, answer_mask, batch, answer_length,
+                            a);
     }
-    // The same for a block of W latent rows [B, W, d_dec] with a mask [B, W] (null: all real). a.block_ids, when
-    // it holds B * W ids, names the tokens in the block (for the decoder's embedding gradient).
+    // The same for a block of W latent rows [B, W, d_dec] with a mask [B, W] (null: all real).
     void build_decoder_input(const T* latents, size_t block_width, const uint8_t* block_mask, const int32_t* answers,
                              const uint8_t* answer_mask, size_t batch, size_t answer_length,
                              CascadeActivations<T>& a) const {
-        const size_t N = block_width, dd = config.decoder.hidden_size, P = config.prompt_length(N);
+        build_decoder_input(latents, block_width, 1, block_mask, {}, answers, answer_mask, batch, answer_length, a);
+    }
+    // The same for K blocks of W rows each: latents [B, K * W, d_dec] (each row's K blocks in order), mask
+    // [B, K * W], and a task's suffix in place of the prompt's. a.block_ids, when it holds B * K * W ids, names
+    // the tokens in the blocks (for the decoder's embedding gradient).
+    void build_decoder_input(const T* latents, size_t block_width, size_t blocks, const uint8_t* block_mask,
+                             const TaskSuffix& task, const int32_t* answers, const uint8_t* answer_mask,
+                             size_t batch, size_t answer_length, CascadeActivations<T>& a) const {
+        C3_CHECK(blocks >= 1, ValueError, "a decoder prompt holds at least one latent block");
+        const DecoderLayout layout{config.prompt_prefix.size(), block_width, blocks,
+                                   task.ids ? task.length : config.prompt_suffix.size()};
+        const size_t rows = blocks * block_width, dd = config.decoder.hidden_size, P = layout.prompt_length();
         const size_t Ld = P + answer_length;
-        if (block_mask != a.block_mask.data()) a.block_mask.assign(block_mask, block_mask ? block_mask + batch * N : block_mask);
-        if (a.block_ids.size() != batch * N) a.block_ids.clear();
-        a.block_width = N;
+        if (block_mask != a.block_mask.data())
+            a.block_mask.assign(block_mask, block_mask ? block_mask + batch * rows : block_mask);
+        if (a.block_ids.size() != batch * rows) a.block_ids.clear();
+        a.block_width = block_width;
+        a.layout = layout;
         a.batch = batch;
         a.answer_length = answer_length;
         a.decoder_ids.assign(batch * Ld, config.latent_pad_token);
         a.decoder_mask.assign(batch * Ld, 1);
         for (size_t b = 0; b < batch; ++b) {
             int32_t* row = a.decoder_ids.data() + b * Ld;
+            uint8_t* row_mask = a.decoder_mask.data() + b * Ld;
             std::copy(config.prompt_prefix.begin(), config.prompt_prefix.end(), row);
-            row[config.prompt_prefix.size()] = config.latent_start_token;
-            for (size_t i = 0; i < N; ++i) {
-                if (!a.block_ids.empty()) row[config.decoder_slot_start() + i] = a.block_ids[b * N + i];
-                if (!a.block_mask.empty()) a.decoder_mask[b * Ld + config.decoder_slot_start() + i] = a.block_mask[b * N + i];
+            for (size_t k = 0; k < blocks; ++k) {
+                const size_t slot = layout.slot(k);
+                row[slot - 1] = config.latent_start_token;
+                for (size_t i = 0; i < block_width; ++i) {
+                    const size_t index = b * rows + k * block_width + i;
+                    if (!a.block_ids.empty()) row[slot + i] = a.block_ids[index];
+                    if (!a.block_mask.empty()) row_mask[slot + i] = a.block_mask[index];
+                }
+                row[slot + block_width] = config.latent_end_token;
             }
-            row[config.decoder_slot_start() + N] = config.latent_end_token;
-            std::copy(config.prompt_suffix.begin(), config.prompt_suffix.end(), row + config.decoder_slot_start() + N + 1);
+            int32_t* suffix = row + layout.suffix_start();
+            if (task.ids) {
+                for (size_t i = 0; i < task.length; ++i) {
+                    const bool real = !task.mask || task.mask[b * task.length + i];
+                    suffix[i] = real ? task.ids[b * task.length + i] : config.latent_pad_token;
+                    row_mask[layout.suffix_start() + i] = real;
+                }
+            } else {
+                std::copy(config.prompt_suffix.begin(), config.prompt_suffix.end(), suffix);
+            }
             for (size_t t = 0; t < answer_length; ++t) {
                 const bool real = !answer_mask || answer_mask[b * answer_length + t];
                 row[P + t] = real ? answers[b * answer_length + t] : 0;
-                a.decoder_mask[b * Ld + P + t] = real;
+                row_mask[P + t] = real;
             }
         }
         a.decoder_input.resize(batch * Ld * dd);
         decoder.embed(a.decoder_input.data(), a.decoder_ids.data(), batch * Ld);
-        for (size_t b = 0; b < batch && N > 0; ++b)
-            std::memcpy(a.decoder_input.data() + (b * Ld + config.decoder_slot_start()) * dd, latents + b * N * dd,
-                        N * dd * sizeof(T));
+        for (size_t b = 0; b < batch && block_width > 0; ++b)
+            for (size_t k = 0; k < blocks; ++k)
+                std::memcpy(a.decoder_input.data() + (b * Ld + layout.slot(k)) * dd,
+                            latents + (b * rows + k * block_width) * dd, block_width * dd * sizeof(T));
     }
 
     // Targets for the decoder rows: the row before each real answer token predicts it.
     std::vector<int32_t> answer_targets(const CascadeActivations<T>& a) const {
-        const size_t P = config.prompt_length(a.block_width), Ld = P + a.answer_length;
+        const size_t P = a.layout.prompt_length(), Ld = P + a.answer_length;
         std::vector<int32_t> targets(a.batch * Ld, ops::kIgnoreIndex);
         for (size_t b = 0; b < a.batch; ++b)
             for (size_t t = 0; t < a.answer_length; ++t)
@@ -414,12 +497,15 @@ public:
         const size_t B = batch.batch;
         const bool bridge_side = gradients.bridge && any_bridge_trainable();
         const bool encoder_side = backward && (gradients.encoder || bridge_side);
-        compress(batch.contexts, batch.context_mask, B, batch.context_length, a, encoder_side, step.encoder);
-        build_decoder_input(a.latents.data(), a.block_width, a.block_mask.empty() ? nullptr : a.block_mask.data(),
-                            batch.answers, batch.answer_mask, B, batch.answer_length, a);
+        C3_CHECK(batch.blocks >= 1, ValueError, "a batch's answers read at least one block each");
+        compress(batch.contexts, batch.context_mask, B * batch.blocks, batch.context_length, a, encoder_side,
+                 step.encoder);
+        build_decoder_input(a.latents.data(), a.block_width, batch.blocks,
+                            a.block_mask.empty() ? nullptr : a.block_mask.data(), batch.task, batch.answers,
+                            batch.answer_mask, B, batch.answer_length, a);
         const std::vector<int32_t> targets = answer_targets(a);
         if (options.token_count) *options.token_count = count_targets(targets.data(), targets.size());
-        const size_t Ld = config.prompt_length(a.block_width) + batch.answer_length, dd = config.decoder.hidden_size;
+        const size_t Ld = a.layout.prompt_length() + batch.answer_length, dd = config.decoder.hidden_size;
         ForwardInput<T> in{B, Ld, nullptr, a.decoder_input.data(), a.decoder_mask.data(), nullptr};
         std::vector<T> dinput;
         if (encoder_side) dinput.assign(B * Ld * dd, T(0));
@@ -442,9 +528,16 @@ public:
     // The same for a latent block of W rows [B, W, d_dec] with a mask [B, W] (null: all real).
     AnswerScores score(const T* latents, size_t block_width, const uint8_t* block_mask, const int32_t* answers,
                        const uint8_t* answer_mask, size_t batch, size_t answer_length, CascadeActivations<T>& a) const {
+        return score(latents, block_width, 1, block_mask, {}, answers, answer_mask, batch, answer_length, a);
+    }
+    // The same for K blocks [B, K * W, d_dec] (mask [B, K * W]) and a task's suffix (build_decoder_input).
+    AnswerScores score(const T* latents, size_t block_width, size_t blocks, const uint8_t* block_mask,
+                       const TaskSuffix& task, const int32_t* answers, const uint8_t* answer_mask, size_t batch,
+                       size_t answer_length, CascadeActivations<T>& a) const {
         a.block_ids.clear();
-        build_decoder_input(latents, block_width, block_mask, answers, answer_mask, batch, answer_length, a);
-        const size_t P = config.prompt_length(block_width), Ld = P + answer_length, V = config.decoder.vocab_size;
+        build_decoder_input(latents, block_width, blocks, block_mask, task, answers, answer_mask, batch,
+                            answer_length, a);
+        const size_t P = a.layout.prompt_length(), Ld = P + answer_length, V = config.decoder.vocab_size;
         ForwardInput<T> in{batch, Ld, nullptr, a.decoder_input.data(), a.decoder_mask.data(), nullptr};
         decoder.forward(in, a.decoder, LogitsMode::All, false);
         AnswerScores s;
@@ -482,14 +575,21 @@ public:
     // The same for a latent block of W rows [B, W, d_dec] with a mask [B, W] (null: all real).
     GenerationResult reconstruct(const T* latents, size_t block_width, const uint8_t* block_mask, size_t batch,
                                  const GenerationOptions& options) const {
+        return reconstruct(latents, block_width, 1, block_mask, {}, batch, options);
+    }
+    // The same for K blocks [B, K * W, d_dec] (mask [B, K * W]) and a task's suffix (build_decoder_input): a
+    // task's answer, such as one chunk of the document or the text that follows it.
+    GenerationResult reconstruct(const T* latents, size_t block_width, size_t blocks, const uint8_t* block_mask,
+                                 const TaskSuffix& task, size_t batch, const GenerationOptions& options) const {
         CascadeActivations<T> a;
-        build_decoder_input(latents, block_width, block_mask, nullptr, nullptr, batch, 0, a);
-        const size_t P = config.prompt_length(block_width);
+        build_decoder_input(latents, block_width, blocks, block_mask, task, nullptr, nullptr, batch, 0, a);
+        const size_t P = a.layout.prompt_length();
+        const bool masked = block_mask || (task.ids && task.mask);
         std::vector<std::vector<int32_t>> history(batch);
         for (size_t b = 0; b < batch; ++b)
             for (size_t t = 0; t < P; ++t)
                 if (a.decoder_mask[b * P + t]) history[b].push_back(a.decoder_ids[b * P + t]);
-        ForwardInput<T> in{batch, P, nullptr, a.decoder_input.data(), block_mask ? a.decoder_mask.data() : nullptr,
+        ForwardInput<T> in{batch, P, nullptr, a.decoder_input.data(), masked ? a.decoder_mask.data() : nullptr,
                            nullptr};
         return generate(decoder, in, options, &history);
     }
@@ -499,6 +599,19 @@ public:
     }
 
 private:
+    // Sets a.batch to the encoder's rows (the chunks) for the encoder side of a backward pass, which reads it, and
+    // back to the decoder's rows when the pass ends.
+    struct EncoderBatch {
+        CascadeActivations<T>& a;
+        size_t decoder_batch;
+        EncoderBatch(CascadeActivations<T>& activations, size_t rows) : a(activations), decoder_batch(a.batch) {
+            a.batch = rows;
+        }
+        ~EncoderBatch() { a.batch = decoder_batch; }
+        EncoderBatch(const EncoderBatch&) = delete;
+        EncoderBatch& operator=(const EncoderBatch&) = delete;
+    };
+
     static T* ensure_dinput(std::vector<T>& dinput, size_t count) {
         if (dinput.size() != count) dinput.assign(count, T(0));
         return dinput.data();
@@ -527,17 +640,18 @@ private:
     void backward_from_decoder_input(CascadeActivations<T>& a, const std::vector<T>& dinput,
                                      const CascadeGradients<T>& gradients,
                                      const StepWeights<T>* encoder_step = nullptr) const {
-        const size_t B = a.batch, N = config.num_latents, de = config.encoder.hidden_size, dd = config.decoder.hidden_size;
-        const size_t W = a.block_width, Ld = config.prompt_length(W) + a.answer_length, slot = config.decoder_slot_start();
+        const size_t N = config.num_latents, de = config.encoder.hidden_size, dd = config.decoder.hidden_size;
+        const DecoderLayout& layout = a.layout;
+        const size_t Ld = layout.prompt_length() + a.answer_length;
         if (dinput.empty()) return;
         // Truncation and full context put the decoder's own token embeddings in the block: they train them too.
         const bool block_holds_tokens = uses_context_tokens(config.method);
         T* decoder_embed = gradients.decoder ? gradients.decoder->embed : nullptr;
         T* encoder_embed = gradients.encoder ? gradients.encoder->embed : nullptr;
         if (decoder_embed) {
-            for (size_t b = 0; b < B; ++b)
+            for (size_t b = 0; b < a.batch; ++b)
                 for (size_t t = 0; t < Ld; ++t) {
-                    if (t >= slot && t < slot + W && !block_holds_tokens) continue;
+                    if (!block_holds_tokens && layout.is_slot(t)) continue;
                     if (!a.decoder_mask[b * Ld + t]) continue;
                     T* row = decoder_embed + size_t(a.decoder_ids[b * Ld + t]) * dd;
                     const T* g = dinput.data() + (b * Ld + t) * dd;
@@ -546,9 +660,14 @@ private:
         }
         if (!(gradients.encoder || (gradients.bridge && any_bridge_trainable()))) return;
         if (!uses_projector(config.method)) return;
+        // The encoder side runs over every compressed chunk: K per decoder row, in a.latents' order.
+        const size_t B = a.batch * layout.blocks;
         std::vector<T> dlatents(B * N * dd);
-        for (size_t b = 0; b < B; ++b)
-            std::memcpy(dlatents.data() + b * N * dd, dinput.data() + (b * Ld + slot) * dd, N * dd * sizeof(T));
+        for (size_t b = 0; b < a.batch; ++b)
+            for (size_t k = 0; k < layout.blocks; ++k)
+                std::memcpy(dlatents.data() + (b * layout.blocks + k) * N * dd,
+                            dinput.data() + (b * Ld + layout.slot(k)) * dd, N * dd * sizeof(T));
+        EncoderBatch restore_batch(a, B);
         // Projector.
         const size_t rows = B * N;
         const BridgeWeights<const T> w = bridge_weights();

@@ -49,7 +49,7 @@ def valid_values(scores: dict, key: str, row: int) -> np.ndarray:
 
 def score_rows(cascade, rows: Sequence, batch_size: Optional[int] = None, reconstruct: bool = True,
                continuations: Optional[Sequence] = None, max_new_tokens: Optional[int] = None,
-               progress: bool = False, description: str = "scoring") -> dict:
+               progress: bool = False, description: str = "scoring", continuation_task: bool = False) -> dict:
     """Every per-row score of a cascade on token rows, from one encoding of each batch of `batch_size` rows.
 
     rows: token-id rows the encoder reads (each at most cascade.max_context_tokens). Returns a dict of per-row
@@ -59,7 +59,8 @@ def score_rows(cascade, rows: Sequence, batch_size: Optional[int] = None, recons
     `max_new_tokens`) and ``strict`` (int8 per reference token: the reconstruction's i-th token is the
     reference's i-th) (both None when reconstruct is False; the aligned kept rate needs an alignment per row, which
     callers that want it make: surprisal.aligned_correct) and ``continuation_nats`` (float: -ln p of the row's
-    continuation tokens given its latents, no stop token; None without `continuations`, one per row)."""
+    continuation tokens given its latents, no stop token; None without `continuations`, one per row; asked for
+    by the "continue" task's suffix with continuation_task, as Cascade.train_step trains it)."""
     if continuations is not None and len(continuations) != len(rows):
         raise _core.ShapeError(f"{len(rows)} rows against {len(continuations)} continuations")
     correct, bits, hypotheses, following = [], [], [] if reconstruct else None, \
@@ -77,8 +78,9 @@ def score_rows(cascade, rows: Sequence, batch_size: Optional[int] = None, recons
         bits += [-valid_values(scores, "log_probability", k).astype(np.float64) / continuation.LN2
                  for k in range(len(batch))]
         if continuations is not None:
-            following += continuation.row_nats(cascade.score(latents, continuations[part],
-                                                             latent_mask=latent_mask)).tolist()
+            following += continuation.row_nats(cascade.score(
+                latents, continuations[part], latent_mask=latent_mask,
+                task="continue" if continuation_task else None)).tolist()
     strict = None
     if reconstruct:
         strict = [surprisal.strict_correct(row, hypothesis) for row, hypothesis in zip(rows, hypotheses)]

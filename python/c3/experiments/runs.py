@@ -214,7 +214,8 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
             contexts, continuations = data.draw(step)
             if continuation_weight:
                 report = cascade.train_step(trainer, contexts, continuation_contexts=contexts,
-                                            continuations=continuations, continuation_weight=continuation_weight)
+                                            continuations=continuations, continuation_weight=continuation_weight,
+                                            continuation_task=settings.get("continuation_task", False))
             else:
                 report = cascade.train_step(trainer, contexts)
             step += 1
@@ -256,7 +257,8 @@ def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior
     contexts = [p[:length] for p in passages]
     continuations = [p[length:] for p in passages]
     scores = score_rows(cascade, contexts, settings["eval_batch"], continuations=continuations, progress=progress,
-                        description=f"{cascade.method} {ratio}x")
+                        description=f"{cascade.method} {ratio}x",
+                        continuation_task=settings.get("continuation_task", False))
     references, hypotheses, teacher = contexts, scores["hypotheses"], scores["correct"]
     reconstruction_bits, nats = scores["bits"], float(np.sum(scores["continuation_nats"]))
     continuation_bytes = sum(len(c) for c in continuations)  # byte-level: one token per byte

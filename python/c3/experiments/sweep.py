@@ -173,7 +173,7 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
               progress: bool = True,
               on_step: Optional[Callable[[str, int, int], None]] = None, heldout: str = "regions",
               split: Optional[str] = None, recipe: Optional[str] = None, equal_flops: bool = False,
-              command: Optional[str] = None) -> dict:
+              continuation_task: bool = False, command: Optional[str] = None) -> dict:
     """Trains, evaluates and reports every (method, seed); returns the results written to results.json.
 
     steps: optimiser steps per run (default: the size's). minutes: a cap on each run's training time (the
@@ -192,7 +192,9 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     train documents, evaluate on leakage-checked passages of the `split` documents, "dev" (the default) or "test",
     and out of domain on the King James Version). recipe: a key of RECIPES (default: "recorded", the one chosen on
     the dev split). equal_flops: every method trains for about the FLOPs of C3 at `steps`
-    (equal_flops_steps); otherwise every method trains for `steps`. command: the command line that ran the sweep,
+    (equal_flops_steps); otherwise every method trains for `steps`. continuation_task: the continuation rows (in
+    training, with continuation_weight, and in evaluation) ask for it with the "continue" task's suffix instead of
+    sharing reconstruction's prompt (Cascade.train_step). command: the command line that ran the sweep,
     for the report (the CLI passes it; default: this call)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
@@ -246,6 +248,9 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
         plan["recipe"] = recipe
     if equal_flops:
         plan["equal_flops"] = True
+    if continuation_task:
+        plan["continuation_task"] = True  # likewise absent when off
+        settings["continuation_task"] = True
     method_steps = equal_flops_steps(methods, settings, ratios, steps) if equal_flops else {m: steps for m in methods}
     settings["method_steps"] = method_steps
     os.makedirs(output, exist_ok=True)
