@@ -329,3 +329,32 @@ def plot_accuracy_curves(curves: dict, title: str = "Accuracy by position", ax=N
     ax.set_title(title)
     ax.legend(loc="lower left")
     return figure
+
+
+def plot_document_positions(measures: dict, by: str = "by_distance_from_end", title: Optional[str] = None,
+                            ax=None):
+    """A document's measures (c3.eval.documents.document_measures) by chunk index or by distance from the end:
+    teacher-forced, strict greedy and aligned accuracy on the left axis, the bits the latents supply per token on the
+    right, each point an average over the documents that have that chunk (positions without any are left out)."""
+    if by not in ("by_chunk_index", "by_distance_from_end"):
+        raise _core.C3ValueError(f"by must be by_chunk_index or by_distance_from_end, got {by!r}")
+    figure, ax = _axes(ax)
+    values = measures[by]
+    position = np.arange(len(values["chunks"]))
+    for name, label in (("teacher_forced", "teacher forced"), ("strict", "strict greedy"),
+                        ("aligned", "aligned greedy")):
+        series = np.array([np.nan if v is None else v for v in values[name]], dtype=np.float64)
+        if np.isfinite(series).any():
+            ax.plot(position, series, marker=".", label=label)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel(values["index"] + " (chunks of " + str(measures["chunk_tokens"]) + " tokens)")
+    ax.set_ylabel("accuracy")
+    supplied = np.array([np.nan if v is None else v for v in values["supplied_bits"]], dtype=np.float64)
+    right = ax.twinx()
+    right.plot(position, supplied, color="0.4", linestyle="--", label="bits supplied per token")
+    right.set_ylabel("bits the latents supply per token")
+    ax.set_title(title or f"Across the document, {values['index']}")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left")
+    return figure

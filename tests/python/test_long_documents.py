@@ -456,3 +456,61 @@ def test_continuation_with_its_task_token_in_training_and_scoring():
     np.testing.assert_allclose(nats["continuation_nats"], expected, rtol=1e-12)
     plain = score_rows(model, rows, reconstruct=False, continuations=following)
     assert not np.allclose(plain["continuation_nats"], expected)
+
+
+# ---- measures across a document --------------------------------------------------------------------------------
+def test_document_measures_by_chunk_index_and_distance_from_the_end():
+    from c3.eval import documents, surprisal
+
+    model = document_cascade(seed=3)
+    rng = np.random.default_rng(1)
+    rows = [rng.integers(97, 123, size=length).astype(np.int32) for length in (3 * CONTEXT + 5 + 6, CONTEXT + 6)]
+    measures = documents.document_measures(model, rows, CONTEXT, 6, batch_size=2)
+    first, second = measures["per_document"]
+    assert [r["index"] for r in first["chunks"]] == [0, 1, 2, 3] and [r["from_end"] for r in first["chunks"]] == \
+        [3, 2, 1, 0]
+    assert [r["tokens"] for r in first["chunks"]] == [CONTEXT, CONTEXT, CONTEXT, 5] and len(second["chunks"]) == 1
+    # Every record is what the document's own calls give.
+    long = model.compress_long([rows[0][:-6]], CONTEXT)[0]
+    chunks = [rows[0][int(o):int(o) + int(n)] for o, n in zip(long.offsets, long.lengths)]
+    scores = model.document_score(long, [chunks[2]], [("chunk", 2)])
+    bits = -scores["log_probability"][0][scores["valid"][0]].astype(np.float64) / np.log(2)
+    assert abs(first["chunks"][2]["teacher_forced"] - scores["correct"][0][scores["valid"][0]].mean()) < 1e-12
+    assert abs(first["chunks"][2]["reconstruction_bits"] - bits.mean()) < 1e-9
+    prior = np.asarray(surprisal.prior_surprisal(model, [chunks[2]])[0])
+    assert np.isfinite(prior).all()  # the prior's prompt (<img></img>) gives the first token a context too
+    assert abs(first["chunks"][2]["supplied_bits"] - np.mean(prior - bits)) < 1e-9
+    hypothesis = model.document_reconstruct(long, [("chunk", 2)], return_ids=True)[0]
+    assert first["chunks"][2]["strict"] == surprisal.strict_correct(chunks[2], hypothesis).mean()
+    follow = model.document_score(long, [rows[0][-6:]], ["continue"])
+    nats = -follow["log_probability"][0].astype(np.float64).sum()
+    assert abs(first["continuation_bits"] - nats / np.log(2)) < 1e-9 and first["continuation_bytes"] == 6
+    # Documents line up by index at the start and by distance at the end.
+    by_index, by_end = measures["by_chunk_index"], measures["by_distance_from_end"]
+    assert by_index["chunks"] == [2, 1, 1, 1] and by_end["chunks"] == [2, 1, 1, 1]
+    assert abs(by_end["teacher_forced"][0] - np.mean([first["chunks"][3]["teacher_forced"],
+                                                      second["chunks"][0]["teacher_forced"]])) < 1e-12
+    assert by_index["teacher_forced"][3] == first["chunks"][3]["teacher_forced"]
+    total = (first["continuation_bits"] + second["continuation_bits"]) / 12
+    assert abs(measures["continuation_bits_per_byte"] - total) < 1e-12
+    quick = documents.document_measures(model, rows, CONTEXT, 6, reconstruct=False)
+    assert quick["by_chunk_index"]["strict"] == [None] * 4
+    assert quick["by_chunk_index"]["teacher_forced"] == by_index["teacher_forced"]
+    with pytest.raises(_core.C3ValueError, match="more than the 6 continuation tokens"):
+        documents.document_measures(model, [rows[0][:6]], CONTEXT, 6)
+
+
+def test_document_positions_plot_draws_each_measure():
+    pytest.importorskip("matplotlib")
+    from c3 import plots
+    from c3.eval import documents
+
+    model = document_cascade(seed=4)
+    rows = [np.random.default_rng(2).integers(97, 123, size=2 * CONTEXT + 6).astype(np.int32)]
+    measures = documents.document_measures(model, rows, CONTEXT, 6)
+    figure = plots.plot_document_positions(measures)
+    labels = [line.get_label() for axes in figure.axes for line in axes.get_lines()]
+    assert labels == ["teacher forced", "strict greedy", "aligned greedy", "bits supplied per token"]
+    assert "distance from the end" in figure.axes[0].get_xlabel()
+    with pytest.raises(_core.C3ValueError, match="by must be"):
+        plots.plot_document_positions(measures, by="by_size")
