@@ -51,3 +51,16 @@ def test_scaling_prints_a_row_per_thread_count_without_pytorch(tmp_path):
     points = json.loads(record.read_text())["points"]
     assert [(p["task"], p["threads"]) for p in points] == [("lm", 1), ("lm", 2), ("cascade", 1), ("cascade", 2)]
     assert [round(p["tokens_per_s"]) for p in points] == [round(float(row[3])) for row in rows]
+
+
+def test_long_documents_reports_compression_against_prefill_and_a_long_cache(tmp_path):
+    record = tmp_path / "long.json"
+    result = subprocess.run([sys.executable, "long_documents.py", "--megabytes", "0.004", "--chunk-tokens", "64",
+                             "--batch-chunks", "4", "--blocks", "3", "--threads", "1", "--json", str(record)],
+                            capture_output=True, text=True, timeout=600, cwd=os.path.join(ROOT, "benchmarks"))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(record.read_text())
+    assert figures["compression"]["chunks"] == 63  # 4,000 bytes in chunks of 64
+    assert figures["compression"]["fraction_of_prefill_rate"] > 0
+    assert [row["latent_positions"] for row in figures["decoding"].values()] == [16, 48]
+    assert "compress_long: 4,000 bytes in 63 chunks" in result.stdout
