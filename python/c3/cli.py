@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _core
 from .cascade import RECONSTRUCTION_MARGIN
-from .experiments import demo as demo_recipe, heldout, recipe
+from .experiments import demo as demo_recipe, documents as documents_recipe, heldout, recipe
 from .jsonfiles import jsonable, write_json
 from ._loader import VersionAction
 
@@ -403,6 +403,16 @@ def command_sweep(args):
                                     for method, by_ratio in accuracy.items()}})
 
 
+def command_documents(args):
+    from .experiments.documents import run_documents
+
+    results = run_documents(args.output, methods=args.methods, seeds=args.seeds, size=args.size, steps=args.steps,
+                            split=args.split, progress=not args.quiet)
+    _print_json({"results": os.path.join(args.output, "results.json"),
+                 "continuation_bits_per_byte": {name: run["continuation_bits_per_byte"]
+                                                for name, run in results["runs"].items()}})
+
+
 def command_models(args):
     from .models import smollm2
 
@@ -757,6 +767,22 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--continuation-task", action="store_true",
                        help="continuation rows (trained with --continuation-weight, and scored) end their prompt with "
                        "the \"continue\" task's suffix instead of sharing reconstruction's prompt")
+
+    documents = command("documents", command_documents, "train cascades whose decoder reads all of a long "
+                        "document's blocks, and measure reconstruction and continuation by chunk index and by "
+                        "distance from the end", "c3 documents --output reports/documents --size tiny",
+                        dict(output="output_directory"))
+    documents.add_argument("--output", default="reports/documents", metavar="DIR",
+                           help="directory for runs/, results.json and the plots; rerunning continues its runs")
+    documents.add_argument("--methods", type=_names, default=documents_recipe.METHODS, metavar="M1,M2",
+                           help="methods, comma-separated: " + ", ".join(documents_recipe.METHODS))
+    documents.add_argument("--seeds", type=_Numbers(SEED), default=(0,), metavar="S1,S2,...",
+                           help="seeds, comma-separated")
+    documents.add_argument("--size", choices=list(documents_recipe.SIZES), default="small",
+                           help="small (windows of 128 chunks of 128 bytes, N = 16) or tiny (a smoke test)")
+    documents.add_argument("--steps", type=STEPS, metavar="STEPS", help="optimiser steps per run (default: the size's)")
+    documents.add_argument("--split", choices=heldout.SPLITS, default="dev",
+                           help="the King James Version books the windows are measured on")
 
     models = command("models", command_models, "prepare real pretrained weights that are available offline",
                      "c3 models smollm2", {})

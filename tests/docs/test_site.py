@@ -12,7 +12,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SITE = os.environ.get("C3_SITE_DIR", os.path.join(ROOT, "site"))
 SCREENSHOT = os.path.join(ROOT, "build", "docs", "quickstart.png")
 # Images each notebook page must show (its plots); the official checkpoint's page has none without the checkpoint.
-PAGES = {"quickstart": 3, "ratio_sweep": 4, "pretrained_cascade": 1}
+PAGES = {"quickstart": 3, "ratio_sweep": 4, "long_documents": 2, "pretrained_cascade": 1}
 
 
 def executable(*names):

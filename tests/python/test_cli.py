@@ -213,7 +213,7 @@ def test_debug_shows_the_traceback(workspace):
 def test_every_option_has_help_and_every_command_an_example(capsys):
     parser = cli.build_parser()
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    assert set(commands.choices) == {"demo", "train", "compress", "reconstruct", "eval", "sweep", "models"}
+    assert set(commands.choices) == {"demo", "train", "compress", "reconstruct", "eval", "sweep", "documents", "models"}
     for name, sub in commands.choices.items():
         for action in sub._actions:
             assert action.help and action.help.strip(), (name, action.dest)

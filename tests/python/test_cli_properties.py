@@ -168,6 +168,10 @@ COMMANDS = {
                "--methods": choice(["c3", "mean_pool"], ["c3,c3", "gist", ""]),
                "--size": choice(["tiny"], ["huge", ""]),
                "--balance": choice(["bytes", "passages", "1"], ["1:2", "nan", "-1", "0", "x:y", ""])}),
+    "documents": (["--output", "doc_out", "--size", "tiny", "--methods", "c3", "--steps", "1"],
+                  {"--output": output("doc_out", "fresh_dir"), "--seeds": integers(*SEED, "0", "1"),
+                   "--steps": integer(*STEPS), "--methods": choice(["c3", "mean_pool"], ["c3,c3", "gist", ""]),
+                   "--size": choice(["tiny"], ["huge", ""]), "--split": choice(["dev", "test"], ["train", ""])}),
     # Never the valid name smollm2: it would convert real weights (about 30 s).
     "models": ([], {"name": choice([], ["smollm", "", "SmolLM2", "../smollm2"])}),
 }

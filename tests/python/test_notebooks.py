@@ -14,9 +14,9 @@ from nbclient import NotebookClient  # noqa: E402
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HERE = os.path.join(ROOT, "notebooks")
 EXECUTED = os.path.join(ROOT, "build", "notebooks")
-NAMES = ["quickstart", "ratio_sweep", "official_checkpoint", "pretrained_cascade"]
+NAMES = ["quickstart", "ratio_sweep", "long_documents", "official_checkpoint", "pretrained_cascade"]
 # Plots each notebook draws; without C3_CHECKPOINT the official checkpoint's notebook draws none.
-IMAGES = {"quickstart": 3, "ratio_sweep": 4, "official_checkpoint": 0, "pretrained_cascade": 1}
+IMAGES = {"quickstart": 3, "ratio_sweep": 4, "long_documents": 2, "official_checkpoint": 0, "pretrained_cascade": 1}
 MAX_OUTPUTS_PER_CELL = 20
 
 

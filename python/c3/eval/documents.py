@@ -16,7 +16,7 @@ so that a greedy fall that teacher forcing does not share shows error propagatio
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -43,12 +43,15 @@ def _positions(values: dict, key: str, count: int) -> dict:
 
 def document_measures(cascade, documents: Sequence, chunk_tokens: int, continuation_tokens: int,
                       reconstruct: bool = True, batch_size: int = 16, batch_chunks: int = 32,
-                      max_new_tokens: Optional[int] = None) -> dict:
+                      max_new_tokens: Optional[int] = None, prior: Optional[Callable] = None) -> dict:
     """Every measure of a cascade on whole documents (see the module docstring). documents: token-id rows, each
     longer than continuation_tokens. Returns per_document (each: chunks, a list of per-chunk records with index,
     from_end, tokens and MEASURES; continuation_bits and continuation_bytes), by_chunk_index and
     by_distance_from_end ({measure: [mean per position], chunks: [count per position]}), and
-    continuation_bits_per_byte over all documents. reconstruct=False leaves strict and aligned out (None)."""
+    continuation_bits_per_byte over all documents. reconstruct=False leaves strict and aligned out (None). prior
+    maps token rows to each token's surprisal in bits (default: the cascade's decoder with an empty block,
+    surprisal.prior_surprisal; a language model of the corpus is the better reference when the decoder never
+    trained without blocks)."""
     rows = [np.asarray(row, dtype=np.int32) for row in documents]
     if not rows:
         raise _core.C3ValueError("document_measures needs at least one document")
@@ -69,12 +72,12 @@ def document_measures(cascade, documents: Sequence, chunk_tokens: int, continuat
         scores = cascade.document_score(long, chunks, tasks, batch_size=batch_size)
         hypotheses = (cascade.document_reconstruct(long, tasks, max_new_tokens=max_new_tokens, return_ids=True,
                                                    batch_size=batch_size) if reconstruct else None)
-        prior = prior_surprisal(cascade, chunks, batch_size)
+        prior_bits_of = prior(chunks) if prior is not None else prior_surprisal(cascade, chunks, batch_size)
         records = []
         for k, chunk in enumerate(chunks):
             valid = scores["valid"][k]
             bits = -scores["log_probability"][k][valid].astype(np.float64) / LN2
-            prior_bits = np.asarray(prior[k], np.float64)
+            prior_bits = np.asarray(prior_bits_of[k], np.float64)
             known = np.isfinite(prior_bits)  # the first token of a prior without prefix has none
             record = dict(index=k, from_end=len(chunks) - 1 - k, tokens=int(len(chunk)),
                           teacher_forced=float(scores["correct"][k][valid].mean()),

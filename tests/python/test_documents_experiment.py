@@ -1,0 +1,103 @@
+"""c3 documents in its tiny configuration: windows of train books with a doubling chunk curriculum, training that
+resumes, evaluation windows that do not overlap, measures by position, and the CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import c3
+from c3.experiments import documents
+from test_long_documents import one_thread  # noqa: F401 - the fixture, autouse here too
+
+
+def test_chunk_counts_double_up_to_the_longest():
+    assert documents.chunk_counts(1) == [1]
+    assert documents.chunk_counts(4) == [1, 2, 4]
+    assert documents.chunk_counts(6) == [1, 2, 4, 6]
+
+
+def test_batches_unlock_longer_documents_and_hold_about_the_same_bytes():
+    settings = dict(documents.SIZES["tiny"], max_chunks=4, batch_tokens=64, curriculum=0.5)
+    books = [np.arange(500, dtype=np.int32) % 256]
+    data = documents.DocumentBatches(books, settings, seed=0, steps=12)
+    assert data.unlocked(0) == [1] and data.unlocked(2) == [1, 2] and data.unlocked(6) == [1, 2, 4]
+    for step in range(12):
+        chunks, follow, addressed = data.draw(step)
+        B, K, C = chunks.shape
+        assert C == 16 and K in data.unlocked(step) and B == max(1, 64 // (K * 16))
+        assert follow.shape == (B, 8) and ((0 <= addressed) & (addressed < K)).all()
+        for b in range(B):  # a window is consecutive text of one book
+            window = np.concatenate([chunks[b].reshape(-1), follow[b]])
+            assert ((np.diff(window) % 256) == 1).all()
+    state = data.state()
+    first = data.draw(11)
+    data.restore(state)
+    assert all(np.array_equal(a, b) for a, b in zip(first, data.draw(11)))
+
+
+def test_evaluation_windows_do_not_overlap_and_report_their_leaked_share():
+    settings = documents.SIZES["tiny"]
+    train = [np.frombuffer(b"the same words again and again " * 10, np.uint8).astype(np.int32)]
+    book = np.frombuffer((b"the same words again and again " * 4) + bytes(range(100, 200)), np.uint8).astype(np.int32)
+    windows, leaked = documents.evaluation_windows([book], train, settings, 10)
+    length = 4 * 16 + 8
+    assert all(len(w) == length for w in windows) and len(windows) == len(book) // length
+    assert np.array_equal(np.concatenate(windows), book[:len(windows) * length])
+    assert leaked[0] > 0.5 and leaked[-1] == 0.0
+
+
+def test_a_tiny_run_trains_measures_and_resumes_without_training_again(tmp_path, monkeypatch):
+    output = str(tmp_path / "documents")
+    results = documents.run_documents(output, size="tiny", progress=False)
+    assert sorted(results["runs"]) == ["c3-seed0", "mean_pool-seed0"]
+    run = results["runs"]["c3-seed0"]
+    assert run["by_chunk_index"]["chunks"] == [results["windows"]] * 4
+    assert set(run["by_distance_from_end"]) >= {"teacher_forced", "strict", "aligned", "supplied_bits"}
+    assert os.path.exists(os.path.join(output, "positions-c3-seed0.png"))
+    assert all(0.0 <= share <= 1.0 for share in results["leaked_share"])
+    trained = json.load(open(os.path.join(output, "runs", "c3-seed0", "trained.json")))
+    assert trained["steps"] == 6 and len(trained["log"]) == 6
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a measured run trained again")
+
+    monkeypatch.setattr(documents, "train_document_run", must_not_train)
+    again = documents.run_documents(output, size="tiny", progress=False)
+    assert again["runs"]["c3-seed0"]["continuation_bits_per_byte"] == run["continuation_bits_per_byte"]
+    with pytest.raises(c3.ConfigError, match="other settings"):
+        documents.run_documents(output, size="tiny", steps=7, progress=False)
+    with pytest.raises(c3.C3ValueError, match="unknown method"):
+        documents.run_documents(str(tmp_path / "other"), methods=("gist",), size="tiny")
+
+
+def test_an_interrupted_run_resumes_to_the_same_parameters(tmp_path):
+    settings = dict(documents.SIZES["tiny"])  # checkpoints every 3 steps
+    books = documents.book_splits()["train"][:3]
+    whole = documents.train_document_run(str(tmp_path / "whole"), "c3", 0, settings, books, 6, progress=False)
+
+    def interrupt(step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    broken = str(tmp_path / "broken")
+    with pytest.raises(KeyboardInterrupt):
+        documents.train_document_run(broken, "c3", 0, settings, books, 6, progress=False, on_step=interrupt)
+    assert not os.path.exists(os.path.join(broken, "trained.json"))
+    resumed = documents.train_document_run(broken, "c3", 0, settings, books, 6, progress=False)  # from step 3
+    for part in ("encoder", "decoder"):
+        ours, theirs = getattr(whole.model, part).parameters(), getattr(resumed.model, part).parameters()
+        for name, value in ours.items():
+            np.testing.assert_array_equal(value, theirs[name], err_msg=f"{part} {name}")
+    trained = json.load(open(os.path.join(broken, "trained.json")))
+    assert trained["steps"] == 6 and len(trained["log"]) == 6
+
+
+def test_cli_documents_tiny(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "c3.cli", "documents", "--output", str(tmp_path / "d"), "--size",
+                             "tiny", "--methods", "c3", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert set(printed["continuation_bits_per_byte"]) == {"c3-seed0"}
