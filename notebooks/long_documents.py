@@ -32,6 +32,7 @@ import numpy as np
 import c3
 from c3 import plots
 from c3.eval.documents import document_measures
+from c3.eval.surprisal import prior_surprisal
 from c3.experiments import documents
 
 TINY = os.environ.get("C3_NOTEBOOK_SIZE") == "tiny"  # the tests and the documentation build run the notebooks small
@@ -49,20 +50,28 @@ settings = dict(documents.SIZES["tiny"]) if TINY else dict(
 books = documents.book_splits()
 output = os.path.join("reports", "notebook-long-documents")
 cascades = {}
-for method in ("c3", "mean_pool"):
+for method in ("c3", "mean_pool", "truncate_window"):
     cascades[method] = documents.train_document_run(os.path.join(output, method), method, 0, settings,
                                                     books["train"], settings["steps"], progress=not TINY)
+prior = documents.train_prior(os.path.join(output, "prior"), 0, settings, books["train"], progress=not TINY)
 
 # %%
 windows, leaked = documents.evaluation_windows(books["dev"], books["train"], settings, settings["eval_windows"])
 print(len(windows), "dev windows of", len(windows[0]), "bytes; leaked share of 32-byte stretches:",
       round(float(np.mean(leaked)), 3))
-measures = {method: document_measures(cascade, windows, settings["chunk_tokens"], settings["continuation"])
-            for method, cascade in cascades.items()}
+measures = {method: document_measures(cascade, windows, settings["chunk_tokens"], settings["continuation"],
+                                      prior=lambda rows: prior_surprisal(prior, rows))
+            for method, cascade in cascades.items() if method != "truncate_window"}
+measures["truncate_window"] = documents.text_baseline_measures(cascades["truncate_window"], "truncate_window",
+                                                               settings, windows)
 for method, values in measures.items():
     print(method, "continuation bits per byte:", round(values["continuation_bits_per_byte"], 3))
 
 # %% [markdown]
+# Continuation at the same decoder budget: C3 and mean pooling read every chunk's block; `truncate_window` reads
+# the document's last K x N bytes as text, as many rows as the K blocks. The bits the latents supply are measured
+# against a language model of the training books (`prior`).
+#
 # Teacher-forced, strict greedy and aligned accuracy of each chunk, read back from all the blocks, by its distance
 # from the end of the document. A greedy curve that falls where teacher forcing does not is error propagation,
 # not lost information.

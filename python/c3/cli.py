@@ -408,7 +408,7 @@ def command_documents(args):
 
     results = run_documents(args.output, methods=args.methods, seeds=args.seeds, size=args.size, steps=args.steps,
                             split=args.split, progress=not args.quiet)
-    _print_json({"results": os.path.join(args.output, "results.json"),
+    _print_json({"results": os.path.join(args.output, "results.json"),  # every method measures continuation
                  "continuation_bits_per_byte": {name: run["continuation_bits_per_byte"]
                                                 for name, run in results["runs"].items()}})
 
@@ -774,8 +774,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                         dict(output="output_directory"))
     documents.add_argument("--output", default="reports/documents", metavar="DIR",
                            help="directory for runs/, results.json and the plots; rerunning continues its runs")
-    documents.add_argument("--methods", type=_names, default=documents_recipe.METHODS, metavar="M1,M2",
-                           help="methods, comma-separated: " + ", ".join(documents_recipe.METHODS))
+    documents.add_argument("--methods", type=_names, default=documents_recipe.DEFAULT_METHODS, metavar="M1,M2",
+                           help="methods, comma-separated: " + ", ".join(documents_recipe.METHODS) + " (full_window "
+                           "only where the windows fit: the tiny size)")
     documents.add_argument("--seeds", type=_Numbers(SEED), default=(0,), metavar="S1,S2,...",
                            help="seeds, comma-separated")
     documents.add_argument("--size", choices=list(documents_recipe.SIZES), default="small",

@@ -52,7 +52,7 @@ def test_evaluation_windows_do_not_overlap_and_report_their_leaked_share():
 def test_a_tiny_run_trains_measures_and_resumes_without_training_again(tmp_path, monkeypatch):
     output = str(tmp_path / "documents")
     results = documents.run_documents(output, size="tiny", progress=False)
-    assert sorted(results["runs"]) == ["c3-seed0", "mean_pool-seed0"]
+    assert sorted(results["runs"]) == ["c3-seed0", "mean_pool-seed0", "truncate_window-seed0"]
     run = results["runs"]["c3-seed0"]
     assert run["by_chunk_index"]["chunks"] == [results["windows"]] * 4
     assert set(run["by_distance_from_end"]) >= {"teacher_forced", "strict", "aligned", "supplied_bits"}
@@ -60,6 +60,21 @@ def test_a_tiny_run_trains_measures_and_resumes_without_training_again(tmp_path,
     assert all(0.0 <= share <= 1.0 for share in results["leaked_share"])
     trained = json.load(open(os.path.join(output, "runs", "c3-seed0", "trained.json")))
     assert trained["steps"] == 6 and len(trained["log"]) == 6
+    # The bits supplied are against the seed's language-model prior, a no_context run on the training books.
+    settings, books = results["settings"], documents.book_splits()
+    prior = documents.train_prior(os.path.join(output, "runs", "prior-seed0"), 0, settings, books["train"], False)
+    assert prior.method == "no_context"
+    cascade = documents.train_document_run(os.path.join(output, "runs", "c3-seed0"), "c3", 0, settings,
+                                           books["train"], 6, progress=False)  # finished: loaded, not trained
+    windows, _ = documents.evaluation_windows(books["dev"], books["train"], settings, settings["eval_windows"])
+    from c3.eval.documents import document_measures
+    from c3.eval.surprisal import prior_surprisal
+
+    again = document_measures(cascade, windows, settings["chunk_tokens"], settings["continuation"],
+                              prior=lambda rows: prior_surprisal(prior, rows))
+    assert again["by_chunk_index"]["supplied_bits"] == run["by_chunk_index"]["supplied_bits"]
+    own = document_measures(cascade, windows, settings["chunk_tokens"], settings["continuation"])
+    assert own["by_chunk_index"]["supplied_bits"] != run["by_chunk_index"]["supplied_bits"]
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("a measured run trained again")
@@ -71,6 +86,31 @@ def test_a_tiny_run_trains_measures_and_resumes_without_training_again(tmp_path,
         documents.run_documents(output, size="tiny", steps=7, progress=False)
     with pytest.raises(c3.C3ValueError, match="unknown method"):
         documents.run_documents(str(tmp_path / "other"), methods=("gist",), size="tiny")
+
+
+def test_text_baselines_read_the_last_k_n_bytes_or_the_whole_window(tmp_path):
+    settings = documents.SIZES["tiny"]  # 16-byte chunks, N = 4
+    context = np.arange(40, dtype=np.int32)  # 3 chunks, the last one of 8 bytes
+    np.testing.assert_array_equal(documents.kept_text("truncate_window", settings, context), context[-12:])
+    np.testing.assert_array_equal(documents.kept_text("full_window", settings, context), context)
+    results = documents.run_documents(str(tmp_path / "text"), methods=("truncate_window", "full_window"),
+                                      size="tiny", progress=False)
+    books = documents.book_splits()
+    windows, _ = documents.evaluation_windows(books["dev"], books["train"], results["settings"], 3)
+    for method in ("truncate_window", "full_window"):
+        run = results["runs"][f"{method}-seed0"]
+        cascade = documents.train_document_run(str(tmp_path / "text" / "runs" / f"{method}-seed0"), method, 0,
+                                               results["settings"], books["train"], 6, progress=False)
+        window = windows[1]
+        kept = documents.kept_text(method, results["settings"], window[:-8])
+        latents, mask = cascade.encode([kept])
+        assert latents.shape[1] == len(kept)  # the block is the kept text itself
+        scores = cascade.score(latents, [window[-8:]], latent_mask=mask, task="continue")
+        bits = -scores["log_probability"][0].astype(np.float64).sum() / np.log(2)
+        assert abs(run["per_document"][1]["continuation_bits"] - bits) < 1e-6
+    assert not os.path.exists(str(tmp_path / "text" / "runs" / "prior-seed0"))  # text baselines need no prior
+    with pytest.raises(c3.C3ValueError, match="full_window reads contexts of at most 4096 bytes"):
+        documents.run_documents(str(tmp_path / "big"), methods=("full_window",), size="small")
 
 
 def test_an_interrupted_run_resumes_to_the_same_parameters(tmp_path):

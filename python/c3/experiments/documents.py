@@ -17,7 +17,9 @@ continuation_weight. The number of chunks K is unlocked in doubling steps (1, 2,
 checkpoint_every steps and resume bit for bit (fixed data-parallel shares).
 
 Evaluation. Consecutive, non-overlapping windows of max_chunks chunks and the continuation from the split's books,
-measured by c3.eval.documents.document_measures. The King James Version repeats verses between books, so each
+measured by c3.eval.documents.document_measures. The bits the latents supply are measured against a language model
+of the training books: each seed's prior, a no_context cascade trained on chunk-length passages of them (the sweep's
+run, c3.experiments.runs.train_run), read through the same empty-block prompt as surprisal.prior_surprisal. The King James Version repeats verses between books, so each
 window's share of 32-byte stretches that occur in the training text is reported beside it rather than filtered.
 """
 from __future__ import annotations
@@ -33,22 +35,32 @@ from .. import _core, leakage, plots, prose
 from ..cascade import Cascade, scratch_model_config
 from ..corpus import document_splits
 from ..eval.documents import document_measures
+from ..eval.surprisal import prior_surprisal
 from ..jsonfiles import read_json, write_json
 from ..training import load_checkpoint, save_checkpoint
 from .heldout import LEAKAGE_WINDOW, SPLIT_FRACTIONS
 from .recipe import SIZES as SWEEP_SIZES, make_trainer
+from .runs import train_run
 
-METHODS = ("c3", "mean_pool")
+# c3 and mean_pool compress every chunk into its own block; the two text baselines give the decoder the document's
+# own bytes instead: truncate_window its last K * N bytes (the rows K blocks of N latents hold: the same decoder
+# budget, markers aside), full_window all of it (where the decoder's positions allow). They are trained and measured
+# on continuation alone: a text block holds no chunk to address, only what it keeps.
+METHODS = ("c3", "mean_pool", "truncate_window", "full_window")
+TEXT_BASELINES = ("truncate_window", "full_window")
+DEFAULT_METHODS = ("c3", "mean_pool", "truncate_window")
+FULL_WINDOW_LIMIT = 4096  # bytes of context full_window reads at most: attention over longer texts is too slow here
 SIZES = {
     # Up to 128 chunks of 128 bytes (8x each with N = 16) and 64 bytes of continuation: windows of 16 KB, a decoder
     # prompt of 128 blocks (2,304 positions); the sweep's small model shape and optimiser.
     "small": dict(model=dict(SWEEP_SIZES["small"]["model"]), latents=16, chunk_tokens=128, max_chunks=128,
                   continuation=64, batch_tokens=2048, curriculum=0.4, continuation_weight=0.25, steps=4000,
-                  learning_rate=2e-3, beta2=0.999, shares=4, checkpoint_every=50, eval_windows=12, eval_batch=16),
+                  learning_rate=2e-3, beta2=0.999, shares=4, checkpoint_every=50, eval_windows=12, eval_batch=16,
+                  prior_steps=4000),
     "tiny": dict(model=dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1),
                  latents=4, chunk_tokens=16, max_chunks=4, continuation=8, batch_tokens=64, curriculum=0.5,
                  continuation_weight=0.25, steps=6, learning_rate=3e-3, beta2=0.999, shares=2, checkpoint_every=3,
-                 eval_windows=3, eval_batch=4),
+                 eval_windows=3, eval_batch=4, prior_steps=4),
 }
 TASK_ROOM = 16  # decoder positions for the longest task suffix ("<chunk 99999>")
 
@@ -118,7 +130,28 @@ def build_document_cascade(method: str, settings: dict, seed: int) -> Cascade:
     answer = max(int(settings["chunk_tokens"]) + 1, int(settings["continuation"]))
     decoder = scratch_model_config(settings["model"], int(settings["max_chunks"]) * (latents + 2) + TASK_ROOM + answer,
                                    latents)
+    if method in TEXT_BASELINES:  # the block is text: the decoder's own embeddings of the kept bytes
+        kept = int(settings["max_chunks"]) * int(settings["latents" if method == "truncate_window" else "chunk_tokens"])
+        decoder = scratch_model_config(settings["model"], kept + 2 + TASK_ROOM + answer, latents)
+        return Cascade.new(encoder, decoder, latents, seed=seed, method="full_context")
     return Cascade.new(encoder, decoder, latents, seed=seed, method=method)
+
+
+def check_method(method: str, settings: dict) -> None:
+    """A C3ValueError for an unknown method, or full_window where the windows are longer than FULL_WINDOW_LIMIT."""
+    if method not in METHODS:
+        raise _core.C3ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    window = int(settings["max_chunks"]) * int(settings["chunk_tokens"])
+    if method == "full_window" and window > FULL_WINDOW_LIMIT:
+        raise _core.C3ValueError(f"full_window reads contexts of at most {FULL_WINDOW_LIMIT} bytes; this size's "
+                                 f"windows hold {window}")
+
+
+def kept_text(method: str, settings: dict, context: np.ndarray) -> np.ndarray:
+    """What a text baseline's block holds of a window's context: its last K * N bytes (truncate_window: the rows K
+    blocks of N latents hold) or all of it (full_window)."""
+    chunks = -(-len(context) // int(settings["chunk_tokens"]))
+    return context[-chunks * int(settings["latents"]):] if method == "truncate_window" else context
 
 
 def train_document_run(directory: str, method: str, seed: int, settings: dict, books, steps: int,
@@ -149,12 +182,17 @@ def train_document_run(directory: str, method: str, seed: int, settings: dict, b
     try:
         while step < steps:
             chunks, continuations, addressed = data.draw(step)
-            documents = [list(rows) for rows in chunks]
-            groups = [cascade.document_group(documents, [rows[k] for rows, k in zip(chunks, addressed)],
-                                             [("chunk", int(k)) for k in addressed]),
-                      cascade.document_group(documents, list(continuations), ["continue"] * len(documents),
-                                             add_stop=False)]
-            report = trainer.step_weighted(groups, [1.0 - weight, weight])
+            if method in TEXT_BASELINES:
+                blocks = [[kept_text(method, settings, rows.reshape(-1))] for rows in chunks]
+                report = trainer.step_weighted([cascade.document_group(
+                    blocks, list(continuations), ["continue"] * len(blocks), add_stop=False)], [1.0])
+            else:
+                documents = [list(rows) for rows in chunks]
+                groups = [cascade.document_group(documents, [rows[k] for rows, k in zip(chunks, addressed)],
+                                                 [("chunk", int(k)) for k in addressed]),
+                          cascade.document_group(documents, list(continuations), ["continue"] * len(documents),
+                                                 add_stop=False)]
+                report = trainer.step_weighted(groups, [1.0 - weight, weight])
             step += 1
             log.append([int(chunks.shape[1]), round(float(report["loss"]), 5)])
             bar.set_postfix(loss=f"{report['loss']:.3f}")
@@ -171,6 +209,31 @@ def train_document_run(directory: str, method: str, seed: int, settings: dict, b
     return cascade
 
 
+def text_baseline_measures(cascade: Cascade, method: str, settings: dict, windows) -> dict:
+    """A text baseline's continuation bits per byte on the windows (see METHODS): the decoder reads the kept bytes
+    as its block, then the "continue" task."""
+    continuation = int(settings["continuation"])
+    per_document, total_bits, total_bytes = [], 0.0, 0
+    for window in windows:
+        context, following = window[:-continuation], window[-continuation:]
+        latents, mask = cascade.encode([kept_text(method, settings, context)])
+        scores = cascade.score(latents, [following], latent_mask=mask, task="continue")
+        bits = -float(np.sum(scores["log_probability"][0][scores["valid"][0]], dtype=np.float64)) / np.log(2.0)
+        per_document.append(dict(continuation_bits=bits, continuation_bytes=continuation))
+        total_bits, total_bytes = total_bits + bits, total_bytes + continuation
+    return dict(per_document=per_document, continuation_bits_per_byte=total_bits / total_bytes,
+                chunk_tokens=int(settings["chunk_tokens"]), continuation_tokens=continuation)
+
+
+def train_prior(directory: str, seed: int, settings: dict, books, progress: bool = True) -> Cascade:
+    """The seed's language model of the training books: a no_context cascade (the decoder alone, an empty block)
+    trained on passages of one chunk's length by the sweep's run (train_run: resumable, loaded when finished)."""
+    ratio = int(settings["chunk_tokens"]) // int(settings["latents"])
+    prior_settings = dict(settings, curriculum=0.0, continuation=0, track_points=0)
+    return train_run(directory, "no_context", seed, prior_settings, [ratio], books, int(settings["prior_steps"]),
+                     progress=progress)
+
+
 def evaluation_windows(books, train_books, settings: dict, count: int) -> list:
     """(window rows of max_chunks chunks and the continuation, each window's leaked share): consecutive,
     non-overlapping windows of the split's books, taken evenly across all of them, at most `count`."""
@@ -182,22 +245,21 @@ def evaluation_windows(books, train_books, settings: dict, count: int) -> list:
     return picked, [float(index.leaked_fraction(w.astype(np.uint8).tobytes())) for w in picked]
 
 
-def run_documents(output: str, methods: Sequence[str] = METHODS, seeds: Sequence[int] = (0,), size: str = "small",
+def run_documents(output: str, methods: Sequence[str] = DEFAULT_METHODS, seeds: Sequence[int] = (0,), size: str = "small",
                   steps: Optional[int] = None, split: str = "dev", progress: bool = True,
                   command: Optional[str] = None) -> dict:
-    """Trains and measures each (method, seed) (see the module docstring); writes results.json, report.md and the
-    figures to `output`, and returns the results."""
+    """Trains and measures each (method, seed) (see the module docstring); writes results.json and the figures to
+    `output`, and returns the results."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     for name, values in (("methods", list(methods)), ("seeds", [int(s) for s in seeds])):
         if not values or len(set(values)) != len(values):
             raise _core.C3ValueError(f"{name} must be a non-empty list without repeats, got {values}")
+    settings = dict(SIZES[size])
     for method in methods:
-        if method not in METHODS:
-            raise _core.C3ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+        check_method(method, settings)
     if split not in ("dev", "test"):
         raise _core.C3ValueError(f"split must be dev or test, got {split!r}")
-    settings = dict(SIZES[size])
     steps = int(steps or settings["steps"])
     plan = dict(methods=list(methods), seeds=[int(s) for s in seeds], size=size, steps=steps, split=split)
     os.makedirs(output, exist_ok=True)
@@ -210,6 +272,7 @@ def run_documents(output: str, methods: Sequence[str] = METHODS, seeds: Sequence
     results = dict(plan=plan, settings=settings, corpus=prose.LICENCE, windows=len(windows),
                    window_bytes=int(len(windows[0])), leaked_share=leaked, runs={})
     for seed in plan["seeds"]:
+        prior = None
         for method in methods:
             directory = os.path.join(output, "runs", f"{method}-seed{seed}")
             evaluation = os.path.join(directory, "evaluation.json")
@@ -217,13 +280,22 @@ def run_documents(output: str, methods: Sequence[str] = METHODS, seeds: Sequence
                 results["runs"][f"{method}-seed{seed}"] = read_json(evaluation)
                 continue
             cascade = train_document_run(directory, method, seed, settings, books["train"], steps, progress)
-            measures = document_measures(cascade, windows, settings["chunk_tokens"], settings["continuation"],
-                                         batch_size=settings["eval_batch"])
+            if method in TEXT_BASELINES:
+                measures = text_baseline_measures(cascade, method, settings, windows)
+            else:
+                if prior is None:  # needed only while some compressing run of the seed is not measured
+                    prior = train_prior(os.path.join(output, "runs", f"prior-seed{seed}"), seed, settings,
+                                        books["train"], progress)
+                measures = document_measures(cascade, windows, settings["chunk_tokens"], settings["continuation"],
+                                             batch_size=settings["eval_batch"],
+                                             prior=lambda rows, p=prior: prior_surprisal(p, rows))
             measures["trained"] = read_json(os.path.join(directory, "trained.json"))["train_seconds"]
             write_json(evaluation, measures)
             results["runs"][f"{method}-seed{seed}"] = measures
     write_json(os.path.join(output, "results.json"), results)
     for name, measures in results["runs"].items():
+        if "by_chunk_index" not in measures:  # a text baseline: continuation alone
+            continue
         figure = plots.new_figure(11, 4)
         left, right = figure.subplots(1, 2)
         plots.plot_document_positions(measures, "by_chunk_index", title=f"{name}: by chunk index", ax=left)
