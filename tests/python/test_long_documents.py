@@ -496,6 +496,10 @@ def test_document_measures_by_chunk_index_and_distance_from_the_end():
     quick = documents.document_measures(model, rows, CONTEXT, 6, reconstruct=False)
     assert quick["by_chunk_index"]["strict"] == [None] * 4
     assert quick["by_chunk_index"]["teacher_forced"] == by_index["teacher_forced"]
+    # A continuation cut inside a character counts its bytes, not the replacement character's.
+    cut = np.concatenate([rows[1][:-6], np.array([97, 97, 97, 97, 0xE2, 0x80], np.int32)])
+    assert documents.document_measures(model, [cut], CONTEXT, 6, reconstruct=False)["per_document"][0][
+        "continuation_bytes"] == 6
     with pytest.raises(_core.C3ValueError, match="more than the 6 continuation tokens"):
         documents.document_measures(model, [rows[0][:6]], CONTEXT, 6)
 

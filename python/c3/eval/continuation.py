@@ -31,6 +31,14 @@ def row_nats(scores: dict) -> np.ndarray:
     return -log_probability.sum(axis=1)
 
 
+def utf8_bytes(cascade, ids) -> int:
+    """The UTF-8 bytes token ids stand for: one per token for a byte-level tokenizer (a row cut inside a character
+    keeps its bytes as they are), else the bytes of the decoded text."""
+    if isinstance(cascade.tokenizer, _core.ByteTokenizer):
+        return int(len(ids))
+    return len(cascade.tokenizer.decode(np.asarray(ids, np.int32)).encode("utf-8"))
+
+
 def bits_per_byte(cascade, contexts: Sequence, continuations: Sequence, batch_size: Optional[int] = 32) -> dict:
     """Continuation loss of a c3.Cascade on (context, continuation) pairs of texts or token-id rows: bits_per_byte
     (total bits over total UTF-8 bytes of the continuations), bits_per_token, tokens, bytes."""
@@ -46,8 +54,7 @@ def bits_per_byte(cascade, contexts: Sequence, continuations: Sequence, batch_si
         total_nats += float(continuation_nats(cascade.model, context_ids, context_mask, answer_ids, answer_mask).sum())
         tokens += int(answer_mask.sum())
         for item in part_continuations:
-            text = item if isinstance(item, str) else cascade.tokenizer.decode(np.asarray(item, np.int32))
-            size += len(text.encode("utf-8"))
+            size += len(item.encode("utf-8")) if isinstance(item, str) else utf8_bytes(cascade, item)
     if size == 0:
         raise _core.C3ValueError("the continuations hold no bytes")
     bits = total_nats / LN2

@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .. import _core
-from .continuation import LN2
+from .continuation import LN2, utf8_bytes
 from .surprisal import aligned_correct, prior_surprisal, strict_correct
 
 MEASURES = ("teacher_forced", "strict", "aligned", "reconstruction_bits", "supplied_bits")
@@ -90,7 +90,7 @@ def document_measures(cascade, documents: Sequence, chunk_tokens: int, continuat
             by_end.setdefault(record["from_end"], []).append(record)
         follow = cascade.document_score(long, [following], ["continue"])
         nats = -float(np.sum(follow["log_probability"][0][follow["valid"][0]], dtype=np.float64))
-        size = len(cascade.tokenizer.decode(np.asarray(following, np.int32)).encode("utf-8"))
+        size = utf8_bytes(cascade, following)
         total_bits, total_bytes = total_bits + nats / LN2, total_bytes + size
         per_document.append(dict(chunks=records, continuation_bits=nats / LN2, continuation_bytes=size))
     longest = max(len(d["chunks"]) for d in per_document)
