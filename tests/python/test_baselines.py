@@ -307,6 +307,20 @@ def test_logistic_regression_on_a_separable_outcome_warns_of_nothing_and_says_it
     assert fit["coefficients"][1] > 50
 
 
+def test_a_constant_or_collinear_feature_gives_unidentified_coefficients_not_a_crash():
+    rng = np.random.default_rng(0)
+    errors = [rng.integers(0, 2, 30), rng.integers(0, 2, 20)]
+    constant = [np.full(30, 2.5), np.full(20, 2.5)]  # every token equally surprising
+    fit = surprisal.position_surprisal_regression(errors, constant)
+    assert np.isnan(fit["coefficients"]).all() and not fit["converged"] and fit["tokens"] == 50
+    position = np.linspace(0, 1, 40)
+    collinear = surprisal.logistic_regression(np.stack([position, 2 * position], axis=1), rng.integers(0, 2, 40))
+    assert np.isnan(collinear["stderr"]).all() and collinear["names"] == ["intercept", "x1", "x2"]
+    # An identified fit is unchanged by the check.
+    fit = surprisal.position_surprisal_regression(errors, [rng.uniform(0, 8, 30), rng.uniform(0, 8, 20)])
+    assert np.isfinite(fit["coefficients"]).all()
+
+
 def test_prior_surprisal_is_the_no_context_decoder():
     shape = dict(hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
     config = scratch_model_config(shape, 64, 4)

@@ -119,13 +119,20 @@ def logistic_regression(features, outcome, names: Optional[Sequence[str]] = None
                         tolerance: float = 1e-10) -> dict:
     """Maximum-likelihood logistic regression of a 0/1 outcome on features [n, k] plus an intercept, by
     iteratively reweighted least squares. Returns names, coefficients, stderr (from the inverse Fisher
-    information), z, iterations and converged."""
+    information), z, iterations and converged; NaN coefficients, not converged, when a feature is constant or the
+    features are collinear (the coefficients are not identified)."""
     X = np.asarray(features, np.float64)
     X = X[:, None] if X.ndim == 1 else X
     y = np.asarray(outcome, np.float64)
     if X.shape[0] != y.shape[0] or X.shape[0] == 0:
         raise _core.ShapeError(f"features have {X.shape[0]} rows, outcome {y.shape[0]}")
     X = np.hstack([np.ones((X.shape[0], 1)), X])
+    names = ["intercept"] + list(names or [f"x{i}" for i in range(1, X.shape[1])])
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        # A constant or collinear feature (one surprisal for every token, a single token): the coefficients are
+        # not identified, and the information matrix cannot be inverted.
+        nan = np.full(X.shape[1], np.nan)
+        return dict(names=names, coefficients=nan, stderr=nan.copy(), z=nan.copy(), iterations=0, converged=False)
     beta = np.zeros(X.shape[1])
     converged, step = False, 0
     for step in range(1, iterations + 1):
@@ -140,7 +147,6 @@ def logistic_regression(features, outcome, names: Optional[Sequence[str]] = None
     p = _sigmoid(X @ beta)
     information = X.T @ (X * np.clip(p * (1.0 - p), 1e-12, None)[:, None])
     stderr = np.sqrt(np.diag(np.linalg.inv(information)))
-    names = ["intercept"] + list(names or [f"x{i}" for i in range(1, X.shape[1])])
     return dict(names=names, coefficients=beta, stderr=stderr, z=beta / stderr, iterations=step, converged=converged)
 
 
