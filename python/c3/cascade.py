@@ -115,6 +115,27 @@ def _stop_token(tokenizer) -> int:
     raise _core.TokenizerError("the tokenizer has no stop token (<|im_end|>, <eos>, <|endoftext|> or </s>)")
 
 
+def _task(spec) -> tuple:
+    """(name, chunk) of a task: "continue", or ("chunk", k) with k a non-negative integer; anything else is a
+    c3.C3ValueError."""
+    if isinstance(spec, str):
+        if spec == "chunk":
+            raise _core.C3ValueError('the chunk task needs its chunk: ("chunk", k)')
+        return spec, 0
+    if (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], (int, np.integer))
+            and not isinstance(spec[1], bool) and int(spec[1]) >= 0):
+        return str(spec[0]), int(spec[1])
+    raise _core.C3ValueError(f'a task is "continue" or ("chunk", k) with k >= 0, got {spec!r}')
+
+
+def _check_addresses(tasks, blocks: int) -> None:
+    """Every ("chunk", k) of `tasks` addresses one of a document's `blocks` chunks, or a c3.C3ValueError."""
+    for task in tasks:
+        name, index = _task(task)
+        if name == "chunk" and index >= blocks:
+            raise _core.C3ValueError(f"task {task!r} addresses chunk {index} of a document of {blocks}")
+
+
 class Cascade:
     """A C3 cascade with its tokenizer."""
 
@@ -381,22 +402,23 @@ class Cascade:
         ids, mask = self.answer_batch(_rows(texts), add_stop=False)
         task_arguments = {}
         if task is not None:
-            task_arguments = dict(task=np.tile(self.task_ids(task), (len(ids), 1)))
+            task_arguments = dict(task=np.tile(self.task_ids(task), (len(ids), 1)))  # one task for every row
         scores = self.model.score(latents, ids, mask, latent_mask=latent_mask, **task_arguments)
         scores["correct"] = (scores["rank"] == 0) & scores["valid"]
         scores["reference"] = ids
         return scores
 
     # ---- documents: a decoder prompt of many blocks and a task -------------------------------------------------
-    def task_ids(self, task: str, chunk: int = 0) -> np.ndarray:
+    def task_ids(self, task: str, chunk: Optional[int] = None) -> np.ndarray:
         """Token ids [S] of a task's decoder suffix (the text is C++'s, c3._core.task_prompt): "chunk" asks for the
         text of chunk `chunk` (0-based) of a document's blocks, addressed reconstruction; "continue" for the text
         that follows the document."""
-        return np.asarray(self.tokenizer.encode(_core.task_prompt(str(task), int(chunk))), dtype=np.int32)
+        name, index = _task(task if chunk is None else (task, chunk))
+        return np.asarray(self.tokenizer.encode(_core.task_prompt(name, index)), dtype=np.int32)
 
     def task_batch(self, tasks):
         """(ids [B, S] left-padded, mask [B, S]) of the tasks' suffixes; each task is "continue" or ("chunk", k)."""
-        rows = [self.task_ids(*((task,) if isinstance(task, str) else task)) for task in _rows(tasks)]
+        rows = [self.task_ids(task) for task in _rows(tasks)]
         length = max(len(row) for row in rows)
         ids, mask = np.zeros((len(rows), length), np.int32), np.zeros((len(rows), length), np.uint8)
         for index, row in enumerate(rows):
@@ -412,9 +434,7 @@ class Cascade:
             raise _core.C3ValueError(f"batch_size must be at least 1, got {batch_size}")
         blocks = latents.shape[0]
         tasks = _rows(tasks)
-        for task in tasks:
-            if not isinstance(task, str) and int(task[1]) >= blocks:
-                raise _core.C3ValueError(f"task {task!r} addresses chunk {int(task[1])} of a document of {blocks}")
+        _check_addresses(tasks, blocks)
         joined = latents.reshape(1, blocks * latents.shape[1], latents.shape[2])
         return joined, blocks, [tasks[i:i + int(batch_size)] for i in range(0, len(tasks), int(batch_size))]
 
@@ -446,7 +466,7 @@ class Cascade:
         longest chunk plus RECONSTRUCTION_MARGIN, at most what the decoder's positions leave after the prompt."""
         joined, blocks, parts = self._document_rows(document, tasks, batch_size)
         width = joined.shape[1] // blocks
-        longest_task = max(len(self.task_ids(*((t,) if isinstance(t, str) else t))) for part in parts for t in part)
+        longest_task = max(len(self.task_ids(task)) for part in parts for task in part)
         prompt = self.model.prompt_length(width, blocks, longest_task)
         limit = int(self.model.config["decoder"]["max_position_embeddings"]) - prompt
         if max_new_tokens is None:
@@ -480,6 +500,7 @@ class Cascade:
         if len(_rows(answers)) != len(documents) or len(_rows(tasks)) != len(documents):
             raise _core.C3ValueError(f"{len(documents)} documents, {len(_rows(answers))} answers and "
                                      f"{len(_rows(tasks))} tasks: give one answer and one task per document")
+        _check_addresses(_rows(tasks), counts.copy().pop())
         contexts, context_mask = self.context_batch([chunk for chunks in documents for chunk in chunks])
         answer_ids, answer_mask = self.answer_batch(_rows(answers), add_stop=add_stop)
         task, task_mask = self.task_batch(tasks)

@@ -69,11 +69,14 @@ Array<float> latents_from_array(const CascadeModel& cascade, const py::object& o
              " dimensions");
     C3_CHECK(blocks >= 1, ValueError, "blocks must be at least 1, got ", blocks);
     const bool any_width = cascade.config.method == CompressionMethod::FullContext;
-    C3_CHECK(blocks == 1 || !any_width, ValueError, "full_context's block is as wide as its context: it reads one "
-             "block, got blocks=", blocks);
-    expect_shape(latents, {0, any_width ? size_t(latents.shape(1)) : blocks * cascade.config.block_width(0),
-                           cascade.config.decoder.hidden_size}, blocks > 1 ? "latents [batch, blocks * width, d_dec]"
-                                                                          : "latents");
+    const size_t width = cascade.config.block_width(0);
+    C3_CHECK(blocks == 1 || (!any_width && width > 0), ValueError, "method ", method_name(cascade.config.method),
+             " reads one block (", any_width ? "as wide as its context" : "an empty one", "), got blocks=", blocks);
+    // Compared by division: a hostile block count must not wrap a product into a matching width.
+    const size_t rows = size_t(latents.shape(1));
+    C3_CHECK(any_width || (rows % blocks == 0 && rows / blocks == width), ShapeError, "latents have ", rows,
+             " rows, not ", blocks, " blocks of ", width);
+    expect_shape(latents, {0, rows, cascade.config.decoder.hidden_size}, "latents");
     check_finite(latents.data(), size_t(latents.size()), "latents");
     return latents;
 }
@@ -115,6 +118,8 @@ struct TaskIds {
             return;
         }
         ids.emplace(ids_object, mask_object, "task");
+        C3_CHECK(ids->length > 0, ShapeError, "task ids must hold at least one token per row (None: the prompt's "
+                 "suffix)");
         check_vocabulary(ids->ids, config.decoder.vocab_size, "task");
         C3_CHECK(ids->batch == batch, ShapeError, "task ids have batch ", ids->batch, ", the answers ", batch);
     }
@@ -140,9 +145,9 @@ struct ContextsAndAnswers {
                                  config.method != CompressionMethod::NoContext),
                  ValueError, "blocks of chunks need a block of N rows per chunk; method ", method_name(config.method),
                  " has none");
-        C3_CHECK(contexts.batch == answers.batch * blocks, ShapeError, "contexts have batch ", contexts.batch,
-                 ", answers ", answers.batch, blocks > 1 ? " (each answer reads " + std::to_string(blocks) +
-                 " context rows)" : std::string());
+        C3_CHECK(contexts.batch % blocks == 0 && contexts.batch / blocks == answers.batch, ShapeError,
+                 "contexts have batch ", contexts.batch, ", answers ", answers.batch, blocks > 1 ?
+                 " (each answer reads " + std::to_string(blocks) + " context rows)" : std::string());
         check_vocabulary(contexts.ids, config.encoder.vocab_size, "contexts");
         check_vocabulary(answers.ids, config.decoder.vocab_size, "answers");
     }
@@ -243,9 +248,11 @@ void bind_cascade(py::module_& m) {
         // The decoder prompt's layout, from CascadeConfig (the one place it is defined).
         .def("prompt_length",
              [](const CascadeModel& self, size_t block_width, size_t blocks, std::optional<size_t> suffix_length) {
-                 C3_CHECK(blocks >= 1, ValueError, "blocks must be at least 1, got ", blocks);
                  DecoderLayout layout = self.config.layout(block_width, blocks);
                  if (suffix_length) layout.suffix = *suffix_length;
+                 C3_CHECK(blocks >= 1 && blocks <= (SIZE_MAX / 4) / (block_width + 2) && layout.suffix <= SIZE_MAX / 4,
+                          ValueError, "blocks must be between 1 and ", (SIZE_MAX / 4) / (block_width + 2),
+                          " and the suffix at most ", SIZE_MAX / 4, " tokens; got blocks=", blocks);
                  return layout.prompt_length();
              },
              py::arg("block_width"), py::arg("blocks") = 1, py::arg("suffix_length") = py::none(),
@@ -479,9 +486,16 @@ void bind_cascade(py::module_& m) {
                               "task, task_mask)");
                      if (items.size() == 4)
                          batches.emplace_back(self.cascade.config, items[0], items[1], items[2], items[3]);
-                     else
+                     else {
+                         const py::handle blocks = items[4];
+                         C3_CHECK(py::isinstance<py::int_>(blocks) && !py::isinstance<py::bool_>(blocks) &&
+                                      blocks.cast<py::int_>() >= py::int_(1) &&
+                                      blocks.cast<py::int_>() <= py::int_(size_t(SIZE_MAX)),
+                                  ValueError, "a group's blocks must be an integer at least 1, got ",
+                                  std::string(py::repr(blocks)));
                          batches.emplace_back(self.cascade.config, items[0], items[1], items[2], items[3],
-                                              size_from_python("blocks", items[4]), items[5], items[6]);
+                                              items[4].cast<size_t>(), items[5], items[6]);
+                     }
                  }
                  std::vector<std::vector<CascadeTrainer<float>::Batch>> parts;
                  for (const ContextsAndAnswers& b : batches) parts.push_back({b.trainer_batch()});

@@ -173,3 +173,32 @@ def test_bad_blocks_and_tasks_are_typed_errors(tmp_path):
     no_context, _ = build(tmp_path / "none", method="no_context")
     with pytest.raises(_core.C3ValueError, match="no_context has none"):
         no_context.loss(chunks, chunk_mask, answers, answer_mask, blocks=3)
+
+
+def test_hostile_block_counts_are_typed_errors_not_crashes(tmp_path):
+    """Block counts whose products wrap, and prompts longer than the decoder's positions, are refused before any
+    buffer is sized from them."""
+    model, _ = build(tmp_path)
+    chunks, chunk_mask, answers, answer_mask, task, task_mask = documents(seed=9)
+    latents = model.compress(chunks, chunk_mask).reshape(2, 3 * N, -1)
+    for blocks in (2 ** 62 + 1, 2 ** 62, 2 ** 40):
+        with pytest.raises((_core.C3ValueError, _core.ShapeError)):
+            model.loss(np.tile(chunks, (2, 1))[:4], None, answers, None, blocks=blocks)
+        with pytest.raises((_core.C3ValueError, _core.ShapeError)):
+            model.score(np.zeros((2, 0, latents.shape[2]), np.float32), answers, blocks=blocks)
+        with pytest.raises((_core.C3ValueError, _core.ShapeError)):
+            _core.CascadeTrainer(model).step_weighted([(chunks, None, answers, None, blocks, None, None)], [1.0])
+    with pytest.raises(_core.C3ValueError, match="exceeds the decoder's 64 positions"):
+        model.score(np.zeros((2, 11 * N, latents.shape[2]), np.float32), answers, blocks=11)  # 3 + 66 + 2 > 64
+    with pytest.raises(_core.C3ValueError, match="exceeds the decoder's 64 positions"):
+        model.reconstruct(np.zeros((1, 11 * N, latents.shape[2]), np.float32), max_new_tokens=2, blocks=11)
+    with pytest.raises(_core.C3ValueError, match="blocks must be between 1 and"):
+        model.prompt_length(N, 2 ** 62)
+    assert model.prompt_length(N, 3) == len(PREFIX) + 3 * (N + 2) + len(SUFFIX)
+    with pytest.raises(_core.C3ValueError, match="a group's blocks must be an integer at least 1"):
+        _core.CascadeTrainer(model).step_weighted([(chunks, None, answers, None, True, None, None)], [1.0])
+    with pytest.raises(_core.ShapeError, match="at least one token per row"):
+        model.score(latents, answers, blocks=3, task=np.zeros((2, 0), np.int32))
+    no_context, _ = build(tmp_path / "none", method="no_context")
+    with pytest.raises(_core.C3ValueError, match="reads one block"):
+        no_context.score(np.zeros((2, 0, 48), np.float32), answers, blocks=5)

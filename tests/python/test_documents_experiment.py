@@ -141,3 +141,17 @@ def test_cli_documents_tiny(tmp_path):
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     assert set(printed["continuation_bits_per_byte"]) == {"c3-seed0"}
+
+
+@pytest.mark.parametrize("size", ["small", "tiny"])
+def test_text_baselines_take_their_longest_block_at_every_size(size):
+    """The kept text at max_chunks chunks fits the baseline's cascade (its context limit and its decoder), so a
+    step at the longest windows trains."""
+    settings = documents.SIZES[size]
+    cascade = documents.build_document_cascade("truncate_window", settings, 0)
+    context = np.full(settings["max_chunks"] * settings["chunk_tokens"], 97, np.int32)
+    kept = documents.kept_text("truncate_window", settings, context)
+    assert len(kept) == settings["max_chunks"] * settings["latents"] <= cascade.max_context_tokens
+    group = cascade.document_group([[kept]], [np.full(settings["continuation"], 98, np.int32)], ["continue"],
+                                   add_stop=False)
+    assert np.isfinite(cascade.model.loss(*group))

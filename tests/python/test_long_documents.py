@@ -354,6 +354,9 @@ def test_task_prompts_come_from_cpp_and_encode_as_text():
         model.task_ids("summary")
     with pytest.raises(_core.C3ValueError, match="addresses no chunk"):
         model.task_ids("continue", 2)
+    for hostile in ("chunk", ("chunk", -1), ("chunk",), ("chunk", 1.5), ("chunk", True), 3):
+        with pytest.raises(_core.C3ValueError):
+            model.task_batch([hostile])
 
 
 def test_document_score_and_reconstruct_read_every_block_in_batches_of_any_size():
@@ -399,6 +402,8 @@ def test_document_tasks_and_groups_refuse_bad_input():
         model.document_group([["ab", "cd"], ["ef"]], ["ab", "ef"], ["continue", "continue"])
     with pytest.raises(_core.C3ValueError, match="one answer and one task per document"):
         model.document_group([["ab", "cd"]], ["ab", "cd"], ["continue"])
+    with pytest.raises(_core.C3ValueError, match="addresses chunk 2 of a document of 2"):
+        model.document_group([["ab", "cd"]], ["ab"], [("chunk", 2)])
 
 
 def test_training_on_addressed_chunks_and_continuation_lowers_both_losses():

@@ -413,9 +413,9 @@ public:
     void build_decoder_input(const T* latents, size_t block_width, size_t blocks, const uint8_t* block_mask,
                              const TaskSuffix& task, const int32_t* answers, const uint8_t* answer_mask,
                              size_t batch, size_t answer_length, CascadeActivations<T>& a) const {
-        C3_CHECK(blocks >= 1, ValueError, "a decoder prompt holds at least one latent block");
         const DecoderLayout layout{config.prompt_prefix.size(), block_width, blocks,
                                    task.ids ? task.length : config.prompt_suffix.size()};
+        check_decoder_prompt(layout);
         const size_t rows = blocks * block_width, dd = config.decoder.hidden_size, P = layout.prompt_length();
         const size_t Ld = P + answer_length;
         if (block_mask != a.block_mask.data())
@@ -465,6 +465,18 @@ public:
                             latents + (b * rows + k * block_width) * dd, block_width * dd * sizeof(T));
     }
 
+    // A prompt of the layout's blocks fits the decoder's positions, or a ValueError, before anything is allocated
+    // (compared by division, so that no product of a hostile block count wraps).
+    void check_decoder_prompt(const DecoderLayout& layout) const {
+        const size_t limit = config.decoder.max_position_embeddings;
+        C3_CHECK(layout.blocks >= 1, ValueError, "a decoder prompt holds at least one latent block");
+        C3_CHECK(layout.blocks <= limit / (layout.width + 2) && layout.prefix + layout.suffix <= limit &&
+                     layout.prompt_length() <= limit,
+                 ValueError, "a decoder prompt of ", layout.blocks, " blocks of ", layout.width,
+                 " rows (each with its two markers) and ", layout.prefix + layout.suffix,
+                 " prompt tokens exceeds the decoder's ", limit, " positions");
+    }
+
     // Targets for the decoder rows: the row before each real answer token predicts it.
     std::vector<int32_t> answer_targets(const CascadeActivations<T>& a) const {
         const size_t P = a.layout.prompt_length(), Ld = P + a.answer_length;
@@ -497,7 +509,8 @@ public:
         const size_t B = batch.batch;
         const bool bridge_side = gradients.bridge && any_bridge_trainable();
         const bool encoder_side = backward && (gradients.encoder || bridge_side);
-        C3_CHECK(batch.blocks >= 1, ValueError, "a batch's answers read at least one block each");
+        check_decoder_prompt({config.prompt_prefix.size(), config.block_width(batch.context_length), batch.blocks,
+                              batch.task.ids ? batch.task.length : config.prompt_suffix.size()});
         compress(batch.contexts, batch.context_mask, B * batch.blocks, batch.context_length, a, encoder_side,
                  step.encoder);
         build_decoder_input(a.latents.data(), a.block_width, batch.blocks,

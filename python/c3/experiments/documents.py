@@ -13,8 +13,8 @@ Training. Each step asks, for every window of the batch, for one of its chunks (
 ("chunk", k)) with weight 1 - continuation_weight, and for its continuation (the task "continue") with
 continuation_weight. The number of chunks K is unlocked in doubling steps (1, 2, 4, ... max_chunks) over the first
 `curriculum` of the steps, each unlocked K equally likely, and a step holds about batch_tokens context bytes
-(B = batch_tokens // (K * chunk_tokens) windows, at least one), as the sweep's ratios are. Runs checkpoint every
-checkpoint_every steps and resume bit for bit (fixed data-parallel shares).
+(B = batch_tokens // (K * chunk_tokens) windows, at least one, so a window longer than batch_tokens is a step of
+its own). Runs checkpoint every checkpoint_every steps and resume bit for bit (fixed data-parallel shares).
 
 Evaluation. Consecutive, non-overlapping windows of max_chunks chunks and the continuation from the split's books,
 measured by c3.eval.documents.document_measures. The bits the latents supply are measured against a language model
@@ -45,7 +45,8 @@ from .runs import train_run
 # c3 and mean_pool compress every chunk into its own block; the two text baselines give the decoder the document's
 # own bytes instead: truncate_window its last K * N bytes (the rows K blocks of N latents hold: the same decoder
 # budget, markers aside), full_window all of it (where the decoder's positions allow). They are trained and measured
-# on continuation alone: a text block holds no chunk to address, only what it keeps.
+# on continuation alone (weight 1, where the compressing methods give it 0.25 beside addressed reconstruction): a
+# text block holds no chunk to address, only what it keeps.
 METHODS = ("c3", "mean_pool", "truncate_window", "full_window")
 TEXT_BASELINES = ("truncate_window", "full_window")
 DEFAULT_METHODS = ("c3", "mean_pool", "truncate_window")
@@ -132,6 +133,8 @@ def build_document_cascade(method: str, settings: dict, seed: int) -> Cascade:
                                    latents)
     if method in TEXT_BASELINES:  # the block is text: the decoder's own embeddings of the kept bytes
         kept = int(settings["max_chunks"]) * int(settings["latents" if method == "truncate_window" else "chunk_tokens"])
+        # The cascade reads the kept text as its context (its encoder is never run, but bounds the context).
+        encoder = scratch_model_config(settings["model"], kept, latents)
         decoder = scratch_model_config(settings["model"], kept + 2 + TASK_ROOM + answer, latents)
         return Cascade.new(encoder, decoder, latents, seed=seed, method="full_context")
     return Cascade.new(encoder, decoder, latents, seed=seed, method=method)
