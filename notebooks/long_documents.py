@@ -46,7 +46,7 @@ print("c3", c3.__version__, "threads", c3.num_threads(), "tiny" if TINY else "fu
 # %%
 settings = dict(documents.SIZES["tiny"]) if TINY else dict(
     documents.SIZES["small"], latents=8, chunk_tokens=64, max_chunks=16, continuation=32, batch_tokens=1024,
-    steps=1500, eval_windows=8)
+    steps=1500, eval_windows=8, prior_steps=1500)
 books = documents.book_splits()
 output = os.path.join("reports", "notebook-long-documents")
 cascades = {}
