@@ -407,8 +407,10 @@ def command_documents(args):
     from .experiments.documents import run_documents
 
     results = run_documents(args.output, methods=args.methods, seeds=args.seeds, size=args.size, steps=args.steps,
-                            split=args.split, progress=not args.quiet)
-    _print_json({"results": os.path.join(args.output, "results.json"),  # every method measures continuation
+                            split=args.split, progress=not args.quiet,
+                            command=" ".join(["c3"] + [shlex.quote(word) for word in sys.argv[1:]]))
+    _print_json({"report": os.path.join(args.output, "report.md"),
+                 "results": os.path.join(args.output, "results.json"),  # every method measures continuation
                  "continuation_bits_per_byte": {name: run["continuation_bits_per_byte"]
                                                 for name, run in results["runs"].items()}})
 

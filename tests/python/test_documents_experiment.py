@@ -57,6 +57,8 @@ def test_a_tiny_run_trains_measures_and_resumes_without_training_again(tmp_path,
     assert run["by_chunk_index"]["chunks"] == [results["windows"]] * 4
     assert set(run["by_distance_from_end"]) >= {"teacher_forced", "strict", "aligned", "supplied_bits"}
     assert os.path.exists(os.path.join(output, "positions-c3-seed0.png"))
+    report = open(os.path.join(output, "report.md")).read()
+    assert "run_documents(" in report and "| truncate_window |" in report
     assert all(0.0 <= share <= 1.0 for share in results["leaked_share"])
     trained = json.load(open(os.path.join(output, "runs", "c3-seed0", "trained.json")))
     assert trained["steps"] == 6 and len(trained["log"]) == 6
@@ -155,3 +157,31 @@ def test_text_baselines_take_their_longest_block_at_every_size(size):
     group = cascade.document_group([[kept]], [np.full(settings["continuation"], 98, np.int32)], ["continue"],
                                    add_stop=False)
     assert np.isfinite(cascade.model.loss(*group))
+
+
+def test_the_report_states_provenance_intervals_and_positions(tmp_path):
+    from scipy import stats
+
+    settings = documents.SIZES["tiny"]
+    position = dict(teacher_forced=[0.9, 0.8, 0.7, 0.6], strict=[0.5, None, 0.4, 0.3], aligned=[0.6] * 4,
+                    supplied_bits=[1.0, 2.0, 3.0, 4.0], reconstruction_bits=[1.0] * 4, chunks=[3] * 4,
+                    index="distance from the end")
+    runs = {f"c3-seed{seed}": dict(continuation_bits_per_byte=bits, by_distance_from_end=position,
+                                   by_chunk_index=position, train_seconds=1800.0)
+            for seed, bits in ((0, 2.0), (1, 2.5))}
+    runs.update({f"truncate_window-seed{seed}": dict(continuation_bits_per_byte=3.0, train_seconds=900.0)
+                 for seed in (0, 1)})
+    results = dict(plan=dict(methods=["c3", "truncate_window"], seeds=[0, 1], size="tiny", steps=6, split="test"),
+                   settings=settings, corpus="the King James Version", windows=3, window_bytes=72,
+                   leaked_share=[0.0, 0.25, 0.5], runs=runs, prior_seconds=1800.0,
+                   provenance=dict(command="c3 documents --size tiny", date="2026-12-07 12:00 UTC", cpu="a CPU",
+                                   cores=2, threads=1, build="avx512", version="0.0"))
+    documents.write_documents_report(str(tmp_path), results)
+    report = (tmp_path / "report.md").read_text()
+    half = stats.t.ppf(0.975, 1) * np.std([2.0, 2.5], ddof=1) / np.sqrt(2)
+    assert f"| c3 | 2.250 [{2.25 - half:.3f}, {2.25 + half:.3f}] |" in report
+    assert "| truncate_window | 3.000 [3.000, 3.000] |" in report
+    assert "`c3 documents --size tiny`" in report and "**Hours of training:** 2.00 in all" in report
+    assert "mean 0.250, largest 0.500" in report
+    assert "| c3 | 0 | 0.900 | 0.500 | 0.600 | 1.000 |" in report and "| c3 | 1 | 0.800 | - | 0.600 | 2.000 |" in report
+    assert "[c3-seed0](positions-c3-seed0.png)" in report and "truncate_window-seed0](" not in report

@@ -32,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import _core, leakage, plots, prose
+from ..statistics import seed_interval
 from ..cascade import Cascade, scratch_model_config
 from ..corpus import document_splits
 from ..eval.documents import document_measures
@@ -41,6 +42,7 @@ from ..training import load_checkpoint, save_checkpoint
 from .heldout import LEAKAGE_WINDOW, SPLIT_FRACTIONS
 from .recipe import SIZES as SWEEP_SIZES, make_trainer
 from .runs import train_run
+from .sweep import provenance
 
 # c3 and mean_pool compress every chunk into its own block; the two text baselines give the decoder the document's
 # own bytes instead: truncate_window its last K * N bytes (the rows K blocks of N latents hold: the same decoder
@@ -251,8 +253,8 @@ def evaluation_windows(books, train_books, settings: dict, count: int) -> list:
 def run_documents(output: str, methods: Sequence[str] = DEFAULT_METHODS, seeds: Sequence[int] = (0,), size: str = "small",
                   steps: Optional[int] = None, split: str = "dev", progress: bool = True,
                   command: Optional[str] = None) -> dict:
-    """Trains and measures each (method, seed) (see the module docstring); writes results.json and the figures to
-    `output`, and returns the results."""
+    """Trains and measures each (method, seed) (see the module docstring); writes results.json, report.md and the
+    figures to `output`, and returns the results. command: the command line, for the report (the CLI passes it)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     for name, values in (("methods", list(methods)), ("seeds", [int(s) for s in seeds])):
@@ -273,7 +275,8 @@ def run_documents(output: str, methods: Sequence[str] = DEFAULT_METHODS, seeds: 
     books = book_splits()
     windows, leaked = evaluation_windows(books[split], books["train"], settings, settings["eval_windows"])
     results = dict(plan=plan, settings=settings, corpus=prose.LICENCE, windows=len(windows),
-                   window_bytes=int(len(windows[0])), leaked_share=leaked, runs={})
+                   window_bytes=int(len(windows[0])), leaked_share=leaked, runs={},
+                   provenance=provenance(command or f"c3.experiments.documents.run_documents({output!r}, ...)"))
     for seed in plan["seeds"]:
         prior = None
         for method in methods:
@@ -292,10 +295,14 @@ def run_documents(output: str, methods: Sequence[str] = DEFAULT_METHODS, seeds: 
                 measures = document_measures(cascade, windows, settings["chunk_tokens"], settings["continuation"],
                                              batch_size=settings["eval_batch"],
                                              prior=lambda rows, p=prior: prior_surprisal(p, rows))
-            measures["trained"] = read_json(os.path.join(directory, "trained.json"))["train_seconds"]
+            measures["train_seconds"] = read_json(os.path.join(directory, "trained.json"))["train_seconds"]
             write_json(evaluation, measures)
             results["runs"][f"{method}-seed{seed}"] = measures
+    results["prior_seconds"] = sum(read_json(path)["train_seconds"] for path in (
+        os.path.join(output, "runs", f"prior-seed{seed}", "trained.json") for seed in plan["seeds"])
+        if os.path.exists(path))
     write_json(os.path.join(output, "results.json"), results)
+    write_documents_report(output, results)
     for name, measures in results["runs"].items():
         if "by_chunk_index" not in measures:  # a text baseline: continuation alone
             continue
@@ -305,3 +312,64 @@ def run_documents(output: str, methods: Sequence[str] = DEFAULT_METHODS, seeds: 
         plots.plot_document_positions(measures, "by_distance_from_end", title=f"{name}: from the end", ax=right)
         plots.save_figure(figure, os.path.join(output, f"positions-{name}"))
     return results
+
+
+def _interval(values) -> str:
+    """'mean' for one seed, 'mean [low, high]' (95% t-interval across seeds) for more."""
+    interval = seed_interval(values)
+    if interval["n"] == 1:
+        return f"{interval['mean']:.3f}"
+    return f"{interval['mean']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+
+
+def write_documents_report(output: str, results: dict) -> None:
+    """report.md: how the results were made (command, date, machine, hours), the data, continuation at the same
+    decoder budget with its interval across seeds, and each compressing method's measures at chosen distances from
+    the end of the document, beside its figures."""
+    plan, settings, source = results["plan"], results["settings"], results["provenance"]
+    runs = results["runs"]
+    hours = (sum(run.get("train_seconds", 0.0) for run in runs.values()) + results.get("prior_seconds", 0.0)) / 3600
+    leaked = np.asarray(results["leaked_share"], np.float64)
+    lines = ["# Long documents: where is information lost?", "",
+             f"- **Command:** `{source['command']}`",
+             f"- **Date and machine:** {source['date']}; {source['cpu']}, {source['cores']} cores, c3 "
+             f"{source['version']} ({source['build']} build) on {source['threads']} thread"
+             f"{'' if source['threads'] == 1 else 's'}",
+             f"- **Hours of training:** {hours:.2f} in all, the priors included; runs may have shared the machine, "
+             "so hours bound the cost from above.",
+             f"- **Data:** {results['corpus']}; books split by book, measured on the {plan['split']} books: "
+             f"{results['windows']} non-overlapping windows of {results['window_bytes']} bytes "
+             f"({settings['max_chunks']} chunks of {settings['chunk_tokens']} bytes, N = {settings['latents']} "
+             f"latents each, {settings['chunk_tokens'] // settings['latents']}x, then {settings['continuation']} "
+             f"bytes of continuation); share of 32-byte stretches found in the training text: mean "
+             f"{leaked.mean():.3f}, largest {leaked.max():.3f}.",
+             f"- **Training:** {plan['steps']} steps a run, seeds {', '.join(map(str, plan['seeds']))}.", "",
+             "## Continuation at the same decoder budget", "",
+             "Bits per byte of the continuation given every block (c3, mean_pool) or the kept text (truncate_window: "
+             "the last K x N bytes; full_window: all of them); mean with its 95% interval across seeds.", "",
+             "| method | continuation bits per byte |", "|---|---|"]
+    for method in plan["methods"]:
+        values = [runs[f"{method}-seed{seed}"]["continuation_bits_per_byte"] for seed in plan["seeds"]]
+        lines.append(f"| {method} | {_interval(values)} |")
+    compressing = [m for m in plan["methods"] if m not in TEXT_BASELINES]
+    if compressing:
+        count = settings["max_chunks"]
+        distances = sorted({0, 1, count // 4, count // 2, count - 1} & set(range(count)))
+        lines += ["", "## Each chunk read back, by distance from the end", "",
+                  "Addressed reconstruction of each chunk from all the blocks: teacher-forced, strict greedy and "
+                  "aligned accuracy, and the bits per token the latents supply (the prior's surprisal minus the "
+                  "reconstruction's), at chosen distances from the last chunk (0), means over windows and seeds.",
+                  "", "| method | distance from the end | teacher forced | strict greedy | aligned | bits supplied |",
+                  "|---|---|---|---|---|---|"]
+        for method in compressing:
+            for distance in distances:
+                row = []
+                for measure in ("teacher_forced", "strict", "aligned", "supplied_bits"):
+                    values = [runs[f"{method}-seed{seed}"]["by_distance_from_end"][measure][distance]
+                              for seed in plan["seeds"]]
+                    values = [v for v in values if v is not None]
+                    row.append(f"{np.mean(values):.3f}" if values else "-")
+                lines.append(f"| {method} | {distance} | " + " | ".join(row) + " |")
+        lines += ["", "Figures: " + ", ".join(f"[{name}](positions-{name}.png)" for name in sorted(runs)
+                                              if "by_chunk_index" in runs[name]) + "."]
+    _core.write_file_atomically(os.path.join(output, "report.md"), "\n".join(lines) + "\n")
