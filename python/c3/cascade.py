@@ -115,6 +115,18 @@ def _stop_token(tokenizer) -> int:
     raise _core.TokenizerError("the tokenizer has no stop token (<|im_end|>, <eos>, <|endoftext|> or </s>)")
 
 
+def _padded(rows, left: bool):
+    """(ids [B, L] int32, mask [B, L] uint8) of token rows padded with zeros to the longest, on the left (contexts,
+    task suffixes) or the right (answers)."""
+    length = max(len(row) for row in rows)
+    ids = np.zeros((len(rows), length), dtype=np.int32)
+    mask = np.zeros((len(rows), length), dtype=np.uint8)
+    for index, row in enumerate(rows):
+        where = slice(length - len(row), length) if left else slice(0, len(row))
+        ids[index, where], mask[index, where] = row, 1
+    return ids, mask
+
+
 def _task(spec) -> tuple:
     """(name, chunk) of a task: "continue", or ("chunk", k) with k a non-negative integer; anything else is a
     c3.C3ValueError."""
@@ -311,13 +323,7 @@ class Cascade:
                         f"context {index} has {len(row)} tokens, more than the encoder's {self.max_context_tokens} "
                         f"(max_position_embeddings minus the latent block); pass truncate=True to cut it")
                 rows[index] = row[:self.max_context_tokens]
-        length = max(len(row) for row in rows)
-        ids = np.zeros((len(rows), length), dtype=np.int32)
-        mask = np.zeros((len(rows), length), dtype=np.uint8)
-        for index, row in enumerate(rows):
-            ids[index, length - len(row):] = row
-            mask[index, length - len(row):] = 1
-        return ids, mask
+        return _padded(rows, left=True)
 
     def answer_batch(self, texts_or_ids, add_stop: bool = True):
         """(ids [B, L] right-padded with the stop token appended, mask [B, L]) for the decoder."""
@@ -325,13 +331,7 @@ class Cascade:
         rows = self.tokenize(texts_or_ids) if isinstance(texts_or_ids[0], str) else [np.asarray(r) for r in texts_or_ids]
         if add_stop:
             rows = [np.append(row, self.stop_token) for row in rows]
-        length = max(len(row) for row in rows)
-        ids = np.zeros((len(rows), length), dtype=np.int32)
-        mask = np.zeros((len(rows), length), dtype=np.uint8)
-        for index, row in enumerate(rows):
-            ids[index, :len(row)] = row
-            mask[index, :len(row)] = 1
-        return ids, mask
+        return _padded(rows, left=False)
 
     def decode(self, tokens, lengths=None) -> list:
         texts = []
@@ -418,12 +418,7 @@ class Cascade:
 
     def task_batch(self, tasks):
         """(ids [B, S] left-padded, mask [B, S]) of the tasks' suffixes; each task is "continue" or ("chunk", k)."""
-        rows = [self.task_ids(task) for task in _rows(tasks)]
-        length = max(len(row) for row in rows)
-        ids, mask = np.zeros((len(rows), length), np.int32), np.zeros((len(rows), length), np.uint8)
-        for index, row in enumerate(rows):
-            ids[index, length - len(row):], mask[index, length - len(row):] = row, 1
-        return ids, mask
+        return _padded([self.task_ids(task) for task in _rows(tasks)], left=True)
 
     def _document_rows(self, document: "LongLatents", tasks, batch_size: int):
         """(the document's blocks as [1, K * N, d_dec], K, the task batches of at most batch_size rows)."""
