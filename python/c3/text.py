@@ -46,16 +46,21 @@ class WithSpecialTokens:
                 ids.extend(int(i) for i in self.base.encode(piece))
         return np.asarray(ids, dtype=np.int32)
 
-    def decode(self, ids) -> str:
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """The text of `ids`; skip_special_tokens leaves out the added tokens and the base's own special ones."""
         text, run = [], []
+
+        def flush():
+            if run:
+                text.append(self.base.decode(np.asarray(run, dtype=np.int32), skip_special_tokens=skip_special_tokens))
+                run.clear()
+
         for token_id in (int(i) for i in ids):
             if token_id in self.names:
-                if run:
-                    text.append(self.base.decode(np.asarray(run, dtype=np.int32)))
-                    run = []
-                text.append(self.names[token_id])
+                flush()
+                if not skip_special_tokens:
+                    text.append(self.names[token_id])
             else:
                 run.append(token_id)
-        if run:
-            text.append(self.base.decode(np.asarray(run, dtype=np.int32)))
+        flush()
         return "".join(text)

@@ -24,7 +24,8 @@ void bind_trainer_constructor(py::class_<TrainerType>& trainer_class, const char
         py::init([](ModelType& model, double learning_rate, double weight_decay, double beta1, double beta2,
                     double epsilon, size_t warmup_steps, size_t total_steps, double min_lr_ratio,
                     double max_grad_norm, bool data_parallel, size_t sequences_per_pass, size_t data_parallel_shares,
-                    const std::string& compute_dtype, double lr_decay_fraction) {
+                    const std::string& compute_dtype, double lr_decay_fraction,
+                    const std::map<std::string, double>& learning_rate_scales) {
             TrainingOptions options;
             options.adamw = {learning_rate, beta1, beta2, epsilon, weight_decay};
             options.warmup_steps = warmup_steps;
@@ -36,6 +37,7 @@ void bind_trainer_constructor(py::class_<TrainerType>& trainer_class, const char
             options.sequences_per_pass = sequences_per_pass;
             options.data_parallel_shares = data_parallel_shares;
             options.compute_dtype = compute_dtype;
+            options.learning_rate_scales = learning_rate_scales;
             return std::make_unique<TrainerType>(model, options);
         }),
         py::arg(model_argument), py::arg("learning_rate") = defaults.adamw.learning_rate,
@@ -46,7 +48,7 @@ void bind_trainer_constructor(py::class_<TrainerType>& trainer_class, const char
         py::arg("data_parallel") = defaults.data_parallel, py::arg("sequences_per_pass") = defaults.sequences_per_pass,
         py::arg("data_parallel_shares") = defaults.data_parallel_shares,
         py::arg("compute_dtype") = defaults.compute_dtype, py::arg("lr_decay_fraction") = defaults.lr_decay_fraction,
-        py::keep_alive<1, 2>());
+        py::arg("learning_rate_scales") = defaults.learning_rate_scales, py::keep_alive<1, 2>());
 }
 
 // TrainerType has `trainer` (a Trainer<float>) and parameter_groups().

@@ -241,16 +241,25 @@ def test_only_queries_and_projector_trainable(tmp_path, projector):
     assert all((current[name] != value).any() for name, value in projector.items())
 
 
-def test_trainer_steps_match_torch_adamw(tmp_path):
+@pytest.mark.parametrize("scales", [{}, {"encoder": 0.1, "bridge": 4.0}])
+def test_trainer_steps_match_torch_adamw(tmp_path, scales):
+    """c3's AdamW against torch.optim.AdamW; with learning_rate_scales, against torch's parameter groups of their
+    own lr (decay scales with each group's lr, as torch's does)."""
     model, reference = build(tmp_path, projector="mlp")
     hyper = dict(lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     named = [(f"{part}.{name}", p) for part in ("encoder", "decoder", "bridge")
              for name, p in getattr(reference, part).named_parameters()]
     no_decay = lambda name: name.endswith("bias") or "norm" in name  # noqa: E731
-    optimizer = torch.optim.AdamW([{"params": [p for n, p in named if not no_decay(n)]},
-                                   {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}], **hyper)
+    groups = []
+    for part in ("encoder", "decoder", "bridge"):
+        lr = hyper["lr"] * scales.get(part, 1.0)
+        mine = [(n, p) for n, p in named if n.startswith(part + ".")]
+        groups += [{"params": [p for n, p in mine if not no_decay(n)], "lr": lr},
+                   {"params": [p for n, p in mine if no_decay(n)], "weight_decay": 0.0, "lr": lr}]
+    optimizer = torch.optim.AdamW(groups, **hyper)
     trainer = c3.CascadeTrainer(model, learning_rate=hyper["lr"], beta1=0.9, beta2=0.95, epsilon=1e-8,
-                                weight_decay=0.1, max_grad_norm=1.0, warmup_steps=0, total_steps=10**9)
+                                weight_decay=0.1, max_grad_norm=1.0, warmup_steps=0, total_steps=10**9,
+                                learning_rate_scales=scales)
     for step in range(5):
         contexts, context_mask, answers, answer_mask = batches(seed=10 + step, batch=4)
         optimizer.zero_grad()
@@ -272,6 +281,24 @@ def test_trainer_steps_match_torch_adamw(tmp_path):
     ours.update({f"bridge.{k}": v for k, v in model.bridge_parameters().items()})
     for name, p in named:
         np.testing.assert_allclose(ours[name], p.detach().numpy(), atol=2e-4, err_msg=name)
+
+
+def test_learning_rate_scales_are_checked(tmp_path):
+    model, _ = build(tmp_path)
+    with pytest.raises(c3.C3ValueError, match="names no parameter group 'projector'.*encoder, decoder, bridge"):
+        c3.CascadeTrainer(model, learning_rate_scales={"projector": 2.0})
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(c3.C3ValueError, match="learning_rate_scales\\['encoder'\\]"):
+            c3.CascadeTrainer(model, learning_rate_scales={"encoder": bad})
+    with pytest.raises(TypeError):
+        c3.CascadeTrainer(model, learning_rate_scales={"encoder": "fast"})
+    # A frozen part with scale 0 stays bit for bit; the others move.
+    trainer = c3.CascadeTrainer(model, learning_rate=1e-2, learning_rate_scales={"decoder": 0.0})
+    before = {k: v.copy() for k, v in model.decoder.parameters().items()}
+    contexts, context_mask, answers, answer_mask = batches(seed=3, batch=2)
+    trainer.step(contexts, context_mask, answers, answer_mask)
+    for name, value in model.decoder.parameters().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
 
 
 # ---- the official checkpoint layout, in miniature ------------------------------------------------------------

@@ -134,8 +134,9 @@ struct AdamW {
         step = state.step;
     }
 
-    // One update at the given learning rate. Frozen tensors are skipped entirely: no decay, no moments.
-    void update(std::vector<ParameterGroup<T>>& groups, double learning_rate) {
+    // One update at the given learning rate, times scales[g] for group g (empty: 1 for every group). Frozen
+    // tensors are skipped entirely: no decay, no moments.
+    void update(std::vector<ParameterGroup<T>>& groups, double learning_rate, const std::vector<double>& scales = {}) {
         if (first_moment.size() != groups.size()) {
             first_moment.clear();
             second_moment.clear();
@@ -147,12 +148,18 @@ struct AdamW {
         ++step;
         // The arithmetic follows torch.optim.AdamW (single-tensor path) so that float results agree closely.
         const T beta1 = T(config.beta1), beta2 = T(config.beta2), epsilon = T(config.epsilon);
-        const T step_size = T(learning_rate / (1 - std::pow(config.beta1, double(step))));
         const T correction2_sqrt = T(std::sqrt(1 - std::pow(config.beta2, double(step))));
-        const T decay = T(1 - learning_rate * config.weight_decay);
+        // Per group, as torch.optim.AdamW computes them for a parameter group with its own lr.
+        std::vector<T> step_sizes, decays;
+        for (size_t g = 0; g < groups.size(); ++g) {
+            const double rate = learning_rate * (scales.empty() ? 1.0 : scales[g]);
+            step_sizes.push_back(T(rate / (1 - std::pow(config.beta1, double(step)))));
+            decays.push_back(T(1 - rate * config.weight_decay));
+        }
         const std::vector<TensorBlock> blocks = trainable_blocks(groups);
         parallel_for(blocks.size(), [&](size_t b) {
             const TensorBlock& block = blocks[b];
+            const T step_size = step_sizes[block.group], decay = decays[block.group];
             T* p = groups[block.group].parameters + block.offset;
             const T* grad = groups[block.group].gradients + block.offset;
             T* m = first_moment[block.group].data() + block.offset;

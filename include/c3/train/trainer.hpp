@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <string>
 
 #include "c3/model/loss.hpp"
@@ -56,6 +57,10 @@ struct TrainingOptions {
     // (ops/matmul_bf16.hpp; their activations rounded to bf16 too). Weight gradients, norms, attention, softmax
     // and the loss stay float32.
     std::string compute_dtype = "float32";
+    // Learning-rate multipliers by parameter group name ("encoder", "decoder", "bridge" for cascades; "model" for
+    // language models); groups not named take 1. A pretrained encoder then learns slowly while the fresh queries
+    // and projector learn at the full rate, as ICAE-style training does.
+    std::map<std::string, double> learning_rate_scales;
 
     bool mixed_precision() const { return compute_dtype == "bfloat16"; }
 
@@ -81,6 +86,9 @@ struct TrainingOptions {
                  data_parallel_shares);
         C3_CHECK(compute_dtype == "float32" || compute_dtype == "bfloat16", ValueError,
                  "compute_dtype must be 'float32' or 'bfloat16', got '", compute_dtype, "'");
+        for (const auto& [group, scale] : learning_rate_scales)
+            C3_CHECK(scale >= 0 && std::isfinite(scale), ValueError, "learning_rate_scales['", group,
+                     "'] must be finite and >= 0, got ", scale);
     }
 };
 
@@ -150,6 +158,7 @@ public:
     AdamW<T> optimizer;
     LearningRateSchedule schedule;
     TrainingOptions options;
+    std::vector<double> group_scales;  // options.learning_rate_scales in the order of groups
 
     Trainer(std::vector<ParameterGroup<T>> parameter_groups, const TrainingOptions& training_options)
         : groups(std::move(parameter_groups)), options(training_options) {
@@ -157,6 +166,15 @@ public:
         optimizer.config = options.adamw;
         schedule = {options.adamw.learning_rate, options.warmup_steps, options.total_steps, options.min_lr_ratio,
                     options.lr_decay_fraction};
+        std::string names;
+        for (const auto& group : groups) names += (names.empty() ? "" : ", ") + group.name;
+        for (const auto& [name, scale] : options.learning_rate_scales)
+            C3_CHECK(std::any_of(groups.begin(), groups.end(), [&](const auto& g) { return g.name == name; }),
+                     ValueError, "learning_rate_scales names no parameter group '", name, "' (groups: ", names, ")");
+        for (const auto& group : groups) {
+            const auto found = options.learning_rate_scales.find(group.name);
+            group_scales.push_back(found == options.learning_rate_scales.end() ? 1.0 : found->second);
+        }
     }
 
     // Takes the groups afresh at each step: a model may have replaced its buffers since (resize_vocabulary,
@@ -189,7 +207,7 @@ public:
         C3_CHECK(std::isfinite(report.gradient_norm), ValueError, "non-finite gradient at step ", optimizer.step + 1,
                  "; parameters were left as they were before this step");
         report.learning_rate = schedule.at(optimizer.step);
-        optimizer.update(groups, report.learning_rate);
+        optimizer.update(groups, report.learning_rate, group_scales);
         report.step = optimizer.step;
         check_parameters_finite(report);
         return report;

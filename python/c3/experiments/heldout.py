@@ -24,6 +24,8 @@ from .. import _core, corpus
 # (corpus.heldout_passages), and out of domain on passages of the King James Version (prose.ood_prose_documents);
 # every passage keeps its document id.
 HELDOUT_DESIGNS = ("regions", "documents")
+# The pretrained sweeps' design (prose_token_data): natural prose, the King James Version split by book, in tokens.
+PROSE_DESIGN = "prose"
 # Train, dev and test shares of the documents: a fifth held out for test gives 16 documents and about 80 clean
 # passages of 512 bytes (a tenth gave 8 documents and 39 passages, too few blocks for a document bootstrap).
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
@@ -140,3 +142,37 @@ def document_data(passage_length: int, eval_count: int, ood_count: int, split: s
                 in_domain_names=[name for name, _ in splits[split]], out_of_domain_names=[name for name, _ in books],
                 report=dict(split=split, train_documents=len(splits["train"]), train_bytes=len(train_text),
                             in_domain=held_out.report, out_of_domain=dict(ood.report, leaked=None)))
+
+
+def prose_token_data(tokenizer, passage_tokens: int, eval_count: int, ood_count: int, split: str = "dev",
+                     window: int = LEAKAGE_WINDOW) -> dict:
+    """The pretrained sweeps' data ("prose"), as token ids of `tokenizer`.
+
+    Natural prose: the King James Version's 66 books (c3.prose) split by book into train, dev and test
+    (corpus.document_splits with SPLIT_FRACTIONS, seed 0, for every seed). Training text: the train books joined by
+    blank lines, tokenized, one region. In-domain evaluation: up to `eval_count` passages of `passage_tokens`
+    tokens of the `split` books, cut without overlap inside single books, none sharing a `window`-byte stretch of
+    its text with the training text (corpus.heldout_token_passages). Out of domain: up to `ood_count` passages of
+    CPython's documentation topics (corpus.documents(); never trained on, so no leakage check), a technical register
+    a prose-trained cascade has not seen.
+
+    Returns what document_data returns (offsets in tokens)."""
+    from .. import prose
+
+    if split not in SPLITS:
+        raise _core.C3ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    books = prose.ood_prose_documents()
+    splits = corpus.document_splits(books, fractions=SPLIT_FRACTIONS, seed=0)
+    train_text = "\n\n".join(text for _, text in splits["train"])
+    held_out = corpus.heldout_token_passages(splits[split], train_text.encode("utf-8"), tokenizer, passage_tokens,
+                                             eval_count, seed=0, window=window)
+    topics = corpus.documents()
+    ood = corpus.heldout_token_passages(topics, b"", tokenizer, passage_tokens, ood_count, seed=0, window=window)
+    return dict(train_regions=[np.asarray(tokenizer.encode(train_text), dtype=np.int32)],
+                in_domain=list(held_out.passages), out_of_domain=list(ood.passages),
+                in_domain_documents=held_out.document_ids.tolist(), out_of_domain_documents=ood.document_ids.tolist(),
+                in_domain_offsets=held_out.offsets.tolist(), out_of_domain_offsets=ood.offsets.tolist(),
+                in_domain_names=[name for name, _ in splits[split]], out_of_domain_names=[name for name, _ in topics],
+                report=dict(split=split, corpus=prose.LICENCE, train_documents=len(splits["train"]),
+                            train_bytes=len(train_text.encode("utf-8")), in_domain=held_out.report,
+                            out_of_domain=dict(ood.report, leaked=None)))

@@ -6,6 +6,8 @@ The sweep (c3.experiments.sweep), the demo (c3.experiments.demo) and `c3 train` 
 """
 from __future__ import annotations
 
+import os
+
 from .. import _core
 from ..cascade import Cascade, byte_tokenizer, scratch_model_config
 from .batches import ratio_probabilities
@@ -40,6 +42,58 @@ SIZES = {
 }
 
 
+# Pretrained cascades (run_sweep's `pretrained`, `c3 sweep --pretrained`): the models come from two Hugging Face
+# directories, so the size holds no model shape. N = 16 latents; ratios 4x-16x read contexts of 64-256 tokens (32x:
+# 512, for which the test books hold 33 passages free of leaked text; see prose_token_data). A step holds about 256
+# context tokens (a SmolLM2-135M cascade step takes about 3 s on 2 cores). The fresh parts (Q, projector,
+# hierarchical blocks) learn at learning_rate, a pretrained part that trains at learning_rate * its scale
+# (TrainingOptions::learning_rate_scales), as ICAE-style training keeps pretrained weights close to where they were.
+PRETRAINED_SIZE = dict(latents=16, batch_tokens=256, curriculum=0.4, learning_rate=1e-3, steps=1000,
+                       eval_passages=64, ood_passages=32, continuation=32, checkpoint_every=50, eval_batch=8,
+                       track_points=10, track_passages=16, encoder_scale=0.1, decoder_scale=0.1)
+PRETRAINED_RATIOS = (4, 8, 16)
+PRETRAINED_METHODS = ("c3", "mean_pool", "mean_pool_hidden", "hierarchical", "truncate_last", "no_context")
+# Training variants of a method: the same cascade, other parts trained. c3_unfrozen: C3 with its decoder trained
+# too (at decoder_scale), against C3 with a frozen decoder.
+VARIANTS = {"c3_unfrozen": "c3"}
+# Methods with nothing of their own to train when the decoder is pretrained and frozen: the pretrained decoder is
+# their model, so a pretrained sweep gives them zero steps.
+UNTRAINED = ("truncate", "truncate_last", "no_context", "full_context")
+
+
+def base_method(method: str) -> str:
+    """The cascade method a method or training variant builds (VARIANTS)."""
+    return VARIANTS.get(method, method)
+
+
+def trainable_parts(method: str) -> dict:
+    """{part: trains?} of a pretrained cascade for `method` (CascadeModel.set_trainable's parts). The decoder stays
+    frozen (the ICAE setting) except in c3_unfrozen; C3 trains its encoder, Q and projector; the pooling and
+    hierarchical baselines train their own parts only (projector, hierarchical blocks); the untrained methods
+    nothing."""
+    base = base_method(method)
+    return dict(encoder=base == "c3", decoder=method == "c3_unfrozen", queries=base == "c3",
+                projector=base in ("c3", "mean_pool", "mean_pool_hidden", "hierarchical"),
+                hierarchical=base == "hierarchical")
+
+
+def pretrained_settings(encoder_dir: str, decoder_dir: str, name: str) -> dict:
+    """The settings of a pretrained sweep over the models in two Hugging Face directories: PRETRAINED_SIZE plus
+    "pretrained" (the directories and a name for reports) and the models' shapes and vocabulary (for the FLOPs)."""
+    from ..jsonfiles import read_json_object
+
+    shapes = {}
+    for key, directory in (("encoder_model", encoder_dir), ("decoder_model", decoder_dir)):
+        config = read_json_object(os.path.join(directory, "config.json"))
+        shapes[key] = dict(hidden_size=config["hidden_size"], intermediate_size=config["intermediate_size"],
+                           num_layers=config["num_hidden_layers"], num_heads=config["num_attention_heads"],
+                           num_kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
+                           head_dim=config.get("head_dim"))
+        shapes["vocab"] = int(config["vocab_size"])
+    return dict(PRETRAINED_SIZE, pretrained=dict(name=name, encoder=os.path.abspath(encoder_dir),
+                                                 decoder=os.path.abspath(decoder_dir)), **shapes)
+
+
 def scratch_shape(hidden_size: int, num_layers: int) -> dict:
     """The shape rule of every from-scratch model here: a feed-forward width of 3 d, heads of 16 dimensions, and
     two query heads per key-value head (SIZES' shapes follow it; `c3 train` builds its models with it)."""
@@ -49,8 +103,16 @@ def scratch_shape(hidden_size: int, num_layers: int) -> dict:
 
 def build_cascade(method: str, settings: dict, max_ratio: int, seed: int) -> Cascade:
     """A byte-level cascade of the sweep's shape for `method`. The decoder has room for the full context, the
-    reconstruction and the continuation."""
+    reconstruction and the continuation. With settings["pretrained"] (pretrained_settings): the cascade of the
+    two pretrained models, Q and the new parts seeded, its parts frozen as trainable_parts says."""
     latents, longest = settings["latents"], max_ratio * settings["latents"]
+    if "pretrained" in settings:
+        source = settings["pretrained"]
+        cascade = Cascade.from_pretrained(source["encoder"], source["decoder"], latents, seed=seed,
+                                          method=base_method(method))
+        for part, trains in trainable_parts(method).items():
+            cascade.model.set_trainable(part, trains)
+        return cascade
     encoder = scratch_model_config(settings["model"], longest, latents)
     decoder = scratch_model_config(settings["model"], 2 * longest + settings["continuation"], latents)
     return Cascade.new(encoder, decoder, latents, tokenizer=byte_tokenizer(), seed=seed, method=method)
@@ -65,21 +127,24 @@ def make_trainer(cascade: Cascade, settings: dict, steps: int):
                            total_steps=steps, min_lr_ratio=settings.get("min_lr_ratio", 0.05),
                            lr_decay_fraction=settings.get("lr_decay_fraction", 0.0),
                            beta2=settings.get("beta2", 0.999), weight_decay=0.0, max_grad_norm=1.0,
-                           data_parallel_shares=settings.get("shares", 0))
+                           data_parallel_shares=settings.get("shares", 0),
+                           learning_rate_scales={part: settings[f"{part}_scale"] for part in ("encoder", "decoder")
+                                                 if f"{part}_scale" in settings})
 
 
 def _transformer_training_flops(model: dict, sequences: int, tokens: int, loss_tokens: int = 0,
-                                vocab: int = 0) -> float:
-    """6 x matmul parameters x tokens + 6 x layers x tokens^2 x attention width per sequence (+ the LM head on the
-    loss tokens): see training_flops_per_step."""
+                                vocab: int = 0, passes: float = 6.0) -> float:
+    """passes x (matmul parameters x tokens + layers x tokens^2 x attention width) per sequence (+ the LM head on
+    the loss tokens): see training_flops_per_step. passes: 6 trained (forward, input and weight gradients), 4
+    frozen with a gradient through it, 2 forward only."""
     d, heads = int(model["hidden_size"]), int(model["num_heads"])
     head_dim = int(model.get("head_dim") or d // heads)
     kv_heads = int(model.get("num_kv_heads") or heads)
     layer = d * heads * head_dim + 2 * d * kv_heads * head_dim + heads * head_dim * d + 3 * d * int(
         model["intermediate_size"])
     layers = int(model["num_layers"])
-    return sequences * (6.0 * layers * layer * tokens + 6.0 * layers * tokens * tokens * heads * head_dim
-                        + 6.0 * d * vocab * loss_tokens)
+    return sequences * passes * (layers * layer * tokens + layers * tokens * tokens * heads * head_dim
+                                 + d * vocab * loss_tokens)
 
 
 def training_flops_per_step(method: str, settings: dict, ratio: int, vocab: int = 262) -> float:
@@ -95,24 +160,38 @@ def training_flops_per_step(method: str, settings: dict, ratio: int, vocab: int 
     L + 1 answer positions. The encoder: c3 reads L + N tokens (the context and N queries), mean_pool_hidden L
     tokens; hierarchical runs hierarchical_depth(L, N) convolution blocks, each 6 * d^2 * (5 * l + 3 * ceil(l / 2))
     at input length l; mean_pool and the decoder-only methods none. Methods with a projector add its linear map,
-    6 * d_enc * d_dec * N. Every part is trained from scratch, so all of it takes the backward pass."""
-    model, latents = settings["model"], int(settings["latents"])
+    6 * d_enc * d_dec * N. Every part is trained from scratch, so all of it takes the backward pass.
+
+    A pretrained sweep (settings["pretrained"]) takes the shapes and vocabulary of its models, and counts 4 passes
+    for a frozen decoder that a gradient crosses, 2 for a frozen encoder (forward only), nothing for the untrained
+    methods (UNTRAINED: zero steps)."""
+    pretrained = "pretrained" in settings
+    if pretrained and method in UNTRAINED:
+        return 0.0
+    encoder_model = settings["encoder_model"] if pretrained else settings["model"]
+    decoder_model = settings["decoder_model"] if pretrained else settings["model"]
+    vocab = int(settings["vocab"]) if pretrained else vocab
+    parts = trainable_parts(method) if pretrained else dict(encoder=True, decoder=True)
+    method = base_method(method)
+    latents = int(settings["latents"])
     length = int(ratio) * latents
     batch = max(1, int(settings["batch_tokens"]) // length)
     width = 0 if method == "no_context" else length if method == "full_context" else latents
-    flops = _transformer_training_flops(model, batch, length + width + 3, length + 1, vocab)
+    flops = _transformer_training_flops(decoder_model, batch, length + width + 3, length + 1, vocab,
+                                        6.0 if parts["decoder"] else 4.0)
+    model, encoder_passes = encoder_model, 6.0 if parts["encoder"] else 2.0
     d = int(model["hidden_size"])
     if method == "c3":
-        flops += _transformer_training_flops(model, batch, length + latents)
+        flops += _transformer_training_flops(model, batch, length + latents, passes=encoder_passes)
     elif method == "mean_pool_hidden":
-        flops += _transformer_training_flops(model, batch, length)
+        flops += _transformer_training_flops(model, batch, length, passes=encoder_passes)
     elif method == "hierarchical":
         rows = length
         while rows > latents and (rows + 1) // 2 >= latents:  # hierarchical_depth (cascade/hierarchical.hpp)
             flops += batch * 6.0 * d * d * (5 * rows + 3 * ((rows + 1) // 2))
             rows = (rows + 1) // 2
     if method in ("c3", "mean_pool", "mean_pool_hidden", "hierarchical"):
-        flops += batch * 6.0 * d * d * latents
+        flops += batch * 6.0 * d * int(decoder_model["hidden_size"]) * latents
     return flops
 
 
@@ -136,5 +215,5 @@ def equal_flops_steps(methods, settings: dict, ratios, steps: int) -> dict:
     result = {}
     for method in methods:
         per_step = training_flops(method, settings, ratios, steps) / steps  # the shape's mean cost of a step
-        result[method] = max(1, int(round(budget / per_step)))
+        result[method] = max(1, int(round(budget / per_step))) if per_step else 0  # 0: an untrained method
     return result

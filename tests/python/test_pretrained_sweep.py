@@ -1,0 +1,177 @@
+"""The pretrained sweep (c3 sweep --pretrained): cascades of two pretrained models in their tokens, the decoder
+frozen, untrained baselines whose model is the pretrained decoder, prose split by book with leakage checked in
+tokens. The "pretrained" model is a tiny Llama with a byte-level BPE trained here on the train books."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import c3
+from c3 import corpus, prose
+from c3.experiments.heldout import SPLIT_FRACTIONS, prose_token_data
+from c3.experiments.sweep import pretrained_source, run_sweep
+from c3.leakage import WindowIndex
+from conftest import make_hf_model
+
+METHODS = ["c3", "mean_pool", "hierarchical", "truncate_last", "no_context", "c3_unfrozen"]
+# Which pretrained part each method trains (the ICAE setting: the decoder frozen but in c3_unfrozen; the
+# baselines train only their own parts).
+TRAINS = {"c3": dict(encoder=True, decoder=False), "mean_pool": dict(encoder=False, decoder=False),
+          "hierarchical": dict(encoder=False, decoder=False), "truncate_last": dict(encoder=False, decoder=False),
+          "no_context": dict(encoder=False, decoder=False), "c3_unfrozen": dict(encoder=True, decoder=True)}
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory):
+    """A Hugging Face directory: a tiny Llama and its tokenizer.json (a byte-level BPE of 320 tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    books = corpus.document_splits(prose.ood_prose_documents(), fractions=SPLIT_FRACTIONS, seed=0)["train"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator([text for _, text in books[:6]], trainers.BpeTrainer(
+        vocab_size=320, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"]))
+    model = make_hf_model(kind="llama", vocab=tokenizer.get_vocab_size(), hidden=32, heads=2, kv_heads=1,
+                          intermediate=64, max_positions=512)
+    directory = tmp_path_factory.mktemp("pretrained")
+    model.save_pretrained(directory)
+    tokenizer.save(os.path.join(directory, "tokenizer.json"))
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def sweep(pretrained_dir, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("sweep"))
+    results = run_sweep(output, pretrained=pretrained_dir, methods=METHODS, ratios=[2, 4], seeds=[0, 1], steps=4,
+                        eval_passages=4, progress=False)
+    return output, results
+
+
+def test_prose_passages_are_clean_whole_and_apart(pretrained_dir):
+    tokenizer = c3.BpeTokenizer.from_file(os.path.join(pretrained_dir, "tokenizer.json"))
+    data = prose_token_data(tokenizer, 48, 12, 5, "test")
+    books = corpus.document_splits(prose.ood_prose_documents(), fractions=SPLIT_FRACTIONS, seed=0)
+    train_text = "\n\n".join(text for _, text in books["train"]).encode("utf-8")
+    np.testing.assert_array_equal(data["train_regions"][0], tokenizer.encode(train_text.decode("utf-8")))
+    assert len(data["in_domain"]) == 12 and len(data["out_of_domain"]) == 5
+    for passage, document, offset in zip(data["in_domain"], data["in_domain_documents"], data["in_domain_offsets"]):
+        assert len(passage) == 48 and offset % 48 == 0  # consecutive cuts of one book
+        ids = tokenizer.encode(books["test"][document][1])
+        np.testing.assert_array_equal(passage, ids[offset:offset + 48])
+        text = tokenizer.decode(passage).encode("utf-8")
+        # Brute force against the index: no 32-byte stretch of a held-out passage occurs in the training text.
+        assert not any(text[i:i + 32] in train_text for i in range(len(text) - 31))
+    pairs = list(zip(data["in_domain_documents"], data["in_domain_offsets"]))
+    assert len(set(pairs)) == len(pairs)  # no passage twice, and cuts of one book never overlap
+    report = data["report"]["in_domain"]
+    assert report["unit"] == "tokens" and report["leaked"] > 0 and report["clean"] + report["leaked"] == \
+        report["available"]
+    # The count of leaked passages agrees with a brute-force count over every cut of every test book.
+    index = WindowIndex(train_text, 32)
+    leaked = 0
+    for _, text in books["test"]:
+        ids = tokenizer.encode(text)
+        for start in range(0, len(ids) // 48 * 48, 48):
+            leaked += index.contains(tokenizer.decode(ids[start:start + 48]).encode("utf-8"))
+    assert leaked == report["leaked"]
+
+
+def test_frozen_and_trained_parts(sweep, pretrained_dir):
+    output, results = sweep
+    steps = results["settings"]["method_steps"]
+    assert steps == {"c3": 4, "mean_pool": 4, "hierarchical": 4, "truncate_last": 0, "no_context": 0,
+                     "c3_unfrozen": 4}
+    pretrained = c3.Transformer.load(pretrained_dir).parameters()
+    for method in METHODS:
+        directory = os.path.join(output, "runs", f"{method}-seed0")
+        # An untrained method keeps no checkpoint: its model is rebuilt from the pretrained directory.
+        assert os.path.exists(os.path.join(directory, "checkpoint.safetensors")) == (steps[method] > 0)
+        from c3.experiments.runs import load_run
+
+        cascade = load_run(directory, method, 0, results["settings"], 4)
+        for part in ("encoder", "decoder"):
+            ours = getattr(cascade.model, part).parameters()
+            changed = [name for name, value in pretrained.items()
+                       if not np.array_equal(ours[name][:value.shape[0]], value)]
+            trains = TRAINS[method][part]
+            # Embeddings grew by C3's special tokens; the pretrained rows are kept. The encoder of a method that
+            # does not read it is never touched either.
+            assert bool(changed) == trains, (method, part, changed[:3])
+    # The untrained methods' evaluations are of the pretrained decoder: every seed holds the same model but the
+    # seeded rows of the special tokens.
+    assert results["runs"]["no_context-seed0"]["training"]["steps"] == 0
+
+
+def test_report_and_measures(sweep):
+    output, results = sweep
+    assert results["plan"]["size"] == "pretrained" and results["held_out"]["design"] == "prose"
+    assert results["corpus"] == prose.LICENCE and results["out_of_domain_corpus"] == corpus.LICENCE
+    for method in METHODS:
+        for seed in (0, 1):
+            entry = results["runs"][f"{method}-seed{seed}"]["in_domain"]["4"]
+            positions = np.asarray(entry["first_error_positions"])
+            assert len(positions) == entry["passages"] and ((0 <= positions) & (positions <= 64)).all()
+            # A passage decoded without an error has its first error at its length, and accuracy agrees.
+            assert (np.mean(positions == 64) > 0) == (max(entry["per_passage"]["token_accuracy"]) == 1.0)
+    flops = {m: results["compute"][m]["training_flops"] for m in METHODS}
+    assert flops["truncate_last"] == flops["no_context"] == 0.0
+    assert flops["mean_pool"] < flops["c3"] < flops["c3_unfrozen"]
+    report = open(os.path.join(output, "report.md")).read()
+    for text in ("## Pretrained models", "| c3 | encoder, queries, projector | 4 |",
+                 "| truncate_last | nothing (the pretrained decoder is its model) | 0 |",
+                 "## Held-out design: prose split by book", "## First greedy error", "ratio x N tokens",
+                 "the pretrained decoder itself"):
+        assert text in report, text
+    assert "ratio x N bytes" not in report
+
+
+def test_continuation_bits_count_utf8_bytes(sweep, pretrained_dir):
+    """Bits per byte divide by the continuations' UTF-8 bytes, not by their tokens (about 3 bytes each here)."""
+    output, results = sweep
+    tokenizer = c3.BpeTokenizer.from_file(os.path.join(pretrained_dir, "tokenizer.json"))
+    data = prose_token_data(tokenizer, 4 * 16 + 32, 4, 4, "dev")
+    cascade = c3.experiments.runs.load_run(os.path.join(output, "runs", "no_context-seed0"), "no_context", 0,
+                                           results["settings"], 4)
+    contexts = [p[:64] for p in data["in_domain"]]
+    continuations = [p[64:] for p in data["in_domain"]]
+    from c3.eval import continuation
+
+    expected = continuation.bits_per_byte(cascade, contexts, continuations)["bits_per_byte"]
+    measured = results["runs"]["no_context-seed0"]["in_domain"]["4"]["continuation_bits_per_byte"]
+    assert abs(measured - expected) < 1e-4 * expected
+
+
+def test_resumes_and_refuses_other_settings(sweep, pretrained_dir):
+    output, results = sweep
+    again = run_sweep(output, pretrained=pretrained_dir, methods=METHODS, ratios=[2, 4], seeds=[0, 1], steps=4,
+                      eval_passages=4, progress=False)
+    assert again["runs"] == results["runs"]  # everything was final: read back, nothing trained again
+    with pytest.raises(c3.ConfigError, match="other settings"):
+        run_sweep(output, pretrained=pretrained_dir, methods=METHODS, ratios=[2, 4], seeds=[0, 1], steps=5,
+                  eval_passages=4, progress=False)
+
+
+def test_bad_pretrained_options(tmp_path, pretrained_dir):
+    with pytest.raises(c3.C3IOError, match="has no config.json"):
+        pretrained_source(str(tmp_path))
+    with pytest.raises(c3.C3ValueError, match="ENCODER_DIR,DECODER_DIR"):
+        pretrained_source("a,b,c")
+    with pytest.raises(c3.C3ValueError, match="own size"):
+        run_sweep(str(tmp_path / "s"), pretrained=pretrained_dir, size="tiny")
+    with pytest.raises(c3.C3ValueError, match="unknown 'c3_unfrozen'"):
+        run_sweep(str(tmp_path / "s"), methods=["c3_unfrozen"], size="tiny")
+    # The CLI: one line, a typed error's exit status, nothing written.
+    run = subprocess.run([sys.executable, "-m", "c3.cli", "sweep", "--pretrained", str(tmp_path / "missing"),
+                          "--output", str(tmp_path / "out")], capture_output=True, text=True)
+    assert run.returncode != 0 and "Traceback" not in run.stderr and "has no config.json" in run.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_json_round_trip(sweep):
+    output, results = sweep
+    assert json.load(open(os.path.join(output, "results.json")))["plan"]["pretrained"] == results["plan"]["pretrained"]
