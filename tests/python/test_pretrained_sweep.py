@@ -175,3 +175,53 @@ def test_bad_pretrained_options(tmp_path, pretrained_dir):
 def test_json_round_trip(sweep):
     output, results = sweep
     assert json.load(open(os.path.join(output, "results.json")))["plan"]["pretrained"] == results["plan"]["pretrained"]
+
+
+def test_weights_trained_by_torch_are_analysed_by_c3(sweep, pretrained_dir, tmp_path):
+    """Two ways to train, one analysis: the c3-trained weights of a run, passed through PyTorch (c3.torch) and back
+    and imported as a run of a new sweep, give exactly the same evaluation; weights that PyTorch trained further
+    are evaluated as c3 evaluates any run."""
+    torch = pytest.importorskip("torch")
+    import c3.torch as c3_torch
+    from c3.experiments.runs import import_run, load_run
+
+    output, results = sweep
+    settings = results["settings"]
+    cascade = load_run(os.path.join(output, "runs", "c3-seed0"), "c3", 0, settings, 4)
+    module = c3_torch.to_torch(cascade)
+    same = str(tmp_path / "same-weights")
+    c3_torch.from_torch(module, same)
+    second = str(tmp_path / "second")
+    import_run(os.path.join(second, "runs", "c3-seed0"), "c3", 0, settings, [2, 4], same)
+    imported = run_sweep(second, pretrained=pretrained_dir, methods=["c3", "no_context"], ratios=[2, 4], seeds=[0],
+                         steps=4, eval_passages=4, progress=False)
+    theirs, ours = imported["runs"]["c3-seed0"], results["runs"]["c3-seed0"]
+    assert theirs["training"]["engine"] == "torch"
+    for domain in ("in_domain", "out_of_domain"):
+        assert theirs[domain] == ours[domain]  # every measure, every passage, bit for bit
+
+    # Trained further by PyTorch: the import is the torch model's weights, and c3 scores them as torch does.
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
+    rng = np.random.default_rng(0)
+    ids = torch.from_numpy(rng.integers(0, 300, size=(2, 32))).long()
+    mask = torch.ones_like(ids)
+    for _ in range(2):
+        optimizer.zero_grad()
+        module(ids, mask, ids, mask).backward()
+        optimizer.step()
+    further = str(tmp_path / "further")
+    c3_torch.from_torch(module, further)
+    third = str(tmp_path / "third")
+    import_run(os.path.join(third, "runs", "c3-seed0"), "c3", 0, settings, [2, 4], further)
+    reloaded = load_run(os.path.join(third, "runs", "c3-seed0"), "c3", 0, settings, 4)
+    latents = reloaded.model.compress(ids.numpy().astype(np.int32))
+    with torch.no_grad():
+        expected = module.compress(ids).numpy()
+    np.testing.assert_allclose(latents, expected, atol=1e-4)
+    assert not np.allclose(latents, cascade.model.compress(ids.numpy().astype(np.int32)), atol=1e-3)
+    # A cascade of another shape is refused, and nothing is written.
+    other = c3.Cascade.from_pretrained(pretrained_dir, pretrained_dir, n_latents=8)
+    other.save(str(tmp_path / "other"))
+    with pytest.raises(c3.ConfigError, match="num_latents"):
+        import_run(str(tmp_path / "fourth"), "c3", 0, settings, [2, 4], str(tmp_path / "other"))
+    assert not os.path.exists(tmp_path / "fourth")

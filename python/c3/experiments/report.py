@@ -124,7 +124,8 @@ def _ratio_panels(ratios, seed: int, ylabel: str, draw):
         axis.set_title(f"{ratio}x, seed {seed}")
         axis.set_xlabel("step")
         axis.set_ylabel(ylabel)
-    axes[0].legend(fontsize="small")
+    if axes[0].get_legend_handles_labels()[0]:  # no lines: every run was untrained or imported without a log
+        axes[0].legend(fontsize="small")
     figure.tight_layout()
     return figure
 

@@ -187,7 +187,8 @@ def train_run(directory: str, method: str, seed: int, settings: dict, ratios, tr
     if os.path.exists(checkpoint):
         try:
             extra = load_checkpoint(checkpoint, cascade.model, trainer, check=check_extra)
-            data.restore(extra["data"])
+            if extra["data"]:  # {}: a run trained elsewhere (import_run), finished, with no data order to resume
+                data.restore(extra["data"])
             step, seconds, log = int(extra["step"]), float(extra.get("seconds", 0.0)), list(extra.get("log", []))
             tracked = list(extra.get("track", []))
             loaded = True
@@ -352,6 +353,41 @@ def finished_evaluation(directory: str, ratios, quiet: bool = False) -> Optional
         quiet or _say(f"{path} was made by an earlier training of the run; evaluating it again")
         return None
     return evaluation
+
+
+def import_run(directory: str, method: str, seed: int, settings: dict, ratios, cascade_dir: str,
+               engine: str = "torch", train_seconds: Optional[float] = None) -> None:
+    """Makes a cascade trained elsewhere (a directory in the official layout, as c3.torch.from_torch and
+    examples/train_torch.py write it) the finished run (method, seed) of a sweep, so that the sweep evaluates it
+    exactly as one it trained: two ways to train, one analysis.
+
+    The cascade must be the one the sweep builds for the run (method, encoder and decoder configs, N, projector);
+    its parameters replace all of that model's, written as the run's checkpoint (fresh optimiser moments) with a
+    trained.json that records the planned steps, the engine and the source directory. A mismatch is a
+    c3.ConfigError and writes nothing; an evaluation of an earlier model of the run is removed."""
+    trained = Cascade.load(cascade_dir)
+    cascade = build_cascade(method, settings, max(ratios), seed)
+    mine, theirs = cascade.model.config, trained.model.config
+    for key in ("method", "num_latents", "projector", "encoder", "decoder"):
+        if mine.get(key) != theirs.get(key):
+            raise _core.ConfigError(f"{cascade_dir}: its {key} ({theirs.get(key)!r}) is not run {method}-seed{seed}'s "
+                                    f"({mine.get(key)!r})")
+    for part in ("encoder", "decoder"):
+        getattr(cascade.model, part).set_parameters(getattr(trained.model, part).parameters(), strict=True)
+    bridge = cascade.model.bridge_parameters()
+    for name, value in trained.model.bridge_parameters().items():
+        bridge[name][...] = value
+    steps = int(settings.get("method_steps", {}).get(method, settings["steps"]))
+    trainer = make_trainer(cascade, settings, max(steps, 1))
+    os.makedirs(directory, exist_ok=True)
+    _remove(os.path.join(directory, "evaluation.json"))
+    _remove(os.path.join(directory, "trained.json"))
+    save_checkpoint(os.path.join(directory, "checkpoint.safetensors"), cascade.model, trainer,
+                    dict(step=steps, seconds=float(train_seconds or 0.0), data={}, log=[], track=[]))
+    write_json(os.path.join(directory, "trained.json"),
+               dict(method=method, seed=seed, steps=steps, planned_steps=steps, threads=0,
+                    train_seconds=float(train_seconds or 0.0), final_loss=None, log=[], track_ratios=[], track=[],
+                    engine=engine, source=os.path.abspath(cascade_dir)))
 
 
 def load_run(directory: str, method: str, seed: int, settings: dict, max_ratio: int) -> Cascade:
