@@ -56,7 +56,8 @@ def test_scaling_prints_a_row_per_thread_count_without_pytorch(tmp_path):
 def test_long_documents_reports_compression_against_prefill_and_a_long_cache(tmp_path):
     record = tmp_path / "long.json"
     result = subprocess.run([sys.executable, "long_documents.py", "--megabytes", "0.004", "--chunk-tokens", "64",
-                             "--batch-chunks", "4", "--blocks", "3", "--threads", "1", "--json", str(record)],
+                             "--batch-chunks", "4", "--blocks", "3", "--threads", "1", "--pretrained-tokens", "0",
+                             "--json", str(record)],
                             capture_output=True, text=True, timeout=600, cwd=os.path.join(ROOT, "benchmarks"))
     assert result.returncode == 0, result.stderr
     figures = json.loads(record.read_text())
@@ -64,3 +65,24 @@ def test_long_documents_reports_compression_against_prefill_and_a_long_cache(tmp
     assert figures["compression"]["fraction_of_prefill_rate"] > 0
     assert [row["latent_positions"] for row in figures["decoding"].values()] == [16, 48]
     assert "compress_long: 4,000 bytes in 63 chunks" in result.stdout
+    assert figures["pretrained"] is None
+
+
+def test_long_documents_on_a_smollm2_cascade(tmp_path):
+    """The pretrained part: a SmolLM2 cascade's document of 256 tokens is two blocks of 16 latents."""
+    from c3.models import smollm2
+
+    try:
+        smollm2()  # converted once into the cache, outside the timed script
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    record = tmp_path / "long.json"
+    result = subprocess.run([sys.executable, "long_documents.py", "--megabytes", "0.001", "--chunk-tokens", "64",
+                             "--batch-chunks", "2", "--blocks", "1", "--threads", "1", "--pretrained-tokens", "256",
+                             "--json", str(record)],
+                            capture_output=True, text=True, timeout=900, cwd=os.path.join(ROOT, "benchmarks"))
+    assert result.returncode == 0, result.stderr
+    row = json.loads(record.read_text())["pretrained"]
+    assert (row["tokens"], row["blocks"], row["latent_positions"]) == (256, 2, 32)
+    assert row["fraction_of_prefill_rate"] > 0 and row["decode_tokens_per_second"] > 0
+    assert "SmolLM2 cascade: compress_long of 256 tokens in 2 chunks of 128" in result.stdout
