@@ -195,13 +195,17 @@ class Cascade:
         """max_new_tokens itself, or a C3ValueError that names the limit after a block of `block_width` rows
         (default: block_width)."""
         width = self.block_width if block_width is None else int(block_width)
-        limit = self.max_new_tokens_limit_for(width)
+        return self._fits_after(max_new_tokens, self.prompt_length_for(width), f"around a latent block of {width} rows")
+
+    def _fits_after(self, max_new_tokens: int, prompt: int, what: str) -> int:
+        """max_new_tokens itself when it is at least 1 and fits the decoder's positions after a prompt of `prompt`
+        tokens (`what` says what the prompt holds), else a C3ValueError naming the limit."""
+        limit = int(self.model.config["decoder"]["max_position_embeddings"]) - int(prompt)
         if int(max_new_tokens) > limit or limit < 1:
             raise _core.C3ValueError(
                 f"max_new_tokens {int(max_new_tokens)} does not fit: the decoder's max_position_embeddings of "
-                f"{self.model.config['decoder']['max_position_embeddings']} minus its prompt of "
-                f"{self.prompt_length_for(width)} tokens (around a latent block of {width} rows) leaves at most "
-                f"{limit}")
+                f"{self.model.config['decoder']['max_position_embeddings']} minus its prompt of {prompt} tokens "
+                f"({what}) leaves at most {max(limit, 0)}")
         if int(max_new_tokens) < 1:
             raise _core.C3ValueError(f"max_new_tokens must be at least 1, got {int(max_new_tokens)}")
         return int(max_new_tokens)
@@ -466,15 +470,11 @@ class Cascade:
         width = joined.shape[1] // blocks
         longest_task = max(len(self.task_ids(task)) for part in parts for task in part)
         prompt = self.model.prompt_length(width, blocks, longest_task)
-        limit = int(self.model.config["decoder"]["max_position_embeddings"]) - prompt
         if max_new_tokens is None:
             longest = int(np.max(document.lengths)) if len(document.lengths) else self.max_context_tokens
+            limit = int(self.model.config["decoder"]["max_position_embeddings"]) - prompt
             max_new_tokens = max(1, min(limit, longest + RECONSTRUCTION_MARGIN))
-        if not 1 <= int(max_new_tokens) <= limit:
-            raise _core.C3ValueError(
-                f"max_new_tokens {int(max_new_tokens)} does not fit: the decoder's max_position_embeddings of "
-                f"{self.model.config['decoder']['max_position_embeddings']} minus its prompt of {prompt} tokens "
-                f"({blocks} blocks of {width} rows and the task) leaves {max(limit, 0)}")
+        max_new_tokens = self._fits_after(max_new_tokens, prompt, f"{blocks} blocks of {width} rows and the task")
         texts = []
         for part in parts:
             task, task_mask = self.task_batch(part)

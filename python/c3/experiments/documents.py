@@ -219,13 +219,16 @@ def text_baseline_measures(cascade: Cascade, method: str, settings: dict, window
     as its block, then the "continue" task."""
     continuation = int(settings["continuation"])
     per_document, total_bits, total_bytes = [], 0.0, 0
-    for window in windows:
-        context, following = window[:-continuation], window[-continuation:]
-        latents, mask = cascade.encode([kept_text(method, settings, context)])
-        scores = cascade.score(latents, [following], latent_mask=mask, task="continue")
-        bits = -float(np.sum(scores["log_probability"][0][scores["valid"][0]], dtype=np.float64)) / np.log(2.0)
-        per_document.append(dict(continuation_bits=bits, continuation_bytes=continuation))
-        total_bits, total_bytes = total_bits + bits, total_bytes + continuation
+    batch = int(settings["eval_batch"])
+    for start in range(0, len(windows), batch):
+        part = windows[start:start + batch]
+        latents, mask = cascade.encode([kept_text(method, settings, window[:-continuation]) for window in part])
+        scores = cascade.score(latents, [window[-continuation:] for window in part], latent_mask=mask,
+                               task="continue")
+        for row in range(len(part)):
+            bits = -float(np.sum(scores["log_probability"][row][scores["valid"][row]], dtype=np.float64)) / np.log(2.0)
+            per_document.append(dict(continuation_bits=bits, continuation_bytes=continuation))
+            total_bits, total_bytes = total_bits + bits, total_bytes + continuation
     return dict(per_document=per_document, continuation_bits_per_byte=total_bits / total_bytes,
                 chunk_tokens=int(settings["chunk_tokens"]), continuation_tokens=continuation)
 
