@@ -200,7 +200,9 @@ def test_weights_trained_by_torch_are_analysed_by_c3(sweep, pretrained_dir, tmp_
     for domain in ("in_domain", "out_of_domain"):
         assert theirs[domain] == ours[domain]  # every measure, every passage, bit for bit
 
-    # Trained further by PyTorch: the import is the torch model's weights, and c3 scores them as torch does.
+    # Trained further by PyTorch: the import is the torch model's weights, and c3 scores them as torch does. The
+    # decoder stays frozen, as run c3 keeps it (import_run refuses a changed frozen part).
+    module.set_trainable("decoder", False)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
     rng = np.random.default_rng(0)
     ids = torch.from_numpy(rng.integers(0, 300, size=(2, 32))).long()

@@ -84,7 +84,11 @@ def pretrained_settings(encoder_dir: str, decoder_dir: str, name: str) -> dict:
 
     shapes = {}
     for key, directory in (("encoder_model", encoder_dir), ("decoder_model", decoder_dir)):
-        config = read_json_object(os.path.join(directory, "config.json"))
+        path = os.path.join(directory, "config.json")
+        config = read_json_object(path)
+        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
+            if not isinstance(config.get(name), int) or isinstance(config.get(name), bool) or config[name] < 1:
+                raise _core.FormatError(f"{path}: '{name}' must be a positive integer, got {config.get(name)!r}")
         shapes[key] = dict(hidden_size=config["hidden_size"], intermediate_size=config["intermediate_size"],
                            num_layers=config["num_hidden_layers"], num_heads=config["num_attention_heads"],
                            num_kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],

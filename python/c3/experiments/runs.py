@@ -18,7 +18,7 @@ from ..eval.continuation import utf8_bytes
 from ..jsonfiles import jsonable, read_json, write_json
 from ..training import load_checkpoint, save_checkpoint
 from .batches import MixedBatches
-from .recipe import build_cascade, make_trainer
+from .recipe import build_cascade, make_trainer, trainable_parts
 
 # ---- reading back what a run wrote ----------------------------------------------------------------------------
 def _fail(path: str, message: str):
@@ -363,8 +363,9 @@ def import_run(directory: str, method: str, seed: int, settings: dict, ratios, c
 
     The cascade must be the one the sweep builds for the run (method, encoder and decoder configs, N, projector);
     its parameters replace all of that model's, written as the run's checkpoint (fresh optimiser moments) with a
-    trained.json that records the planned steps, the engine and the source directory. A mismatch is a
-    c3.ConfigError and writes nothing; an evaluation of an earlier model of the run is removed."""
+    trained.json that records the planned steps, the engine and the source directory. A mismatch, a part the run
+    keeps frozen (a pretrained sweep's trainable_parts) that differs from the pretrained one, or a run of zero steps
+    is a c3.ConfigError and writes nothing; an evaluation of an earlier model of the run is removed."""
     trained = Cascade.load(cascade_dir)
     cascade = build_cascade(method, settings, max(ratios), seed)
     mine, theirs = cascade.model.config, trained.model.config
@@ -372,13 +373,31 @@ def import_run(directory: str, method: str, seed: int, settings: dict, ratios, c
         if mine.get(key) != theirs.get(key):
             raise _core.ConfigError(f"{cascade_dir}: its {key} ({theirs.get(key)!r}) is not run {method}-seed{seed}'s "
                                     f"({mine.get(key)!r})")
+    steps = int(settings.get("method_steps", {}).get(method, settings["steps"]))
+    if steps == 0:  # load_run rebuilds such a run and would never read the imported weights
+        raise _core.ConfigError(f"run {method}-seed{seed} trains nothing (zero steps): there is nothing to import")
+    if "pretrained" in settings:
+        # A part the run keeps frozen must come back as the sweep builds it: else the run's record (what it trains)
+        # would be false, e.g. a decoder trained elsewhere reported as C3 with its decoder frozen.
+        frozen = {part for part, trains in trainable_parts(method).items() if not trains}
+        bridge_part = lambda name: ("queries" if name.startswith("model.Q.") else  # noqa: E731
+                                    "projector" if name.startswith("model.mm_projector.") else "hierarchical")
+        pairs = [(part, getattr(cascade.model, part).parameters(), getattr(trained.model, part).parameters())
+                 for part in ("encoder", "decoder") if part in frozen]
+        pairs.append(("bridge", cascade.model.bridge_parameters(), trained.model.bridge_parameters()))
+        for part, built, given in pairs:
+            for name, value in built.items():
+                if (part != "bridge" or bridge_part(name) in frozen) and not (
+                        name in given and np.array_equal(np.asarray(given[name]), np.asarray(value))):
+                    label = part if part != "bridge" else bridge_part(name)
+                    raise _core.ConfigError(f"{cascade_dir}: its {label} ({name}) differs from the pretrained one, "
+                                            f"but run {method}-seed{seed} keeps the {label} frozen")
     for part in ("encoder", "decoder"):
         getattr(cascade.model, part).set_parameters(getattr(trained.model, part).parameters(), strict=True)
     bridge = cascade.model.bridge_parameters()
     for name, value in trained.model.bridge_parameters().items():
         bridge[name][...] = value
-    steps = int(settings.get("method_steps", {}).get(method, settings["steps"]))
-    trainer = make_trainer(cascade, settings, max(steps, 1))
+    trainer = make_trainer(cascade, settings, steps)
     os.makedirs(directory, exist_ok=True)
     _remove(os.path.join(directory, "evaluation.json"))
     _remove(os.path.join(directory, "trained.json"))

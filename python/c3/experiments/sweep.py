@@ -171,6 +171,20 @@ def pretrained_source(spec: str) -> tuple:
             if not os.path.isfile(os.path.join(directory, name)):
                 raise _core.C3IOError(f"pretrained: {directory} has no {name} (a Hugging Face model directory "
                                       "with its tokenizer.json)")
+    if len(parts) == 2 and os.path.realpath(parts[0]) != os.path.realpath(parts[1]):
+        # The encoder reads the decoder's token ids (Cascade.from_pretrained): another vocabulary would make them
+        # other tokens to it, silently.
+        from ..jsonfiles import read_json_object
+
+        def vocabulary(directory):
+            tokenizer = read_json_object(os.path.join(directory, "tokenizer.json"))
+            added = sorted((str(entry.get("id")), str(entry.get("content")))
+                           for entry in tokenizer.get("added_tokens") or [] if isinstance(entry, dict))
+            return tokenizer.get("model"), added
+
+        if vocabulary(parts[0]) != vocabulary(parts[1]):
+            raise _core.ConfigError(f"pretrained: the encoder's tokenizer ({parts[0]}) is not the decoder's "
+                                    f"({parts[1]}); the encoder reads the decoder's token ids")
     return parts[0], parts[-1], spec
 
 
@@ -273,8 +287,12 @@ def run_sweep(output: str, methods: Optional[Sequence[str]] = None, ratios: Opti
     if recipe not in RECIPES:
         raise _core.C3ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
     settings.update(RECIPES[recipe])
-    steps = int(steps or settings["steps"])
-    eval_count = int(eval_passages or settings["eval_passages"])
+    steps = int(settings["steps"] if steps is None else steps)
+    if steps < 1:  # 0 is not "the default": it would silently train the size's steps
+        raise _core.C3ValueError(f"steps must be at least 1, got {steps}")
+    eval_count = int(settings["eval_passages"] if eval_passages is None else eval_passages)
+    if eval_count < 1:
+        raise _core.C3ValueError(f"eval_passages must be at least 1, got {eval_count}")
     # results.json records the settings the runs used, not the size's defaults that the options replaced.
     settings.update(steps=steps, eval_passages=eval_count)
     plan = dict(methods=methods, ratios=ratios, seeds=seeds, size=size, steps=steps, minutes=minutes,
@@ -308,8 +326,6 @@ def run_sweep(output: str, methods: Optional[Sequence[str]] = None, ratios: Opti
             changed = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
             raise _core.ConfigError(f"{output} holds a sweep with other settings ({', '.join(changed)}); use a new "
                                     "--output or the same options to continue it")
-    else:
-        write_json(plan_path, plan)
 
     passage_length = max(ratios) * settings["latents"] + settings["continuation"]
     held_out_record = dict(design=heldout)
@@ -329,6 +345,8 @@ def run_sweep(output: str, methods: Optional[Sequence[str]] = None, ratios: Opti
                                         unseen_length=min(ratios) * settings["latents"] + settings["continuation"])
         out_of_domain = evaluation_passages([_ids(ood_text())], passage_length,
                                             min(eval_count, settings["ood_passages"]))
+    if not os.path.exists(plan_path):  # written once the data exist, so a sweep that cannot start claims no folder
+        write_json(plan_path, plan)
     # A fixed, evenly spread subset of the in-domain passages, scored during training (train_run's track).
     subset = np.unique(np.linspace(0, len(in_domain) - 1, min(settings.get("track_passages", 0),
                                                               len(in_domain))).astype(np.int64))
