@@ -273,6 +273,7 @@ struct AnswerScores {
 template <typename T>
 class Cascade {
 public:
+    using Operand = ops::MatrixOperand<T>;  // the projector's float matrices, as ops/products.hpp takes them
     CascadeConfig config;
     Transformer<T> encoder, decoder;
     std::vector<ParameterInfo> bridge;
@@ -635,15 +636,16 @@ private:
         a.latents.resize(rows * dd);
         const BridgeWeights<const T> w = bridge_weights();
         if (config.projector == ProjectorKind::Linear) {
-            ops::linear_forward(a.latents.data(), a.slot_states.data(), w.projector_weight, w.projector_bias, rows, de, dd);
+            ops::product_forward(a.latents.data(), a.slot_states.data(), Operand{w.projector_weight}, w.projector_bias,
+                                 rows, de, dd);
         } else {
             a.projector_hidden.resize(rows * dd);
             a.projector_activation.resize(rows * dd);
-            ops::linear_forward(a.projector_hidden.data(), a.slot_states.data(), w.projector_weight, w.projector_bias,
-                                rows, de, dd);
+            ops::product_forward(a.projector_hidden.data(), a.slot_states.data(), Operand{w.projector_weight},
+                                 w.projector_bias, rows, de, dd);
             ops::gelu_forward(a.projector_activation.data(), a.projector_hidden.data(), rows * dd);
-            ops::linear_forward(a.latents.data(), a.projector_activation.data(), w.output_weight, w.output_bias, rows,
-                                dd, dd);
+            ops::product_forward(a.latents.data(), a.projector_activation.data(), Operand{w.output_weight},
+                                 w.output_bias, rows, dd, dd);
         }
     }
 
@@ -690,15 +692,15 @@ private:
                                        : BridgeWeights<T>{};
         std::vector<T> dslots(rows * de, T(0));
         if (config.projector == ProjectorKind::Linear) {
-            ops::linear_backward(dslots.data(), g.projector_weight, g.projector_bias, dlatents.data(),
-                                 a.slot_states.data(), w.projector_weight, rows, de, dd);
+            ops::product_backward(dslots.data(), g.projector_weight, g.projector_bias, dlatents.data(),
+                                  a.slot_states.data(), Operand{w.projector_weight}, rows, de, dd);
         } else {
             std::vector<T> dactivation(rows * dd, T(0)), dhidden(rows * dd, T(0));
-            ops::linear_backward(dactivation.data(), g.output_weight, g.output_bias, dlatents.data(),
-                                 a.projector_activation.data(), w.output_weight, rows, dd, dd);
+            ops::product_backward(dactivation.data(), g.output_weight, g.output_bias, dlatents.data(),
+                                  a.projector_activation.data(), Operand{w.output_weight}, rows, dd, dd);
             ops::gelu_backward(dhidden.data(), dactivation.data(), a.projector_hidden.data(), rows * dd);
-            ops::linear_backward(dslots.data(), g.projector_weight, g.projector_bias, dhidden.data(),
-                                 a.slot_states.data(), w.projector_weight, rows, de, dd);
+            ops::product_backward(dslots.data(), g.projector_weight, g.projector_bias, dhidden.data(),
+                                  a.slot_states.data(), Operand{w.projector_weight}, rows, de, dd);
         }
         if (config.method == CompressionMethod::MeanPool) {
             baselines::mean_pool_backward(*this, a, dslots.data(), encoder_embed);

@@ -12,8 +12,6 @@
 #include "c3/model/config.hpp"
 #include "c3/model/weights.hpp"
 #include "c3/ops/embedding.hpp"
-#include "c3/ops/linear_bf16.hpp"
-#include "c3/ops/matmul_bf16.hpp"
 
 namespace c3 {
 
@@ -106,14 +104,6 @@ struct Bf16Storage {
     // output [count, hidden] = embedding rows of ids, widened to float.
     void embed(T* output, const int32_t* ids, size_t count, size_t vocab, size_t hidden) const {
         ops::embedding_forward_bf16(output, ids, weights.embed, count, vocab, hidden);
-    }
-    // output [rows, out] = input [rows, in] * weight [out, in]^T + bias, for a weight of these matrices.
-    // compute: round the activations of passes over more than 4 rows to bf16 (bf16 dot products); decode steps
-    // (memory-bound) keep float compute either way.
-    static void linear_forward(T* output, const T* input, const uint16_t* weight, const T* bias, size_t rows,
-                               size_t in, size_t out, bool compute) {
-        if (compute && rows > 4) ops::linear_forward_bf16_compute(output, input, weight, bias, rows, in, out);
-        else ops::linear_forward_bf16(output, input, weight, bias, rows, in, out);
     }
 };
 

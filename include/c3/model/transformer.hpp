@@ -16,7 +16,7 @@
 #include "c3/model/weights.hpp"
 #include "c3/ops/attention.hpp"
 #include "c3/ops/embedding.hpp"
-#include "c3/ops/linear.hpp"
+#include "c3/ops/products.hpp"
 #include "c3/ops/rmsnorm.hpp"
 #include "c3/ops/rope.hpp"
 #include "c3/ops/swiglu.hpp"
@@ -505,7 +505,7 @@ public:
         if (dlogits) {
             C3_CHECK(a.logits_mode == LogitsMode::All, ValueError, "backward from logits needs LogitsMode::All");
             project_backward(dnormed.data(), grad(&TransformerWeights<T>::lm_head), nullptr, dlogits, a.hidden.data(),
-                             {weights.lm_head, bf16_transposed.lm_head}, N, d, c.vocab_size);
+                             ops::backward_operand(weights.lm_head, bf16_transposed.lm_head), N, d, c.vocab_size);
         }
         // dresidual: the gradient flowing along the residual stream.
         std::vector<T>& dresidual = a.dresidual;
@@ -529,21 +529,22 @@ public:
             // MLP: output = middle + down(act)
             std::fill(dact.begin(), dact.end(), T(0));
             project_backward(dact.data(), gw ? gw->down_weight : nullptr, nullptr, dresidual.data(), s.act.data(),
-                             {w.down_weight, h.down_weight}, N, ff, d);
+                             ops::backward_operand(w.down_weight, h.down_weight), N, ff, d);
             std::fill(dgate.begin(), dgate.end(), T(0));
             std::fill(dup.begin(), dup.end(), T(0));
             ops::swiglu_backward(dgate.data(), dup.data(), dact.data(), s.gate.data(), s.up.data(), N, ff);
             std::fill(dnorm.begin(), dnorm.end(), T(0));
             project_backward(dnorm.data(), gw ? gw->gate_weight : nullptr, nullptr, dgate.data(), s.norm2.data(),
-                             {w.gate_weight, h.gate_weight}, N, d, ff);
+                             ops::backward_operand(w.gate_weight, h.gate_weight), N, d, ff);
             project_backward(dnorm.data(), gw ? gw->up_weight : nullptr, nullptr, dup.data(), s.norm2.data(),
-                             {w.up_weight, h.up_weight}, N, d, ff);
+                             ops::backward_operand(w.up_weight, h.up_weight), N, d, ff);
             ops::rmsnorm_backward(dresidual.data(), gw ? gw->post_norm : nullptr, dnorm.data(), s.middle.data(),
                                   w.post_norm, s.rstd2.data(), N, d);
             // Attention: middle = layer_input + o_proj(attention)
             std::fill(dattention.begin(), dattention.end(), T(0));
             project_backward(dattention.data(), gw ? gw->o_weight : nullptr, gw ? gw->o_bias : nullptr,
-                             dresidual.data(), s.attention.data(), {w.o_weight, h.o_weight}, N, qw, d);
+                             dresidual.data(), s.attention.data(), ops::backward_operand(w.o_weight, h.o_weight), N,
+                             qw, d);
             std::fill(dq.begin(), dq.end(), T(0));
             std::fill(dk.begin(), dk.end(), T(0));
             std::fill(dv.begin(), dv.end(), T(0));
@@ -553,11 +554,11 @@ public:
             ops::rope_backward(dk.data(), a.rope_cos.data(), a.rope_sin.data(), N, c.num_kv_heads, c.head_dim, kvw);
             std::fill(dnorm.begin(), dnorm.end(), T(0));
             project_backward(dnorm.data(), gw ? gw->q_weight : nullptr, gw ? gw->q_bias : nullptr, dq.data(),
-                             s.norm1.data(), {w.q_weight, h.q_weight}, N, d, qw);
+                             s.norm1.data(), ops::backward_operand(w.q_weight, h.q_weight), N, d, qw);
             project_backward(dnorm.data(), gw ? gw->k_weight : nullptr, gw ? gw->k_bias : nullptr, dk.data(),
-                             s.norm1.data(), {w.k_weight, h.k_weight}, N, d, kvw);
+                             s.norm1.data(), ops::backward_operand(w.k_weight, h.k_weight), N, d, kvw);
             project_backward(dnorm.data(), gw ? gw->v_weight : nullptr, gw ? gw->v_bias : nullptr, dv.data(),
-                             s.norm1.data(), {w.v_weight, h.v_weight}, N, d, kvw);
+                             s.norm1.data(), ops::backward_operand(w.v_weight, h.v_weight), N, d, kvw);
             ops::rmsnorm_backward(dresidual.data(), gw ? gw->input_norm : nullptr, dnorm.data(), layer_input,
                                   w.input_norm, s.rstd1.data(), N, d);
         }
@@ -569,18 +570,10 @@ private:
     // A matrix as a forward product reads it: bf16 [out, in] with bf16 storage or a step's bf16 copy (bf16
     // compute: bf16 dot products); with float storage, the matrix [out, in] and, where the caller passed a step's
     // float copies, the matrix transposed to [in, out].
-    struct StoredMatrix {
-        const T* weight = nullptr;
-        const T* transposed = nullptr;
-        const uint16_t* bf16 = nullptr;
-        bool bf16_compute = false;
-    };
-    // A matrix as backward's input gradient reads it: the matrix [out, in] and, with a step's bf16 copies, its bf16
-    // copy transposed to [in, out].
-    struct BackwardMatrix {
-        const T* weight = nullptr;
-        const uint16_t* bf16_transposed = nullptr;
-    };
+    // Backward's input gradient reads the matrix [out, in] and, with a step's bf16 copies, its bf16 copy transposed
+    // to [in, out] (ops::backward_operand). ops/products.hpp dispatches on either.
+    using StoredMatrix = ops::MatrixOperand<T>;
+    using BackwardMatrix = ops::MatrixOperand<T>;
     struct LayerMatrices {
         StoredMatrix q, k, v, o, gate, up, down;
     };
@@ -643,21 +636,14 @@ private:
     // output [rows, out] = input [rows, in] * matrix^T + bias, by the kernel of the matrix's storage.
     void project(T* output, const T* input, const StoredMatrix& matrix, const T* bias, size_t rows, size_t in,
                  size_t out) const {
-        if (matrix.bf16)
-            Bf16Storage<T>::linear_forward(output, input, matrix.bf16, bias, rows, in, out, matrix.bf16_compute);
-        else if (matrix.transposed) ops::matmul_pretransposed(output, input, matrix.transposed, bias, rows, in, out);
-        else ops::linear_forward(output, input, matrix.weight, bias, rows, in, out);
+        ops::product_forward(output, input, matrix, bias, rows, in, out);
     }
 
     // linear_backward (dinput [rows, in], dweight [out, in], dbias [out] accumulated; any may be null), with the
     // input gradient dinput += doutput * W on bf16 dot products where the step has a bf16 copy of W.
     static void project_backward(T* dinput, T* dweight, T* dbias, const T* doutput, const T* input,
                                  const BackwardMatrix& matrix, size_t rows, size_t in, size_t out) {
-        if (dinput && matrix.bf16_transposed) {
-            ops::linear_backward_input_bf16(dinput, doutput, matrix.bf16_transposed, rows, in, out);
-            dinput = nullptr;
-        }
-        ops::linear_backward(dinput, dweight, dbias, doutput, input, matrix.weight, rows, in, out);
+        ops::product_backward(dinput, dweight, dbias, doutput, input, matrix, rows, in, out);
     }
 
     void require_float_storage(const char* what) const {
