@@ -227,3 +227,23 @@ def test_weights_trained_by_torch_are_analysed_by_c3(sweep, pretrained_dir, tmp_
     with pytest.raises(c3.ConfigError, match="num_latents"):
         import_run(str(tmp_path / "fourth"), "c3", 0, settings, [2, 4], str(tmp_path / "other"))
     assert not os.path.exists(tmp_path / "fourth")
+
+
+def test_the_best_baseline_is_the_strongest_competitor_at_each_ratio():
+    """The verdict row picks, per ratio, the baseline with the best mean (higher accuracy, lower bits per byte),
+    never a training variant of C3, and shows C3 minus it seed by seed."""
+    from c3.experiments.report import _best_baseline_cells
+
+    def entry(mean):
+        return dict(mean=mean, low=mean - 0.01, high=mean + 0.01, half_width=0.01, n=3)
+
+    means = {"mean_pool": (0.5, 0.2), "truncate_last": (0.4, 0.3), "c3_unfrozen": (0.9, 0.9)}
+    for metric, expected in (("token_accuracy", ["mean_pool", "truncate_last"]),
+                             ("continuation_bits_per_byte", ["truncate_last", "mean_pool"])):
+        summary = dict(intervals={"in_domain": {metric: {b: {str(r): entry(m[i]) for i, r in enumerate((4, 8))}
+                                                         for b, m in means.items()}}},
+                       paired={"in_domain": {metric: {b: {str(r): entry(0.1 * (i + 1)) for i, r in enumerate((4, 8))}
+                                                      for b in means}}})
+        cells = _best_baseline_cells(summary, "in_domain", metric, list(means), (4, 8))
+        assert [cell.split(":")[0] for cell in cells] == expected
+        assert cells[0].startswith(f"{expected[0]}: +0.100")

@@ -476,8 +476,33 @@ def _paired_lines(summary: dict, methods, ratios) -> list:
             for baseline in table:
                 lines.append(f"| {baseline} | " + " | ".join(_interval_cell(table[baseline][str(r)], signed=True)
                                                            for r in ratios) + " |")
+            best = _best_baseline_cells(summary, domain, metric, list(table), ratios)
+            if best:
+                lines.append("| **the best baseline** | " + " | ".join(best) + " |")
             lines.append("")
     return lines
+
+
+LOWER_IS_BETTER = ("continuation_bits_per_byte", "reconstruction_bits_per_token")
+
+
+def _best_baseline_cells(summary: dict, domain: str, metric: str, baselines, ratios) -> list:
+    """Per ratio, the baseline with the best mean over seeds (a training variant of C3 is not a baseline) and C3
+    minus it, seed by seed: the verdict against the strongest competitor at that ratio."""
+    from .recipe import VARIANTS
+
+    intervals = summary["intervals"][domain][metric]
+    candidates = [b for b in baselines if b not in VARIANTS]
+    cells = []
+    for r in ratios:
+        scored = [(intervals[b][str(r)]["mean"], b) for b in candidates
+                  if intervals.get(b, {}).get(str(r)) and intervals[b][str(r)].get("mean") is not None]
+        if not scored:
+            cells.append("n/a")
+            continue
+        _, name = (min if metric in LOWER_IS_BETTER else max)(scored)
+        cells.append(f"{name}: {_interval_cell(summary['paired'][domain][metric][name][str(r)], signed=True)}")
+    return cells if any(cell != "n/a" for cell in cells) else []
 
 
 def _passage_lines(results: dict, summary: dict, methods, ratios, seeds) -> list:
