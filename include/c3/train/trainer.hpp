@@ -158,7 +158,6 @@ public:
     AdamW<T> optimizer;
     LearningRateSchedule schedule;
     TrainingOptions options;
-    std::vector<double> group_scales;  // options.learning_rate_scales in the order of groups
 
     Trainer(std::vector<ParameterGroup<T>> parameter_groups, const TrainingOptions& training_options)
         : groups(std::move(parameter_groups)), options(training_options) {
@@ -171,10 +170,17 @@ public:
         for (const auto& [name, scale] : options.learning_rate_scales)
             C3_CHECK(std::any_of(groups.begin(), groups.end(), [&](const auto& g) { return g.name == name; }),
                      ValueError, "learning_rate_scales names no parameter group '", name, "' (groups: ", names, ")");
+    }
+
+    // options.learning_rate_scales in the order of the current groups (taken by name at each step, as the groups
+    // are: refresh_groups may hand new ones).
+    std::vector<double> group_scales() const {
+        std::vector<double> scales;
         for (const auto& group : groups) {
             const auto found = options.learning_rate_scales.find(group.name);
-            group_scales.push_back(found == options.learning_rate_scales.end() ? 1.0 : found->second);
+            scales.push_back(found == options.learning_rate_scales.end() ? 1.0 : found->second);
         }
+        return scales;
     }
 
     // Takes the groups afresh at each step: a model may have replaced its buffers since (resize_vocabulary,
@@ -207,7 +213,7 @@ public:
         C3_CHECK(std::isfinite(report.gradient_norm), ValueError, "non-finite gradient at step ", optimizer.step + 1,
                  "; parameters were left as they were before this step");
         report.learning_rate = schedule.at(optimizer.step);
-        optimizer.update(groups, report.learning_rate, group_scales);
+        optimizer.update(groups, report.learning_rate, group_scales());
         report.step = optimizer.step;
         check_parameters_finite(report);
         return report;
