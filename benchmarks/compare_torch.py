@@ -93,13 +93,16 @@ def bench_train(results, name, hf, model, repeats, batch=16, length=64):
 
 
 def bench_mixed(results, name, hf, directory, repeats, batch=16, length=64):
-    """Training steps of c3 float32, c3 bf16 mixed precision, PyTorch float32 and PyTorch bf16 autocast."""
+    """Training steps of c3 float32, c3 bf16 mixed precision, c3 on compute_dtype="auto" (the mode it chose on this
+    CPU in brackets), PyTorch float32 and PyTorch bf16 autocast."""
     ids = np.random.default_rng(2).integers(0, MODELS[name]["vocab_size"], size=(batch, length + 1))
     tensor = torch.from_numpy(ids)
     hf.train()
+    automatic = c3.LanguageModelTrainer(c3.load_model(directory), learning_rate=1e-4, compute_dtype="auto")
     steps = {"c3 float32": c3.LanguageModelTrainer(c3.load_model(directory), learning_rate=1e-4).step,
              "c3 bf16": c3.LanguageModelTrainer(c3.load_model(directory), learning_rate=1e-4,
                                                 compute_dtype="bfloat16").step,
+             f"c3 auto ({automatic.compute_dtype})": automatic.step,
              "torch float32": torch_train_step(hf, tensor),
              "torch bf16 autocast": torch_train_step(hf, tensor, autocast=True)}
     rates = {}
@@ -109,6 +112,8 @@ def bench_mixed(results, name, hf, directory, repeats, batch=16, length=64):
     hf.eval()
     mixed = rates["c3 bf16"]
     ratios = {f"c3 bf16 / {label}": mixed / rate for label, rate in rates.items() if label != "c3 bf16"}
+    torch_best = max(rate for label, rate in rates.items() if label.startswith("torch"))
+    ratios["c3 auto / torch best"] = rates[f"c3 auto ({automatic.compute_dtype})"] / torch_best
     results.append(dict(task="mixed", model=name, shape=f"B={batch} T={length}", tokens_per_s=rates, ratios=ratios))
     print(f"mixed    {name:6s} B={batch} T={length}  " + "   ".join(f"{k} {v:8.0f}" for k, v in rates.items())
           + " tok/s\n" + " " * 16 + "   ".join(f"{k} {v:5.2f}x" for k, v in ratios.items()), flush=True)

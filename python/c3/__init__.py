@@ -47,7 +47,9 @@ def build_info() -> dict:
     return _loader.build_info(_core)
 
 
-from ._core import BpeTokenizer, ByteTokenizer, LanguageModelTrainer, Transformer, set_trainable  # noqa: E402,F401
+from ._core import (  # noqa: E402,F401
+    BpeTokenizer, ByteTokenizer, LanguageModelTrainer, Transformer, compute_trial, set_trainable,
+)
 from .data import TokenBatches  # noqa: E402,F401
 from .training import fit, load_checkpoint, save_checkpoint  # noqa: E402,F401
 
@@ -55,7 +57,9 @@ from .training import fit, load_checkpoint, save_checkpoint  # noqa: E402,F401
 def load_model(directory: str, storage: str = "float32", compute: str = "float32") -> Transformer:
     """Load a Hugging Face Qwen2/Llama model directory into c3. storage='bf16' keeps the matrices in bfloat16
     (half the memory; inference only). compute='bf16' (with bf16 storage) runs prompt passes with bf16 dot
-    products, about twice as fast; the default computes in float32."""
+    products, about twice as fast on CPUs with AVX512-BF16; compute='auto' takes bf16 only where the storage is bf16
+    and compute_trial measures it faster on this CPU (model.compute then reads the choice); the default computes
+    in float32."""
     model = Transformer.load(str(directory), storage)
     model.compute = compute
     return model

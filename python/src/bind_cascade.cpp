@@ -457,8 +457,9 @@ void bind_cascade(py::module_& m) {
                                                     "sequences (0: one pass). data_parallel_shares: always this "
                                                     "many shares (0: one per thread; at most 1024; needs "
                                                     "data_parallel), so that the trained parameters "
-                                                    "do not depend on the thread count. compute_dtype: 'float32', or "
-                                                    "'bfloat16' for mixed precision (as in LanguageModelTrainer).");
+                                                    "do not depend on the thread count. compute_dtype: 'float32', "
+                                                    "'bfloat16' for mixed precision or 'auto', chosen at the "
+                                                    "decoder's shape (as in LanguageModelTrainer).");
     bind_trainer_constructor<CascadeTrainer<float>, CascadeModel>(trainer_class, "cascade");
     trainer_class
         .def("step",

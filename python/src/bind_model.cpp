@@ -50,6 +50,28 @@ void set_parameters(Model& model, const py::dict& values, bool strict) {
 }
 
 void bind_model(py::module_& m) {
+    m.def(
+        "compute_trial",
+        [](size_t rows, size_t in, size_t out) {
+            ops::ComputeTrial trial;
+            {
+                py::gil_scoped_release release;
+                trial = ops::compute_trial(rows, in, out);
+            }
+            py::dict result;
+            result["rows"] = trial.rows;
+            result["in"] = trial.in;
+            result["out"] = trial.out;
+            result["compute"] = trial.bf16 ? "bf16" : "float32";
+            result["float_seconds"] = trial.float_seconds;
+            result["bf16_seconds"] = trial.bf16_seconds;
+            result["reason"] = trial.reason;
+            return result;
+        },
+        py::arg("rows"), py::arg("in_features"), py::arg("out_features"),
+        "What compute 'auto' chooses for products [rows, in] x [in, out] on this CPU and thread count: 'compute' "
+        "('bf16' only where the CPU has bf16 dot products and they measured faster than float32 by 5%), the best "
+        "time of each kernel (0 where not measured) and the reason. Measured once per shape in a process.");
     py::class_<Model, std::shared_ptr<Model>>(m, "Transformer", "A Qwen2/Llama-style decoder-only transformer (float32).")
         .def(py::init([](const py::dict& config, uint64_t seed) {
                  auto model = std::make_shared<Model>(config_from_dict(config));
@@ -70,14 +92,21 @@ void bind_model(py::module_& m) {
         .def_property(
             "compute", [](const Model& self) { return self.stores_bf16() && self.bf16_compute ? "bf16" : "float32"; },
             [](Model& self, const std::string& compute) {
-                C3_CHECK(compute == "float32" || compute == "bf16", ValueError,
-                         "compute must be 'float32' or 'bf16', got '", compute, "'");
-                C3_CHECK(compute == "float32" || self.stores_bf16(), ValueError,
+                C3_CHECK(compute == "float32" || compute == "bf16" || compute == "auto", ValueError,
+                         "compute must be 'float32', 'bf16' or 'auto', got '", compute, "'");
+                C3_CHECK(compute != "bf16" || self.stores_bf16(), ValueError,
                          "compute='bf16' needs bf16 storage (load with storage='bf16' or call store_as_bf16())");
-                self.bf16_compute = compute == "bf16";
+                if (compute == "auto") {
+                    py::gil_scoped_release release;  // the first trial at a shape runs products for a moment
+                    self.choose_compute();
+                } else {
+                    self.bf16_compute = compute == "bf16";
+                }
             },
             "'bf16': prompt passes (more than 4 rows) round activations to bf16 and use bf16 dot products "
-            "(AVX512-BF16), as PyTorch's bf16 inference does; decode steps stay float32. Needs bf16 storage.")
+            "(AVX512-BF16), as PyTorch's bf16 inference does; decode steps stay float32. Needs bf16 storage. "
+            "'auto': 'bf16' where the storage is bf16 and compute_trial at this model's shape measures bf16 products "
+            "faster on this CPU, else 'float32'; reading compute back gives the choice.")
         .def("resize_vocabulary",
              [](Model& self, size_t vocab_size, uint64_t seed) {
                  C3_CHECK(!self.stores_bf16(), ValueError, "resize_vocabulary needs float storage");

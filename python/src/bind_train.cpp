@@ -49,9 +49,11 @@ void bind_train(py::module_& m) {
                                             "data_parallel_shares: always this many shares, summed in share order "
                                             "(0: one per thread; at most 1024; needs data_parallel), so that the "
                                             "trained parameters do not depend on the thread count. "
-                                            "compute_dtype: 'float32', or 'bfloat16' for mixed precision (float32 "
+                                            "compute_dtype: 'float32', 'bfloat16' for mixed precision (float32 "
                                             "weights and AdamW moments; each step's forward products and input "
-                                            "gradients multiply bf16 copies of the weights, with float32 sums).");
+                                            "gradients multiply bf16 copies of the weights, with float32 sums), or "
+                                            "'auto' (bfloat16 where compute_trial measures bf16 products faster at "
+                                            "the model's shape; the property compute_dtype holds the choice).");
     bind_trainer_constructor<LanguageModelTrainer<float>, Model>(trainer_class, "model");
     trainer_class
         .def("step",

@@ -84,6 +84,9 @@ void bind_trainer_state(py::class_<TrainerType>& trainer_class) {
                  self.trainer.optimizer.load_state(self.parameter_groups(), std::move(loaded), "load_optimizer_state");
              },
              py::arg("state"), "Takes a dict of optimizer_state's layout; it is checked whole before anything changes.")
+        .def_property_readonly(
+            "compute_dtype", [](const TrainerType& self) { return self.trainer.options.compute_dtype; },
+            "What the products compute in: 'float32' or 'bfloat16'; a trainer built with 'auto' holds its choice.")
         .def("save_checkpoint",
              [](TrainerType& self, const std::string& path, const io::Metadata& metadata) {
                  py::gil_scoped_release release;

@@ -479,3 +479,26 @@ TEST(MixedPrecision, TrainerDataParallelEqualsOpParallel) {
     half.compute_dtype = "float16";
     EXPECT_THROW(half.validate(), ValueError);
 }
+
+// compute_dtype "auto": a trial at the model's shape, measured once per process, decides; without bf16 dot
+// products nothing is measured and float32 is kept; other modes pass through unchanged.
+TEST(ComputeChoice, AutoBecomesWhatTheTrialChose) {
+    const ops::ComputeTrial trial = ops::compute_trial(ops::kComputeTrialRows, 48, 80);
+    const ops::ComputeTrial again = ops::compute_trial(ops::kComputeTrialRows, 48, 80);
+    EXPECT_EQ(trial.float_seconds, again.float_seconds);  // the same measurement, not a second one
+    EXPECT_EQ(trial.bf16_seconds, again.bf16_seconds);
+    if (ops::has_bf16_dot_products()) {
+        EXPECT_GT(trial.float_seconds, 0.0);
+        EXPECT_EQ(trial.bf16, trial.bf16_seconds < ops::kBf16Margin * trial.float_seconds);
+    } else {
+        EXPECT_FALSE(trial.bf16);
+        EXPECT_EQ(trial.float_seconds, 0.0);
+    }
+    TrainingOptions options;
+    options.compute_dtype = "auto";
+    EXPECT_EQ(resolve_compute(options, 48, 80).compute_dtype, trial.bf16 ? "bfloat16" : "float32");
+    options.compute_dtype = "float32";
+    EXPECT_EQ(resolve_compute(options, 48, 80).compute_dtype, "float32");
+    options.compute_dtype = "bf16";
+    EXPECT_THROW(resolve_compute(options, 48, 80), ValueError);
+}

@@ -15,6 +15,7 @@
 #include "c3/model/config.hpp"
 #include "c3/model/weights.hpp"
 #include "c3/ops/attention.hpp"
+#include "c3/ops/compute_choice.hpp"
 #include "c3/ops/embedding.hpp"
 #include "c3/ops/products.hpp"
 #include "c3/ops/rmsnorm.hpp"
@@ -115,6 +116,14 @@ public:
     // float products. Decode steps (memory-bound) keep float compute. Off by default: float compute is closer
     // to the float model.
     bool bf16_compute = false;
+
+    // compute "auto": bf16 compute only with bf16 storage and where the trial at this model's shape (rows of a
+    // prompt pass through the feed-forward up-projection) measures bf16 products faster; returns the trial.
+    ops::ComputeTrial choose_compute() {
+        const ops::ComputeTrial trial = ops::model_compute_trial(config.hidden_size, config.intermediate_size);
+        bf16_compute = stores_bf16() && trial.bf16;
+        return trial;
+    }
 
     // Float storage starts from the seeded random initialisation; a loader that overwrites every tensor passes
     // random_init = false and skips it (135M normal draws took 4 of the 4.2 s to load SmolLM2).

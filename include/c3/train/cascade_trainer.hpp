@@ -20,8 +20,11 @@ public:
     Trainer<T> trainer;
     CascadeActivations<T> activations;
 
+    // compute_dtype "auto" is chosen at the decoder's shape, the larger model in every cascade of the paper.
     CascadeTrainer(Cascade<T>& model, const TrainingOptions& options)
-        : cascade(model), trainer(model.parameter_groups(), options) {}
+        : cascade(model),
+          trainer(model.parameter_groups(), resolve_compute(options, model.config.decoder.hidden_size,
+                                                            model.config.decoder.intermediate_size)) {}
 
     std::vector<ParameterGroup<T>> parameter_groups() { return cascade.parameter_groups(); }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "c3/model/loss.hpp"
+#include "c3/ops/compute_choice.hpp"
 #include "c3/train/adamw.hpp"
 
 namespace c3 {
@@ -55,7 +56,8 @@ struct TrainingOptions {
     // float32 parameters and AdamW moments; each step rounds the matrices to bf16 once (StepWeights), and the
     // forward products and backward's input gradients dX = dY * W run on bf16 dot products with float32 sums
     // (ops/matmul_bf16.hpp; their activations rounded to bf16 too). Weight gradients, norms, attention, softmax
-    // and the loss stay float32.
+    // and the loss stay float32. "auto": the trainer makes it one of the two at construction, bfloat16 only where
+    // bf16 products measure faster on this CPU at the model's shape (resolve_compute).
     std::string compute_dtype = "float32";
     // Learning-rate multipliers by parameter group name ("encoder", "decoder", "bridge" for cascades; "model" for
     // language models); groups not named take 1. A pretrained encoder then learns slowly while the fresh queries
@@ -84,13 +86,23 @@ struct TrainingOptions {
         C3_CHECK(data_parallel_shares <= kMaxDataParallelShares, ValueError, "data_parallel_shares must be at most ",
                  kMaxDataParallelShares, " (each share holds its own activations and gradients), got ",
                  data_parallel_shares);
-        C3_CHECK(compute_dtype == "float32" || compute_dtype == "bfloat16", ValueError,
-                 "compute_dtype must be 'float32' or 'bfloat16', got '", compute_dtype, "'");
+        C3_CHECK(compute_dtype == "float32" || compute_dtype == "bfloat16" || compute_dtype == "auto", ValueError,
+                 "compute_dtype must be 'float32', 'bfloat16' or 'auto', got '", compute_dtype, "'");
         for (const auto& [group, scale] : learning_rate_scales)
             C3_CHECK(scale >= 0 && std::isfinite(scale), ValueError, "learning_rate_scales['", group,
                      "'] must be finite and >= 0, got ", scale);
     }
 };
+
+// options with compute_dtype "auto" made concrete for a model whose largest products are [rows, hidden] x
+// [hidden, intermediate]: "bfloat16" where the trial (ops/compute_choice.hpp) measures bf16 products faster on
+// this CPU, else "float32". Other options pass unchanged.
+inline TrainingOptions resolve_compute(TrainingOptions options, size_t hidden, size_t intermediate) {
+    options.validate();
+    if (options.compute_dtype == "auto")
+        options.compute_dtype = ops::model_compute_trial(hidden, intermediate).bf16 ? "bfloat16" : "float32";
+    return options;
+}
 
 // The copies of a model's matrices that a step's products read (StepWeights), taken from its parameters at the
 // start of the step (they hold still until Trainer::apply): bf16 with mixed precision, else float transposed.
@@ -256,7 +268,9 @@ public:
     Activations<T> activations;
 
     LanguageModelTrainer(Transformer<T>& language_model, const TrainingOptions& options)
-        : model(language_model), trainer({language_model.parameter_group("model")}, options) {}
+        : model(language_model),
+          trainer({language_model.parameter_group("model")},
+                  resolve_compute(options, language_model.config.hidden_size, language_model.config.intermediate_size)) {}
 
     // Taken afresh each time (see Trainer::refresh_groups).
     std::vector<ParameterGroup<T>> parameter_groups() { return {model.parameter_group("model")}; }
