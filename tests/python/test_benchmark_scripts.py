@@ -53,18 +53,22 @@ def test_scaling_prints_a_row_per_thread_count_without_pytorch(tmp_path):
     assert [round(p["tokens_per_s"]) for p in points] == [round(float(row[3])) for row in rows]
 
 
-def test_long_documents_reports_compression_against_prefill_and_a_long_cache(tmp_path):
+def run_long_documents(tmp_path, *arguments, timeout=600):
+    """benchmarks/long_documents.py with these arguments on one thread: (its stdout, the figures of its --json)."""
     record = tmp_path / "long.json"
-    result = subprocess.run([sys.executable, "long_documents.py", "--megabytes", "0.004", "--chunk-tokens", "64",
-                             "--batch-chunks", "4", "--blocks", "3", "--threads", "1", "--pretrained-tokens", "0",
-                             "--json", str(record)],
-                            capture_output=True, text=True, timeout=600, cwd=os.path.join(ROOT, "benchmarks"))
+    result = subprocess.run([sys.executable, "long_documents.py", *arguments, "--threads", "1", "--json", str(record)],
+                            capture_output=True, text=True, timeout=timeout, cwd=os.path.join(ROOT, "benchmarks"))
     assert result.returncode == 0, result.stderr
-    figures = json.loads(record.read_text())
+    return result.stdout, json.loads(record.read_text())
+
+
+def test_long_documents_reports_compression_against_prefill_and_a_long_cache(tmp_path):
+    stdout, figures = run_long_documents(tmp_path, "--megabytes", "0.004", "--chunk-tokens", "64", "--batch-chunks",
+                                         "4", "--blocks", "3", "--pretrained-tokens", "0")
     assert figures["compression"]["chunks"] == 63  # 4,000 bytes in chunks of 64
     assert figures["compression"]["fraction_of_prefill_rate"] > 0
     assert [row["latent_positions"] for row in figures["decoding"].values()] == [16, 48]
-    assert "compress_long: 4,000 bytes in 63 chunks" in result.stdout
+    assert "compress_long: 4,000 bytes in 63 chunks" in stdout
     assert figures["pretrained"] is None
 
 
@@ -76,13 +80,9 @@ def test_long_documents_on_a_smollm2_cascade(tmp_path):
         smollm2()  # converted once into the cache, outside the timed script
     except FileNotFoundError as error:
         pytest.skip(str(error))
-    record = tmp_path / "long.json"
-    result = subprocess.run([sys.executable, "long_documents.py", "--megabytes", "0.001", "--chunk-tokens", "64",
-                             "--batch-chunks", "2", "--blocks", "1", "--threads", "1", "--pretrained-tokens", "256",
-                             "--json", str(record)],
-                            capture_output=True, text=True, timeout=900, cwd=os.path.join(ROOT, "benchmarks"))
-    assert result.returncode == 0, result.stderr
-    row = json.loads(record.read_text())["pretrained"]
+    stdout, figures = run_long_documents(tmp_path, "--megabytes", "0.001", "--chunk-tokens", "64", "--batch-chunks",
+                                         "2", "--blocks", "1", "--pretrained-tokens", "256", timeout=900)
+    row = figures["pretrained"]
     assert (row["tokens"], row["blocks"], row["latent_positions"]) == (256, 2, 32)
     assert row["fraction_of_prefill_rate"] > 0 and row["decode_tokens_per_second"] > 0
-    assert "SmolLM2 cascade: compress_long of 256 tokens in 2 chunks of 128" in result.stdout
+    assert "SmolLM2 cascade: compress_long of 256 tokens in 2 chunks of 128" in stdout

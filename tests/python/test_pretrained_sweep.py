@@ -247,3 +247,21 @@ def test_the_best_baseline_is_the_strongest_competitor_at_each_ratio():
         cells = _best_baseline_cells(summary, "in_domain", metric, list(means), (4, 8))
         assert [cell.split(":")[0] for cell in cells] == expected
         assert cells[0].startswith(f"{expected[0]}: +0.100")
+
+
+def test_recorded_settings_name_no_machine_paths(monkeypatch, tmp_path):
+    """A results file records model folders under the model cache as $C3_CACHE/..., under the home folder as ~/...,
+    and others as given; a folder that merely shares the cache's prefix is not under it."""
+    from c3.experiments.recipe import recorded_settings
+
+    monkeypatch.setenv("C3_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    settings = dict(latents=16, pretrained=dict(name="pair", encoder=str(tmp_path / "cache" / "smollm2"),
+                                                decoder=str(tmp_path / "home" / "models" / "decoder")))
+    recorded = recorded_settings(settings)
+    assert recorded["pretrained"] == dict(name="pair", encoder="$C3_CACHE/smollm2", decoder="~/models/decoder")
+    assert settings["pretrained"]["encoder"] == str(tmp_path / "cache" / "smollm2")  # the run's own are unchanged
+    elsewhere = dict(settings, pretrained=dict(name="pair", encoder=str(tmp_path / "cache2" / "m"),
+                                               decoder=str(tmp_path / "cache2" / "m")))
+    assert recorded_settings(elsewhere)["pretrained"]["encoder"] == str(tmp_path / "cache2" / "m")
+    assert recorded_settings(dict(latents=16)) == dict(latents=16)

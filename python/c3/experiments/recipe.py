@@ -98,6 +98,25 @@ def pretrained_settings(encoder_dir: str, decoder_dir: str, name: str) -> dict:
                                                  decoder=os.path.abspath(decoder_dir)), **shapes)
 
 
+def recorded_settings(settings: dict) -> dict:
+    """settings as a results file records them: a pretrained sweep's model folders under the model cache written as
+    $C3_CACHE/..., under the home folder as ~/..., so that a recorded report names no machine's own paths."""
+    if "pretrained" not in settings:
+        return settings
+    from ..models import cache_dir
+
+    def portable(path: str) -> str:
+        path = os.path.abspath(path)
+        for root, name in ((os.path.abspath(cache_dir()), "$C3_CACHE"), (os.path.expanduser("~"), "~")):
+            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+                return name + path[len(root.rstrip(os.sep)):]
+        return path
+
+    source = dict(settings["pretrained"])
+    source.update(encoder=portable(source["encoder"]), decoder=portable(source["decoder"]))
+    return dict(settings, pretrained=source)
+
+
 def scratch_shape(hidden_size: int, num_layers: int) -> dict:
     """The shape rule of every from-scratch model here: a feed-forward width of 3 d, heads of 16 dimensions, and
     two query heads per key-value head (SIZES' shapes follow it; `c3 train` builds its models with it)."""

@@ -59,7 +59,7 @@ from .heldout import (OOD_LICENCE, PROSE_DESIGN, SPLITS, HELDOUT_DESIGNS, _ids, 
                       evaluation_passages, ood_text, prose_token_data)
 from .recipe import (DEFAULT_METHODS, DEFAULT_RATIOS, MAX_SHARES, METHODS, PRETRAINED_METHODS, PRETRAINED_RATIOS,
                      RECIPES, SIZES, UNTRAINED, VARIANTS,
-                     equal_flops_steps, pretrained_settings, training_flops)
+                     equal_flops_steps, pretrained_settings, recorded_settings, training_flops)
 from .report import summarise, write_report
 from .runs import check_plan, evaluate_run, finished_evaluation, load_run, read_sweep_file, train_run
 
@@ -400,7 +400,7 @@ def run_sweep(output: str, methods: Optional[Sequence[str]] = None, ratios: Opti
     out_of_domain_corpus = {"documents": prose.LICENCE, PROSE_DESIGN: corpus.LICENCE}.get(heldout, OOD_LICENCE)
     compute = {m: dict(steps=method_steps[m], training_flops=training_flops(m, settings, ratios, method_steps[m]))
                for m in methods}
-    results = dict(plan=plan, settings=settings, corpus=in_domain_corpus, out_of_domain_corpus=out_of_domain_corpus,
+    results = dict(plan=plan, settings=recorded_settings(settings), corpus=in_domain_corpus, out_of_domain_corpus=out_of_domain_corpus,
                    held_out=held_out_record, compute=compute, runs={},
                    provenance=provenance(command or f"c3.experiments.sweep.run_sweep({output!r}, ...)"))
     for method, seed in runs:  # every run is evaluated now: read back, checked
