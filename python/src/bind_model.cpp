@@ -1,5 +1,7 @@
 // c3._core.Transformer: a float32 Qwen2/Llama model, its parameters as zero-copy NumPy views, forward and
 // greedy or sampled generation with the KV cache.
+#include <map>
+
 #include "bindings.hpp"
 #include "config_convert.hpp"
 #include "model_arrays.hpp"
@@ -52,11 +54,17 @@ void set_parameters(Model& model, const py::dict& values, bool strict) {
 void bind_model(py::module_& m) {
     m.def(
         "compute_trial",
-        [](size_t rows, size_t in, size_t out) {
+        [](size_t rows, size_t in, size_t out, const std::string& baseline) {
+            const std::map<std::string, ops::ComputeBaseline> baselines = {
+                {"float32", ops::ComputeBaseline::Float},
+                {"float32_transposed", ops::ComputeBaseline::FloatTransposed},
+                {"bf16_widened", ops::ComputeBaseline::Bf16Widened}};
+            C3_CHECK(baselines.count(baseline), ValueError, "compute_trial: baseline must be 'float32', "
+                     "'float32_transposed' or 'bf16_widened', got '", baseline, "'");
             ops::ComputeTrial trial;
             {
                 py::gil_scoped_release release;
-                trial = ops::compute_trial(rows, in, out);
+                trial = ops::compute_trial(rows, in, out, baselines.at(baseline));
             }
             py::dict result;
             result["rows"] = trial.rows;
@@ -68,10 +76,13 @@ void bind_model(py::module_& m) {
             result["reason"] = trial.reason;
             return result;
         },
-        py::arg("rows"), py::arg("in_features"), py::arg("out_features"),
+        py::arg("rows"), py::arg("in_features"), py::arg("out_features"), py::arg("baseline") = "float32",
         "What compute 'auto' chooses for products [rows, in] x [in, out] on this CPU and thread count: 'compute' "
-        "('bf16' only where the CPU has bf16 dot products and they measured faster than float32 by 5%), the best "
-        "time of each kernel (0 where not measured) and the reason. Measured once per shape in a process.");
+        "('bf16' only where the CPU has bf16 dot products and they measured at least 5% faster than the baseline: "
+        "'float32' weights as stored, 'float32_transposed' as a float32 training step multiplies, or "
+        "'bf16_widened', bf16 weights with float compute), the best time of each (0 where not measured) and the "
+        "reason. Rows must exceed 4 (fewer take the float kernel whatever the compute). Measured once per shape, "
+        "baseline and thread count in a process.");
     py::class_<Model, std::shared_ptr<Model>>(m, "Transformer", "A Qwen2/Llama-style decoder-only transformer (float32).")
         .def(py::init([](const py::dict& config, uint64_t seed) {
                  auto model = std::make_shared<Model>(config_from_dict(config));

@@ -38,6 +38,7 @@ void bind_trainer_constructor(py::class_<TrainerType>& trainer_class, const char
             options.data_parallel_shares = data_parallel_shares;
             options.compute_dtype = compute_dtype;
             options.learning_rate_scales = learning_rate_scales;
+            py::gil_scoped_release release;  // compute_dtype "auto" may time products (or wait for a trial)
             return std::make_unique<TrainerType>(model, options);
         }),
         py::arg(model_argument), py::arg("learning_rate") = defaults.adamw.learning_rate,

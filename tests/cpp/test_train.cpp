@@ -483,8 +483,10 @@ TEST(MixedPrecision, TrainerDataParallelEqualsOpParallel) {
 // compute_dtype "auto": a trial at the model's shape, measured once per process, decides; without bf16 dot
 // products nothing is measured and float32 is kept; other modes pass through unchanged.
 TEST(ComputeChoice, AutoBecomesWhatTheTrialChose) {
-    const ops::ComputeTrial trial = ops::compute_trial(ops::kComputeTrialRows, 48, 80);
-    const ops::ComputeTrial again = ops::compute_trial(ops::kComputeTrialRows, 48, 80);
+    // A trainer's float32 step multiplies by transposed copies: that is what bf16 is measured against.
+    const auto baseline = ops::ComputeBaseline::FloatTransposed;
+    const ops::ComputeTrial trial = ops::compute_trial(ops::kComputeTrialRows, 48, 80, baseline);
+    const ops::ComputeTrial again = ops::compute_trial(ops::kComputeTrialRows, 48, 80, baseline);
     EXPECT_EQ(trial.float_seconds, again.float_seconds);  // the same measurement, not a second one
     EXPECT_EQ(trial.bf16_seconds, again.bf16_seconds);
     if (ops::has_bf16_dot_products()) {
@@ -501,4 +503,6 @@ TEST(ComputeChoice, AutoBecomesWhatTheTrialChose) {
     EXPECT_EQ(resolve_compute(options, 48, 80).compute_dtype, "float32");
     options.compute_dtype = "bf16";
     EXPECT_THROW(resolve_compute(options, 48, 80), ValueError);
+    EXPECT_THROW(ops::compute_trial(4, 48, 80), ValueError);  // 4 rows take the float kernel whatever the compute
+    EXPECT_THROW(ops::compute_trial(8, ops::kMaxTrialElements, 2), ValueError);
 }

@@ -118,10 +118,18 @@ public:
     bool bf16_compute = false;
 
     // compute "auto": bf16 compute only with bf16 storage and where the trial at this model's shape (rows of a
-    // prompt pass through the feed-forward up-projection) measures bf16 products faster; returns the trial.
+    // prompt pass through the feed-forward up-projection) measures bf16 products faster than widening the bf16
+    // weights to float; returns the trial (float storage measures nothing: bf16 compute needs bf16 weights).
     ops::ComputeTrial choose_compute() {
-        const ops::ComputeTrial trial = ops::model_compute_trial(config.hidden_size, config.intermediate_size);
-        bf16_compute = stores_bf16() && trial.bf16;
+        ops::ComputeTrial trial;
+        if (!stores_bf16()) {
+            bf16_compute = false;
+            trial.reason = "float32 storage: float32 (bf16 compute needs bf16 storage)";
+            return trial;
+        }
+        trial = ops::model_compute_trial(config.hidden_size, config.intermediate_size,
+                                         ops::ComputeBaseline::Bf16Widened);
+        bf16_compute = trial.bf16;
         return trial;
     }
 

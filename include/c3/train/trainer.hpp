@@ -96,11 +96,14 @@ struct TrainingOptions {
 
 // options with compute_dtype "auto" made concrete for a model whose largest products are [rows, hidden] x
 // [hidden, intermediate]: "bfloat16" where the trial (ops/compute_choice.hpp) measures bf16 products faster on
-// this CPU, else "float32". Other options pass unchanged.
+// this CPU than the float32 step's products on transposed copies, else "float32". Other options pass unchanged.
+// The choice is per process (a timing), so a run that must reproduce bit for bit names its mode.
 inline TrainingOptions resolve_compute(TrainingOptions options, size_t hidden, size_t intermediate) {
     options.validate();
     if (options.compute_dtype == "auto")
-        options.compute_dtype = ops::model_compute_trial(hidden, intermediate).bf16 ? "bfloat16" : "float32";
+        options.compute_dtype =
+            ops::model_compute_trial(hidden, intermediate, ops::ComputeBaseline::FloatTransposed).bf16 ? "bfloat16"
+                                                                                                       : "float32";
     return options;
 }
 
