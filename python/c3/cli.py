@@ -396,11 +396,20 @@ def command_sweep(args):
                         batch_tokens=args.batch_tokens, jobs=args.jobs, shares=args.shares,
                         balance=args.balance, progress=not args.quiet, heldout=args.heldout, split=args.split,
                         recipe=args.recipe, equal_flops=args.equal_flops, continuation_task=args.continuation_task,
-                        pretrained=args.pretrained, command=" ".join(["c3"] + [shlex.quote(word) for word in sys.argv[1:]]))
+                        pretrained=args.pretrained, command=_command_line())
     accuracy = results["summary"]["in_domain"]["token_accuracy"]
     _print_json({"report": os.path.join(args.output, "report.md"), "results": os.path.join(args.output, "results.json"),
                  "token_accuracy": {method: {f"{ratio}x": values[0] for ratio, values in by_ratio.items()}
                                     for method, by_ratio in accuracy.items()}})
+
+
+def _command_line() -> str:
+    """The command as run, for a report: absolute paths as c3.models.portable_path writes them ($C3_CACHE/...,
+    ~/...), so that a recorded report names no machine's own folders."""
+    from .models import portable_path
+
+    return " ".join(["c3"] + [shlex.quote(portable_path(word) if os.path.isabs(word) else word)
+                              for word in sys.argv[1:]])
 
 
 def command_documents(args):
@@ -408,7 +417,7 @@ def command_documents(args):
 
     results = run_documents(args.output, methods=args.methods, seeds=args.seeds, size=args.size, steps=args.steps,
                             split=args.split, progress=not args.quiet,
-                            command=" ".join(["c3"] + [shlex.quote(word) for word in sys.argv[1:]]))
+                            command=_command_line())
     _print_json({"report": os.path.join(args.output, "report.md"),
                  "results": os.path.join(args.output, "results.json"),  # every method measures continuation
                  "continuation_bits_per_byte": {name: run["continuation_bits_per_byte"]

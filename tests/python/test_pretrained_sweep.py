@@ -265,3 +265,41 @@ def test_recorded_settings_name_no_machine_paths(monkeypatch, tmp_path):
                                                decoder=str(tmp_path / "cache2" / "m")))
     assert recorded_settings(elsewhere)["pretrained"]["encoder"] == str(tmp_path / "cache2" / "m")
     assert recorded_settings(dict(latents=16)) == dict(latents=16)
+
+
+def test_portable_path_takes_the_nearer_root_and_never_the_filesystem_root(monkeypatch, tmp_path):
+    from c3.models import portable_path
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("C3_CACHE", str(home / ".cache" / "c3"))
+    assert portable_path(str(home / ".cache" / "c3" / "m")) == "$C3_CACHE/m"  # nearer than ~
+    assert portable_path(str(home / "a" / ".." / "b")) == "~/b"  # normalised
+    monkeypatch.setenv("C3_CACHE", str(tmp_path))  # a parent of home: home is nearer
+    assert portable_path(str(home / "me")) == "~/me"
+    monkeypatch.setenv("C3_CACHE", "/")
+    monkeypatch.setenv("HOME", "/")
+    assert portable_path("/data/models/qwen") == "/data/models/qwen"
+
+
+def test_pretrained_settings_keep_their_name(pretrained_dir):
+    from c3.experiments.recipe import pretrained_settings
+
+    settings = pretrained_settings(pretrained_dir, pretrained_dir, "a pair of tiny Llamas")
+    assert settings["pretrained"]["name"] == "a pair of tiny Llamas"
+
+
+def test_a_directory_sweep_records_its_models_by_portable_paths(monkeypatch, pretrained_dir, tmp_path):
+    """The plan's name of models given as folders, and a report's command, name no machine's own folders."""
+    from c3.models import portable_path
+
+    monkeypatch.setenv("C3_CACHE", os.path.dirname(pretrained_dir))
+    assert pretrained_source(pretrained_dir)[2] == "$C3_CACHE/" + os.path.basename(pretrained_dir)
+    assert pretrained_source(f"{pretrained_dir},{pretrained_dir}")[2] == ",".join(
+        [portable_path(pretrained_dir)] * 2)
+    # A report's command: absolute paths as portable_path writes them, other words as typed.
+    from c3 import cli
+
+    monkeypatch.setattr(sys, "argv", ["c3", "sweep", "--pretrained", pretrained_dir, "--output", "runs/x"])
+    assert cli._command_line() == ("c3 sweep --pretrained '$C3_CACHE/" + os.path.basename(pretrained_dir)
+                                   + "' --output runs/x")

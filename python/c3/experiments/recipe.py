@@ -86,9 +86,9 @@ def pretrained_settings(encoder_dir: str, decoder_dir: str, name: str) -> dict:
     for key, directory in (("encoder_model", encoder_dir), ("decoder_model", decoder_dir)):
         path = os.path.join(directory, "config.json")
         config = read_json_object(path)
-        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
-            if not isinstance(config.get(name), int) or isinstance(config.get(name), bool) or config[name] < 1:
-                raise _core.FormatError(f"{path}: '{name}' must be a positive integer, got {config.get(name)!r}")
+        for field in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
+            if not isinstance(config.get(field), int) or isinstance(config.get(field), bool) or config[field] < 1:
+                raise _core.FormatError(f"{path}: '{field}' must be a positive integer, got {config.get(field)!r}")
         shapes[key] = dict(hidden_size=config["hidden_size"], intermediate_size=config["intermediate_size"],
                            num_layers=config["num_hidden_layers"], num_heads=config["num_attention_heads"],
                            num_kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
@@ -99,21 +99,14 @@ def pretrained_settings(encoder_dir: str, decoder_dir: str, name: str) -> dict:
 
 
 def recorded_settings(settings: dict) -> dict:
-    """settings as a results file records them: a pretrained sweep's model folders under the model cache written as
-    $C3_CACHE/..., under the home folder as ~/..., so that a recorded report names no machine's own paths."""
+    """settings as a results file records them: a pretrained sweep's model folders written by
+    c3.models.portable_path ($C3_CACHE/..., ~/...), so that a recorded report names no machine's own paths."""
     if "pretrained" not in settings:
         return settings
-    from ..models import cache_dir
-
-    def portable(path: str) -> str:
-        path = os.path.abspath(path)
-        for root, name in ((os.path.abspath(cache_dir()), "$C3_CACHE"), (os.path.expanduser("~"), "~")):
-            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
-                return name + path[len(root.rstrip(os.sep)):]
-        return path
+    from ..models import portable_path
 
     source = dict(settings["pretrained"])
-    source.update(encoder=portable(source["encoder"]), decoder=portable(source["decoder"]))
+    source.update(encoder=portable_path(source["encoder"]), decoder=portable_path(source["decoder"]))
     return dict(settings, pretrained=source)
 
 

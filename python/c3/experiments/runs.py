@@ -15,6 +15,7 @@ from .. import _core, analysis
 from ..cascade import Cascade
 from ..eval import information_bits, score_rows, surprisal
 from ..eval.continuation import utf8_bytes
+from ..models import portable_path
 from ..jsonfiles import jsonable, read_json, write_json
 from ..training import load_checkpoint, save_checkpoint
 from .batches import MixedBatches
@@ -406,7 +407,7 @@ def import_run(directory: str, method: str, seed: int, settings: dict, ratios, c
     write_json(os.path.join(directory, "trained.json"),
                dict(method=method, seed=seed, steps=steps, planned_steps=steps, threads=0,
                     train_seconds=float(train_seconds or 0.0), final_loss=None, log=[], track_ratios=[], track=[],
-                    engine=engine, source=os.path.abspath(cascade_dir)))
+                    engine=engine, source=portable_path(cascade_dir)))
 
 
 def load_run(directory: str, method: str, seed: int, settings: dict, max_ratio: int) -> Cascade:

@@ -185,7 +185,9 @@ def pretrained_source(spec: str) -> tuple:
         if vocabulary(parts[0]) != vocabulary(parts[1]):
             raise _core.ConfigError(f"pretrained: the encoder's tokenizer ({parts[0]}) is not the decoder's "
                                     f"({parts[1]}); the encoder reads the decoder's token ids")
-    return parts[0], parts[-1], spec
+    from ..models import portable_path
+
+    return parts[0], parts[-1], ",".join(portable_path(directory) for directory in parts)
 
 
 def _check_list(name, values, allowed=None):
