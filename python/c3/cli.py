@@ -782,7 +782,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                        help="with --heldout documents or --pretrained: the documents evaluated in-domain (default: dev)")
     sweep.add_argument("--recipe", choices=list(recipe.RECIPES),
                        help="training recipe: recorded (AdamW beta2 0.999; the default, chosen on the dev split) or "
-                       "demo (beta2 0.95, as c3 demo)")
+                       "demo (beta2 0.95, the demo's earlier recipe)")
     sweep.add_argument("--equal-flops", action="store_true",
                        help="give every method about the training FLOPs of C3 at --steps (more steps for cheaper "
                        "methods, the same schedule shape)")
