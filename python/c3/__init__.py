@@ -37,6 +37,33 @@ from ._core import (  # noqa: E402,F401
 
 __version__ = _core.__version__  # the file VERSION, compiled in
 
+from . import _onednn  # noqa: E402
+
+# oneDNN's sgemm for the large float32 products, where onednn-cpu-gomp is installed (C3_ONEDNN=0: never).
+try:
+    _onednn.load_at_import(_core)
+except ImportError as _error:
+    _loader.exit_if_command(__name__, _error)
+    raise
+
+
+def load_onednn(path: str = None) -> str:
+    """Send every large float32 product (prefill, training) to oneDNN's sgemm: the library at path, else the one
+    the onednn-cpu-gomp distribution installed (`pip install c3[onednn]`; `import c3` loads that one already).
+    Returns its description. C3IOError if it is missing or does not load, C3ValueError if it is not a CPU build on
+    GNU OpenMP. Results match c3's own kernels to float rounding; a sum is never split across threads either way."""
+    return _onednn.load(_core, path)
+
+
+def unload_onednn() -> None:
+    """Run every float32 product on c3's own kernels again."""
+    _core.unload_onednn()
+
+
+def onednn_in_use():
+    """'oneDNN <version> (<path>)' while it runs the large float32 products, else None."""
+    return _core.onednn_in_use() or None
+
 
 def build_info() -> dict:
     """How the loaded c3._core was built and why it was chosen: level (generic, avx2, avx512, or native for a

@@ -121,10 +121,16 @@ def load(package: str, directories):
     try:
         return _load(package, directories)
     except ImportError as error:
-        if not _command_starting(package) or _debugging():
-            raise
-        print(f"c3: error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        exit_if_command(package, error)
+        raise
+
+
+def exit_if_command(package: str, error: ImportError) -> None:
+    """While the c3 command starts (and not --debug): prints `c3: error: <why>` and exits with status 2."""
+    if not _command_starting(package) or _debugging():
+        return
+    print(f"c3: error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
 
 
 def _command_starting(package: str) -> bool:
@@ -173,7 +179,7 @@ def build_info(core) -> dict:
     return {"level": _chosen["level"], "selected_by": selected_by,
             "module": _chosen["module"], "available": _chosen["available"], "cpu_levels": _chosen["cpu_levels"],
             "cpu_flags": _chosen["cpu_flags"], **{key: value for key, value in compiled.items() if key != "level"},
-            "cpu": core.cpu_info()}
+            "cpu": core.cpu_info(), "onednn": core.onednn_in_use() or None}
 
 
 def format_build_info(version: str, info: dict) -> str:
@@ -187,6 +193,7 @@ def format_build_info(version: str, info: dict) -> str:
              f"kernels:          {', '.join(info['kernels']) or 'portable (Eigen) only'}",
              f"OpenMP:           {info['openmp'] or 'off (one thread)'}",
              f"Eigen:            {info['eigen']} ({info['eigen_simd']})"]
+    lines.append(f"float32 GEMM:     {info['onednn'] or 'c3 (broadcast_gemm and Eigen)'}")
     cpu = info["cpu"]
     lines.append(f"caches:           L1d {cpu['l1d_bytes'] >> 10} KiB, L2 {cpu['l2_bytes'] >> 10} KiB, "
                  f"L3 {cpu['l3_bytes'] >> 10} KiB ({cpu['cache_source']}); {cpu['vector_bits']}-bit vectors")

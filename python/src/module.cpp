@@ -7,6 +7,7 @@
 #include "bindings.hpp"
 #include "c3/ops/build_info.hpp"
 #include "c3/ops/linear.hpp"
+#include "c3/ops/onednn.hpp"
 #include "c3/core/parallel.hpp"
 
 // Set by python/CMakeLists.txt for each build of the module.
@@ -81,6 +82,19 @@ PYBIND11_MODULE(_core, m) {
     py::class_<BufferLease>(m, "_BufferLease", "Keeps the buffer behind NumPy views alive (see python/src/bindings.hpp).");
 
     m.def("num_threads", &num_threads, "Number of threads the C++ kernels use.");
+    m.def(
+        "load_onednn",
+        [](const std::string& path) {
+            ops::load_onednn(path);
+            return ops::onednn_in_use();
+        },
+        py::arg("path"),
+        "Loads libdnnl (a CPU build on GNU OpenMP) from path and sends every large float32 product to its sgemm; "
+        "returns its description. C3IOError if it cannot be loaded, C3ValueError if it is no such build.");
+    m.def("unload_onednn", &ops::unload_onednn, "Sends every float32 product back to c3's own kernels.");
+    m.def(
+        "onednn_in_use", [] { return ops::onednn_in_use(); },
+        "'oneDNN <version> (<path>)' while its sgemm takes the large float32 products, else ''.");
     m.def("measure_read_bandwidth",
           [](size_t megabytes, size_t repeats) {
               // Sums a buffer far larger than the caches with all threads: the memory read rate, in bytes/s.
@@ -109,21 +123,29 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("megabytes") = 1024, py::arg("repeats") = 5, "Measured memory read bandwidth in bytes/s (all threads).");
     m.def("measure_gemm_rate",
-          [](size_t size, size_t repeats) {
-              // c3's float GEMM (ops::linear_forward, blocked across the threads) on size^3: the FLOP rate that
-              // the benchmarks take as the machine's GEMM peak.
-              std::vector<float> x(size * size, 0.5f), w(size * size, 0.25f), y(size * size);
+          [](size_t size, size_t repeats, size_t rows, size_t out) {
+              // c3's float GEMM (ops::linear_forward, blocked across the threads; oneDNN's sgemm where loaded) on
+              // [rows, size] x [size, out], size^3 by default: the FLOP rate that the benchmarks take as the
+              // machine's GEMM peak.
+              rows = rows ? rows : size, out = out ? out : size;
+              C3_CHECK(size >= 1 && repeats >= 1 && size <= (size_t(1) << 15) && rows <= (size_t(1) << 15) &&
+                       out <= (size_t(1) << 15), ValueError, "measure_gemm_rate: sizes from 1 to 32768 and at "
+                       "least one repeat, got size=", size, ", rows=", rows, ", out=", out, ", repeats=", repeats);
+              std::vector<float> x(rows * size, 0.5f), w(out * size, 0.25f), y(rows * out);
               double best = 0;
               py::gil_scoped_release release;
               for (size_t r = 0; r < repeats + 1; ++r) {  // the first call warms the caches and the threads
                   const auto start = std::chrono::steady_clock::now();
-                  ops::linear_forward(y.data(), x.data(), w.data(), static_cast<const float*>(nullptr), size, size, size);
+                  ops::linear_forward(y.data(), x.data(), w.data(), static_cast<const float*>(nullptr), rows, size,
+                                      out);
                   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-                  if (r > 0) best = std::max(best, 2.0 * double(size) * double(size) * double(size) / seconds);
+                  if (r > 0) best = std::max(best, 2.0 * double(rows) * double(size) * double(out) / seconds);
               }
               return best;
           },
-          py::arg("size") = 1024, py::arg("repeats") = 5, "Measured float32 GEMM rate in FLOP/s (all threads).");
+          py::arg("size") = 1024, py::arg("repeats") = 5, py::arg("rows") = 0, py::arg("out") = 0,
+          "Measured float32 GEMM rate in FLOP/s (all threads) of [rows, size] x [size, out]; rows and out default "
+          "to size.");
     m.def("build_info", [] {
         const BuildInfo info = c3::build_info();
         py::dict result;

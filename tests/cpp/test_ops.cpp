@@ -1,12 +1,16 @@
 // Each fast kernel against its scalar reference, and each backward against central differences in double.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "c3/core/cpu_info.hpp"
 #include "c3/ops/attention.hpp"
 #include "c3/ops/broadcast_gemm.hpp"
 #include "c3/ops/cross_entropy.hpp"
 #include "c3/ops/embedding.hpp"
 #include "c3/ops/linear.hpp"
+#include "c3/ops/matmul.hpp"
+#include "c3/ops/onednn.hpp"
 #include "c3/ops/small_rows.hpp"
 #include "c3/ops/rmsnorm.hpp"
 #include "c3/ops/rope.hpp"
@@ -42,6 +46,60 @@ TEST(Linear, MatchesReference) {
     expect_close(dx1, dx2, 1e-4f, "dinput");
     expect_close(dw1, dw2, 1e-4f, "dweight");
     expect_close(db1, db2, 1e-4f, "dbias");
+}
+
+TEST(Onednn, LibrariesThatDoNotLoadAreTypedErrors) {
+    EXPECT_THROW(ops::load_onednn("/nonexistent/libdnnl.so.3"), IOError);
+    const std::string before = ops::onednn_in_use();
+    EXPECT_THROW(ops::load_onednn("/nonexistent/libdnnl.so.3"), IOError);
+    EXPECT_EQ(ops::onednn_in_use(), before);  // a failed load changes nothing
+}
+
+// Every product kind that oneDNN's sgemm takes, against the scalar reference, on one thread and across threads
+// (row blocks and column blocks). Runs where C3_TEST_ONEDNN names a libdnnl (scripts/test.sh passes the one that
+// onednn-cpu-gomp installed); skipped elsewhere.
+TEST(Onednn, EveryProductKindMatchesTheReference) {
+    const char* path = std::getenv("C3_TEST_ONEDNN");
+    if (!path || !*path) GTEST_SKIP() << "C3_TEST_ONEDNN names no libdnnl";
+    ops::load_onednn(path);
+    ASSERT_NE(ops::onednn_in_use(), "");
+    const int threads_before = num_threads();
+    for (int threads : {1, 2}) {
+        set_num_threads(threads);
+        // 96 rows split by rows, 40 rows by columns; each above oneDNN's size threshold.
+        for (size_t rows : {96, 40}) {
+            const size_t in = 200, out = 264;
+            ASSERT_GE(rows * in * out, ops::kOnednnMinWork);
+            auto x = to_float(random_vector(rows * in, 31)), w = to_float(random_vector(out * in, 32)),
+                 b = to_float(random_vector(out, 33)), dy = to_float(random_vector(rows * out, 34));
+            std::vector<float> wt(in * out);
+            for (size_t o = 0; o < out; ++o)
+                for (size_t i = 0; i < in; ++i) wt[i * out + o] = w[o * in + i];
+            std::vector<float> slow(rows * out), fast(rows * out, 7.f), fast_t(rows * out, 7.f);
+            ops::reference::linear_forward(slow.data(), x.data(), w.data(), b.data(), rows, in, out);
+            ops::linear_forward(fast.data(), x.data(), w.data(), b.data(), rows, in, out);
+            expect_close(fast, slow, 1e-4f, "forward, weights as stored");
+            ops::matmul_pretransposed(fast_t.data(), x.data(), wt.data(), b.data(), rows, in, out);
+            expect_close(fast_t, slow, 1e-4f, "forward, transposed copy, bias");
+            std::vector<float> no_bias(rows * out), fast_nb(rows * out, 7.f);
+            ops::reference::linear_forward(no_bias.data(), x.data(), w.data(), static_cast<const float*>(nullptr),
+                                           rows, in, out);
+            ops::matmul_pretransposed(fast_nb.data(), x.data(), wt.data(), static_cast<const float*>(nullptr), rows,
+                                      in, out);
+            expect_close(fast_nb, no_bias, 1e-4f, "forward, transposed copy, no bias (the old values ignored)");
+            // Backward accumulates into what is there.
+            std::vector<float> dx1(rows * in, 0.5f), dw1(out * in, 0.25f), dx2 = dx1, dw2 = dw1;
+            ops::linear_backward(dx1.data(), dw1.data(), static_cast<float*>(nullptr), dy.data(), x.data(), w.data(),
+                                 rows, in, out);
+            ops::reference::linear_backward(dx2.data(), dw2.data(), static_cast<float*>(nullptr), dy.data(),
+                                            x.data(), w.data(), rows, in, out);
+            expect_close(dx1, dx2, 1e-4f, "dinput");
+            expect_close(dw1, dw2, 1e-4f, "dweight");
+        }
+    }
+    set_num_threads(threads_before);
+    ops::unload_onednn();
+    EXPECT_EQ(ops::onednn_in_use(), "");
 }
 
 // 1 to 4 rows (decode steps), float and double; and the streaming kernel of small_rows.hpp on float weights.

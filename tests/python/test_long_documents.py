@@ -369,8 +369,10 @@ def test_document_score_and_reconstruct_read_every_block_in_batches_of_any_size(
     answers = [chunks[0], chunks[2], "what follows"]
     scores = model.document_score(long, answers, tasks)
     one_by_one = model.document_score(long, answers, tasks, batch_size=1)
-    for name in ("log_probability", "valid", "predicted"):
+    for name in ("valid", "predicted"):
         np.testing.assert_array_equal(scores[name], one_by_one[name])
+    # Equal up to rounding: oneDNN's sgemm, where loaded, may block a product's sums by its row count.
+    np.testing.assert_allclose(scores["log_probability"], one_by_one["log_probability"], rtol=1e-6, atol=1e-6)
     # The face adds nothing the model's own call over K = 3 blocks does not give.
     ids, mask = model.answer_batch(answers, add_stop=False)
     task, task_mask = model.task_batch(tasks)

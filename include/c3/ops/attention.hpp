@@ -11,9 +11,11 @@
 #pragma once
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "c3/core/parallel.hpp"
 #include "c3/core/tensor.hpp"
+#include "c3/ops/onednn.hpp"
 #include "c3/ops/vector_math.hpp"
 
 namespace c3::ops {
@@ -49,7 +51,12 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, con
         ConstStridedMap<T> V(v + b * s.kv_batch_stride + g * s.head_dim, keys, s.head_dim, Eigen::OuterStride<>(ks));
         T* block_probs = probs + (bh * s.q_len + i0) * s.k_len;
         StridedMap<T> P(block_probs, rows, keys, Eigen::OuterStride<>(s.k_len));
-        P.noalias() = (Q * scale) * K.transpose();  // the scale rides in the product (Eigen's alpha), no temporary
+        // The scale rides in the product (alpha), no temporary; oneDNN's sgemm where loaded and the block is large.
+        bool scored = false;
+        if constexpr (std::is_same_v<T, float>)
+            scored = onednn_gemm_where_suited('N', 'T', rows, keys, s.head_dim, Q.data(), qs, K.data(), ks, 0.0f,
+                                              block_probs, s.k_len, scale);
+        if (!scored) P.noalias() = (Q * scale) * K.transpose();
         const uint8_t* valid = key_valid ? key_valid + b * s.k_valid_stride : nullptr;
         // Softmax over the visible keys rounded up to a multiple of 16, the extra keys set to -infinity (exp
         // gives 0): loops of whole vectors, without the scalar tails that cost more than a few extra exponentials.
@@ -71,7 +78,12 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, con
             const T inverse = T(1) / exp_shifted(row, row, span, max_score);
             for (size_t j = 0; j < span; ++j) row[j] *= inverse;
         }
-        StridedMap<T> O(out + (b * s.q_len + i0) * qs + h * s.head_dim, rows, s.head_dim, Eigen::OuterStride<>(qs));
+        T* O_data = out + (b * s.q_len + i0) * qs + h * s.head_dim;
+        if constexpr (std::is_same_v<T, float>)
+            if (onednn_gemm_where_suited('N', 'N', rows, s.head_dim, keys, block_probs, s.k_len, V.data(), ks, 0.0f,
+                                         O_data, qs))
+                return;
+        StridedMap<T> O(O_data, rows, s.head_dim, Eigen::OuterStride<>(qs));
         O.noalias() = P * V;
     }, kQueryBlock * s.k_len * s.head_dim * 2);
 }

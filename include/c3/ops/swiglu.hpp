@@ -16,7 +16,11 @@ inline T sigmoid(T x) {
 template <typename T>
 void swiglu_forward(T* act, const T* gate, const T* up, size_t rows, size_t width) {
     parallel_for(rows, [&](size_t r) {
-        for (size_t i = r * width; i < (r + 1) * width; ++i) act[i] = gate[i] * sigmoid(gate[i]) * up[i];
+        // Row pointers in locals: through the captured references a store to act[i] might change gate or up
+        // themselves, and the loop would stay scalar.
+        T* a = act + r * width;
+        const T *g = gate + r * width, *u = up + r * width;
+        for (size_t i = 0; i < width; ++i) a[i] = g[i] * sigmoid(g[i]) * u[i];
     }, width * 12);
 }
 
@@ -24,11 +28,13 @@ void swiglu_forward(T* act, const T* gate, const T* up, size_t rows, size_t widt
 template <typename T>
 void swiglu_backward(T* dgate, T* dup, const T* dact, const T* gate, const T* up, size_t rows, size_t width) {
     parallel_for(rows, [&](size_t r) {
-        for (size_t i = r * width; i < (r + 1) * width; ++i) {
-            const T s = sigmoid(gate[i]);
-            const T silu = gate[i] * s;
-            dup[i] += dact[i] * silu;
-            dgate[i] += dact[i] * up[i] * s * (T(1) + gate[i] * (T(1) - s));
+        T *dg = dgate + r * width, *du = dup + r * width;
+        const T *da = dact + r * width, *g = gate + r * width, *u = up + r * width;
+        for (size_t i = 0; i < width; ++i) {
+            const T s = sigmoid(g[i]);
+            const T silu = g[i] * s;
+            du[i] += da[i] * silu;
+            dg[i] += da[i] * u[i] * s * (T(1) + g[i] * (T(1) - s));
         }
     }, width * 12);
 }

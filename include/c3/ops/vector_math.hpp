@@ -1,6 +1,8 @@
 // exp for float written so that loops over it vectorise (no branches, no library call), accurate to about
 // 2 ulp on [-87, 88]. std::exp is a scalar call per element, which made softmax, sigmoid and cross-entropy a
-// tenth of a small model's training step. Doubles keep std::exp: they serve the gradient checks.
+// tenth of a small model's training step. Doubles keep std::exp: they serve the gradient checks. On AVX2 the
+// loops vectorise only under -fno-trapping-math (this project's builds; it changes no result): without it GCC
+// may not evaluate a select's unused side, and only AVX-512's masked instructions get around that.
 #pragma once
 #include <cmath>
 #include <cstdint>
