@@ -30,7 +30,8 @@ levels=$(run "$python" -c "import c3; print(' '.join(c3.build_info()['cpu_levels
 run "$python" -m c3.cli --version
 
 kernel_tests=(tests/python/test_isa.py tests/python/test_model.py tests/python/test_training.py
-              tests/python/test_cascade.py tests/python/test_reliability.py tests/python/test_compute_auto.py)
+              tests/python/test_cascade.py tests/python/test_reliability.py tests/python/test_compute_auto.py
+              tests/python/test_onednn.py)
 for level in $levels; do
   echo "== wheel, C3_ISA=$level ($((SECONDS - started)) s so far)"
   run C3_ISA=$level "$python" -m pytest -q -ra -p no:cacheprovider "${kernel_tests[@]}"
