@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import tempfile
 
@@ -116,7 +115,7 @@ def bench_mixed(results, name, hf, directory, repeats, batch=16, length=64, auto
             c3.unload_onednn()
         seconds = timed(lambda: step(ids) if label.startswith("c3") else step(), repeats)
         if label == "c3 float32 own kernels":
-            c3.load_onednn(os.environ.get("C3_ONEDNN") or None)
+            c3.load_onednn()  # the same library again
         rates[label] = batch * length / seconds
     hf.eval()
     mixed = rates["c3 bf16"]

@@ -49,7 +49,8 @@ except ImportError as _error:
 
 def load_onednn(path: str = None) -> str:
     """Send every large float32 product (prefill, training) to oneDNN's sgemm: the library at path, else the one
-    the onednn-cpu-gomp distribution installed (`pip install c3[onednn]`; `import c3` loads that one already).
+    loaded last (after unload_onednn), else the one the onednn-cpu-gomp distribution installed (`pip install
+    c3[onednn]`; `import c3` loads that one already).
     Returns its description. C3IOError if it is missing or does not load, C3ValueError if it is not a CPU build on
     GNU OpenMP. Results match c3's own kernels to float rounding; a sum is never split across threads either way."""
     return _onednn.load(_core, path)

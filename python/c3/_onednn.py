@@ -30,13 +30,21 @@ def installed_library() -> str | None:
     return None
 
 
+# The library loaded last (at import or by load), which load() without a path takes again after an unload.
+_loaded: str | None = None
+
+
 def load(core, path: str | None = None) -> str:
-    """Loads libdnnl (path, else the installed distribution's) into core; returns its description."""
-    path = path or installed_library()
+    """Loads libdnnl (path, else the one loaded last, else the installed distribution's) into core; returns its
+    description."""
+    global _loaded
+    path = path or _loaded or installed_library()
     if path is None:
         raise core.C3IOError(f"oneDNN is not installed: pip install {DISTRIBUTION} (or c3[onednn]), or pass the "
                              f"path of a {LIBRARY} built on GNU OpenMP")
-    return core.load_onednn(path)
+    description = core.load_onednn(path)
+    _loaded = path
+    return description
 
 
 def load_at_import(core) -> None:
@@ -46,7 +54,7 @@ def load_at_import(core) -> None:
         return
     if setting:
         try:
-            core.load_onednn(setting)
+            load(core, setting)
         except (core.C3IOError, core.C3ValueError) as error:
             raise ImportError(f"C3_ONEDNN={setting}: {error} (C3_ONEDNN=0 keeps c3's own kernels)") from None
         return
@@ -54,7 +62,7 @@ def load_at_import(core) -> None:
     if path is None:
         return
     try:
-        core.load_onednn(path)
+        load(core, path)
     except (core.C3IOError, core.C3ValueError) as error:  # a damaged install costs speed, not the import
         warnings.warn(f"c3: oneDNN not used, c3's own kernels run every product: {error}", RuntimeWarning,
                       stacklevel=3)

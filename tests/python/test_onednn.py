@@ -123,3 +123,10 @@ def test_the_gemm_rate_measures_any_shape_and_refuses_bad_sizes():
         c3._core.measure_gemm_rate(0, 1)
     with pytest.raises(c3.C3ValueError, match="measure_gemm_rate"):
         c3._core.measure_gemm_rate(64, 1, 1 << 16, 8)
+
+
+def test_loading_without_a_path_takes_the_library_loaded_last(native_then_onednn):
+    before = c3.onednn_in_use()
+    c3.unload_onednn()
+    assert c3.onednn_in_use() is None
+    assert c3.load_onednn() == before

@@ -11,7 +11,6 @@
 #pragma once
 #include <cmath>
 #include <limits>
-#include <type_traits>
 
 #include "c3/core/parallel.hpp"
 #include "c3/core/tensor.hpp"
@@ -52,11 +51,9 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, con
         T* block_probs = probs + (bh * s.q_len + i0) * s.k_len;
         StridedMap<T> P(block_probs, rows, keys, Eigen::OuterStride<>(s.k_len));
         // The scale rides in the product (alpha), no temporary; oneDNN's sgemm where loaded and the block is large.
-        bool scored = false;
-        if constexpr (std::is_same_v<T, float>)
-            scored = onednn_gemm_where_suited('N', 'T', rows, keys, s.head_dim, Q.data(), qs, K.data(), ks, 0.0f,
-                                              block_probs, s.k_len, scale);
-        if (!scored) P.noalias() = (Q * scale) * K.transpose();
+        if (!onednn_gemm_where_suited('N', 'T', rows, keys, s.head_dim, Q.data(), qs, K.data(), ks, T(0), block_probs,
+                                      s.k_len, scale))
+            P.noalias() = (Q * scale) * K.transpose();
         const uint8_t* valid = key_valid ? key_valid + b * s.k_valid_stride : nullptr;
         // Softmax over the visible keys rounded up to a multiple of 16, the extra keys set to -infinity (exp
         // gives 0): loops of whole vectors, without the scalar tails that cost more than a few extra exponentials.
@@ -79,12 +76,9 @@ void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, con
             for (size_t j = 0; j < span; ++j) row[j] *= inverse;
         }
         T* O_data = out + (b * s.q_len + i0) * qs + h * s.head_dim;
-        if constexpr (std::is_same_v<T, float>)
-            if (onednn_gemm_where_suited('N', 'N', rows, s.head_dim, keys, block_probs, s.k_len, V.data(), ks, 0.0f,
-                                         O_data, qs))
-                return;
-        StridedMap<T> O(O_data, rows, s.head_dim, Eigen::OuterStride<>(qs));
-        O.noalias() = P * V;
+        if (!onednn_gemm_where_suited('N', 'N', rows, s.head_dim, keys, block_probs, s.k_len, V.data(), ks, T(0),
+                                      O_data, qs))
+            StridedMap<T>(O_data, rows, s.head_dim, Eigen::OuterStride<>(qs)).noalias() = P * V;
     }, kQueryBlock * s.k_len * s.head_dim * 2);
 }
 

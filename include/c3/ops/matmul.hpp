@@ -62,10 +62,9 @@ bool broadcast_gemm_where_suited(T* C, size_t ldc, const T* A, size_t a_row, siz
 template <typename T>
 void matmul_transposed(T* y, const T* x, const T* w, size_t rows, size_t in, size_t out) {
     parallel_blocks(rows, out, in, [&](size_t r0, size_t r1, size_t c0, size_t c1) {
-        if constexpr (std::is_same_v<T, float>)
-            if (onednn_gemm_where_suited('N', 'T', r1 - r0, c1 - c0, in, x + r0 * in, in, w + c0 * in, in, 0.0f,
-                                         y + r0 * out + c0, out))
-                return;
+        if (onednn_gemm_where_suited('N', 'T', r1 - r0, c1 - c0, in, x + r0 * in, in, w + c0 * in, in, T(0),
+                                     y + r0 * out + c0, out))
+            return;
         StridedMap<T>(y + r0 * out + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(out)).noalias() =
             ConstMatrixMap<T>(x + r0 * in, r1 - r0, in) * ConstMatrixMap<T>(w + c0 * in, c1 - c0, in).transpose();
     });
@@ -78,10 +77,9 @@ void matmul_pretransposed(T* y, const T* x, const T* wt, const T* bias, size_t r
     parallel_blocks(rows, out, in, [&](size_t r0, size_t r1, size_t c0, size_t c1) {
         StridedMap<T> Y(y + r0 * out + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(out));
         if (bias) Y.rowwise() = ConstVectorMap<T>(bias + c0, c1 - c0).transpose();
-        if constexpr (std::is_same_v<T, float>)
-            if (onednn_gemm_where_suited('N', 'N', r1 - r0, c1 - c0, in, x + r0 * in, in, wt + c0, out,
-                                         bias ? 1.0f : 0.0f, y + r0 * out + c0, out))
-                return;
+        if (onednn_gemm_where_suited('N', 'N', r1 - r0, c1 - c0, in, x + r0 * in, in, wt + c0, out, T(bias ? 1 : 0),
+                                     y + r0 * out + c0, out))
+            return;
         if (!bias) Y.setZero();
         if (broadcast_gemm_where_suited(y + r0 * out + c0, out, x + r0 * in, in, 1, wt + c0, out, r1 - r0, c1 - c0, in))
             return;
@@ -94,10 +92,9 @@ void matmul_pretransposed(T* y, const T* x, const T* wt, const T* bias, size_t r
 template <typename T>
 void matmul_accumulate(T* y, const T* dy, const T* w, size_t rows, size_t in, size_t out) {
     parallel_blocks(rows, in, out, [&](size_t r0, size_t r1, size_t c0, size_t c1) {
-        if constexpr (std::is_same_v<T, float>)
-            if (onednn_gemm_where_suited('N', 'N', r1 - r0, c1 - c0, out, dy + r0 * out, out, w + c0, in, 1.0f,
-                                         y + r0 * in + c0, in))
-                return;
+        if (onednn_gemm_where_suited('N', 'N', r1 - r0, c1 - c0, out, dy + r0 * out, out, w + c0, in, T(1),
+                                     y + r0 * in + c0, in))
+            return;
         if (broadcast_gemm_where_suited(y + r0 * in + c0, in, dy + r0 * out, out, 1, w + c0, in, r1 - r0, c1 - c0, out))
             return;
         StridedMap<T>(y + r0 * in + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(in)).noalias() +=
@@ -111,10 +108,9 @@ template <typename T>
 void matmul_transposed_left_accumulate(T* dw, const T* dy, const T* x, size_t rows, size_t in, size_t out) {
     parallel_blocks(out, in, rows, [&](size_t o0, size_t o1, size_t i0, size_t i1) {
         // dy^T read in place: row stride 1, column stride out.
-        if constexpr (std::is_same_v<T, float>)
-            if (onednn_gemm_where_suited('T', 'N', o1 - o0, i1 - i0, rows, dy + o0, out, x + i0, in, 1.0f,
-                                         dw + o0 * in + i0, in))
-                return;
+        if (onednn_gemm_where_suited('T', 'N', o1 - o0, i1 - i0, rows, dy + o0, out, x + i0, in, T(1),
+                                     dw + o0 * in + i0, in))
+            return;
         if (broadcast_gemm_where_suited(dw + o0 * in + i0, in, dy + o0, 1, out, x + i0, in, o1 - o0, i1 - i0, rows))
             return;
         StridedMap<T>(dw + o0 * in + i0, o1 - o0, i1 - i0, Eigen::OuterStride<>(in)).noalias() +=

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>
 #define C3_HAVE_DLOPEN 1
@@ -89,28 +90,33 @@ inline std::string onednn_in_use() {
     return detail::onednn_sgemm_slot().load() ? detail::onednn_description() : std::string();
 }
 
-// C [M, N] = alpha * A * B + beta * C through oneDNN on the calling thread, where it is loaded and the product is large
-// enough; false otherwise (the caller uses the native kernels). A is read as op(A) with transpose_a ('N' or 'T'),
-// B likewise; strides as in detail::SgemmFunction. Runs inside parallel regions, so it never throws: a status other
-// than success (arguments oneDNN rejects, leaving C untouched) sends the product to the native kernels too.
-inline bool onednn_gemm_where_suited(char transpose_a, char transpose_b, size_t M, size_t N, size_t K, const float* A,
-                                     size_t lda, const float* B, size_t ldb, float beta, float* C, size_t ldc,
-                                     float alpha = 1.0f) {
-    const detail::SgemmFunction sgemm = detail::onednn_sgemm_slot().load(std::memory_order_relaxed);
-    // A few rows (a decode step) are a matrix-vector product, bound by memory, which the native kernels stream.
-    if (!sgemm || M < 16 || N < 16 || K < 16 || M * N * K < kOnednnMinWork) return false;
+// C [M, N] = alpha * A * B + beta * C through oneDNN on the calling thread, where it is loaded, T is float and the
+// product is large enough; false otherwise (the caller uses the native kernels). A is read as op(A) with transpose_a
+// ('N' or 'T'), B likewise; strides as in detail::SgemmFunction. Runs inside parallel regions, so it never throws: a
+// status other than success (arguments oneDNN rejects, leaving C untouched) sends the product to the native kernels
+// too.
+template <typename T>
+bool onednn_gemm_where_suited(char transpose_a, char transpose_b, size_t M, size_t N, size_t K, const T* A,
+                              size_t lda, const T* B, size_t ldb, T beta, T* C, size_t ldc, T alpha = T(1)) {
+    if constexpr (!std::is_same_v<T, float>) {
+        return false;
+    } else {
+        const detail::SgemmFunction sgemm = detail::onednn_sgemm_slot().load(std::memory_order_relaxed);
+        // A few rows (a decode step) are a matrix-vector product, bound by memory, which the native kernels stream.
+        if (!sgemm || M < 16 || N < 16 || K < 16 || M * N * K < kOnednnMinWork) return false;
 #ifdef _OPENMP
-    // Outside a parallel region oneDNN would start its own threads (a second level); a block runs on one.
-    const bool outside = !omp_in_parallel();
-    const int threads = omp_get_max_threads();
-    if (outside) omp_set_num_threads(1);
+        // Outside a parallel region oneDNN would start its own threads (a second level); a block runs on one.
+        const bool outside = !omp_in_parallel();
+        const int threads = omp_get_max_threads();
+        if (outside) omp_set_num_threads(1);
 #endif
-    const int status = sgemm(transpose_a, transpose_b, int64_t(M), int64_t(N), int64_t(K), alpha, A, int64_t(lda), B,
-                             int64_t(ldb), beta, C, int64_t(ldc));
+        const int status = sgemm(transpose_a, transpose_b, int64_t(M), int64_t(N), int64_t(K), alpha, A,
+                                 int64_t(lda), B, int64_t(ldb), beta, C, int64_t(ldc));
 #ifdef _OPENMP
-    if (outside) omp_set_num_threads(threads);
+        if (outside) omp_set_num_threads(threads);
 #endif
-    return status == 0;
+        return status == 0;
+    }
 }
 
 }  // namespace c3::ops
