@@ -1,7 +1,12 @@
 // Each fast kernel against its scalar reference, and each backward against central differences in double.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "c3/core/cpu_info.hpp"
 #include "c3/ops/attention.hpp"
@@ -98,6 +103,42 @@ TEST(Onednn, EveryProductKindMatchesTheReference) {
         }
     }
     set_num_threads(threads_before);
+    ops::unload_onednn();
+    EXPECT_EQ(ops::onednn_in_use(), "");
+}
+
+// Loading again while another thread reads onednn_in_use: every description read names one of the loaded paths
+// whole (a load publishes its function and its name together). Two names of one file: the library and a symlink.
+TEST(Onednn, LoadingWhileAnotherThreadReadsTheDescription) {
+    const char* path = std::getenv("C3_TEST_ONEDNN");
+    if (!path || !*path) GTEST_SKIP() << "C3_TEST_ONEDNN names no libdnnl";
+    const std::string link = ::testing::TempDir() + "c3_libdnnl_link.so";
+    std::remove(link.c_str());
+    ASSERT_EQ(symlink(path, link.c_str()), 0);
+    const std::string names[2] = {path, link};
+    std::atomic<bool> done{false};
+    std::atomic<size_t> reads{0};
+    size_t torn = 0;
+    std::thread reader([&] {
+        while (!done.load()) {
+            const std::string seen = ops::onednn_in_use();
+            ++reads;
+            if (seen.empty()) continue;
+            const auto names_it = [&](const std::string& name) {
+                const std::string tail = " (" + name + ")";
+                return seen.size() > tail.size() && seen.compare(seen.size() - tail.size(), tail.size(), tail) == 0;
+            };
+            const bool whole = seen.rfind("oneDNN ", 0) == 0 && (names_it(names[0]) || names_it(names[1]));
+            if (!whole) ++torn;
+        }
+    });
+    // Until the reader has read many times while loads go on (a thread may start late).
+    for (size_t i = 0; i < 2000 || (reads.load() < 20000 && i < 2000000); ++i) ops::load_onednn(names[i % 2]);
+    done = true;
+    reader.join();
+    std::remove(link.c_str());
+    EXPECT_GE(reads.load(), 20000u);
+    EXPECT_EQ(torn, 0u);
     ops::unload_onednn();
     EXPECT_EQ(ops::onednn_in_use(), "");
 }

@@ -9,8 +9,11 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
+#include <vector>
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>
 #define C3_HAVE_DLOPEN 1
@@ -36,13 +39,23 @@ struct DnnlVersion {
 using VersionFunction = const DnnlVersion* (*)();
 constexpr unsigned kDnnlRuntimeOpenMP = 2;  // DNNL_RUNTIME_OMP
 
-inline std::atomic<SgemmFunction>& onednn_sgemm_slot() {
-    static std::atomic<SgemmFunction> slot{nullptr};
+// One loaded library: its sgemm with the description that names it, published together by one atomic pointer so
+// that onednn_in_use never pairs one library's name with another's function. Loads are rare and every Loaded stays
+// alive for the life of the process (a product may be running on another thread), held by the list below.
+struct Loaded {
+    SgemmFunction sgemm;
+    std::string description;
+};
+inline std::atomic<const Loaded*>& onednn_slot() {
+    static std::atomic<const Loaded*> slot{nullptr};
     return slot;
 }
-inline std::string& onednn_description() {
-    static std::string description;
-    return description;
+inline const Loaded* keep_loaded(SgemmFunction sgemm, std::string description) {
+    static std::mutex mutex;
+    static std::vector<std::unique_ptr<Loaded>> kept;
+    std::lock_guard<std::mutex> lock(mutex);
+    kept.push_back(std::make_unique<Loaded>(Loaded{sgemm, std::move(description)}));
+    return kept.back().get();
 }
 }  // namespace detail
 
@@ -74,20 +87,21 @@ inline void load_onednn(const std::string& path) {
                          "onednn-cpu-gomp");
     }
     // The handle stays open for the life of the process: a product may be running on another thread.
-    detail::onednn_description() = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
-                                   std::to_string(v->patch) + " (" + path + ")";
-    detail::onednn_sgemm_slot().store(sgemm);
+    detail::onednn_slot().store(detail::keep_loaded(
+        sgemm, "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+                   std::to_string(v->patch) + " (" + path + ")"));
 #else
     throw IOError("cannot load oneDNN from " + path + ": this build has no dynamic loader");
 #endif
 }
 
 // Sends every float product back to the native kernels (a loaded library stays loaded).
-inline void unload_onednn() { detail::onednn_sgemm_slot().store(nullptr); }
+inline void unload_onednn() { detail::onednn_slot().store(nullptr); }
 
 // "oneDNN 3.2.0 (path)" while its sgemm takes the large products, else "".
 inline std::string onednn_in_use() {
-    return detail::onednn_sgemm_slot().load() ? detail::onednn_description() : std::string();
+    const detail::Loaded* loaded = detail::onednn_slot().load();
+    return loaded ? loaded->description : std::string();
 }
 
 // C [M, N] = alpha * A * B + beta * C through oneDNN on the calling thread, where it is loaded, T is float and the
@@ -101,16 +115,16 @@ bool onednn_gemm_where_suited(char transpose_a, char transpose_b, size_t M, size
     if constexpr (!std::is_same_v<T, float>) {
         return false;
     } else {
-        const detail::SgemmFunction sgemm = detail::onednn_sgemm_slot().load(std::memory_order_relaxed);
+        const detail::Loaded* loaded = detail::onednn_slot().load(std::memory_order_acquire);
         // A few rows (a decode step) are a matrix-vector product, bound by memory, which the native kernels stream.
-        if (!sgemm || M < 16 || N < 16 || K < 16 || M * N * K < kOnednnMinWork) return false;
+        if (!loaded || M < 16 || N < 16 || K < 16 || M * N * K < kOnednnMinWork) return false;
 #ifdef _OPENMP
         // Outside a parallel region oneDNN would start its own threads (a second level); a block runs on one.
         const bool outside = !omp_in_parallel();
         const int threads = omp_get_max_threads();
         if (outside) omp_set_num_threads(1);
 #endif
-        const int status = sgemm(transpose_a, transpose_b, int64_t(M), int64_t(N), int64_t(K), alpha, A,
+        const int status = loaded->sgemm(transpose_a, transpose_b, int64_t(M), int64_t(N), int64_t(K), alpha, A,
                                  int64_t(lda), B, int64_t(ldb), beta, C, int64_t(ldc));
 #ifdef _OPENMP
         if (outside) omp_set_num_threads(threads);
