@@ -6,8 +6,8 @@
 
 All engines run the same dequantised weights: llama.cpp's F32 and BF16 GGUF files are written from the packaged
 Q4_1 file by llama_model_quantize (allow_requantize), and c3 / PyTorch load the HF directory made from that file.
-Decode is memory-bound: the script prints the weight bytes read per token, the measured read bandwidth and the
-fraction of it each engine reaches.
+Decode is memory-bound: the script prints the weight bytes read per token, the read bandwidth measured around
+each engine's decode at batch 1 (one reading before it, one after) and the fraction of it the engine reaches.
 """
 import argparse
 import json
@@ -66,8 +66,22 @@ def bench_llama_cpp(path, threads, prompt, new_tokens):
             model.eval([token])
         return time.perf_counter() - started
     decode()
-    results["decode_1"] = new_tokens / statistics.median(decode() for _ in range(3))
+    results["decode_1"], results["bandwidth"] = with_bandwidth(
+        lambda: new_tokens / statistics.median(decode() for _ in range(3)))
     return results
+
+
+def read_bandwidth():
+    """The memory read rate now, in bytes/s (c3's threads summing a 1 GiB buffer, best of 5)."""
+    return c3._core.measure_read_bandwidth(1024, 5)
+
+
+def with_bandwidth(measure):
+    """measure()'s result and the read bandwidth around it (the mean of one reading before and one after): on a
+    shared host the rate moves by 10-30% within minutes, so each decode is set against its own readings."""
+    before = read_bandwidth()
+    result = measure()
+    return result, (before + read_bandwidth()) / 2
 
 
 def decode_rate(generate, batch, new_tokens):
@@ -85,8 +99,10 @@ def bench_c3(model, prompt, new_tokens):
         results[f"prefill_{length}"] = length / median_time(lambda: model.forward(ids, logits="last"))
     for batch in (1, 8):
         ids = np.array([prompt[:16]] * batch)
-        results[f"decode_{batch}"] = decode_rate(lambda count: model.generate(ids, max_new_tokens=count), batch,
-                                                 new_tokens)
+        results[f"decode_{batch}"], bandwidth = with_bandwidth(
+            lambda: decode_rate(lambda count: model.generate(ids, max_new_tokens=count), batch, new_tokens))
+        if batch == 1:
+            results["bandwidth"] = bandwidth
     return results
 
 
@@ -98,9 +114,11 @@ def bench_torch(model, prompt, new_tokens):
             results[f"prefill_{length}"] = length / median_time(lambda: model(input_ids=ids, logits_to_keep=1))
         for batch in (1, 8):
             ids = torch.tensor([prompt[:16]] * batch)
-            results[f"decode_{batch}"] = decode_rate(
+            results[f"decode_{batch}"], bandwidth = with_bandwidth(lambda: decode_rate(
                 lambda count: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=count,
-                                             min_new_tokens=count, do_sample=False, pad_token_id=2), batch, new_tokens)
+                                             min_new_tokens=count, do_sample=False, pad_token_id=2), batch, new_tokens))
+            if batch == 1:
+                results["bandwidth"] = bandwidth
     return results
 
 
@@ -117,9 +135,10 @@ def main():
     tokenizer = c3.BpeTokenizer.from_file(os.path.join(directory, "tokenizer.json"))
     import pydoc_data.topics
     prompt = [int(t) for t in tokenizer.encode(pydoc_data.topics.topics["if"] * 8)][:1100]
-    bandwidth = c3._core.measure_read_bandwidth(1024, 5)
+    bandwidth = read_bandwidth()
     parameters = 134_515_008
-    print(f"SmolLM2-135M, {args.threads} threads; measured read bandwidth {bandwidth / 1e9:.1f} GB/s")
+    print(f"SmolLM2-135M, {args.threads} threads; measured read bandwidth {bandwidth / 1e9:.1f} GB/s at the start; "
+          "each decode at batch 1 is set against readings taken just before and after it")
     table = {}
     for storage, bytes_per_weight in (("float32", 4), ("bf16", 2)):
         model = c3.load_model(directory, storage=storage)
@@ -144,12 +163,14 @@ def main():
         weight_bytes = parameters * bytes_per_weight
         for engine in [k for k in table if k.endswith(storage)]:
             rate = table[engine]["decode_1"]
-            table[engine]["bandwidth_fraction"] = rate * weight_bytes / bandwidth
+            table[engine]["bandwidth_fraction"] = rate * weight_bytes / table[engine]["bandwidth"]
         print(f"weights read per decoded token ({storage}): {weight_bytes / 1e6:.0f} MB")
-    columns = ["prefill_128", "prefill_1024", "decode_1", "decode_8", "bandwidth_fraction"]
-    print(f"{'engine':22s}" + "".join(f"{c:>16s}" for c in columns))
+    for row in table.values():
+        row["bandwidth_GB_s"] = row.pop("bandwidth") / 1e9
+    columns = ["prefill_128", "prefill_1024", "decode_1", "decode_8", "bandwidth_GB_s", "bandwidth_fraction"]
+    print(f"{'engine':22s}" + "".join(f"{c:>20s}" for c in columns))
     for engine, row in table.items():
-        print(f"{engine:22s}" + "".join(f"{row.get(c, float('nan')):16.2f}" for c in columns))
+        print(f"{engine:22s}" + "".join(f"{row.get(c, float('nan')):20.2f}" for c in columns))
     for storage, engines in (("float32", ["c3 float32"]), ("bf16", ["c3 bf16", "c3 bf16-compute bf16"])):
         for engine in engines:
             for other in (f"torch {storage}", f"llama.cpp {storage}"):
