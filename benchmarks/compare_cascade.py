@@ -19,6 +19,7 @@ transformers' generate(inputs_embeds=...) with the KV cache for reconstruction.
 """
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 
@@ -28,7 +29,7 @@ import transformers
 
 import c3
 from shapes import hf_arguments
-from timing import median_time
+from timing import interleaved_rounds, median_time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
 from c3_reference import ReferenceCascade, make_cascade_pair  # noqa: E402
@@ -52,6 +53,7 @@ def main():
     parser.add_argument("--train-batch", type=int, default=8, help="sequences per training step")
     parser.add_argument("--train-context", type=int, default=128, help="context tokens per training text")
     parser.add_argument("--training-only", action="store_true", help="only the training comparison")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of training steps (default 5)")
     parser.add_argument("--pretrained", action="store_true",
                         help="encoder and decoder are SmolLM2-135M (training only; implies --training-only)")
     parser.add_argument("--pretrained-shape", action="store_true",
@@ -139,9 +141,10 @@ def main():
 
 
 def training(model, reference, args, vocab):
-    """Reconstruction training steps (AdamW; every part trainable unless --frozen), median of 3, on the same batch:
-    c3 data parallel, c3 bf16 mixed precision, c3 serial, PyTorch float32 and PyTorch bf16 autocast. The
-    parameters move between calls; a step's cost does not."""
+    """Reconstruction training steps (AdamW; every part trainable unless --frozen) on the same batch: c3 data
+    parallel, c3 bf16 mixed precision, c3 serial, PyTorch float32 and PyTorch bf16 autocast, the median of
+    --rounds interleaved rounds (timing.interleaved_rounds). The parameters move between calls; a step's cost does
+    not."""
     rng = np.random.default_rng(1)
     batch, length = args.train_batch, args.train_context
     contexts = rng.integers(20, vocab, size=(batch, length)).astype(np.int64)
@@ -149,7 +152,7 @@ def training(model, reference, args, vocab):
     trainers = {"c3 data parallel": c3.CascadeTrainer(model, learning_rate=1e-5),
                 "c3 bf16": c3.CascadeTrainer(model, learning_rate=1e-5, compute_dtype="bfloat16"),
                 "c3 serial": c3.CascadeTrainer(model, learning_rate=1e-5, data_parallel=False)}
-    times = {mode: median_time(lambda: trainer.step(contexts, mask, contexts, mask))
+    calls = {mode: (lambda trainer=trainer: trainer.step(contexts, mask, contexts, mask))
              for mode, trainer in trainers.items()}
     optimizer = torch.optim.AdamW([p for p in reference.parameters() if p.requires_grad], lr=1e-5)
 
@@ -162,15 +165,21 @@ def training(model, reference, args, vocab):
             torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
             optimizer.step()
         return step
-    times["torch float32"] = median_time(torch_step(False))
+    calls["torch float32"] = torch_step(False)
     if not args.skip_autocast:
-        times["torch bf16 autocast"] = median_time(torch_step(True))
+        calls["torch bf16 autocast"] = torch_step(True)
     tokens = batch * length  # answer tokens (the context read back)
+    rounds = interleaved_rounds(calls, args.rounds, tokens, warmup=1)
+    times = {mode: tokens / statistics.median(r[mode] for r in rounds) for mode in calls}
     print(f"training, batch {batch} x {length}-token contexts and answers (tokens/s):")
     print("  " + "  ".join(f"{mode} {tokens / seconds:7.0f}" for mode, seconds in times.items()))
     for mode in ("c3 data parallel", "c3 bf16"):
         print(f"  {mode}: " + "  ".join(f"/ {other} {times[other] / times[mode]:4.2f}x" for other in times
                                         if other != mode), flush=True)
+    per_round = [max(r["c3 data parallel"], r["c3 bf16"]) / max(v for k, v in r.items() if k.startswith("torch"))
+                 for r in rounds]
+    print(f"  c3 best / torch best, lowest and highest of {len(rounds)} interleaved rounds: "
+          f"{min(per_round):.2f}x, {max(per_round):.2f}x", flush=True)
     # What compute_dtype="auto" takes on this CPU (a trial at the decoder's shape), beside what measured faster here.
     chosen = c3.CascadeTrainer(model, learning_rate=1e-5, compute_dtype="auto").compute_dtype
     faster = "bfloat16" if times["c3 bf16"] < times["c3 data parallel"] else "float32"

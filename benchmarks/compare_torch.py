@@ -7,7 +7,9 @@ process. Prints tokens/s for each and the ratio c3 / PyTorch.
 Models: "tiny" (byte-level d=64, 2 layers), "d128", "d256" and "d512" byte-level (4 layers), and "small" (~100M
 parameters, Llama shape d=768, 12 layers, vocab 32000). Each measurement is the median of several repeats after
 warm-up. "mixed" times one training step four ways: c3 float32, c3 bf16 mixed precision (compute_dtype="bfloat16"),
-PyTorch float32 and PyTorch under bf16 autocast, and prints the mixed-precision trainer's ratios to the other three.
+PyTorch float32 and PyTorch under bf16 autocast, in interleaved rounds (each round steps every engine once, so that
+a drifting shared host slows all alike), and prints medians over the rounds, the mixed-precision trainer's ratios to
+the others, and the lowest and highest round's ratio of c3's best mode to PyTorch's.
 The default models are tiny, d128, d256 (and small without --quick).
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 
 import numpy as np
@@ -23,7 +26,7 @@ import transformers
 
 import c3
 from shapes import MODELS, hf_arguments
-from timing import median_time
+from timing import interleaved_rounds, median_time
 
 
 def build(name, directory):
@@ -109,19 +112,20 @@ def bench_mixed(results, name, hf, directory, repeats, batch=16, length=64, auto
     onednn = c3.onednn_in_use()
     if onednn:  # the same float32 trainer on c3's own kernels, beside it in this process
         steps = {"c3 float32 own kernels": steps["c3 float32"], **steps}
-    rates = {}
-    for label, step in steps.items():
-        if label == "c3 float32 own kernels":
-            c3.unload_onednn()
-        seconds = timed(lambda: step(ids) if label.startswith("c3") else step(), repeats)
-        if label == "c3 float32 own kernels":
-            c3.load_onednn()  # the same library again
-        rates[label] = batch * length / seconds
+    calls = {label: (lambda step=step: step(ids)) if label.startswith("c3") else step for label, step in steps.items()}
+    rounds = interleaved_rounds(calls, repeats, batch * length,
+                                around={"c3 float32 own kernels": (c3.unload_onednn, c3.load_onednn)})
+    rates = {label: statistics.median(r[label] for r in rounds) for label in calls}
     hf.eval()
     mixed = rates["c3 bf16"]
     ratios = {f"c3 bf16 / {label}": mixed / rate for label, rate in rates.items() if label != "c3 bf16"}
     torch_best = max(rate for label, rate in rates.items() if label.startswith("torch"))
     ratios["c3 auto / torch best"] = rates[f"c3 auto ({automatic.compute_dtype})"] / torch_best
+    # The spread over the rounds of c3's best mode against PyTorch's, each round's rates against each other.
+    per_round = [max(v for k, v in r.items() if k.startswith("c3")) / max(v for k, v in r.items()
+                                                                           if k.startswith("torch")) for r in rounds]
+    ratios["c3 best / torch best, lowest round"] = min(per_round)
+    ratios["c3 best / torch best, highest round"] = max(per_round)
     results.append(dict(task="mixed", model=name, shape=f"B={batch} T={length}", tokens_per_s=rates, ratios=ratios))
     print(f"mixed    {name:6s} B={batch} T={length}  " + "   ".join(f"{k} {v:8.0f}" for k, v in rates.items())
           + " tok/s\n" + " " * 16 + "   ".join(f"{k} {v:5.2f}x" for k, v in ratios.items()), flush=True)
@@ -157,8 +161,8 @@ def main():
             if "train" in tasks and name != "small":
                 bench_train(results, name, hf, model, repeats)
             if "mixed" in tasks:
-                # The ~100M model takes seconds a step: fewer repeats.
-                bench_mixed(results, name, hf, directory, 3 if name == "small" else repeats,
+                # The ~100M model takes seconds a step: fewer rounds.
+                bench_mixed(results, name, hf, directory, 3 if name == "small" else max(repeats, 7),
                             autocast=not args.skip_autocast)
     if args.json:
         with open(args.json, "w") as handle:
