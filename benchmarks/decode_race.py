@@ -8,6 +8,8 @@ All engines run the same dequantised weights: llama.cpp's F32 and BF16 GGUF file
 Q4_1 file by llama_model_quantize (allow_requantize), and c3 / PyTorch load the HF directory made from that file.
 Decode is memory-bound: the script prints the weight bytes read per token, the read bandwidth measured around
 each engine's decode at batch 1 (one reading before it, one after) and the fraction of it the engine reaches.
+c3 and PyTorch prefill in interleaved rounds (each round times every engine once; medians), so that a shared host's
+drift slows both alike.
 """
 import argparse
 import json
@@ -20,7 +22,7 @@ import torch
 import transformers
 
 import c3
-from timing import median_time
+from timing import interleaved_rounds, median_time
 from c3.models import cache_dir, smollm2, smollm2_gguf_path
 
 
@@ -94,9 +96,6 @@ def decode_rate(generate, batch, new_tokens):
 
 def bench_c3(model, prompt, new_tokens):
     results = {}
-    for length in (128, 1024):
-        ids = np.array([prompt[:length]])
-        results[f"prefill_{length}"] = length / median_time(lambda: model.forward(ids, logits="last"))
     for batch in (1, 8):
         ids = np.array([prompt[:16]] * batch)
         results[f"decode_{batch}"], bandwidth = with_bandwidth(
@@ -109,9 +108,6 @@ def bench_c3(model, prompt, new_tokens):
 def bench_torch(model, prompt, new_tokens):
     results = {}
     with torch.no_grad():
-        for length in (128, 1024):
-            ids = torch.tensor([prompt[:length]])
-            results[f"prefill_{length}"] = length / median_time(lambda: model(input_ids=ids, logits_to_keep=1))
         for batch in (1, 8):
             ids = torch.tensor([prompt[:16]] * batch)
             results[f"decode_{batch}"], bandwidth = with_bandwidth(lambda: decode_rate(
@@ -120,6 +116,20 @@ def bench_torch(model, prompt, new_tokens):
             if batch == 1:
                 results["bandwidth"] = bandwidth
     return results
+
+
+def prefill_rates(engines, prompt, rounds=5):
+    """{engine: {"prefill_128": tokens/s, "prefill_1024": ...}}: each length's prompt pass timed for every engine in
+    interleaved rounds (timing.interleaved_rounds), medians. engines: {label: (forward(ids), before, after)}, where
+    before/after switch a model's compute mode outside the timing."""
+    table = {label: {} for label in engines}
+    for length in (128, 1024):
+        calls = {label: (lambda forward=forward: forward(prompt[:length])) for label, (forward, _, _) in engines.items()}
+        around = {label: (before, after) for label, (_, before, after) in engines.items()}
+        for_rounds = interleaved_rounds(calls, rounds, length, warmup=1, around=around)
+        for label in engines:
+            table[label][f"prefill_{length}"] = statistics.median(r[label] for r in for_rounds)
+    return table
 
 
 def main():
@@ -142,18 +152,35 @@ def main():
     table = {}
     for storage, bytes_per_weight in (("float32", 4), ("bf16", 2)):
         model = c3.load_model(directory, storage=storage)
-        table[f"c3 {storage}"] = bench_c3(model, prompt, args.new_tokens)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(
+            directory, dtype=torch.float32 if storage == "float32" else torch.bfloat16).eval()
+        stored_compute = model.compute
+        keep = (lambda: None, lambda: None)
+        bf16_compute = (lambda model=model: setattr(model, "compute", "bf16"),
+                        lambda model=model: setattr(model, "compute", stored_compute))
+
+        def torch_forward(ids, hf=hf):
+            with torch.no_grad():
+                hf(input_ids=torch.tensor([ids]), logits_to_keep=1)
+
+        def c3_forward(ids, model=model):
+            model.forward(np.array([ids]), logits="last")
+        engines = {f"c3 {storage}": (c3_forward, *keep)}
         if storage == "bf16":  # bf16 dot products for prompt passes, as PyTorch computes in bf16
+            engines["c3 bf16-compute bf16"] = (c3_forward, *bf16_compute)
+        engines[f"torch {storage}"] = (torch_forward, *keep)
+        for label, rates in prefill_rates(engines, prompt).items():
+            table[label] = rates
+        table[f"c3 {storage}"].update(bench_c3(model, prompt, args.new_tokens))
+        if storage == "bf16":
             model.compute = "bf16"
-            table["c3 bf16-compute bf16"] = bench_c3(model, prompt, args.new_tokens)
+            table["c3 bf16-compute bf16"].update(bench_c3(model, prompt, args.new_tokens))
             model.compute = "auto"  # what "auto" takes on this CPU, beside what measured faster for prompts here
             faster = max(("float32", "bf16"), key=lambda mode: table["c3 bf16" if mode == "float32"
                                                                  else "c3 bf16-compute bf16"]["prefill_1024"])
             print(f"compute='auto' chooses {model.compute}; measured faster at prefill 1024: {faster}", flush=True)
         del model
-        hf = transformers.AutoModelForCausalLM.from_pretrained(
-            directory, dtype=torch.float32 if storage == "float32" else torch.bfloat16).eval()
-        table[f"torch {storage}"] = bench_torch(hf, prompt, args.new_tokens)
+        table[f"torch {storage}"].update(bench_torch(hf, prompt, args.new_tokens))
         del hf
         if not args.skip_llama_cpp:
             table[f"llama.cpp {storage}"] = bench_llama_cpp(gguf_variant("f32" if storage == "float32" else "bf16"),
