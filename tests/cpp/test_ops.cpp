@@ -165,6 +165,25 @@ TEST(Linear, FewRowsMatchReference) {
             }
 }
 
+// A decode step's product (1 to 4 rows) hands blocks of 32 columns to whichever thread is free: the blocks do not
+// depend on the thread count, nor a block's result on the thread, so every thread count gives the same bits.
+TEST(Linear, FewRowsGiveTheSameBitsAtAnyThreadCount) {
+    const int threads_before = num_threads();
+    for (size_t rows = 1; rows <= 4; ++rows)
+        for (auto [in, out] : {std::pair<size_t, size_t>{576, 1536}, {1536, 576}, {200, 1000}}) {
+            const auto x = to_float(random_vector(rows * in, 180)), w = to_float(random_vector(out * in, 181));
+            std::vector<float> first(rows * out);
+            for (int threads : {1, 2, 3, 4}) {
+                set_num_threads(threads);
+                std::vector<float> y(rows * out, -1.f);
+                ops::linear_forward(y.data(), x.data(), w.data(), static_cast<const float*>(nullptr), rows, in, out);
+                if (threads == 1) first = y;
+                else EXPECT_EQ(y, first) << rows << " rows, " << in << " x " << out << ", " << threads << " threads";
+            }
+        }
+    set_num_threads(threads_before);
+}
+
 // Shapes large enough to take the threaded block paths: split by rows, and (few rows) split by columns.
 TEST(Linear, BlockedProductsMatchReference) {
     for (auto [rows, in, out] : {std::tuple<size_t, size_t, size_t>{300, 70, 90}, {3, 512, 300}, {1, 700, 333}}) {

@@ -67,6 +67,22 @@ void parallel_for(size_t count, Body&& body, size_t work_per_item = 0) {
     for (size_t i = 0; i < count; ++i) body(i);
 }
 
+// parallel_for with each index handed to the next free thread: for bodies whose results do not depend on which
+// thread runs them (each writes its own outputs, sums nothing across indices), where threads run at different
+// speeds, as memory-bound streams on a shared machine do.
+template <typename Body>
+void parallel_for_dynamic(size_t count, Body&& body) {
+#ifdef _OPENMP
+    if (count > 1 && num_threads() > 1) {
+        cpu_info();
+#pragma omp parallel for schedule(dynamic, 1)
+        for (long long i = 0; i < static_cast<long long>(count); ++i) body(static_cast<size_t>(i));
+        return;
+    }
+#endif
+    for (size_t i = 0; i < count; ++i) body(i);
+}
+
 // parallel_for for bodies that may throw. An exception must not leave an OpenMP region (it would terminate the
 // process), so each index keeps its own and the one at the lowest index is rethrown to the caller once the loop
 // is done: the same error whatever the thread count. Every index runs, even after one has thrown.

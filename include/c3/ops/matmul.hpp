@@ -3,6 +3,7 @@
 // A product with many rows splits its rows; a short one (a decode step) splits its columns, so that each
 // thread streams its own part of the weight matrix.
 #pragma once
+#include <algorithm>
 #include <type_traits>
 
 #include "c3/core/parallel.hpp"
@@ -18,6 +19,17 @@ void parallel_blocks(size_t rows, size_t columns, size_t depth, Block&& block) {
     configure_eigen();
     const size_t threads = size_t(num_threads());
     const size_t work = rows * columns * depth;
+    // A few rows (a decode step) stream the weights from memory: blocks of 32 columns go to whichever thread is free,
+    // since two threads streaming equal halves finish apart when the machine's memory serves them unevenly. The
+    // blocks do not depend on the thread count (one thread runs them in turn), nor a block's result on the thread
+    // that runs it, so a decode step gives the same bits on any number of threads.
+    if (rows < 16 && columns * depth >= kParallelWork) {
+        constexpr size_t kStreamColumns = 32;
+        parallel_for_dynamic((columns + kStreamColumns - 1) / kStreamColumns, [&](size_t i) {
+            block(0, rows, i * kStreamColumns, std::min(columns, (i + 1) * kStreamColumns));
+        });
+        return;
+    }
     if (threads <= 1 || work < 4 * kParallelWork) {
         block(0, rows, 0, columns);
         return;
