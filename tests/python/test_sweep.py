@@ -574,3 +574,37 @@ def test_scratch_models_take_the_rotary_base_from_the_shape():
     other.set_parameters(sharp)
     assert all(np.array_equal(value, parameters[name]) for name, value in other.parameters().items())
     assert np.abs(other.forward(ids, logits="all")[1] - ours).max() > 1e-3
+
+
+def test_merge_runs_copies_the_evaluated_runs_the_target_lacks(tmp_path, capsys):
+    """scripts/merge_runs.py on recorded runs: the evaluated runs of the source whose seeds the target plans, and only
+    those, arrive byte for byte (never a checkpoint); a second merge copies nothing; plans that differ in more than
+    the seeds stop it with status 2 before anything is copied."""
+    import json
+    import shutil
+
+    merge_runs = _script("merge_runs")
+    recorded = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "results", "verdict-test")
+    plan = json.load(open(os.path.join(recorded, "sweep.json")))
+    source, target = tmp_path / "source", tmp_path / "target"
+    for folder, seeds in ((source, [3, 4]), (target, [0, 1, 2, 3])):
+        (folder / "runs").mkdir(parents=True)
+        (folder / "sweep.json").write_text(json.dumps(dict(plan, seeds=seeds)))
+    for name in ("c3-seed3", "c3-seed4"):
+        shutil.copytree(os.path.join(recorded, "runs", name), source / "runs" / name)
+    (source / "runs" / "c3-seed3" / "checkpoint.safetensors").write_bytes(b"not copied")
+    merge_runs.main([str(source), str(target)])
+    copied = target / "runs" / "c3-seed3"
+    assert sorted(os.listdir(copied)) == ["evaluation.json", "trained.json"]
+    for file in ("evaluation.json", "trained.json"):
+        assert (copied / file).read_bytes() == (source / "runs" / "c3-seed3" / file).read_bytes()
+    assert not (target / "runs" / "c3-seed4").exists()  # seed 4 is not in the target's plan
+    assert "1 run(s) copied" in capsys.readouterr().out
+    merge_runs.main([str(source), str(target)])
+    assert "0 run(s) copied" in capsys.readouterr().out
+    (source / "sweep.json").write_text(json.dumps(dict(plan, seeds=[3, 4], steps=plan["steps"] + 1)))
+    shutil.rmtree(copied)
+    with pytest.raises(SystemExit) as stopped:
+        merge_runs.main([str(source), str(target)])
+    assert stopped.value.code == 2 and "steps" in capsys.readouterr().err
+    assert not copied.exists()
